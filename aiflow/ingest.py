@@ -1,0 +1,293 @@
+"""Landing → bronze: idempotent, incremental ingestion with lineage, a ledger and a quarantine.
+
+Each file is hashed; a ledger (a Delta table) records every file seen, its SHA-256, row counts and
+outcome, so the same content ingested twice (re-dropped or renamed) adds no row. Files are taken in
+chunks; each chunk is three Delta commits (bronze, quarantine, ledger). The ledger is the commit
+point: if anything fails before it, the chunk's bronze and quarantine commits are undone, and rows
+left by a process killed mid-chunk are removed at the start of the next run, so a re-run ingests
+every file exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from aiflow.lake import Lake, Tables
+from aiflow.landing import LandedFile, LandingZone
+from aiflow.parse import REASON, RECORD, ROW, RULE, RejectedFile, parse_file
+from aiflow.spec import EVENT_DATE, TableSpec
+
+log = logging.getLogger(__name__)
+
+INGESTED, DUPLICATE, REJECTED = "ingested", "duplicate", "rejected"
+
+LEDGER_SCHEMA: dict[str, pl.DataType] = {
+    "file": pl.String(),
+    "uri": pl.String(),
+    "sha256": pl.String(),
+    "size_bytes": pl.Int64(),
+    "format": pl.String(),
+    "outcome": pl.String(),
+    "rows_ingested": pl.Int64(),
+    "rows_quarantined": pl.Int64(),
+    "error": pl.String(),
+    "new_columns": pl.List(pl.String()),
+    "event_dates": pl.List(pl.Date()),
+    "rejected_to": pl.String(),
+    "duplicate_of": pl.String(),
+    "batch_id": pl.String(),
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "_stage": pl.String(),
+    RULE: pl.String(),
+    REASON: pl.String(),
+    RECORD: pl.String(),
+    "_source_file": pl.String(),
+    "_source_sha256": pl.String(),
+    ROW: pl.Int64(),
+    "_batch_id": pl.String(),
+    "_quarantined_at": pl.Datetime("us", "UTC"),
+    EVENT_DATE: pl.Date(),
+}
+
+
+@dataclass
+class FileOutcome:
+    file: str
+    sha256: str
+    outcome: str
+    rows_ingested: int = 0
+    rows_quarantined: int = 0
+    error: str | None = None
+    new_columns: list[str] = field(default_factory=list)
+    event_dates: list[dt.date] = field(default_factory=list)
+    rejected_to: str | None = None
+    duplicate_of: str | None = None
+
+
+@dataclass
+class IngestReport:
+    table: str
+    batch_id: str
+    files: list[FileOutcome] = field(default_factory=list)
+    bronze_version: int | None = None
+    ledger_version: int | None = None
+    quarantine_version: int | None = None
+    orphans_removed: int = 0
+
+    def count(self, outcome: str) -> int:
+        return sum(f.outcome == outcome for f in self.files)
+
+    @property
+    def rows_ingested(self) -> int:
+        return sum(f.rows_ingested for f in self.files)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(f.rows_quarantined for f in self.files)
+
+    @property
+    def new_columns(self) -> list[str]:
+        return sorted({c for f in self.files for c in f.new_columns})
+
+    @property
+    def event_dates(self) -> list[dt.date]:
+        return sorted({d for f in self.files for d in f.event_dates})
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def seen_hashes(lake: Lake, table: TableSpec) -> dict[str, str]:
+    """sha256 → file name of every file already ingested or rejected."""
+    ledger = Tables.ledger(table.name)
+    if not lake.exists(ledger):
+        return {}
+    done = lake.scan(ledger).filter(pl.col("outcome") != DUPLICATE).select("sha256", "file").collect()
+    return dict(zip(done["sha256"], done["file"], strict=True))
+
+
+def remove_orphans(lake: Lake, table: TableSpec) -> int:
+    """Delete bronze/quarantine rows of chunks that never reached the ledger (a killed process)."""
+    ledger = Tables.ledger(table.name)
+    committed = set()
+    if lake.exists(ledger):
+        committed = set(lake.scan(ledger).select("batch_id").unique().collect()["batch_id"])
+    removed = 0
+    for name in (Tables.bronze(table.name), Tables.quarantine(table.name)):
+        if not lake.exists(name):
+            continue
+        recent = {c.get("aiflow.batch_id") for c in lake.table(name).history(limit=50)} - {None}
+        for batch in sorted(recent - committed):
+            count = lake.delete(name, f"_batch_id = '{batch}'")
+            log.warning("removed %d rows of unfinished batch %s from %s", count, batch, name)
+            removed += count
+    return removed
+
+
+def _lineage(df: pl.DataFrame, file: LandedFile, digest: str, batch_id: str, now: dt.datetime) -> pl.DataFrame:
+    return df.with_columns(
+        pl.lit(file.name).alias("_source_file"),
+        pl.lit(digest).alias("_source_sha256"),
+        pl.lit(batch_id).alias("_batch_id"),
+        pl.lit(now, pl.Datetime("us", "UTC")).alias("_ingested_at"),
+    )
+
+
+def ingest(
+    lake: Lake,
+    landing: LandingZone,
+    table: TableSpec,
+    files: Sequence[str] | None = None,
+    *,
+    chunk_rows: int = 1_000_000,
+    batch_id: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Ingest landed files into ``bronze/<table>``.
+
+    Args:
+        lake: where the tables live.
+        landing: the zone the files are in.
+        table: the table spec.
+        files: names (relative to the zone) to ingest; None means every file in the zone.
+        chunk_rows: rows buffered before a commit; bounds memory.
+        batch_id: id recorded on every row and ledger entry; generated when None.
+        on_progress: called with (files done, files total).
+    """
+    batch_id = batch_id or f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    report = IngestReport(table=table.name, batch_id=batch_id)
+    report.orphans_removed = remove_orphans(lake, table)
+    listed = {f.name: f for f in landing.list()}
+    if files is None:
+        todo = list(listed.values())
+    else:
+        missing = [n for n in files if n not in listed]
+        if missing:
+            raise FileNotFoundError(f"not in landing zone {landing.uri}: {', '.join(missing)}")
+        todo = [listed[n] for n in sorted(set(files))]
+    seen = seen_hashes(lake, table)
+
+    chunk: _Chunk = _Chunk(lake, table, f"{batch_id}-0000")
+    for i, file in enumerate(todo):
+        data = landing.read_bytes(file.name)
+        digest = sha256(data)
+        if digest in seen:
+            outcome = FileOutcome(file.name, digest, DUPLICATE, duplicate_of=seen[digest])
+            chunk.add_outcome(file, outcome)
+        else:
+            seen[digest] = file.name
+            chunk.add_file(file, data, digest, landing)
+        if chunk.rows >= chunk_rows:
+            report.files += chunk.commit(report)
+            chunk = _Chunk(lake, table, f"{batch_id}-{len(report.files):04d}")
+        if on_progress:
+            on_progress(i + 1, len(todo))
+    report.files += chunk.commit(report)
+    return report
+
+
+class _Chunk:
+    """Files buffered for one set of commits."""
+
+    def __init__(self, lake: Lake, table: TableSpec, batch_id: str):
+        self.lake, self.table, self.batch_id = lake, table, batch_id
+        self.now = dt.datetime.now(dt.timezone.utc)
+        self.good: list[pl.DataFrame] = []
+        self.bad: list[pl.DataFrame] = []
+        self.outcomes: list[tuple[LandedFile, FileOutcome]] = []
+        self.rows = 0
+
+    def add_outcome(self, file: LandedFile, outcome: FileOutcome) -> None:
+        self.outcomes.append((file, outcome))
+
+    def add_file(self, file: LandedFile, data: bytes, digest: str, landing: LandingZone) -> None:
+        fmt = file.format
+        try:
+            if fmt is None:
+                raise RejectedFile(f"{file.name}: unknown file type (expected .csv, .parquet or .jsonl)")
+            parsed = parse_file(data, fmt, self.table, file.name)
+        except RejectedFile as exc:
+            where = landing.reject(file.name, self.batch_id, str(exc))
+            log.warning("rejected %s: %s (kept at %s)", file.name, exc, where)
+            self.add_outcome(file, FileOutcome(file.name, digest, REJECTED, error=str(exc), rejected_to=where))
+            return
+        if parsed.new_columns:
+            log.warning("%s: new column(s) %s kept as strings", file.name, parsed.new_columns)
+        self.good.append(_lineage(parsed.good, file, digest, self.batch_id, self.now))
+        self.bad.append(
+            _lineage(parsed.bad, file, digest, self.batch_id, self.now)
+            .drop("_ingested_at")
+            .with_columns(pl.lit("ingest").alias("_stage"), pl.lit(self.now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))
+        )
+        dates = sorted(set(parsed.good[EVENT_DATE].unique().to_list()) | set(parsed.bad[EVENT_DATE].drop_nulls().unique().to_list()))
+        self.rows += parsed.rows
+        self.add_outcome(
+            file,
+            FileOutcome(
+                file.name, digest, INGESTED, parsed.good.height, parsed.bad.height, None, parsed.new_columns, dates
+            ),
+        )
+
+    def _ledger_rows(self) -> pl.DataFrame:
+        rows = [
+            {
+                "file": f.name,
+                "uri": f.uri,
+                "sha256": o.sha256,
+                "size_bytes": f.size,
+                "format": f.format,
+                "outcome": o.outcome,
+                "rows_ingested": o.rows_ingested,
+                "rows_quarantined": o.rows_quarantined,
+                "error": o.error,
+                "new_columns": o.new_columns,
+                "event_dates": o.event_dates,
+                "rejected_to": o.rejected_to,
+                "duplicate_of": o.duplicate_of,
+                "batch_id": self.batch_id,
+                "ingested_at": self.now,
+            }
+            for f, o in self.outcomes
+        ]
+        return pl.DataFrame(rows, schema=LEDGER_SCHEMA)
+
+    def commit(self, report: IngestReport) -> list[FileOutcome]:
+        """Write bronze, quarantine, then the ledger; undo the first two if anything fails."""
+        if not self.outcomes:
+            return []
+        lake, name = self.lake, self.table.name
+        written: list[tuple[str, int | None]] = []
+        meta = {"batch_id": self.batch_id}
+        try:
+            if self.good:
+                bronze = Tables.bronze(name)
+                written.append((bronze, lake.version(bronze)))
+                report.bronze_version = lake.append(
+                    bronze, pl.concat(self.good, how="diagonal_relaxed"), partition_by=[EVENT_DATE], metadata=meta
+                )
+            bad = [b for b in self.bad if b.height]
+            if bad:
+                quarantine = Tables.quarantine(name)
+                written.append((quarantine, lake.version(quarantine)))
+                frame = pl.concat(bad, how="diagonal_relaxed").select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
+                report.quarantine_version = lake.append(quarantine, frame, metadata=meta)
+            report.ledger_version = lake.append(Tables.ledger(name), self._ledger_rows(), metadata=meta)
+        except BaseException:
+            for table_name, version in reversed(written):
+                try:
+                    lake.restore(table_name, version)
+                except Exception:  # noqa: BLE001 - the original error matters more; next run removes orphans
+                    log.exception("could not restore %s to version %s", table_name, version)
+            raise
+        return [o for _, o in self.outcomes]
