@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from aiflow.spec import EVENT_DATE, DatasetSpec
+from aiflow.spec import EVENT_DATE, POLARS_TYPES, DatasetSpec
 
 CAT, NUM, CAL = "cat_", "num_", "cal_"
 _SIDE_TIME = "_side_event_time"
@@ -61,6 +61,26 @@ def output_columns(spec: DatasetSpec) -> list[str]:
     """Every column of the features table, in order."""
     ids = list(dict.fromkeys([*spec.key, spec.event_time, *spec.slices]))
     return [*ids, spec.target.name, *feature_columns(spec).all, EVENT_DATE]
+
+
+def output_schema(spec: DatasetSpec) -> dict[str, pl.DataType]:
+    """Expected type of every column of the features table."""
+    cols = feature_columns(spec)
+    schema: dict[str, pl.DataType] = {}
+    for name in output_columns(spec):
+        if name in spec.columns:
+            schema[name] = POLARS_TYPES[spec.columns[name].type]
+        elif name == spec.target.name:
+            schema[name] = pl.Float64() if spec.target.kind == "identity" else pl.Int8()
+        elif name in cols.categorical:
+            schema[name] = pl.Int32()
+        elif name in cols.numeric:
+            schema[name] = pl.Float32()
+        elif name in cols.calendar:
+            schema[name] = pl.Int16()
+        else:
+            schema[name] = pl.Date()
+    return schema
 
 
 def add_calendar(lf: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:

@@ -1,0 +1,1 @@
+"""Software-defined assets, one module per lifecycle stage; each asset is a thin call into the engine."""

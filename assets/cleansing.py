@@ -1,0 +1,69 @@
+"""Cleansing stage: bronze → silver per table, incremental by event date, with blocking quality checks."""
+
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
+from pydantic import Field
+
+from aiflow.lake import Tables
+from aiflow.quality import silver_checks
+from aiflow.refine import refresh_silver
+from aiflow.spec import DatasetSpec, TableSpec
+from assets.checks import blocking_checks
+from assets.ingestion import bronze_key
+from assets.metadata import table_metadata
+from resources.storage import LakeResource
+
+
+class CleanseConfig(Config):
+    full_refresh: bool = Field(False, description="Recompute every date, not only those with new bronze rows.")
+
+
+def silver_key(table: TableSpec) -> AssetKey:
+    return AssetKey(["silver", table.name])
+
+
+def silver_asset(table: TableSpec) -> AssetsDefinition:
+    @asset(
+        key=silver_key(table),
+        deps=[bronze_key(table)],
+        group_name="cleansing",
+        kinds={"delta", "polars"},
+        description=f"Typed, de-duplicated, rule-checked rows of '{table.name}'; failures go to quarantine with the rule.",
+    )
+    def _silver(context: AssetExecutionContext, config: CleanseConfig, lake: LakeResource) -> MaterializeResult:
+        store = lake.lake()
+        report = refresh_silver(store, table, full=config.full_refresh)
+        if report.skipped:
+            context.log.info("no new bronze rows: nothing to cleanse")
+        else:
+            context.log.info(
+                f"{len(report.dates)} date(s) rewritten: {report.rows_in} rows in, {report.rows_out} out, "
+                f"{report.rows_quarantined} quarantined, {report.rows_superseded} superseded"
+            )
+        return MaterializeResult(
+            metadata={
+                **table_metadata(store, Tables.silver(table.name)),
+                "rows_in": report.rows_in,
+                "rows_out": report.rows_out,
+                "rows_quarantined": report.rows_quarantined,
+                "rows_superseded": report.rows_superseded,
+                "dates_rewritten": len(report.dates),
+                "first_date": str(report.dates[0]) if report.dates else "",
+                "last_date": str(report.dates[-1]) if report.dates else "",
+                "full_refresh": report.full_refresh,
+                "upstream_versions": {k: v for k, v in report.upstream.items()},
+                "quarantine_table": store.uri(Tables.quarantine(table.name)),
+            }
+        )
+
+    return _silver
+
+
+def cleansing_assets(spec: DatasetSpec) -> list[AssetsDefinition]:
+    return [silver_asset(t) for t in spec.tables]
+
+
+def cleansing_checks(spec: DatasetSpec) -> list:
+    return [
+        blocking_checks(silver_key(t), f"silver_{t.name}_quality", lambda lake, t=t: silver_checks(lake.lake(), t))
+        for t in spec.tables
+    ]

@@ -1,0 +1,75 @@
+"""Ingestion stage: landing files → bronze Delta tables (one asset per table of the dataset)."""
+
+import polars as pl
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from aiflow.ingest import DUPLICATE, INGESTED, REJECTED, ingest
+from aiflow.lake import Tables
+from aiflow.spec import DatasetSpec, TableSpec
+from assets.metadata import markdown_table, table_metadata
+from resources.storage import LakeResource, LandingResource
+
+
+class IngestConfig(Config):
+    files: list[str] | None = Field(
+        None, description="Files to ingest, relative to the landing zone. Empty: every file not yet in the ledger."
+    )
+    chunk_rows: int = Field(1_000_000, description="Rows buffered per Delta commit (bounds memory).")
+
+
+def bronze_key(table: TableSpec) -> AssetKey:
+    return AssetKey(["bronze", table.name])
+
+
+def bronze_asset(table: TableSpec) -> AssetsDefinition:
+    @asset(
+        key=bronze_key(table),
+        group_name="ingestion",
+        kinds={"delta", "polars"},
+        description=f"Raw rows of '{table.name}' from its landing zone, with lineage columns; idempotent by file hash.",
+    )
+    def _bronze(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource, landing: LandingResource) -> MaterializeResult:
+        store, zone = lake.lake(), landing.zone(table)
+        files = config.files
+        context.log.info(f"ingesting {'every new file' if files is None else f'{len(files)} file(s)'} from {zone.uri}")
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done % max(1, total // 10) == 0:
+                context.log.info(f"{done}/{total} files read")
+
+        report = ingest(store, zone, table, files, chunk_rows=config.chunk_rows, on_progress=progress)
+        for f in report.files:
+            if f.outcome == REJECTED:
+                context.log.warning(f"rejected {f.file}: {f.error} (kept at {f.rejected_to})")
+        if report.new_columns:
+            context.log.warning(f"new column(s) kept as strings (schema merged): {report.new_columns}")
+        outcomes = pl.DataFrame(
+            [{"file": f.file, "outcome": f.outcome, "rows": f.rows_ingested, "quarantined": f.rows_quarantined, "error": f.error} for f in report.files],
+            schema={"file": pl.String, "outcome": pl.String, "rows": pl.Int64, "quarantined": pl.Int64, "error": pl.String},
+        )
+        interesting = outcomes.filter(pl.col("outcome") != INGESTED).head(50) if report.files else outcomes
+        return MaterializeResult(
+            metadata={
+                **table_metadata(store, Tables.bronze(table.name)),
+                "batch_id": report.batch_id,
+                "files_ingested": report.count(INGESTED),
+                "files_duplicate": report.count(DUPLICATE),
+                "files_rejected": report.count(REJECTED),
+                "rows_in": report.rows_ingested + report.rows_quarantined,
+                "rows_out": report.rows_ingested,
+                "rows_quarantined": report.rows_quarantined,
+                "orphan_rows_removed": report.orphans_removed,
+                "new_columns": report.new_columns,
+                "event_dates_touched": len(report.event_dates),
+                "ledger_version": report.ledger_version if report.ledger_version is not None else -1,
+                "files_not_ingested": MetadataValue.md(markdown_table(interesting)),
+                "landing_zone": zone.uri,
+            }
+        )
+
+    return _bronze
+
+
+def ingestion_assets(spec: DatasetSpec) -> list[AssetsDefinition]:
+    return [bronze_asset(t) for t in spec.tables]

@@ -1,0 +1,13 @@
+"""Schedules: nightly table maintenance."""
+
+from dagster import DefaultScheduleStatus, ScheduleDefinition
+
+
+def maintenance_schedule(job) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name="maintenance_nightly",
+        job=job,
+        cron_schedule="30 3 * * *",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Compact and vacuum every Delta table at 03:30.",
+    )
