@@ -33,6 +33,7 @@ LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "uri": pl.String(),
     "sha256": pl.String(),
     "size_bytes": pl.Int64(),
+    "modified": pl.Datetime("us", "UTC"),
     "format": pl.String(),
     "outcome": pl.String(),
     "rows_ingested": pl.Int64(),
@@ -117,6 +118,15 @@ def seen_hashes(lake: Lake, table: TableSpec) -> dict[str, str]:
     return dict(zip(done["sha256"], done["file"], strict=True))
 
 
+def recorded_files(lake: Lake, table: TableSpec) -> set[tuple[str, int, dt.datetime]]:
+    """(name, size, modification time) of every file the ledger has recorded."""
+    ledger = Tables.ledger(table.name)
+    if not lake.exists(ledger):
+        return set()
+    frame = lake.scan(ledger).select("file", "size_bytes", "modified").unique().collect()
+    return set(frame.iter_rows())
+
+
 def remove_orphans(lake: Lake, table: TableSpec) -> int:
     """Delete bronze/quarantine rows of chunks that never reached the ledger (a killed process)."""
     ledger = Tables.ledger(table.name)
@@ -160,7 +170,8 @@ def ingest(
         lake: where the tables live.
         landing: the zone the files are in.
         table: the table spec.
-        files: names (relative to the zone) to ingest; None means every file in the zone.
+        files: names (relative to the zone) to ingest, even if seen before (the hash decides);
+            None means every file in the zone that the ledger does not already hold unchanged.
         chunk_rows: rows buffered before a commit; bounds memory.
         batch_id: id recorded on every row and ledger entry; generated when None.
         on_progress: called with (files done, files total).
@@ -170,7 +181,9 @@ def ingest(
     report.orphans_removed = remove_orphans(lake, table)
     listed = {f.name: f for f in landing.list()}
     if files is None:
-        todo = list(listed.values())
+        # every file, except those the ledger already holds unchanged (same name, size and mtime)
+        known = recorded_files(lake, table)
+        todo = [f for f in listed.values() if (f.name, f.size, f.modified) not in known]
     else:
         missing = [n for n in files if n not in listed]
         if missing:
@@ -246,6 +259,7 @@ class _Chunk:
                 "uri": f.uri,
                 "sha256": o.sha256,
                 "size_bytes": f.size,
+                "modified": f.modified,
                 "format": f.format,
                 "outcome": o.outcome,
                 "rows_ingested": o.rows_ingested,

@@ -221,4 +221,5 @@ class Lake:
         return self.table(table).optimize.compact()
 
     def vacuum(self, table: str, retention_hours: int = 168) -> list[str]:
-        return self.table(table).vacuum(retention_hours=retention_hours, dry_run=False)
+        # the caller chose the retention; below Delta's 7-day default, readers pinned to older versions lose them
+        return self.table(table).vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)

@@ -46,7 +46,8 @@ def landing_sensor(spec: DatasetSpec, *, max_files_per_run: int = MAX_FILES_PER_
         total = sum(len(v) for v in pending.values())
         if not total:
             context.update_cursor(json.dumps(new_cursor, sort_keys=True))
-            return SkipReason("no new files in the landing zones")
+            yield SkipReason("no new files in the landing zones")
+            return
         # side tables first, so a run that carries both can join the new side rows
         queue = [(t.name, n) for t in reversed(spec.tables) for n in pending[t.name]]
         batches: list[dict[str, list[str]]] = []

@@ -1,0 +1,47 @@
+"""Scope: definitions.py loads under each profile, every job resolves, assets are grouped by lifecycle stage."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from dagster import AssetKey
+
+from definitions import build_definitions
+from resources.profiles import resources_for
+from resources.storage import LocalLakeResource, S3LakeResource
+
+
+def test_module_loads_and_every_job_resolves():
+    module = importlib.import_module("definitions")
+    defs = module.defs
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"data_plane_job", "maintenance_job"} <= jobs
+    for name in jobs:
+        assert defs.resolve_job_def(name) is not None
+    assert defs.resolve_sensor_def("flights_landing_sensor").job_name == "data_plane_job"
+    assert defs.resolve_schedule_def("maintenance_nightly").job_name == "maintenance_job"
+
+
+def test_assets_are_grouped_by_stage_and_tagged():
+    defs = build_definitions(resources=resources_for("local"))
+    specs = {s.key: s for s in defs.resolve_all_asset_specs()}
+    groups = {key: spec.group_name for key, spec in specs.items()}
+    assert groups[AssetKey(["bronze", "flights"])] == "ingestion"
+    assert groups[AssetKey(["bronze", "weather"])] == "ingestion"
+    assert groups[AssetKey(["silver", "flights"])] == "cleansing"
+    assert groups[AssetKey(["features", "flights"])] == "features"
+    assert {"delta", "polars"} <= set(specs[AssetKey(["features", "flights"])].kinds)
+    assert all(spec.description for spec in specs.values())
+    checks = {(k.asset_key, k.name) for k in defs.resolve_asset_graph().asset_check_keys}
+    assert (AssetKey(["features", "flights"]), "row_counts") in checks
+
+
+def test_profiles_pick_implementations_without_reading_secrets(monkeypatch):
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    assert isinstance(resources_for("local")["lake"], LocalLakeResource)
+    s3 = resources_for("s3")  # builds without the secret: EnvVar is resolved at run time only
+    assert isinstance(s3["lake"], S3LakeResource)
+    build_definitions(resources=s3)
+    with pytest.raises(ValueError, match="unknown AIFLOW_PROFILE 'gpu-cluster'"):
+        resources_for("gpu-cluster")
