@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from aiflow.spec import EVENT_DATE
@@ -129,6 +129,29 @@ class Lake:
             custom_metadata={META + k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in metadata.items()}
         )
 
+    def _create(self, table: str, df: pl.DataFrame, partition_by: list[str] | None, metadata) -> int | None:
+        """Create the table with ``df`` as version 0; None if another writer created it first."""
+        try:
+            write_deltalake(
+                self.uri(table),
+                df.to_arrow(),
+                mode="error",
+                partition_by=partition_by,
+                storage_options=self.storage_options,
+                commit_properties=self._props(metadata),
+            )
+        except DeltaError as exc:
+            if "already exists" not in str(exc):
+                raise
+            return None
+        return 0
+
+    def _write(self, table: str, df: pl.DataFrame, metadata, **options) -> int:
+        """Write through a DeltaTable handle, so the version returned is the one this commit made."""
+        handle = self.table(table)
+        write_deltalake(handle, df.to_arrow(), commit_properties=self._props(metadata), **options)
+        return handle.version()
+
     def append(
         self,
         table: str,
@@ -138,17 +161,12 @@ class Lake:
         metadata: dict[str, object] | None = None,
         merge_schema: bool = True,
     ) -> int:
-        """Append rows in one commit (new columns merged into the schema); return the new version."""
-        write_deltalake(
-            self.uri(table),
-            df.to_arrow(),
-            mode="append",
-            partition_by=partition_by if not self.exists(table) else None,
-            schema_mode="merge" if merge_schema else None,
-            storage_options=self.storage_options,
-            commit_properties=self._props(metadata),
-        )
-        return self.table(table).version()
+        """Append rows in one commit (new columns merged into the schema); return the version committed."""
+        if not self.exists(table):
+            created = self._create(table, df, partition_by, metadata)
+            if created is not None:
+                return created
+        return self._write(table, df, metadata, mode="append", schema_mode="merge" if merge_schema else None)
 
     @_retry_conflicts
     def replace_where(
@@ -160,22 +178,16 @@ class Lake:
         partition_by: list[str] | None = None,
         metadata: dict[str, object] | None = None,
     ) -> int:
-        """Atomically replace the rows matching ``predicate`` with ``df``; return the new version.
+        """Atomically replace the rows matching ``predicate`` with ``df``; return the version committed.
 
-        Creates the table when missing. Retries on a concurrent-commit conflict.
+        Creates the table when missing (if another writer creates it first, replaces in it instead).
+        Retries on a concurrent-commit conflict.
         """
         if not self.exists(table):
-            return self.append(table, df, partition_by=partition_by, metadata=metadata)
-        write_deltalake(
-            self.uri(table),
-            df.to_arrow(),
-            mode="overwrite",
-            predicate=predicate,
-            schema_mode="merge",
-            storage_options=self.storage_options,
-            commit_properties=self._props(metadata),
-        )
-        return self.table(table).version()
+            created = self._create(table, df, partition_by, metadata)
+            if created is not None:
+                return created
+        return self._write(table, df, metadata, mode="overwrite", predicate=predicate, schema_mode="merge")
 
     def replace_dates(self, table: str, df: pl.DataFrame, dates: Iterable[dt.date], *, metadata=None) -> int:
         """Replace whole event-date partitions: incremental and idempotent."""
@@ -186,15 +198,11 @@ class Lake:
 
     @_retry_conflicts
     def overwrite(self, table: str, df: pl.DataFrame, *, metadata: dict[str, object] | None = None) -> int:
-        write_deltalake(
-            self.uri(table),
-            df.to_arrow(),
-            mode="overwrite",
-            schema_mode="overwrite",
-            storage_options=self.storage_options,
-            commit_properties=self._props(metadata),
-        )
-        return self.table(table).version()
+        if not self.exists(table):
+            created = self._create(table, df, None, metadata)
+            if created is not None:
+                return created
+        return self._write(table, df, metadata, mode="overwrite", schema_mode="overwrite")
 
     @_retry_conflicts
     def delete(self, table: str, predicate: str) -> int:
