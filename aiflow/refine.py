@@ -131,9 +131,9 @@ def _dates_since(lake: Lake, table: str, since: int | None) -> list[dt.date] | N
     return _dates(d for version, value in commits if since is None or version > since for d in json.loads(value))
 
 
-def load_state(lake: Lake, spec: DatasetSpec) -> FeatureState | None:
+def load_state(lake: Lake, spec: DatasetSpec, version: int | None = None) -> FeatureState | None:
     name = Tables.feature_state(spec.name)
-    return FeatureState.from_frame(lake.scan(name).collect()) if lake.exists(name) else None
+    return FeatureState.from_frame(lake.scan(name, version).collect()) if lake.exists(name) else None
 
 
 def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False) -> StageReport:
@@ -157,10 +157,14 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False) -> S
     def sides() -> dict[str, pl.LazyFrame]:
         return {t: lake.scan(side_names[t], side_versions[t]) for t in side_names}
 
-    state = None if refit else load_state(lake, spec)
+    state_version = lake.version(Tables.feature_state(spec.name))
+    state = None if refit else load_state(lake, spec, state_version)
     last = lake.last_metadata(features, "silver_version")
+    # a state stored by a run that failed before its features commit: every partition must be re-encoded
+    last_state = lake.last_metadata(features, "state_version")
+    state_changed = last_state is not None and last_state != str(state_version)
     all_dates = _dates(lake.scan(silver, silver_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
-    dates = None if (state is None or last is None) else _dates_since(lake, silver, int(last))
+    dates = None if (state is None or last is None or state_changed) else _dates_since(lake, silver, int(last))
     if dates is not None:
         last_sides = json.loads(lake.last_metadata(features, "side_versions") or "{}")
         for table, name in side_names.items():
@@ -180,7 +184,9 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False) -> S
         base = join_side_tables(lake.scan(silver, silver_version), sides(), spec)
         window = training_window(base, spec)
         state = fit_state(window if window.select(pl.len()).collect().item() else base, spec)
-        lake.overwrite(Tables.feature_state(spec.name), state.to_frame(), metadata={"silver_version": str(silver_version)})
+        state_version = lake.overwrite(
+            Tables.feature_state(spec.name), state.to_frame(), metadata={"silver_version": str(silver_version)}
+        )
         report.state_refitted = True
 
     rows = lake.scan(silver, silver_version).filter(pl.col(EVENT_DATE).is_in(dates))
@@ -197,6 +203,7 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False) -> S
         metadata={
             "silver_version": str(silver_version),
             "side_versions": json.dumps(side_versions),
+            "state_version": str(state_version),
             "dates": [d.isoformat() for d in dates],
             "rows_out": out.height,
         },

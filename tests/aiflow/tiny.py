@@ -76,5 +76,5 @@ def write_file(folder: Path, name: str, data: bytes) -> Path:
 
 
 def frame_rows(df: pl.DataFrame, by: list[str]) -> list[dict]:
-    """Rows of a frame in a stable order, for content comparisons."""
-    return df.sort(by, nulls_last=True).to_dicts()
+    """Rows of a frame in a stable order, for content comparisons (no rows: an empty list)."""
+    return df.sort(by, nulls_last=True).to_dicts() if df.height else []
