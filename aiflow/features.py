@@ -85,7 +85,10 @@ def output_schema(spec: DatasetSpec) -> dict[str, pl.DataType]:
 
 def add_calendar(lf: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
     """Calendar features of the event time, in the dataset's timezone."""
-    local = pl.col(spec.event_time).dt.convert_time_zone(spec.timezone)
+    event = pl.col(spec.event_time)
+    if spec.columns[spec.event_time].type == "date":  # a calendar day has no timezone to convert
+        event = event.cast(pl.Datetime("us")).dt.replace_time_zone(spec.timezone)
+    local = event.dt.convert_time_zone(spec.timezone)
     parts = {"hour": local.dt.hour(), "weekday": local.dt.weekday(), "month": local.dt.month(), "day_of_year": local.dt.ordinal_day()}
     return lf.with_columns(parts[name].cast(pl.Int16).alias(CAL + name) for name in spec.features.calendar)
 

@@ -3,9 +3,10 @@
 Each file is hashed; a ledger (a Delta table) records every file seen, its SHA-256, row counts and
 outcome, so the same content ingested twice (re-dropped or renamed) adds no row. Files are taken in
 chunks; each chunk is three Delta commits (bronze, quarantine, ledger). The ledger is the commit
-point: if anything fails before it, the chunk's bronze and quarantine commits are undone, and rows
-left by a process killed mid-chunk are removed at the start of the next run, so a re-run ingests
-every file exactly once.
+point: readers only see rows of batches in the ledger; if anything fails before it, the chunk's
+bronze and quarantine rows are deleted again, and rows left by a process killed mid-chunk are
+removed by a later run once they are older than a grace period, so a re-run ingests every file
+exactly once.
 """
 
 from __future__ import annotations
@@ -110,11 +111,14 @@ def sha256(data: bytes) -> str:
 
 
 def seen_hashes(lake: Lake, table: TableSpec) -> dict[str, str]:
-    """sha256 → file name of every file already ingested or rejected."""
+    """sha256 → file name of every file already ingested.
+
+    Rejected content is not in it: named again (say after the spec was fixed), it is parsed again.
+    """
     ledger = Tables.ledger(table.name)
     if not lake.exists(ledger):
         return {}
-    done = lake.scan(ledger).filter(pl.col("outcome") != DUPLICATE).select("sha256", "file").collect()
+    done = lake.scan(ledger).filter(pl.col("outcome") == INGESTED).select("sha256", "file").collect()
     return dict(zip(done["sha256"], done["file"], strict=True))
 
 
@@ -127,20 +131,29 @@ def recorded_files(lake: Lake, table: TableSpec) -> set[tuple[str, int, dt.datet
     return set(frame.iter_rows())
 
 
-def remove_orphans(lake: Lake, table: TableSpec) -> int:
+#: A chunk whose bronze commit is older than this and still has no ledger entry was left by a killed
+#: process. Younger ones may belong to an ingestion running right now, so they are left alone
+#: (readers ignore rows of batches that are not in the ledger either way).
+ORPHAN_GRACE = dt.timedelta(hours=1)
+
+
+def remove_orphans(lake: Lake, table: TableSpec, older_than: dt.timedelta = ORPHAN_GRACE) -> int:
     """Delete bronze/quarantine rows of chunks that never reached the ledger (a killed process)."""
     ledger = Tables.ledger(table.name)
     committed = set()
     if lake.exists(ledger):
         committed = set(lake.scan(ledger).select("batch_id").unique().collect()["batch_id"])
+    cutoff_ms = (dt.datetime.now(dt.timezone.utc) - older_than).timestamp() * 1000
     removed = 0
     for name in (Tables.bronze(table.name), Tables.quarantine(table.name)):
         if not lake.exists(name):
             continue
-        recent = {c.get("aiflow.batch_id") for c in lake.table(name).history(limit=50)} - {None}
-        for batch in sorted(recent - committed):
+        recent = lake.table(name).history(limit=50)
+        stale = {c.get("aiflow.batch_id") for c in recent if c.get("timestamp", 0) <= cutoff_ms} - {None}
+        for batch in sorted(stale - committed):
             count = lake.delete(name, f"_batch_id = '{batch}'")
-            log.warning("removed %d rows of unfinished batch %s from %s", count, batch, name)
+            if count:
+                log.warning("removed %d rows of unfinished batch %s from %s", count, batch, name)
             removed += count
     return removed
 
@@ -163,6 +176,7 @@ def ingest(
     chunk_rows: int = 1_000_000,
     batch_id: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    orphan_grace: dt.timedelta = ORPHAN_GRACE,
 ) -> IngestReport:
     """Ingest landed files into ``bronze/<table>``.
 
@@ -175,10 +189,11 @@ def ingest(
         chunk_rows: rows buffered before a commit; bounds memory.
         batch_id: id recorded on every row and ledger entry; generated when None.
         on_progress: called with (files done, files total).
+        orphan_grace: rows of un-ledgered chunks older than this are removed first (see ``remove_orphans``).
     """
     batch_id = batch_id or f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     report = IngestReport(table=table.name, batch_id=batch_id)
-    report.orphans_removed = remove_orphans(lake, table)
+    report.orphans_removed = remove_orphans(lake, table, orphan_grace)
     listed = {f.name: f for f in landing.list()}
     if files is None:
         # every file, except those the ledger already holds unchanged (same name, size and mtime)
@@ -277,31 +292,39 @@ class _Chunk:
         return pl.DataFrame(rows, schema=LEDGER_SCHEMA)
 
     def commit(self, report: IngestReport) -> list[FileOutcome]:
-        """Write bronze, quarantine, then the ledger; undo the first two if anything fails."""
+        """Write bronze, quarantine, then the ledger; undo the first two if anything fails.
+
+        The undo restores the version before this chunk's commit when nothing was committed since
+        (schema changes included); if another writer committed meanwhile, it deletes only this
+        chunk's rows (by batch id), so the other writer's commit is never undone.
+        """
         if not self.outcomes:
             return []
         lake, name = self.lake, self.table.name
-        written: list[tuple[str, int | None]] = []
+        written: list[tuple[str, int]] = []
         meta = {"batch_id": self.batch_id}
         try:
             if self.good:
                 bronze = Tables.bronze(name)
-                written.append((bronze, lake.version(bronze)))
                 report.bronze_version = lake.append(
                     bronze, pl.concat(self.good, how="diagonal_relaxed"), partition_by=[EVENT_DATE], metadata=meta
                 )
+                written.append((bronze, report.bronze_version))
             bad = [b for b in self.bad if b.height]
             if bad:
                 quarantine = Tables.quarantine(name)
-                written.append((quarantine, lake.version(quarantine)))
                 frame = pl.concat(bad, how="diagonal_relaxed").select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
                 report.quarantine_version = lake.append(quarantine, frame, metadata=meta)
+                written.append((quarantine, report.quarantine_version))
             report.ledger_version = lake.append(Tables.ledger(name), self._ledger_rows(), metadata=meta)
         except BaseException:
             for table_name, version in reversed(written):
                 try:
-                    lake.restore(table_name, version)
-                except Exception:  # noqa: BLE001 - the original error matters more; next run removes orphans
-                    log.exception("could not restore %s to version %s", table_name, version)
+                    if version > 0 and lake.version(table_name) == version:
+                        lake.restore(table_name, version - 1)
+                    else:
+                        lake.delete(table_name, f"_batch_id = '{self.batch_id}'")
+                except Exception:  # noqa: BLE001 - the original error matters more; readers skip un-ledgered rows
+                    log.exception("could not remove batch %s from %s", self.batch_id, table_name)
             raise
         return [o for _, o in self.outcomes]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aiflow.ingest import remove_orphans
 from aiflow.lake import Lake, Tables
 from aiflow.spec import DatasetSpec
 
@@ -15,6 +16,7 @@ class MaintenanceResult:
     files_added_by_compaction: int
     files_vacuumed: int
     version: int | None
+    orphan_rows_removed: int = 0
 
 
 def dataset_tables(spec: DatasetSpec) -> list[str]:
@@ -27,11 +29,12 @@ def dataset_tables(spec: DatasetSpec) -> list[str]:
 
 
 def maintain(lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168) -> list[MaintenanceResult]:
-    """Compact then vacuum every existing table of the dataset.
+    """Remove rows of killed ingestions, then compact and vacuum every existing table of the dataset.
 
     ``retention_hours`` keeps files that readers pinned to a recent version may still need (Delta's
     default: 7 days); time travel to versions older than that stops working after a vacuum.
     """
+    orphans = {Tables.bronze(t.name): remove_orphans(lake, t) for t in spec.tables}
     results = []
     for name in dataset_tables(spec):
         if not lake.exists(name):
@@ -45,6 +48,7 @@ def maintain(lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168) -> li
                 int(metrics.get("numFilesAdded", 0)),
                 len(vacuumed),
                 lake.version(name),
+                orphans.get(name, 0),
             )
         )
     return results

@@ -94,6 +94,12 @@ def _convert(column: str, dtype: pl.DataType, target: str) -> pl.Expr:
     if target in _INT_TYPES and dtype.is_float():
         # a float only becomes an integer when it is a whole number: 1.5 is a bad value, not 1
         return pl.when(c == c.floor()).then(c).otherwise(None).cast(polars_type, strict=False)
+    if dtype == pl.String and target in _INT_TYPES:
+        # "12" and "12.0" are both 12 (as a Parquet float 12.0 is); "12.5" is a bad value
+        text = c.str.strip_chars()
+        number = text.cast(pl.Float64, strict=False)
+        whole = pl.when(number == number.floor()).then(number).otherwise(None).cast(polars_type, strict=False)
+        return pl.coalesce(text.cast(polars_type, strict=False), whole)
     if dtype == pl.String:
         return c.str.strip_chars().cast(polars_type, strict=False)
     return c.cast(polars_type, strict=False)

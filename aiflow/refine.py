@@ -56,9 +56,10 @@ def _dates(values) -> list[dt.date]:
 
 
 # ------------------------------------------------------------------------------------------ silver
-def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None) -> list[dt.date]:
+def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None, until: int) -> list[dt.date]:
+    """Event dates of files ingested between ledger versions ``since`` (exclusive) and ``until``."""
     ledger = Tables.ledger(table.name)
-    current = lake.scan(ledger).filter(pl.col("outcome") == INGESTED)
+    current = lake.scan(ledger, version=until).filter(pl.col("outcome") == INGESTED)
     if since is not None:
         old = lake.scan(ledger, version=since).select("batch_id").unique()
         current = current.join(old, on="batch_id", how="anti")
@@ -82,7 +83,7 @@ def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False) -> Stage
     if report.full_refresh:
         report.dates = _dates(lake.scan(bronze, bronze_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
     else:
-        report.dates = _new_ledger_dates(lake, table, int(last))
+        report.dates = _new_ledger_dates(lake, table, int(last), ledger_version)
     if not report.dates:
         return report
 

@@ -211,6 +211,8 @@ class DatasetSpec(TableSpec):
                     problems.append(f"{where}: column {name!r} is not declared in columns")
                 if name in self.known_after_event or name == self.target.source:
                     problems.append(f"{where}: column {name!r} is known only after the event (target leakage)")
+        if "hour" in self.features.calendar and self.columns.get(self.event_time, None) and self.columns[self.event_time].type == "date":
+            problems.append(f"features.calendar: 'hour' needs a datetime event_time; {self.event_time!r} is a date")
         for i, name in enumerate(self.known_after_event):
             if name not in known:
                 problems.append(f"known_after_event[{i}]: column {name!r} is not declared in columns")

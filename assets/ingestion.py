@@ -27,6 +27,7 @@ def bronze_asset(table: TableSpec) -> AssetsDefinition:
         key=bronze_key(table),
         group_name="ingestion",
         kinds={"delta", "polars"},
+        pool=f"aiflow_ingest_{table.name}",  # one ingestion of a table at a time (limit set in dagster.yaml)
         description=f"Raw rows of '{table.name}' from its landing zone, with lineage columns; idempotent by file hash.",
     )
     def _bronze(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource, landing: LandingResource) -> MaterializeResult:

@@ -29,6 +29,7 @@ def maintenance_job(spec: DatasetSpec):
             context.log.info(
                 f"{r.table}: compaction removed {r.files_removed_by_compaction} files, added "
                 f"{r.files_added_by_compaction}; vacuum deleted {r.files_vacuumed}; now version {r.version}"
+                + (f"; removed {r.orphan_rows_removed} rows of killed ingestions" if r.orphan_rows_removed else "")
             )
 
     @job(name="maintenance_job", description="Compact and vacuum the dataset's Delta tables.")

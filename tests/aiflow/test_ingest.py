@@ -178,10 +178,13 @@ def test_unreadable_file_is_rejected_ledgered_and_kept_with_its_reason(lake, zon
     # the good file in the same run still lands, and the rejected area is never listed as new data
     assert count(lake, BRONZE) == len(TRIPS_ROWS)
     assert all(not f.name.startswith(REJECTED_DIR) for f in zone.list())
-    ingest(lake, zone, tiny_spec)
-    ingest(lake, zone, tiny_spec, files=["sub/broken.parquet"])  # hashed again: a duplicate, not a second rejection
+    ingest(lake, zone, tiny_spec)  # unchanged files are not looked at again
     assert ledger(lake).filter(pl.col("outcome") == REJECTED).height == 1
     assert len(list((landing_dir / REJECTED_DIR).iterdir())) == 1
+    # named explicitly, rejected content is parsed again (the spec may have been fixed meanwhile)
+    again = ingest(lake, zone, tiny_spec, files=["sub/broken.parquet"])
+    assert [f.outcome for f in again.files] == [REJECTED]
+    assert ledger(lake).filter(pl.col("outcome") == REJECTED).height == 2
 
 
 @pytest.mark.parametrize(
@@ -202,6 +205,23 @@ def test_unusable_files_are_rejected_with_the_reason(lake, zone, landing_dir, ti
     assert not lake.exists(BRONZE) or count(lake, BRONZE) == 0
     reason = landing_dir / REJECTED_DIR / ledger(lake)["batch_id"][0] / (name + ".reason.txt")
     assert expected in reason.read_text()
+
+
+def test_rejected_file_is_ingested_when_named_again_after_the_spec_is_fixed(lake, zone, landing_dir, tiny_dict):
+    from aiflow.spec import parse_spec
+
+    data = b"trip_id,carrier,origin,ts\n1,AA,JFK,2013-01-01T00:00:00Z\n"
+    write_file(landing_dir, "short.csv", data)
+    strict = parse_spec(tiny_dict, "tiny")
+    assert [f.outcome for f in ingest(lake, zone, strict).files] == [REJECTED]
+    tiny_dict["columns"]["distance"]["required"] = False
+    tiny_dict["quality"]["not_null"] = [c for c in tiny_dict["quality"].get("not_null", []) if c != "distance"]
+    tiny_dict["quality"]["ranges"].pop("distance", None)
+    fixed = parse_spec(tiny_dict, "tiny")
+    report = ingest(lake, zone, fixed, files=["short.csv"])
+    assert [f.outcome for f in report.files] == [INGESTED]
+    assert count(lake, BRONZE) == 1
+    assert ledger(lake).sort("ingested_at")["outcome"].to_list() == [REJECTED, INGESTED]
 
 
 def test_bad_rows_go_to_quarantine_and_every_input_row_is_accounted_for(lake, zone, landing_dir, tiny_spec):
@@ -330,10 +350,14 @@ def test_rows_of_a_killed_run_are_removed_by_the_next_run(lake, zone, landing_di
     assert count(lake, BRONZE) == 2 * good.height
 
     write_file(landing_dir, "day2.csv", csv_bytes(DAY2))
+    # within the grace period the batch may belong to an ingestion still running: it is left alone
     report = ingest(lake, zone, tiny_spec)
+    assert report.orphans_removed == 0 and count(lake, BRONZE) == 2 * good.height + 1
+    write_file(landing_dir, "day3.csv", csv_bytes(DAY2).replace(b"2013-01-0", b"2013-02-0"))
+    report = ingest(lake, zone, tiny_spec, orphan_grace=dt.timedelta(0))
     assert report.orphans_removed == good.height + 1
     bronze = rows(lake, BRONZE)
     assert "orphan-x" not in set(bronze["_batch_id"])
-    assert bronze.height == len(TRIPS_ROWS) + 1
+    assert bronze.height == len(TRIPS_ROWS) + 2
     assert "orphan-x" not in set(rows(lake, QUARANTINE)["_batch_id"])
-    assert ingest(lake, zone, tiny_spec).orphans_removed == 0
+    assert ingest(lake, zone, tiny_spec, orphan_grace=dt.timedelta(0)).orphans_removed == 0

@@ -181,6 +181,16 @@ def test_whole_number_float_fits_an_int_column(table):
     assert parsed.good["seats"].to_list() == [120, 180, None]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_whole_number_text_fits_an_int_column_like_a_parquet_float_does(table, fmt):
+    records = [dict(r) for r in RECORDS]
+    text = [{k: _text(v) for k, v in r.items()} for r in records]
+    text[0]["seats"], text[1]["seats"] = "120.0", " 180 "
+    parsed = parse_file(encode(text, fmt, dict.fromkeys(EXPECTED_SCHEMA, pl.String)), fmt, table, f"f.{fmt}")
+    assert parsed.bad.height == 0
+    assert parsed.good["seats"].to_list() == [120, 180, None]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_null_event_time_goes_to_bad_with_rule_event_time(table, fmt):
     records = [dict(r) for r in RECORDS]

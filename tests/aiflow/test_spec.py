@@ -103,6 +103,7 @@ INVALID = [
     pytest.param(_set("split.test_from", "2013-09-01"), ["  - split: test_from must be after valid_from"], id="split-reversed"),
     pytest.param(_set("side_tables[0].name", "flights"), ["side_tables", "main table's name"], id="side-table-named-like-main"),
     pytest.param(_set("side_tables[0].key[0]", "station"), ["side_tables[0]", "key[0]", "'station'"], id="side-table-key-undeclared"),
+    pytest.param(_set("columns.time_hour.type", "date"), ["features.calendar", "'hour' needs a datetime event_time"], id="hour-of-a-date"),
     pytest.param(_set("name", "Flights!"), ["  - name: String should match pattern"], id="bad-table-name"),
 ]
 
