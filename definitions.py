@@ -13,19 +13,21 @@ from aiflow.spec import demo_spec_path, load_spec
 from assets.cleansing import cleansing_assets, cleansing_checks
 from assets.features import feature_assets, feature_checks
 from assets.ingestion import ingestion_assets
+from assets.training import training_assets
 from resources.profiles import resources_for
-from sensors.jobs import data_plane_job, maintenance_job
+from sensors.jobs import data_plane_job, lifecycle_job, maintenance_job
 from sensors.landing import landing_sensor
 from sensors.schedules import maintenance_schedule
+from sensors.sweep import sweep_job
 
 
 def build_definitions(spec_path: str | os.PathLike | None = None, resources: dict | None = None) -> Definitions:
     spec = load_spec(spec_path or os.environ.get("AIFLOW_DATASET") or demo_spec_path())
     maintenance = maintenance_job(spec)
     return Definitions(
-        assets=[*ingestion_assets(spec), *cleansing_assets(spec), *feature_assets(spec)],
+        assets=[*ingestion_assets(spec), *cleansing_assets(spec), *feature_assets(spec), *training_assets(spec)],
         asset_checks=[*cleansing_checks(spec), *feature_checks(spec)],
-        jobs=[data_plane_job(), maintenance],
+        jobs=[data_plane_job(), lifecycle_job(), maintenance, sweep_job(spec)],
         sensors=[landing_sensor(spec)],
         schedules=[maintenance_schedule(maintenance)],
         resources=resources if resources is not None else resources_for(),

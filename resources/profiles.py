@@ -10,23 +10,32 @@ import os
 from dagster import EnvVar
 from dagster_aws.s3 import S3Resource
 
-from resources.storage import LocalLakeResource, LocalLandingResource, S3LakeResource, S3LandingResource
+from resources.storage import (
+    ArtifactsResource,
+    LocalLakeResource,
+    LocalLandingResource,
+    S3LakeResource,
+    S3LandingResource,
+)
+from resources.training import SubprocessTrainingLauncher
 
 PROFILES = ("local", "s3")
 
 
 def local_resources(home: str = ".aiflow") -> dict:
-    """Everything on this machine: Delta tables and landing zones under ``home``."""
+    """Everything on this machine: Delta tables, landing zones and artifacts under ``home``; local training."""
     return {
         "lake": LocalLakeResource(root=os.path.join(home, "lake")),
         "landing": LocalLandingResource(root=home),
+        "artifacts": ArtifactsResource(root=os.path.join(home, "artifacts")),
+        "trainer": SubprocessTrainingLauncher(),
     }
 
 
 def s3_resources() -> dict:
     """Delta tables and landing zones on S3 (or an S3-compatible store).
 
-    Environment at run time: ``AIFLOW_LAKE_URI``, ``AIFLOW_LANDING_URI``, ``AWS_ACCESS_KEY_ID``,
+    Environment at run time: ``AIFLOW_LAKE_URI``, ``AIFLOW_LANDING_URI``, ``AIFLOW_ARTIFACT_URI``, ``AWS_ACCESS_KEY_ID``,
     ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``; optional ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP``
     for S3-compatible servers (set by :func:`s3_endpoint_resources`).
     """
@@ -47,6 +56,8 @@ def s3_resources() -> dict:
             allow_http=os.environ.get("AWS_ALLOW_HTTP", "false").lower() == "true",
         ),
         "landing": S3LandingResource(s3=s3, root_uri=EnvVar("AIFLOW_LANDING_URI")),
+        "artifacts": ArtifactsResource(root=EnvVar("AIFLOW_ARTIFACT_URI")),
+        "trainer": SubprocessTrainingLauncher(),
     }
 
 

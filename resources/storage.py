@@ -7,6 +7,7 @@ from dagster import ConfigurableResource, ResourceDependency
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from aiflow.artifacts import ArtifactStore
 from aiflow.lake import Lake
 from aiflow.landing import LandingZone, LocalLandingZone, S3LandingZone, resolve_uri
 from aiflow.spec import TableSpec
@@ -76,3 +77,19 @@ class S3LandingResource(LandingResource):
 
     def zone(self, table: TableSpec) -> LandingZone:
         return S3LandingZone(self.s3.get_client(), resolve_uri(table.landing.uri, self.root_uri))
+
+
+class ArtifactsResource(ConfigurableResource):
+    """Where model bundles and checkpoints go: a folder or an s3:// prefix.
+
+    S3 credentials are not fields: the store (here and in the training process) reads ``AWS_*``
+    from its environment, which the s3 profile and the Kubernetes secret provide.
+    """
+
+    root: str = Field(".aiflow/artifacts", description="Folder or s3://bucket/prefix for model artifacts.")
+
+    def uri(self) -> str:
+        return self.root if "://" in self.root else os.path.abspath(self.root)
+
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.uri())

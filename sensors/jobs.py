@@ -8,6 +8,7 @@ from aiflow.spec import DatasetSpec
 from resources.storage import LakeResource
 
 DATA_PLANE_JOB = "data_plane_job"
+LIFECYCLE_JOB = "lifecycle_job"
 
 
 def data_plane_job():
@@ -15,6 +16,14 @@ def data_plane_job():
         DATA_PLANE_JOB,
         selection=AssetSelection.groups("ingestion", "cleansing", "features"),
         description="Ingest new landing files, cleanse them into silver and build features (incremental).",
+    )
+
+
+def lifecycle_job():
+    return define_asset_job(
+        LIFECYCLE_JOB,
+        selection=AssetSelection.groups("ingestion", "cleansing", "features", "training"),
+        description="The whole lifecycle on the embedded defaults: new landing files through to a trained candidate.",
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import AssetSelection, Definitions
 
 from definitions import build_definitions
 from resources.profiles import local_resources
@@ -20,3 +20,7 @@ def local_home(tmp_path: Path, demo_landing: Path) -> Path:
 
 def local_defs(home: Path, spec_path=None) -> Definitions:
     return build_definitions(spec_path, resources=local_resources(str(home)))
+
+
+#: The data-plane part of the asset graph (everything before training).
+DATA_PLANE = AssetSelection.groups("ingestion", "cleansing", "features")

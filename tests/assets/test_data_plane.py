@@ -10,7 +10,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from aiflow.lake import Lake, Tables
 from aiflow.spec import demo_spec_path
-from tests.dagster_helpers import local_defs, local_home
+from tests.dagster_helpers import DATA_PLANE, local_defs, local_home
 
 
 def _assets_and_checks(defs):
@@ -20,7 +20,7 @@ def _assets_and_checks(defs):
 def test_materialize_data_plane_reports_metadata_and_passes_checks(tmp_path, demo_landing):
     home = local_home(tmp_path, demo_landing)
     defs = local_defs(home)
-    result = materialize(_assets_and_checks(defs), resources=defs.resources, instance=DagsterInstance.ephemeral())
+    result = materialize(_assets_and_checks(defs), resources=defs.resources, instance=DagsterInstance.ephemeral(), selection=DATA_PLANE)
     assert result.success
 
     landed = pl.concat([pl.read_csv(p, infer_schema=False) for p in sorted((home / "landing" / "flights").glob("*.csv"))])
@@ -60,10 +60,10 @@ def test_second_run_with_one_new_day_is_incremental(tmp_path, demo_landing):
     shutil.move(home / "landing" / "flights" / "2013-01-05.csv", held_back)
     defs = local_defs(home)
     instance = DagsterInstance.ephemeral()
-    assert materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance).success
+    assert materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance, selection=DATA_PLANE).success
 
     shutil.move(held_back, home / "landing" / "flights" / "2013-01-05.csv")
-    result = materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance)
+    result = materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance, selection=DATA_PLANE)
     assert result.success
     bronze = result.asset_materializations_for_node("bronze__flights")[0].metadata
     assert bronze["files_ingested"].value == 1
@@ -83,7 +83,8 @@ def test_failing_quality_check_blocks_downstream_features(tmp_path, demo_landing
     strict.write_text(yaml.safe_dump(data))
     defs = local_defs(home, strict)
     result = materialize(
-        _assets_and_checks(defs), resources=defs.resources, instance=DagsterInstance.ephemeral(), raise_on_error=False
+        _assets_and_checks(defs), resources=defs.resources, instance=DagsterInstance.ephemeral(), raise_on_error=False,
+        selection=DATA_PLANE,
     )
     assert not result.success
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
@@ -100,12 +101,12 @@ def test_maintenance_job_compacts_without_changing_content(tmp_path, demo_landin
     home = local_home(tmp_path, demo_landing)
     defs = local_defs(home)
     instance = DagsterInstance.ephemeral()
-    assert materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance).success
+    assert materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance, selection=DATA_PLANE).success
     # a second batch of appends leaves many small files per partition
     extra = home / "landing" / "flights" / "copy.csv"
     frame = pl.read_csv(home / "landing" / "flights" / "2013-01-02.csv", infer_schema=False)
     frame.with_columns(pl.col("flight") + "0").write_csv(extra)
-    assert materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance).success
+    assert materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance, selection=DATA_PLANE).success
 
     lake = Lake(home / "lake")
     bronze = Tables.bronze("flights")

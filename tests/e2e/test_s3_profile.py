@@ -9,6 +9,7 @@ from dagster import DagsterInstance, RunRequest, build_sensor_context, materiali
 from aiflow.lake import Lake, Tables
 from definitions import build_definitions
 from resources.profiles import resources_for
+from tests.dagster_helpers import DATA_PLANE
 
 pytestmark = pytest.mark.s3
 
@@ -27,6 +28,7 @@ def test_s3_profile_sensor_and_data_plane(s3_server, s3_prefix, demo_landing, mo
     prefix = s3_prefix.removeprefix(f"s3://{s3_server.bucket}/")
     monkeypatch.setenv("AIFLOW_LAKE_URI", f"{s3_prefix}/lake")
     monkeypatch.setenv("AIFLOW_LANDING_URI", s3_prefix)
+    monkeypatch.setenv("AIFLOW_ARTIFACT_URI", f"{s3_prefix}/artifacts")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
     monkeypatch.setenv("AWS_REGION", s3_server.region)
@@ -58,7 +60,7 @@ def test_s3_profile_sensor_and_data_plane(s3_server, s3_prefix, demo_landing, mo
 
     # running again with nothing new changes no table
     versions = {t: lake.version(t) for t in (Tables.bronze("flights"), Tables.silver("flights"), Tables.features("flights"))}
-    again = materialize([*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance)
+    again = materialize([*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance, selection=DATA_PLANE)
     assert again.success
     assert lake.version(Tables.bronze("flights")) == versions[Tables.bronze("flights")]
     assert lake.scan(Tables.features("flights")).select(pl.len()).collect().item() == landed

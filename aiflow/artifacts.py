@@ -1,0 +1,104 @@
+"""Artifact store: model files and checkpoints in a local folder or under an s3:// prefix.
+
+Backed by ``pyarrow.fs`` (local and S3 with one API). S3 credentials and endpoint come from the
+same options as the lake (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``), by default read from the environment of the process that
+uses the store, so a training pod gets them from its secret, never from run configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+_S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP")
+
+
+def s3_options_from_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in _S3_KEYS if os.environ.get(k)}
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactStore:
+    """Files under one root URI.
+
+    Args:
+        root: a local folder or ``s3://bucket/prefix``.
+        storage_options: S3 options (see module doc); None reads them from the environment.
+    """
+
+    def __init__(self, root: str | os.PathLike, storage_options: dict[str, str] | None = None):
+        root = str(root)
+        if root.startswith("s3://"):
+            options = s3_options_from_env() if storage_options is None else storage_options
+            endpoint = options.get("AWS_ENDPOINT_URL")
+            parsed = urlparse(endpoint) if endpoint else None
+            self.fs = pafs.S3FileSystem(
+                access_key=options.get("AWS_ACCESS_KEY_ID"),
+                secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+                region=options.get("AWS_REGION", "us-east-1"),
+                endpoint_override=parsed.netloc if parsed else None,
+                scheme=parsed.scheme if parsed else "https",
+            )
+            self.root = root.rstrip("/")
+            self._base = self.root.removeprefix("s3://")
+        elif "://" in root:
+            raise ValueError(f"artifact store root must be a folder or s3:// URI, got {root!r}")
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.root = str(Path(root).resolve())
+            self._base = self.root
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.root!r})"
+
+    def uri(self, path: str) -> str:
+        return f"{self.root}/{path.lstrip('/')}"
+
+    def _path(self, path: str) -> str:
+        return f"{self._base}/{path.lstrip('/')}"
+
+    def put_bytes(self, path: str, data: bytes) -> str:
+        """Write atomically (a reader never sees half a file); return the file's URI."""
+        target = self._path(path)
+        parent = target.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            os.replace(tmp, target)
+        else:  # an S3 PUT is atomic
+            with self.fs.open_output_stream(target) as out:
+                out.write(data)
+        return self.uri(path)
+
+    def get_bytes(self, path: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self._path(path)) as src:
+                return src.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no artifact at {self.uri(path)}") from None
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(self._path(path)).type == pafs.FileType.File
+
+    def delete_dir(self, path: str) -> None:
+        info = self.fs.get_file_info(self._path(path))
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self._path(path))
+
+    def list(self, prefix: str) -> list[str]:
+        """Paths (relative to the root) of the files under ``prefix``."""
+        selector = pafs.FileSelector(self._path(prefix), recursive=True, allow_not_found=True)
+        return sorted(
+            info.path[len(self._base) + 1 :] for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File
+        )

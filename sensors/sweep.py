@@ -1,0 +1,90 @@
+"""Sweep job: train several configurations on the same pinned data, keep the best by validation metric.
+
+Each variant is its own step (parallel subprocesses with the multiprocess executor locally, one pod
+each with the Kubernetes launcher); every candidate is recorded in the run, the best becomes the
+current ``candidate/<dataset>`` materialization.
+"""
+
+from dagster import (
+    AssetMaterialization,
+    Config,
+    DynamicOut,
+    DynamicOutput,
+    In,
+    MetadataValue,
+    OpExecutionContext,
+    Out,
+    job,
+    op,
+)
+from pydantic import Field
+
+from aiflow.spec import DatasetSpec
+from aiflow.train.contract import TrainParams, TrainRequest, TrainResult
+from aiflow.train.selection import best_result, sweep_table
+from assets.metadata import markdown_table
+from assets.training import TrainConfig, candidate_key, pinned_request
+from resources.storage import ArtifactsResource, LakeResource
+from resources.training import TrainingLauncher
+
+DEFAULT_VARIANTS = [
+    {"learning_rate": 0.003, "hidden": [128, 64]},
+    {"learning_rate": 0.001, "hidden": [256, 128]},
+    {"learning_rate": 0.003, "hidden": [64], "dropout": 0.0},
+]
+
+
+class SweepConfig(Config):
+    variants: list[TrainConfig] = Field(
+        default=DEFAULT_VARIANTS, description="Hyperparameter sets to train; unspecified fields take TrainParams defaults."
+    )
+
+
+def sweep_job(spec: DatasetSpec):
+    @op(out=DynamicOut(str), description="Pin the features version once and fan out one training request per variant.")
+    def plan_sweep(context: OpExecutionContext, config: SweepConfig, lake: LakeResource, artifacts: ArtifactsResource):
+        run = context.dagster_run
+        for i, variant in enumerate(config.variants):
+            params = TrainParams(**variant.model_dump(exclude={"reason"}))
+            request = pinned_request(lake.lake(), spec, params, artifacts.uri(), f"{run.root_run_id or run.run_id}-c{i}", "sweep")
+            context.log.info(f"variant c{i}: {params.model_dump()} on features version {request.data_version}")
+            yield DynamicOutput(request.model_dump_json(), mapping_key=f"c{i}")
+
+    @op(ins={"request_json": In(str)}, out=Out(str), description="Train one variant through the training launcher.")
+    def train_variant(context: OpExecutionContext, request_json: str, trainer: TrainingLauncher) -> str:
+        request = TrainRequest.model_validate_json(request_json)
+        invocation = trainer.launch(context, request)
+        results = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "artifact_sha256" in m]
+        if not results:
+            raise RuntimeError("the training process reported no result")
+        return TrainResult.model_validate(results[-1]).model_dump_json()
+
+    @op(ins={"results": In(list)}, description="Record every candidate and materialize the best as the current candidate.")
+    def select_best(context: OpExecutionContext, results: list):
+        parsed = [TrainResult.model_validate_json(r) for r in results]
+        best, metric = best_result(parsed, spec.problem_type)
+        table = sweep_table(parsed, metric)
+        context.log.info(f"best of {len(parsed)} by {metric}: {best.artifact_uri}")
+        context.log_event(
+            AssetMaterialization(
+                asset_key=candidate_key(spec),
+                description=f"best of a {len(parsed)}-variant sweep by validation {metric}",
+                metadata={
+                    **{f"valid_{k}": v for k, v in best.metrics.items()},
+                    **{f"baseline_{k}": v for k, v in best.baseline_metrics.items()},
+                    "artifact_uri": MetadataValue.path(best.artifact_uri),
+                    "artifact_sha256": best.artifact_sha256,
+                    "data_version": best.data_version,
+                    "features_uri": best.features_uri,
+                    "selected_by": metric,
+                    "params": MetadataValue.json(best.params.model_dump()),
+                    "sweep_candidates": MetadataValue.md(markdown_table(table)),
+                },
+            )
+        )
+
+    @job(name="sweep_job", description="Train several hyperparameter sets on the same pinned features and keep the best.")
+    def _sweep():
+        select_best(plan_sweep().map(train_variant).collect())
+
+    return _sweep
