@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
+from aiflow.cli_models import add_models_commands
 from aiflow.lake import Lake, Tables
 from aiflow.spec import DatasetSpec, demo_spec_path, load_spec
 
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     status = sub.add_parser("status", help="Version and row count of every table of the dataset.")
     status.set_defaults(func=cmd_status)
+
+    add_models_commands(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)
