@@ -57,6 +57,20 @@ class Tables:
     def feature_state(name: str) -> str:
         return f"state/{name}_features"
 
+    @staticmethod
+    def predictions(name: str) -> str:
+        return f"predictions/{name}"
+
+    @staticmethod
+    def model_versions() -> str:
+        """The model registry's versions (all models): see aiflow.registry."""
+        return "registry/model_versions"
+
+    @staticmethod
+    def alias_events() -> str:
+        """The model registry's append-only alias log (all models)."""
+        return "registry/alias_events"
+
 
 def dates_predicate(dates: Iterable[dt.date], column: str = EVENT_DATE) -> str:
     """A Delta SQL predicate selecting the given partition dates."""
