@@ -19,7 +19,7 @@ from resources.storage import (
 )
 from resources.training import SubprocessTrainingLauncher
 
-PROFILES = ("local", "s3")
+PROFILES = ("local", "s3", "k8s")
 
 
 def local_resources(home: str = ".aiflow") -> dict:
@@ -61,6 +61,26 @@ def s3_resources() -> dict:
     }
 
 
+def k8s_resources() -> dict:
+    """The s3 profile, with training in a GPU pod per run (``resources/k8s_training.py``).
+
+    Environment at run time, besides the s3 profile's: ``AIFLOW_TRAINING_IMAGE`` (the training
+    image), ``AIFLOW_TRAINING_NAMESPACE``, ``AIFLOW_TRAINING_SECRET`` (the Kubernetes secret whose
+    keys become the pod's environment: the ``AWS_*`` credentials and ``AIFLOW_*`` URIs).
+    """
+    from resources.k8s_training import K8sTrainingLauncher
+
+    return {
+        **s3_resources(),
+        "trainer": K8sTrainingLauncher(
+            image=EnvVar("AIFLOW_TRAINING_IMAGE"),
+            namespace=os.environ.get("AIFLOW_TRAINING_NAMESPACE", "aiflow"),
+            env_from_secrets=[os.environ.get("AIFLOW_TRAINING_SECRET", "aiflow-storage")],
+            load_incluster_config=True,
+        ),
+    }
+
+
 def resources_for(profile: str | None = None) -> dict:
     """Resources of the named profile (default: ``AIFLOW_PROFILE`` or ``local``)."""
     profile = profile or os.environ.get("AIFLOW_PROFILE", "local")
@@ -68,4 +88,6 @@ def resources_for(profile: str | None = None) -> dict:
         return local_resources(os.environ.get("AIFLOW_HOME", ".aiflow"))
     if profile == "s3":
         return s3_resources()
+    if profile == "k8s":
+        return k8s_resources()
     raise ValueError(f"unknown AIFLOW_PROFILE {profile!r}; choose one of {', '.join(PROFILES)}")
