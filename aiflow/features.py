@@ -160,7 +160,7 @@ def fit_state(lf: pl.LazyFrame, spec: DatasetSpec) -> FeatureState:
     frame = lf.select(*cats, *nums).collect()
     state = FeatureState(rows=frame.height)
     for column in cats:
-        counts = frame[column].drop_nulls().value_counts(sort=True)
+        counts = frame[column].drop_nulls().value_counts(sort=True).filter(pl.col("count") >= spec.features.min_category_count)
         state.vocab[column] = counts.sort(["count", column], descending=[True, False])[column].cast(pl.String).to_list()
     for column in nums:
         values = frame[column].cast(pl.Float64)

@@ -152,6 +152,9 @@ class Features(_Strict):
     calendar: list[Literal["hour", "weekday", "month", "day_of_year"]] = Field(
         default_factory=list, description="Derived from the event time in the dataset's timezone."
     )
+    min_category_count: int = Field(
+        1, ge=1, description="Categories seen fewer times than this when fitting are encoded as unknown (0)."
+    )
 
 
 class Split(_Strict):

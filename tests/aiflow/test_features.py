@@ -148,6 +148,15 @@ def test_vocabulary_is_ordered_by_frequency_and_unknown_or_null_encode_to_zero(t
     assert out.schema["cat_carrier"] == pl.Int32
 
 
+def test_rare_categories_are_left_out_of_the_vocabulary(tiny_dict, fit_rows):
+    tiny_dict["features"]["min_category_count"] = 2
+    spec = parse_spec(tiny_dict, "tiny")
+    state = fit_state(fit_rows, spec)
+    assert state.vocab["carrier"] == ["UA", "AA"]  # DL was seen once
+    out = encode(silver([{"carrier": "DL"}]).with_columns(pl.lit(1.0).alias("weather_temp")), state, spec).collect()
+    assert out["cat_carrier"].to_list() == [0]
+
+
 def test_fit_state_standardises_numeric_columns_on_the_fit_data(tiny_spec, fit_rows):
     state = fit_state(fit_rows, tiny_spec)
     out = encode(fit_rows, state, tiny_spec).collect()
