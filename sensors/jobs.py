@@ -22,8 +22,8 @@ def data_plane_job():
 def lifecycle_job():
     return define_asset_job(
         LIFECYCLE_JOB,
-        selection=AssetSelection.groups("ingestion", "cleansing", "features", "training"),
-        description="The whole lifecycle on the embedded defaults: new landing files through to a trained candidate.",
+        selection=AssetSelection.groups("ingestion", "cleansing", "features", "training", "validation", "deployment"),
+        description="The whole lifecycle: new landing files, features, training, gates, registration, promotion, batch scoring.",
     )
 
 

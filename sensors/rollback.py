@@ -1,0 +1,48 @@
+"""Rollback job: move the champion back to the version it pointed at before, with a reason."""
+
+import getpass
+
+from dagster import AssetMaterialization, Config, MetadataValue, OpExecutionContext, job, op
+from pydantic import Field
+
+from aiflow.registry import Registry
+from aiflow.spec import DatasetSpec
+from assets.deployment import champion_key
+from assets.metadata import markdown_table
+from resources.storage import LakeResource
+
+
+class RollbackConfig(Config):
+    reason: str = Field(description="Why the champion is rolled back (recorded in the alias history).")
+    alias: str = Field("champion", description="The alias to move back.")
+
+
+def rollback_job(spec: DatasetSpec):
+    @op(description="Move the alias back to its previous version and record the event.")
+    def rollback_alias(context: OpExecutionContext, config: RollbackConfig, lake: LakeResource) -> int:
+        registry = Registry(lake.lake())
+        before = registry.alias(spec.name, config.alias)
+        after = registry.rollback(
+            spec.name, reason=config.reason, actor=f"dagster run {context.run_id} ({getpass.getuser()})", alias=config.alias
+        )
+        context.log.info(f"{spec.name} {config.alias}: v{before} -> v{after} ({config.reason})")
+        if config.alias == "champion":
+            context.log_event(
+                AssetMaterialization(
+                    asset_key=champion_key(spec),
+                    description=f"rolled back from v{before} to v{after}: {config.reason}",
+                    metadata={
+                        "champion_version": after,
+                        "previous_version": before if before is not None else -1,
+                        "policy": "rollback",
+                        "alias_history": MetadataValue.md(markdown_table(registry.history(spec.name).head(10))),
+                    },
+                )
+            )
+        return after
+
+    @job(name="rollback_job", description=f"Roll the '{spec.name}' champion back to its previous version.")
+    def _rollback():
+        rollback_alias()
+
+    return _rollback
