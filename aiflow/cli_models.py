@@ -55,6 +55,10 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     aliases.add_argument("name")
     aliases.set_defaults(func=cmd_aliases)
 
+    champion = sub.add_parser("champion", help="The serving version's headline metrics next to its scikit-learn baseline.")
+    champion.add_argument("name")
+    champion.set_defaults(func=cmd_champion)
+
 
 def _registry(args) -> Registry:
     from aiflow.cli import _home  # the one definition of the home convention (cli imports this module)
@@ -201,6 +205,29 @@ def cmd_aliases(args) -> int:
         print(f"{args.name!r} has no aliases")
         return 0
     _print(current.select("alias", "version"))
+    return 0
+
+
+@_reported
+def cmd_champion(args) -> int:
+    registry = _registry(args)
+    version = registry.alias(args.name, "champion")
+    if version is None:
+        print(f"{args.name!r} has no champion yet")
+        return 1
+    mv = registry.get(args.name, version)
+    names = sorted({k.removeprefix("valid_") for k in mv.metrics if k.startswith("valid_")} & set(mv.baseline_metrics))
+    print(f"{args.name} champion: v{version} ({mv.artifact_uri}, trained on {mv.training_table}@{mv.training_version})")
+    _print(
+        pl.DataFrame(
+            {
+                "metric": names,
+                "model (validation)": [mv.metrics[f"valid_{n}"] for n in names],
+                "baseline (validation)": [mv.baseline_metrics[n] for n in names],
+                "model (test)": [mv.metrics.get(f"test_{n}") for n in names],
+            }
+        )
+    )
     return 0
 
 

@@ -127,3 +127,27 @@ def test_bad_input_exits_non_zero_with_a_clear_message(home: Path):
         assert result.returncode == 1, (args, result.stdout)
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
     assert registry(home).history("flights").height == 0
+
+
+def test_champion_prints_headline_metrics_next_to_the_baseline(tmp_path: Path):
+    reg = Registry(Lake(tmp_path / "lake"))
+    assert aiflow(tmp_path, "champion", "flights").returncode == 1  # the first model ever: no champion yet
+    reg.register(
+        "flights",
+        artifact_uri="/artifacts/x",
+        artifact_sha256=hashlib.sha256(b"x").hexdigest(),
+        training_table=str(tmp_path / "lake/features/flights"),
+        training_version=3,
+        metrics={"valid_roc_auc": 0.6812, "test_roc_auc": 0.6634, "valid_log_loss": 0.44},
+        baseline_metrics={"roc_auc": 0.6775, "log_loss": 0.45},
+        params={},
+        gate_results={"latency": {"passed": True}},
+        gates_passed=True,
+        reason="manual",
+    )
+    reg.promote("flights", 1, reason="test", actor="tester")
+    out = aiflow(tmp_path, "champion", "flights")
+    assert out.returncode == 0, out.stderr
+    assert "champion: v1" in out.stdout
+    assert rows(out.stdout, "roc_auc") == [["roc_auc", "0.6812", "0.6775", "0.6634"]]
+    assert rows(out.stdout, "log_loss")[0][:3] == ["log_loss", "0.44", "0.45"]
