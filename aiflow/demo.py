@@ -92,7 +92,7 @@ def write_landing(
 def shift_years(frame: pl.DataFrame, years: int) -> pl.DataFrame:
     """Move every date of the (text) demo frame by ``years`` years, keeping it valid text."""
     year = (pl.col("year").cast(pl.Int32) + years).cast(pl.String)
-    out = frame.with_columns(year.alias("year"))
-    if "time_hour" in frame.columns:
-        out = out.with_columns((year + pl.col("time_hour").str.slice(4)).alias("time_hour"))
-    return out
+    shifted = [year.alias("year")]
+    if "time_hour" in frame.columns:  # computed from the original year, in the same step
+        shifted.append((year + pl.col("time_hour").str.slice(4)).alias("time_hour"))
+    return frame.with_columns(shifted)

@@ -1,7 +1,7 @@
 """Evaluation: metrics of a model's predictions, overall and per slice, on the held-out rows.
 
-Pure functions over arrays and Polars frames; loading the models and choosing the rows is the
-caller's job (see :mod:`aiflow.validation`), so the candidate and the champion are scored on the
+Pure functions over arrays and Polars frames, shared by training (validation metrics), the
+baseline and the gates; loading the models and choosing the rows is the caller's job (see :mod:`aiflow.validation`), so the candidate and the champion are scored on the
 very same rows.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 from sklearn import metrics as skm
 
-CLASSIFICATION = ("roc_auc", "pr_auc", "f1", "log_loss", "calibration_error", "accuracy")
-REGRESSION = ("rmse", "mae", "r2")
+#: The metric each problem type is judged by (early stopping, sweeps, gates), and whether higher is better.
+PRIMARY = {"classification": ("roc_auc", True), "regression": ("rmse", False)}
 #: Whether a higher value of each metric is better.
 HIGHER_IS_BETTER = {
     "roc_auc": True,
@@ -47,32 +47,34 @@ def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """ROC AUC, PR AUC, F1 and accuracy at ``threshold``, log loss, calibration error.
 
-    AUCs are NaN when the rows hold a single class (an AUC is undefined there, not zero).
+    A metric undefined on the rows (the AUCs when only one class is present) is left out, never
+    reported as zero.
     """
-    y = np.asarray(y).astype(int)
-    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
-    both = len(np.unique(y)) == 2
-    predicted = (p >= threshold).astype(int)
-    return {
-        "roc_auc": float(skm.roc_auc_score(y, p)) if both else math.nan,
-        "pr_auc": float(skm.average_precision_score(y, p)) if both else math.nan,
-        "f1": float(skm.f1_score(y, predicted, zero_division=0)),
-        "accuracy": float(skm.accuracy_score(y, predicted)),
-        "log_loss": float(skm.log_loss(y, p, labels=[0, 1])),
+    y = np.asarray(y).astype(np.int64)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    predicted = (p >= threshold).astype(np.int64)
+    out = {
+        "log_loss": skm.log_loss(y, p, labels=[0, 1]),
+        "accuracy": skm.accuracy_score(y, predicted),
+        "f1": skm.f1_score(y, predicted, zero_division=0.0),
         "calibration_error": calibration_error(y, p),
     }
+    if len(np.unique(y)) == 2:  # ranking metrics need both classes
+        out["roc_auc"] = skm.roc_auc_score(y, p)
+        out["pr_auc"] = skm.average_precision_score(y, p)
+    return {k: float(v) for k, v in out.items()}
 
 
 def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    return {
-        "rmse": float(math.sqrt(skm.mean_squared_error(y, p))),
-        "mae": float(skm.mean_absolute_error(y, p)),
-        "r2": float(skm.r2_score(y, p)) if len(y) > 1 else math.nan,
-    }
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    out = {"rmse": float(math.sqrt(skm.mean_squared_error(y, p))), "mae": float(skm.mean_absolute_error(y, p))}
+    if len(y) > 1 and np.var(y) > 0:
+        out["r2"] = float(skm.r2_score(y, p))
+    return out
 
 
 def compute_metrics(y, p, problem_type: str, threshold: float = 0.5) -> dict[str, float]:
+    """Metrics for the problem type; ``p`` holds probabilities (classification) or values (regression)."""
     if len(y) == 0:
         raise ValueError("no rows to evaluate on")
     if problem_type == "classification":

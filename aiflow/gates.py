@@ -12,9 +12,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiflow.evaluate import HIGHER_IS_BETTER, regression_of
-
-PRIMARY = {"classification": "roc_auc", "regression": "rmse"}
+from aiflow.evaluate import HIGHER_IS_BETTER, PRIMARY, regression_of
 
 
 class GateConfig(BaseModel):
@@ -66,9 +64,11 @@ def absolute_gates(metrics: dict[str, float], config: GateConfig) -> list[GateRe
     return out
 
 
-def champion_gate(metric: str, candidate: float, champion: float | None, tolerance: float) -> GateResult:
-    if champion is None:
-        return GateResult("vs_champion", True, candidate, None, "no champion yet: nothing to regress against")
+def champion_gate(metric: str, candidate: float | None, champion: float | None, tolerance: float) -> GateResult:
+    if candidate is None or math.isnan(candidate):
+        return GateResult("vs_champion", False, candidate, champion, f"{metric} of the candidate could not be computed on the test rows")
+    if champion is None or math.isnan(champion):
+        return GateResult("vs_champion", True, candidate, None, "no champion (or no champion metric) to regress against")
     worse = regression_of(metric, candidate, champion)
     ok = worse <= tolerance
     return GateResult(

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from aiflow.artifacts import ArtifactStore
-from aiflow.evaluate import compute_metrics, slice_metrics
+from aiflow.evaluate import PRIMARY, compute_metrics, slice_metrics
 from aiflow.gates import (
-    PRIMARY,
     GateConfig,
     GateResult,
     absolute_gates,
@@ -114,7 +113,7 @@ def validate(
 ) -> ValidationReport:
     """Evaluate the candidate (and the champion on the same rows) and run every gate."""
     rows = held_out_rows(features_uri, data_version, spec, storage_options)
-    target, problem, metric = spec.target.name, spec.problem_type, PRIMARY[spec.problem_type]
+    target, problem, metric = spec.target.name, spec.problem_type, PRIMARY[spec.problem_type][0]
     model = load_model(candidate)
     scored = rows.with_columns(pl.Series(SCORE, model.predict(rows)))
     y = scored[target].to_numpy()
@@ -139,7 +138,7 @@ def validate(
     latency = prediction_latency_ms_per_1k(model, rows)
     gates = [
         *absolute_gates(cand, config),
-        champion_gate(metric, cand[metric], champ_metrics[metric] if champ_metrics else None, config.champion_tolerance),
+        champion_gate(metric, cand.get(metric), champ_metrics.get(metric) if champ_metrics else None, config.champion_tolerance),
         slice_gate(metric, cand_slices, champ_slices, config.slice_tolerance),
         baseline_gate(metric, candidate_valid_metrics.get(metric), baseline_valid_metrics.get(metric), config.must_beat_baseline),
         latency_gate(latency, config.latency_budget_ms_per_1k),

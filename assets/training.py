@@ -4,10 +4,10 @@ import pydantic
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
-from aiflow.lake import Lake, Tables
 from aiflow.lineage import code_version
 from aiflow.spec import DatasetSpec
-from aiflow.train.contract import TrainParams, TrainRequest
+from aiflow.train.contract import TrainParams
+from aiflow.train.request import pinned_request
 from assets.features import features_key
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher
@@ -25,32 +25,6 @@ def candidate_key(spec: DatasetSpec) -> AssetKey:
     return AssetKey(["candidate", spec.name])
 
 
-def pinned_request(
-    lake: Lake, spec: DatasetSpec, params: TrainParams, artifact_root: str, checkpoint_key: str, reason: str
-) -> TrainRequest:
-    """A training request pinned to the features table's current version and the state it was encoded with."""
-    features = Tables.features(spec.name)
-    if not lake.exists(features):
-        raise RuntimeError(f"no features table at {lake.uri(features)}: materialize {features} first")
-    version = lake.version(features)
-    states = [int(v) for commit, v in lake.commit_metadata(features, "state_version") if commit <= version]
-    if not states:
-        raise RuntimeError(f"{lake.uri(features)} records no feature-state version: rebuild it with refit=true")
-    return TrainRequest(
-        model_name=spec.name,
-        features_uri=lake.uri(features),
-        data_version=version,
-        state_uri=lake.uri(Tables.feature_state(spec.name)),
-        state_version=states[-1],
-        spec=spec.model_dump(mode="json"),
-        params=params,
-        artifact_root=artifact_root,
-        checkpoint_key=f"{checkpoint_key}-v{version}",
-        code_version=code_version(),
-        reason=reason,
-    )
-
-
 def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
     @asset(
         key=candidate_key(spec),
@@ -65,7 +39,9 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
         params = TrainParams(**config.model_dump(exclude={"reason"}))
         # the root run id survives retries and re-executions: a restarted training resumes its checkpoint
         run = context.dagster_run
-        request = pinned_request(lake.lake(), spec, params, artifacts.uri(), run.root_run_id or run.run_id, config.reason)
+        request = pinned_request(
+            lake.lake(), spec, params, artifacts.uri(), run.root_run_id or run.run_id, config.reason, code_version=code_version()
+        )
         context.log.info(f"training on {request.features_uri} at version {request.data_version} (key {request.checkpoint_key})")
         return trainer.launch(context, request).get_materialize_result()
 

@@ -20,10 +20,12 @@ from dagster import (
 from pydantic import Field
 
 from aiflow.spec import DatasetSpec
-from aiflow.train.contract import TrainParams, TrainRequest, TrainResult
+from aiflow.train.contract import TrainParams, TrainRequest, TrainResult, reported_metrics
 from aiflow.train.selection import best_result, sweep_table
 from assets.metadata import markdown_table
-from assets.training import TrainConfig, candidate_key, pinned_request
+from aiflow.lineage import code_version
+from aiflow.train.request import pinned_request
+from assets.training import TrainConfig, candidate_key
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher
 
@@ -46,7 +48,9 @@ def sweep_job(spec: DatasetSpec):
         run = context.dagster_run
         for i, variant in enumerate(config.variants):
             params = TrainParams(**variant.model_dump(exclude={"reason"}))
-            request = pinned_request(lake.lake(), spec, params, artifacts.uri(), f"{run.root_run_id or run.run_id}-c{i}", "sweep")
+            request = pinned_request(
+                lake.lake(), spec, params, artifacts.uri(), f"{run.root_run_id or run.run_id}-c{i}", "sweep", code_version=code_version()
+            )
             context.log.info(f"variant c{i}: {params.model_dump()} on features version {request.data_version}")
             yield DynamicOutput(request.model_dump_json(), mapping_key=f"c{i}")
 
@@ -70,8 +74,7 @@ def sweep_job(spec: DatasetSpec):
                 asset_key=candidate_key(spec),
                 description=f"best of a {len(parsed)}-variant sweep by validation {metric}",
                 metadata={
-                    **{f"valid_{k}": v for k, v in best.metrics.items()},
-                    **{f"baseline_{k}": v for k, v in best.baseline_metrics.items()},
+                    **reported_metrics(best.metrics, best.baseline_metrics),
                     "artifact_uri": MetadataValue.path(best.artifact_uri),
                     "artifact_sha256": best.artifact_sha256,
                     "data_version": best.data_version,

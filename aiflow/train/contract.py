@@ -28,6 +28,10 @@ class TrainParams(BaseModel):
     embedding_dim: int = Field(16, ge=1, description="Largest embedding size per categorical column.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout between hidden layers.")
     patience: int = Field(3, ge=1, description="Epochs without validation improvement before stopping.")
+    early_stopping: Literal["metric", "loss"] = Field(
+        "metric",
+        description="What 'improvement' means: the primary validation metric (ROC AUC, RMSE), or the validation loss.",
+    )
     seed: int = Field(13, description="Seed for weights, shuffling and the baseline.")
     max_train_rows: int | None = Field(None, ge=1, description="Use at most this many training rows (None: all).")
     baseline_max_rows: int = Field(200_000, ge=100, description="Rows the scikit-learn baseline trains on (sampled).")
@@ -48,6 +52,14 @@ class TrainRequest(BaseModel):
     checkpoint_key: str = Field(description="Same key, same checkpoint: a restarted run resumes from it.")
     code_version: str | None = Field(None, description="Git SHA of the code that launched the run, when known.")
     reason: str = Field("manual", description="Why the training ran (manual, schedule, drift, sweep...).")
+
+
+def reported_metrics(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """Metric names as every materialization shows them: ``valid_*`` for the model (``train_loss`` kept),
+    ``baseline_*`` for the scikit-learn baseline."""
+    out = {k if k.startswith("train_") else f"valid_{k}": float(v) for k, v in metrics.items()}
+    out.update({f"baseline_{k}": float(v) for k, v in baseline.items()})
+    return out
 
 
 class TrainResult(BaseModel):

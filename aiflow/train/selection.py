@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import polars as pl
 
+from aiflow.evaluate import HIGHER_IS_BETTER, PRIMARY
 from aiflow.train.contract import TrainResult
-
-#: Metric that ranks candidates, and whether higher is better, per problem type.
-RANKING = {"classification": ("roc_auc", True), "regression": ("rmse", False)}
 
 
 def best_result(results: list[TrainResult], problem_type: str) -> tuple[TrainResult, str]:
     """The best candidate by the problem type's validation metric (ties: the first)."""
     if not results:
         raise ValueError("no candidates to choose from")
-    metric, higher = RANKING[problem_type]
+    metric, higher = PRIMARY[problem_type]
     missing = [r.artifact_uri for r in results if metric not in r.metrics]
     if missing:
         raise ValueError(f"candidates without validation {metric}: {missing}")
@@ -37,7 +35,4 @@ def sweep_table(results: list[TrainResult], metric: str) -> pl.DataFrame:
             }
             for r in results
         ]
-    ).sort(metric, descending=RANKING_DESC.get(metric, True))
-
-
-RANKING_DESC = {metric: higher for metric, higher in RANKING.values()}
+    ).sort(metric, descending=HIGHER_IS_BETTER[metric])

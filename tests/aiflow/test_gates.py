@@ -27,7 +27,10 @@ def test_classification_metrics_match_known_cases():
     inverted = classification_metrics(y, np.array([0.9, 0.8, 0.2, 0.1]))
     assert inverted["roc_auc"] == 0.0 and inverted["log_loss"] > perfect["log_loss"]
     single_class = classification_metrics(np.array([1, 1, 1]), np.array([0.2, 0.7, 0.9]))
-    assert math.isnan(single_class["roc_auc"])  # undefined, not zero
+    assert "roc_auc" not in single_class and "pr_auc" not in single_class  # undefined: absent, never 0
+    assert math.isfinite(single_class["log_loss"])
+    partial = classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    assert partial["roc_auc"] == pytest.approx(0.75) and partial["accuracy"] == pytest.approx(0.75)
 
 
 def test_calibration_error_is_zero_when_calibrated_and_large_when_not():
@@ -41,6 +44,7 @@ def test_calibration_error_is_zero_when_calibrated_and_large_when_not():
 def test_regression_metrics():
     m = compute_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]), "regression")
     assert m["mae"] == pytest.approx(2 / 3) and m["rmse"] == pytest.approx(math.sqrt(4 / 3))
+    assert m["r2"] == pytest.approx(1 - 4 / 2)
     with pytest.raises(ValueError, match="no rows"):
         compute_metrics(np.array([]), np.array([]), "regression")
 
@@ -74,6 +78,7 @@ def test_absolute_gates_floor_and_ceiling_with_the_miss():
 
 def test_champion_gate_tolerance_and_first_model():
     assert champion_gate("roc_auc", 0.70, None, 0.01).passed
+    assert not champion_gate("roc_auc", None, 0.75, 0.01).passed
     assert champion_gate("roc_auc", 0.745, 0.75, 0.01).passed
     failed = champion_gate("roc_auc", 0.70, 0.75, 0.01)
     assert not failed.passed and "regresses by 0.0500" in failed.detail

@@ -367,3 +367,11 @@ def test_features_need_the_side_tables(lake, landing, spec):
     refresh_silver(lake, spec)
     with pytest.raises(RuntimeError, match="silver/weather"):
         refresh_features(lake, spec)
+
+
+def test_shift_years_moves_year_and_time_hour_together():
+    from aiflow.demo import shift_years
+
+    frame = pl.DataFrame({"year": ["2013"], "time_hour": ["2013-01-01T10:00:00Z"]})
+    shifted = shift_years(frame, 3)
+    assert shifted.row(0) == ("2016", "2016-01-01T10:00:00Z")

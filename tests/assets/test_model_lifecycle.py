@@ -15,11 +15,11 @@ from aiflow.demo import write_landing
 from aiflow.lake import Lake, Tables
 from aiflow.registry import Registry
 from aiflow.spec import demo_spec_path, parse_spec
-from aiflow.train.contract import TrainParams
+from aiflow.train.contract import TrainParams, reported_metrics
 from aiflow.train.loop import train
+from aiflow.train.request import pinned_request
 from aiflow.train.bundle import BundleIntegrityError
 from aiflow.validation import ModelRef, load_model
-from assets.training import pinned_request
 from definitions import build_definitions
 from resources.profiles import local_resources
 
@@ -82,8 +82,7 @@ def _shuffled_label_candidate(world) -> dict:
     lake.overwrite(shuffled, rows.with_columns(pl.Series("is_delayed", labels)), metadata={"state_version": str(real.state_version)})
     result = train(real.model_copy(update={"features_uri": lake.uri(shuffled), "data_version": lake.version(shuffled)}), log=lambda _: None)
     metadata = {
-        **{f"valid_{k}": v for k, v in result.metrics.items()},
-        **{f"baseline_{k}": v for k, v in result.baseline_metrics.items()},
+        **reported_metrics(result.metrics, result.baseline_metrics),
         "artifact_uri": result.artifact_uri,
         "artifact_sha256": result.artifact_sha256,
         "features_uri": real.features_uri,

@@ -1,0 +1,128 @@
+"""``python -m aiflow.train``: the training entrypoint. Imports only ``dagster_pipes`` and the engine.
+
+**Pipes mode** (no arguments; launched by ``PipesSubprocessClient`` or a Kubernetes pod): the request
+is read from the Pipes extras (``EXTRAS_KEY``), log lines go to Dagster, and the result comes back as
+
+* a custom message holding the whole :class:`TrainResult` (for ops that are not asset steps), and
+* on an asset step, an asset materialization: every metric (``valid_*``, ``train_loss``), the baseline's
+  (``baseline_*``), run facts, lineage, the artifact URI and hash; its data version is the weights' SHA-256.
+
+Errors propagate: Pipes reports them and the process exits non-zero (no zero metric is ever reported).
+
+**Standalone** (debugging, tests): ``python -m aiflow.train --request request.json [--result result.json]``
+logs to stdout and writes the result JSON.
+
+SIGTERM (pod eviction, run termination) becomes an exception, so Pipes reports it, and the process exits
+with 143 (128 + SIGTERM); the last completed epoch's checkpoint is kept and a rerun with the same
+``checkpoint_key`` resumes. ``AIFLOW_TRAIN_EPOCH_SLEEP``
+(seconds) pauses after each epoch's checkpoint: a test hook to interrupt a run mid-way.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch and scikit-learn load their OpenMP runtimes: idle OpenMP workers sleep instead of spinning.
+# On shared CPUs (a pod next to other work, the 2-core dev machines) spinning workers made torch training
+# 2-4x and HistGradientBoosting 5-10x slower; an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from aiflow.train.contract import EXTRAS_KEY, TrainRequest, TrainResult, reported_metrics  # noqa: E402
+from aiflow.train.loop import train  # noqa: E402
+
+SLEEP_ENV = "AIFLOW_TRAIN_EPOCH_SLEEP"
+
+
+class Terminated(Exception):
+    """The process received SIGTERM."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated("received SIGTERM: training stopped; the last completed epoch's checkpoint is kept")
+
+
+def _epoch_hook():
+    seconds = float(os.environ.get(SLEEP_ENV) or 0)
+    return (lambda epoch: time.sleep(seconds)) if seconds > 0 else None
+
+
+def materialization_metadata(result: TrainResult) -> dict:
+    """Pipes metadata of a training result (raw values, or ``{"raw_value", "type"}`` where the type matters)."""
+    meta: dict = reported_metrics(result.metrics, result.baseline_metrics)
+    resumed = result.resumed_from_epoch
+    meta.update(
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        resumed_from_epoch={"raw_value": resumed, "type": "int"} if resumed is not None else {"raw_value": None, "type": "null"},
+        device=result.device,
+        rows_train=result.rows_train,
+        rows_valid=result.rows_valid,
+        wall_time_s=float(result.wall_time_s),
+        artifact_uri={"raw_value": result.artifact_uri, "type": "url" if "://" in result.artifact_uri else "path"},
+        artifact_sha256=result.artifact_sha256,
+        features_uri=result.features_uri,
+        data_version=result.data_version,
+        params={"raw_value": result.params.model_dump(mode="json"), "type": "json"},
+    )
+    return meta
+
+
+def run_pipes() -> None:
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        sys.exit("python -m aiflow.train: not launched through Dagster Pipes; run it with --request REQUEST.json")
+    with open_dagster_pipes() as pipes:
+        if EXTRAS_KEY not in pipes.extras:
+            raise KeyError(f"the Pipes extras carry no {EXTRAS_KEY!r}: launch through resources.training")
+        request = TrainRequest.model_validate(pipes.extras[EXTRAS_KEY])
+        result = train(request, log=pipes.log.info, on_epoch_end=_epoch_hook())
+        pipes.report_custom_message(result.model_dump(mode="json"))
+        if pipes.is_asset_step:
+            pipes.report_asset_materialization(metadata=materialization_metadata(result), data_version=result.artifact_sha256)
+
+
+def _print(message: str) -> None:
+    print(f"{dt.datetime.now():%H:%M:%S} {message}", flush=True)
+
+
+def run_standalone(request_path: Path, result_path: Path | None) -> TrainResult:
+    request = TrainRequest.model_validate_json(request_path.read_text())
+    result = train(request, log=_print, on_epoch_end=_epoch_hook())
+    text = result.model_dump_json(indent=2)
+    if result_path:
+        tmp = result_path.with_name(f".{result_path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, result_path)
+    _print(f"result: {json.dumps(result.model_dump(mode='json'))}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m aiflow.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--request", type=Path, help="Run standalone on this TrainRequest JSON file (no Dagster).")
+    parser.add_argument("--result", type=Path, help="Standalone: write the TrainResult JSON here.")
+    args = parser.parse_args(argv)
+    if args.result and not args.request:
+        parser.error("--result needs --request")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if args.request:
+            run_standalone(args.request, args.result)
+        else:
+            run_pipes()
+    except Terminated as exc:  # already reported through Pipes; exit as a process killed by SIGTERM would
+        print(f"python -m aiflow.train: {exc}", file=sys.stderr, flush=True)
+        sys.exit(128 + signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    main()
