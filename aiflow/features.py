@@ -96,7 +96,7 @@ def add_calendar(lf: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
 def join_side_tables(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: DatasetSpec) -> pl.LazyFrame:
     """As-of join every side table named in ``spec.joins``; columns come in as ``<table>_<column>``."""
     time = spec.event_time
-    lf = lf.sort(time)
+    lf = lf.sort(time, *spec.key)
     for join in spec.joins:
         side_spec = spec.side(join.table)
         side = (
@@ -189,7 +189,9 @@ def build_features(
 ) -> pl.LazyFrame:
     """Silver rows → model-ready rows (ids, target, features, event_date)."""
     lf = join_side_tables(add_calendar(silver, spec), sides, spec)
-    return encode(lf, state, spec).select(output_columns(spec)).sort(EVENT_DATE, spec.event_time, *spec.key)
+    # the join sorted by (event time, key); event_date is the UTC date of the event time, so that is
+    # already (event_date, event time, key) order: no second sort of every column
+    return encode(lf, state, spec).select(output_columns(spec))
 
 
 def _reach_days(spec: DatasetSpec, join_table: str) -> int:

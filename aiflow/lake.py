@@ -22,6 +22,11 @@ from aiflow.spec import EVENT_DATE
 #: Prefix of the custom commit metadata the engine writes (watermarks, dates touched).
 META = "aiflow."
 
+#: Properties of every table the engine creates. A checkpoint every 10 commits (delta-rs: 100) keeps
+#: opening a table cheap: each open replays the commits since the last checkpoint, and a daily
+#: ingest + refresh opens ~30 tables (benchmarks/README.md, incremental cost).
+TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+
 _retry_conflicts = retry(
     retry=retry_if_exception_type(CommitFailedError),
     stop=stop_after_attempt(8),
@@ -151,6 +156,7 @@ class Lake:
                 df.to_arrow(),
                 mode="error",
                 partition_by=partition_by,
+                configuration=TABLE_PROPERTIES,
                 storage_options=self.storage_options,
                 commit_properties=self._props(metadata),
             )

@@ -105,17 +105,74 @@ def _convert(column: str, dtype: pl.DataType, target: str) -> pl.Expr:
     return c.cast(polars_type, strict=False)
 
 
-def parse_file(data: bytes, fmt: str, table: TableSpec, name: str) -> Parsed:
-    """Parse and type one file.
+def split_typed(raw: pl.DataFrame, table: TableSpec, keep: tuple[str, ...] = ()) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Type ``raw`` (which carries ``_source_row``) to the spec and split good rows from bad ones.
 
-    Args:
-        data: the file's bytes.
-        fmt: ``csv``, ``parquet`` or ``jsonl``.
-        table: the spec of the table it lands in.
-        name: the file's name, used in every error message.
+    Each column is converted once; the reason and the raw record (JSON) are built for the bad rows
+    only. Columns named in ``keep`` are carried through to both outputs.
+
+    Returns:
+        (good rows, bad rows with rule/reason/record, new unknown columns).
+    """
+    raw_columns = [c for c in raw.columns if c != ROW and c not in keep]
+    schema = table.columns
+    new_columns = [c for c in raw_columns if c not in schema]
+    final: dict[str, pl.Expr] = {}
+    conversions: list[pl.Expr] = []
+    failures: list[tuple[str, str, pl.Expr]] = []
+    for column, spec in schema.items():
+        if column not in raw.columns:
+            final[column] = pl.lit(None, POLARS_TYPES[spec.type]).alias(column)
+            continue
+        dtype = raw.schema[column]
+        if dtype == POLARS_TYPES[spec.type]:
+            final[column] = pl.col(column)
+            continue
+        converted = f"__conv_{column}"
+        conversions.append(_convert(column, dtype, spec.type).alias(converted))
+        final[column] = pl.col(converted).alias(column)
+        failures.append((column, spec.type, pl.col(column).is_not_null() & pl.col(converted).is_null()))
+
+    event = final[table.event_time].alias(table.event_time)
+    event_date = (event.dt.date() if schema[table.event_time].type == "datetime" else event).alias(EVENT_DATE)
+    type_failed = pl.any_horizontal([f for _, _, f in failures]) if failures else pl.lit(False)
+    frame = (raw.with_columns(conversions) if conversions else raw).with_columns((type_failed | event.is_null()).alias("__bad"))
+    good_rows, bad_rows = frame.filter(~pl.col("__bad")), frame.filter(pl.col("__bad"))
+
+    good = good_rows.select(
+        *(expr.alias(column) for column, expr in final.items()),
+        *(pl.col(c).cast(pl.String) for c in new_columns),
+        event_date,
+        ROW,
+        *keep,
+    )
+    texts = [
+        pl.when(failed).then(pl.format(f"column '{column}': cannot parse '{{}}' as {kind}", pl.col(column).cast(pl.String)))
+        for column, kind, failed in failures
+    ]
+    type_reason = pl.coalesce(texts) if texts else pl.lit(None, pl.String)
+    reason = (
+        pl.when(type_reason.is_null() & event.is_null())
+        .then(pl.lit(f"event time column '{table.event_time}' is null"))
+        .otherwise(type_reason)
+    )
+    rule = pl.when(type_reason.is_not_null()).then(pl.lit("type")).otherwise(pl.lit("event_time"))
+    bad = bad_rows.select(
+        ROW,
+        rule.alias(RULE),
+        reason.alias(REASON),
+        pl.struct([pl.col(c).cast(pl.String) for c in raw_columns]).struct.json_encode().alias(RECORD),
+        event_date,
+        *keep,
+    )
+    return good, bad, new_columns
+
+
+def read_file(data: bytes, fmt: str, table: TableSpec, name: str) -> pl.DataFrame:
+    """Read a file (typed by the CSV reader when every value fits; as text otherwise) and check its columns.
 
     Raises:
-        RejectedFile: the file cannot be parsed, or lacks a required column.
+        RejectedFile: the format is not accepted, the file cannot be parsed, or a required column is missing.
     """
     if fmt not in table.landing.formats:
         raise RejectedFile(f"{name}: format {fmt!r} is not accepted for table {table.name!r} ({table.landing.formats})")
@@ -129,51 +186,26 @@ def parse_file(data: bytes, fmt: str, table: TableSpec, name: str) -> Parsed:
         typed = _read_csv_typed(data, table, header)
     raw = typed if typed is not None else _read_raw(data, fmt, table, name)
     _check_required(raw.columns, table, name)
-    raw = raw.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    return raw
 
-    schema = table.columns
-    new_columns = [c for c in raw.columns if c not in schema and c != ROW]
-    converted: list[pl.Expr] = []
-    failures: list[pl.Expr] = []
-    for column, spec in schema.items():
-        if column not in raw.columns:
-            converted.append(pl.lit(None, POLARS_TYPES[spec.type]).alias(column))
-            continue
-        dtype = raw.schema[column]
-        if dtype == POLARS_TYPES[spec.type]:
-            converted.append(pl.col(column))
-            continue
-        expr = _convert(column, dtype, spec.type).alias(column)
-        converted.append(expr)
-        failed = pl.col(column).is_not_null() & expr.is_null()
-        failures.append(
-            pl.when(failed).then(
-                pl.format(f"column '{column}': cannot parse '{{}}' as {spec.type}", pl.col(column).cast(pl.String))
-            )
-        )
-    converted += [pl.col(c).cast(pl.String) for c in new_columns]
 
-    event = pl.col(table.event_time)
-    event_date = event.dt.date() if schema[table.event_time].type == "datetime" else event
-    reason = pl.coalesce(failures) if failures else pl.lit(None, pl.String)
-    rule = pl.when(reason.is_not_null()).then(pl.lit("type"))
-    out = raw.with_columns(
-        pl.struct(pl.exclude(ROW).cast(pl.String)).struct.json_encode().alias(RECORD),
-        reason.alias(REASON),
-        rule.alias(RULE),
-    ).with_columns(converted)
-    out = out.with_columns(
-        pl.when(pl.col(REASON).is_null() & event.is_null())
-        .then(pl.lit(f"event time column '{table.event_time}' is null"))
-        .otherwise(pl.col(REASON))
-        .alias(REASON),
-    ).with_columns(
-        pl.when(pl.col(REASON).is_not_null()).then(pl.coalesce(pl.col(RULE), pl.lit("event_time"))).alias(RULE),
-        event_date.alias(EVENT_DATE),
-    )
-    bad_mask = pl.col(REASON).is_not_null()
-    good = out.filter(~bad_mask).select([*schema, *new_columns, EVENT_DATE, ROW])
-    bad = out.filter(bad_mask).select(ROW, RULE, REASON, RECORD, EVENT_DATE)
+def with_row_numbers(raw: pl.DataFrame) -> pl.DataFrame:
+    return raw.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def parse_file(data: bytes, fmt: str, table: TableSpec, name: str) -> Parsed:
+    """Parse and type one file.
+
+    Args:
+        data: the file's bytes.
+        fmt: ``csv``, ``parquet`` or ``jsonl``.
+        table: the spec of the table it lands in.
+        name: the file's name, used in every error message.
+
+    Raises:
+        RejectedFile: the file cannot be parsed, or lacks a required column.
+    """
+    good, bad, new_columns = split_typed(with_row_numbers(read_file(data, fmt, table, name)), table)
     return Parsed(good=good, bad=bad, new_columns=new_columns)
 
 

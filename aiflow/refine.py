@@ -95,8 +95,11 @@ def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False) -> Stage
     )
     result = cleanse(rows.lazy(), table)
     now = dt.datetime.now(dt.timezone.utc)
-    valid = result.valid.collect()
-    rejected = result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at")).collect()
+    # one plan for both outputs: the de-duplication they share runs once
+    valid, rejected = pl.collect_all(
+        [result.valid, result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))],
+        engine="in-memory",
+    )
     report.rows_in, report.rows_out, report.rows_quarantined = rows.height, valid.height, rejected.height
     report.rows_superseded = rows.height - valid.height - rejected.height
 
