@@ -27,10 +27,13 @@ from aiflow.features import (
     training_window,
 )
 from aiflow.ingest import INGESTED, QUARANTINE_SCHEMA
-from aiflow.lake import Lake, Tables, dates_predicate
+from aiflow.lake import META, Lake, Tables, dates_predicate
 from aiflow.spec import EVENT_DATE, DatasetSpec, TableSpec
 
 log = logging.getLogger(__name__)
+
+#: Event dates read, transformed and committed together (bounds memory on large refreshes).
+BATCH_DATES = 92
 
 
 @dataclass
@@ -66,11 +69,13 @@ def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None, until: in
     return _dates(current.select(pl.col("event_dates").explode()).collect().to_series().to_list())
 
 
-def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False) -> StageReport:
+def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False, batch_dates: int = BATCH_DATES) -> StageReport:
     """Cleanse the bronze partitions that changed since the last run into ``silver/<table>``.
 
     Rows failing a rule go to ``quarantine/<table>`` with the rule's name (stage ``cleanse``);
-    duplicates on the key keep the latest ingested row.
+    duplicates on the key keep the latest ingested row. Dates are processed and committed in
+    batches of ``batch_dates``; only the last commit advances the watermark, so a run that fails
+    half-way is redone from the same dates next time.
     """
     bronze, silver, ledger = Tables.bronze(table.name), Tables.silver(table.name), Tables.ledger(table.name)
     report = StageReport(table=silver)
@@ -88,41 +93,50 @@ def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False) -> Stage
         return report
 
     committed = lake.scan(ledger, ledger_version).select("batch_id").unique().collect().to_series()
-    rows = (
-        lake.scan(bronze, bronze_version)
-        .filter(pl.col(EVENT_DATE).is_in(report.dates) & pl.col("_batch_id").is_in(committed.implode()))
-        .collect()
-    )
-    result = cleanse(rows.lazy(), table)
-    now = dt.datetime.now(dt.timezone.utc)
-    # one plan for both outputs: the de-duplication they share runs once
-    valid, rejected = pl.collect_all(
-        [result.valid, result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))],
-        engine="in-memory",
-    )
-    report.rows_in, report.rows_out, report.rows_quarantined = rows.height, valid.height, rejected.height
-    report.rows_superseded = rows.height - valid.height - rejected.height
+    batches = date_batches(report.dates, batch_dates)
+    for i, dates in enumerate(batches):
+        rows = (
+            lake.scan(bronze, bronze_version)
+            .filter(pl.col(EVENT_DATE).is_in(dates) & pl.col("_batch_id").is_in(committed.implode()))
+            .collect()
+        )
+        result = cleanse(rows.lazy(), table)
+        now = dt.datetime.now(dt.timezone.utc)
+        # one plan for both outputs: the de-duplication they share runs once
+        valid, rejected = pl.collect_all(
+            [result.valid, result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))],
+            engine="in-memory",
+        )
+        report.rows_in += rows.height
+        report.rows_out += valid.height
+        report.rows_quarantined += rejected.height
+        report.rows_superseded += rows.height - valid.height - rejected.height
 
-    # quarantine first: the silver commit carries the watermark and is the commit point
-    lake.replace_where(
-        Tables.quarantine(table.name),
-        rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA),
-        f"_stage = 'cleanse' AND {dates_predicate(report.dates)}",
-    )
-    report.version = lake.replace_dates(
-        silver,
-        valid.select(silver_columns(table)),
-        report.dates,
-        metadata={
-            "ledger_version": str(ledger_version),
-            "bronze_version": str(bronze_version),
-            "dates": [d.isoformat() for d in report.dates],
-            "rows_in": report.rows_in,
-            "rows_quarantined": report.rows_quarantined,
-            "rows_superseded": report.rows_superseded,
-        },
-    )
+        # quarantine first: the silver commit is the commit point; the last batch's carries the watermark
+        lake.replace_where(
+            Tables.quarantine(table.name),
+            rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA),
+            f"_stage = 'cleanse' AND {dates_predicate(dates)}",
+        )
+        metadata: dict[str, object] = {"dates": [d.isoformat() for d in dates]}
+        if i == len(batches) - 1:
+            metadata.update(
+                ledger_version=str(ledger_version),
+                bronze_version=str(bronze_version),
+                rows_in=report.rows_in,
+                rows_quarantined=report.rows_quarantined,
+                rows_superseded=report.rows_superseded,
+            )
+        report.version = lake.replace_dates(silver, valid.select(silver_columns(table)), dates, metadata=metadata)
     return report
+
+
+def date_batches(dates: list[dt.date], size: int) -> list[list[dt.date]]:
+    """Consecutive groups of at most ``size`` dates: each is read, transformed and committed on its own,
+    so memory is bounded by a batch, not by the whole table (a full refresh of 10M rows needed > 18 GB)."""
+    if size < 1:
+        raise ValueError("batch_dates must be at least 1")
+    return [dates[i : i + size] for i in range(0, len(dates), size)]
 
 
 # ---------------------------------------------------------------------------------------- features
@@ -135,12 +149,17 @@ def _dates_since(lake: Lake, table: str, since: int | None) -> list[dt.date] | N
     return _dates(d for version, value in commits if since is None or version > since for d in json.loads(value))
 
 
+def _last_commit_with(lake: Lake, table: str, key: str) -> dict | None:
+    """The newest commit of ``table`` whose metadata carries ``aiflow.<key>`` (a run's closing commit)."""
+    return next((c for c in lake.history(table) if META + key in c), None)
+
+
 def load_state(lake: Lake, spec: DatasetSpec, version: int | None = None) -> FeatureState | None:
     name = Tables.feature_state(spec.name)
     return FeatureState.from_frame(lake.scan(name, version).collect()) if lake.exists(name) else None
 
 
-def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False) -> StageReport:
+def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False, batch_dates: int = BATCH_DATES) -> StageReport:
     """Build features for the silver partitions that changed (or whose side-table rows changed).
 
     The encoders are fitted once (on the training window of the split) and stored; ``refit=True``
@@ -163,14 +182,16 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False) -> S
 
     state_version = lake.version(Tables.feature_state(spec.name))
     state = None if refit else load_state(lake, spec, state_version)
-    last = lake.last_metadata(features, "silver_version")
-    # a state stored by a run that failed before its features commit: every partition must be re-encoded
-    last_state = lake.last_metadata(features, "state_version")
+    watermark = _last_commit_with(lake, features, "silver_version")
+    last = watermark.get(META + "silver_version") if watermark else None
+    # the state of the last complete run differs (a refit that failed half-way, before its last
+    # commit): every partition must be re-encoded with the stored state
+    last_state = watermark.get(META + "state_version") if watermark else None
     state_changed = last_state is not None and last_state != str(state_version)
     all_dates = _dates(lake.scan(silver, silver_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
     dates = None if (state is None or last is None or state_changed) else _dates_since(lake, silver, int(last))
     if dates is not None:
-        last_sides = json.loads(lake.last_metadata(features, "side_versions") or "{}")
+        last_sides = json.loads(watermark.get(META + "side_versions") or "{}")
         for table, name in side_names.items():
             changed = _dates_since(lake, name, last_sides.get(table))
             if changed is None:
@@ -193,23 +214,19 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False) -> S
         )
         report.state_refitted = True
 
-    rows = lake.scan(silver, silver_version).filter(pl.col(EVENT_DATE).is_in(dates))
-    side_frames = {}
-    for table, frame in sides().items():
-        first, end = side_window(dates, spec, table)
-        side_frames[table] = frame.filter(pl.col(EVENT_DATE).is_between(first, end))
-    out = build_features(rows, side_frames, state, spec).collect(engine="in-memory")
-    report.rows_in = report.rows_out = out.height
-    report.version = lake.replace_dates(
-        features,
-        out,
-        dates,
-        metadata={
-            "silver_version": str(silver_version),
-            "side_versions": json.dumps(side_versions),
-            "state_version": str(state_version),
-            "dates": [d.isoformat() for d in dates],
-            "rows_out": out.height,
-        },
-    )
+    batches = date_batches(dates, batch_dates)
+    for i, batch in enumerate(batches):
+        rows = lake.scan(silver, silver_version).filter(pl.col(EVENT_DATE).is_in(batch))
+        side_frames = {}
+        for table, frame in sides().items():
+            first, end = side_window(batch, spec, table)
+            side_frames[table] = frame.filter(pl.col(EVENT_DATE).is_between(first, end))
+        out = build_features(rows, side_frames, state, spec).collect(engine="in-memory")
+        report.rows_in += out.height
+        report.rows_out += out.height
+        # every commit says which state encoded it; only the last one advances the watermarks
+        metadata: dict[str, object] = {"state_version": str(state_version), "dates": [d.isoformat() for d in batch]}
+        if i == len(batches) - 1:
+            metadata.update(silver_version=str(silver_version), side_versions=json.dumps(side_versions), rows_out=report.rows_out)
+        report.version = lake.replace_dates(features, out, batch, metadata=metadata)
     return report

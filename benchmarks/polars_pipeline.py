@@ -2,7 +2,7 @@
 (full refresh) with the Delta reads and writes taken out.
 
 It calls the engine's pure functions exactly the way ``aiflow.refine`` does: ``cleanse`` per table,
-its ``valid`` and ``rejected`` frames collected one after the other; the feature state fitted on
+its ``valid`` and ``rejected`` frames collected together (``pl.collect_all``, in-memory engine); the feature state fitted on
 the training window of all silver rows joined with the side tables; then ``build_features``
 collected with ``engine="in-memory"``. Engine functions are looked up on their modules at call time,
 so the what-if variants of ``benchmarks.whatif`` apply.
@@ -20,13 +20,13 @@ from aiflow.spec import DatasetSpec
 
 
 def _collect(cleansed: C.Cleansed, together: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    if together:  # what-if: one plan, the shared de-duplication computed once
+    if together:  # what refresh_silver does: one plan, the shared de-duplication computed once
         valid, rejected = pl.collect_all([cleansed.valid, cleansed.rejected], engine="in-memory")
         return valid, rejected
-    return cleansed.valid.collect(), cleansed.rejected.collect()  # what refresh_silver does
+    return cleansed.valid.collect(), cleansed.rejected.collect()  # the engine before 2026-11-23 19:14
 
 
-def run(flights: pl.DataFrame, sides_bronze: dict[str, pl.DataFrame], spec: DatasetSpec, probe=None, collect_together: bool = False) -> dict:
+def run(flights: pl.DataFrame, sides_bronze: dict[str, pl.DataFrame], spec: DatasetSpec, probe=None, collect_together: bool = True) -> dict:
     phases: dict[str, float] = {}
     probe = probe or (lambda name: None)
     t = time.perf_counter()

@@ -108,8 +108,8 @@ def task_ingest_engine(args: dict) -> dict:
 
     timers = _Timers()
     if args.get("breakdown", True):
-        timers.wrap(ingest_mod, "parse_file")
-        timers.wrap(ingest_mod, "_lineage")
+        timers.wrap(ingest_mod, "read_file")
+        timers.wrap(ingest_mod, "split_typed")
         timers.wrap(ingest_mod, "sha256")
         timers.wrap(ingest_mod, "remove_orphans")
         timers.wrap(ingest_mod, "seen_hashes")
@@ -231,7 +231,7 @@ def task_pipeline_polars(args: dict) -> dict:
     loaded = _after_load()
     start = time.perf_counter()
     peaks = _PhasePeaks()
-    out = polars_pipeline.run(flights, sides, spec, probe=peaks, collect_together="collect_all" in (args.get("whatif") or []))
+    out = polars_pipeline.run(flights, sides, spec, probe=peaks)  # collects as refresh_silver does
     seconds = time.perf_counter() - start
     result = _pipeline_result(out, seconds, flights.height, loaded, peaks.result())
     if args.get("sample"):

@@ -375,3 +375,39 @@ def test_shift_years_moves_year_and_time_hour_together():
     frame = pl.DataFrame({"year": ["2013"], "time_hour": ["2013-01-01T10:00:00Z"]})
     shifted = shift_years(frame, 3)
     assert shifted.row(0) == ("2016", "2016-01-01T10:00:00Z")
+
+
+def test_batched_refresh_equals_one_batch_and_a_failure_half_way_is_redone(lake, landing, spec, monkeypatch, tmp_path):
+    """Dates are committed in batches (bounded memory); only the last commit moves the watermark."""
+    for table in spec.tables:
+        ingest(lake, LocalLandingZone(landing / table.name), table)
+    whole = Lake(tmp_path / "whole")
+    for table in spec.tables:
+        ingest(whole, LocalLandingZone(landing / table.name), table)
+        refresh_silver(whole, table)
+    refresh_features(whole, spec)
+
+    for table in spec.side_tables:
+        refresh_silver(lake, table, batch_dates=2)
+    original, calls = Lake.replace_where, {"n": 0}
+
+    def failing_second_refit_batch(self, table, *args, **kwargs):
+        if table.startswith("features/"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError("lost the connection while writing features")
+        return original(self, table, *args, **kwargs)
+
+    silver = refresh_silver(lake, spec, batch_dates=2)
+    assert len(lake.commit_metadata(Tables.silver(FLIGHTS), "dates")) == len(range(0, len(silver.dates), 2)) > 1
+    monkeypatch.setattr(Lake, "replace_where", failing_second_refit_batch)
+    with pytest.raises(OSError):
+        refresh_features(lake, spec, batch_dates=2)
+    monkeypatch.setattr(Lake, "replace_where", original)
+    # the first batch committed without the watermark: the next run redoes every date, once
+    report = refresh_features(lake, spec, batch_dates=2)
+    assert report.full_refresh or report.dates == silver.dates
+    for name in (Tables.silver(FLIGHTS), Tables.features(FLIGHTS)):
+        assert_frame_equal(sort_rows(table_rows(lake, name).drop("_batch_id", "_ingested_at", strict=False), spec),
+                           sort_rows(table_rows(whole, name).drop("_batch_id", "_ingested_at", strict=False), spec))  # fmt: skip
+    assert refresh_features(lake, spec, batch_dates=2).dates == []
