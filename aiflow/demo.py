@@ -91,8 +91,10 @@ def write_landing(
 
 def shift_years(frame: pl.DataFrame, years: int) -> pl.DataFrame:
     """Move every date of the (text) demo frame by ``years`` years, keeping it valid text."""
-    year = (pl.col("year").cast(pl.Int32) + years).cast(pl.String)
-    shifted = [year.alias("year")]
-    if "time_hour" in frame.columns:  # computed from the original year, in the same step
-        shifted.append((year + pl.col("time_hour").str.slice(4)).alias("time_hour"))
+    def plus(text: pl.Expr) -> pl.Expr:
+        return (text.cast(pl.Int32) + years).cast(pl.String)
+
+    shifted = [plus(pl.col("year")).alias("year")]
+    if "time_hour" in frame.columns:  # its own (UTC) year: a Dec 31 evening flight is already next year in UTC
+        shifted.append((plus(pl.col("time_hour").str.slice(0, 4)) + pl.col("time_hour").str.slice(4)).alias("time_hour"))
     return frame.with_columns(shifted)

@@ -372,9 +372,9 @@ def test_features_need_the_side_tables(lake, landing, spec):
 def test_shift_years_moves_year_and_time_hour_together():
     from aiflow.demo import shift_years
 
-    frame = pl.DataFrame({"year": ["2013"], "time_hour": ["2013-01-01T10:00:00Z"]})
+    frame = pl.DataFrame({"year": ["2013", "2013"], "time_hour": ["2013-01-01T10:00:00Z", "2014-01-01T02:00:00Z"]})
     shifted = shift_years(frame, 3)
-    assert shifted.row(0) == ("2016", "2016-01-01T10:00:00Z")
+    assert shifted.rows() == [("2016", "2016-01-01T10:00:00Z"), ("2016", "2017-01-01T02:00:00Z")]  # Dec 31, 21:00 local
 
 
 def test_batched_refresh_equals_one_batch_and_a_failure_half_way_is_redone(lake, landing, spec, monkeypatch, tmp_path):
