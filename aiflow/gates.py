@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiflow.evaluate import HIGHER_IS_BETTER, PRIMARY, regression_of
+from aiflow.evaluate import HIGHER_IS_BETTER, regression_of
 
 
 class GateConfig(BaseModel):

@@ -135,9 +135,13 @@ class Lake:
         found = [(c["version"], c[META + key]) for c in self.history(table) if META + key in c]
         return sorted(found)
 
+    def last_commit(self, table: str, key: str) -> dict | None:
+        """The newest commit whose metadata carries ``aiflow.<key>`` (e.g. a run's closing commit), or None."""
+        return next((c for c in self.history(table) if META + key in c), None)
+
     def last_metadata(self, table: str, key: str) -> str | None:
-        found = self.commit_metadata(table, key)
-        return found[-1][1] if found else None
+        commit = self.last_commit(table, key)
+        return commit[META + key] if commit else None
 
     # ---------------------------------------------------------------- writing
     @staticmethod

@@ -140,18 +140,15 @@ def date_batches(dates: list[dt.date], size: int) -> list[list[dt.date]]:
 
 
 # ---------------------------------------------------------------------------------------- features
-def _dates_since(lake: Lake, table: str, since: int | None) -> list[dt.date] | None:
+def dates_since(lake: Lake, table: str, since: int | None) -> list[dt.date] | None:
     """Dates rewritten in ``table`` by commits after version ``since``; None if the log no longer reaches back."""
-    commits = lake.commit_metadata(table, "dates")
     history = lake.history(table)
     if since is not None and history and min(c["version"] for c in history) > since + 1:
         return None
-    return _dates(d for version, value in commits if since is None or version > since for d in json.loads(value))
-
-
-def _last_commit_with(lake: Lake, table: str, key: str) -> dict | None:
-    """The newest commit of ``table`` whose metadata carries ``aiflow.<key>`` (a run's closing commit)."""
-    return next((c for c in lake.history(table) if META + key in c), None)
+    key = META + "dates"
+    return _dates(
+        d for c in history if key in c and (since is None or c["version"] > since) for d in json.loads(c[key])
+    )
 
 
 def load_state(lake: Lake, spec: DatasetSpec, version: int | None = None) -> FeatureState | None:
@@ -182,18 +179,18 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False, batc
 
     state_version = lake.version(Tables.feature_state(spec.name))
     state = None if refit else load_state(lake, spec, state_version)
-    watermark = _last_commit_with(lake, features, "silver_version")
+    watermark = lake.last_commit(features, "silver_version")
     last = watermark.get(META + "silver_version") if watermark else None
     # the state of the last complete run differs (a refit that failed half-way, before its last
     # commit): every partition must be re-encoded with the stored state
     last_state = watermark.get(META + "state_version") if watermark else None
     state_changed = last_state is not None and last_state != str(state_version)
     all_dates = _dates(lake.scan(silver, silver_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
-    dates = None if (state is None or last is None or state_changed) else _dates_since(lake, silver, int(last))
+    dates = None if (state is None or last is None or state_changed) else dates_since(lake, silver, int(last))
     if dates is not None:
         last_sides = json.loads(watermark.get(META + "side_versions") or "{}")
         for table, name in side_names.items():
-            changed = _dates_since(lake, name, last_sides.get(table))
+            changed = dates_since(lake, name, last_sides.get(table))
             if changed is None:
                 dates = None
                 break

@@ -12,7 +12,7 @@ import datetime as dt
 import polars as pl
 
 from aiflow.lake import Lake, Tables
-from aiflow.refine import StageReport, _dates_since
+from aiflow.refine import StageReport, dates_since
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.train.bundle import LoadedModel
 
@@ -45,7 +45,7 @@ def score_new_partitions(
     version = lake.version(features)
     report.upstream = {features: version}
     last = lake.last_metadata(predictions, "features_version")
-    dates = None if (rescore_all or last is None) else _dates_since(lake, features, int(last))
+    dates = None if (rescore_all or last is None) else dates_since(lake, features, int(last))
     if dates is None:
         report.full_refresh = True
         dates = sorted(lake.scan(features, version).select(pl.col(EVENT_DATE).unique()).collect().to_series().to_list())
