@@ -33,8 +33,14 @@ def predictions_key(spec: DatasetSpec) -> AssetKey:
     return AssetKey(["predictions", spec.name])
 
 
-def _actor(context) -> str:
+def actor(context) -> str:
+    """Who changes an alias from Dagster: the run and the OS user behind it."""
     return f"dagster run {context.run_id} ({getpass.getuser()})"
+
+
+def alias_history(registry: Registry, name: str) -> MetadataValue:
+    """The latest alias events of a model, for the UI."""
+    return MetadataValue.md(markdown_table(registry.history(name).head(10)))
 
 
 def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
@@ -122,7 +128,7 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         version = int(latest_metadata(context.instance, registered_key(spec))["model_version"])
         alias = "champion" if config.policy == "direct" else "canary"
         before = registry.alias(spec.name, alias)
-        registry.promote(spec.name, version, reason=config.reason, actor=_actor(context), alias=alias)
+        registry.promote(spec.name, version, reason=config.reason, actor=actor(context), alias=alias)
         context.log.info(f"{spec.name} {alias}: v{before} -> v{version}" if before != version else f"{alias} already v{version}")
         return MaterializeResult(
             metadata={
@@ -130,7 +136,7 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
                 "canary_version": registry.alias(spec.name, "canary") or -1,
                 "previous_version": before if before is not None else -1,
                 "policy": config.policy,
-                "alias_history": MetadataValue.md(markdown_table(registry.history(spec.name).head(10))),
+                "alias_history": alias_history(registry, spec.name),
             }
         )
 

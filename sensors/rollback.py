@@ -1,14 +1,11 @@
 """Rollback job: move the champion back to the version it pointed at before, with a reason."""
 
-import getpass
-
-from dagster import AssetMaterialization, Config, MetadataValue, OpExecutionContext, job, op
+from dagster import AssetMaterialization, Config, OpExecutionContext, job, op
 from pydantic import Field
 
 from aiflow.registry import Registry
 from aiflow.spec import DatasetSpec
-from assets.deployment import champion_key
-from assets.metadata import markdown_table
+from assets.deployment import actor, alias_history, champion_key
 from resources.storage import LakeResource
 
 
@@ -22,9 +19,7 @@ def rollback_job(spec: DatasetSpec):
     def rollback_alias(context: OpExecutionContext, config: RollbackConfig, lake: LakeResource) -> int:
         registry = Registry(lake.lake())
         before = registry.alias(spec.name, config.alias)
-        after = registry.rollback(
-            spec.name, reason=config.reason, actor=f"dagster run {context.run_id} ({getpass.getuser()})", alias=config.alias
-        )
+        after = registry.rollback(spec.name, reason=config.reason, actor=actor(context), alias=config.alias)
         context.log.info(f"{spec.name} {config.alias}: v{before} -> v{after} ({config.reason})")
         if config.alias == "champion":
             context.log_event(
@@ -35,7 +30,7 @@ def rollback_job(spec: DatasetSpec):
                         "champion_version": after,
                         "previous_version": before if before is not None else -1,
                         "policy": "rollback",
-                        "alias_history": MetadataValue.md(markdown_table(registry.history(spec.name).head(10))),
+                        "alias_history": alias_history(registry, spec.name),
                     },
                 )
             )
