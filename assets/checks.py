@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSpec, AssetKey, multi_asset_check
 
-from aiflow.quality import Verdict
+from aiflow.data.quality import Verdict
 from resources.storage import LakeResource
 
 CHECK_NAMES = ("schema_matches_spec", "key_unique", "null_rates", "row_counts")

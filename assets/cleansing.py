@@ -3,9 +3,9 @@
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
-from aiflow.lake import Tables
-from aiflow.quality import silver_checks
-from aiflow.refine import refresh_silver
+from aiflow.storage.lake import Tables
+from aiflow.data.quality import silver_checks
+from aiflow.data.refine import refresh_silver
 from aiflow.spec import DatasetSpec, TableSpec
 from assets.checks import blocking_checks
 from assets.ingestion import bronze_key

@@ -7,13 +7,13 @@ from typing import Literal
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from aiflow.artifacts import ArtifactStore
-from aiflow.lake import Tables
-from aiflow.model_card import model_card
-from aiflow.registry import Registry
-from aiflow.scoring import score_new_partitions
+from aiflow.storage.artifacts import ArtifactStore
+from aiflow.storage.lake import Tables
+from aiflow.models.model_card import model_card
+from aiflow.models.registry import Registry
+from aiflow.serving.batch import score_new_partitions
 from aiflow.spec import DatasetSpec
-from aiflow.validation import ModelRef, load_model
+from aiflow.evaluation.validation import ModelRef, load_model
 from assets.features import features_key
 from assets.metadata import markdown_table, table_metadata
 from assets.training import candidate_key

@@ -3,10 +3,10 @@
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from aiflow.features import feature_columns
-from aiflow.lake import Tables
-from aiflow.quality import features_checks
-from aiflow.refine import refresh_features
+from aiflow.data.features import feature_columns
+from aiflow.storage.lake import Tables
+from aiflow.data.quality import features_checks
+from aiflow.data.refine import refresh_features
 from aiflow.spec import DatasetSpec
 from assets.checks import blocking_checks
 from assets.cleansing import silver_key

@@ -4,8 +4,8 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from aiflow.ingest import DUPLICATE, INGESTED, REJECTED, ingest
-from aiflow.lake import Tables
+from aiflow.data.ingest import DUPLICATE, INGESTED, REJECTED, ingest
+from aiflow.storage.lake import Tables
 from aiflow.spec import DatasetSpec, TableSpec
 from assets.metadata import markdown_table, table_metadata
 from resources.storage import LakeResource, LandingResource

@@ -3,7 +3,7 @@
 import polars as pl
 from dagster import MetadataValue, TableColumn, TableSchema
 
-from aiflow.lake import Lake
+from aiflow.storage.lake import Lake
 
 PREVIEW_ROWS = 10
 

@@ -4,7 +4,7 @@ import pydantic
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
-from aiflow.lineage import code_version
+from aiflow.models.lineage import code_version
 from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams
 from aiflow.train.request import pinned_request

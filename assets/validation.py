@@ -18,10 +18,10 @@ from dagster import (
     multi_asset_check,
 )
 
-from aiflow.gates import GateConfig
-from aiflow.registry import Registry
+from aiflow.evaluation.gates import GateConfig
+from aiflow.models.registry import Registry
 from aiflow.spec import DatasetSpec
-from aiflow.validation import ModelRef, validate
+from aiflow.evaluation.validation import ModelRef, validate
 from assets.metadata import markdown_table
 from assets.training import candidate_key
 from resources.storage import ArtifactsResource, LakeResource

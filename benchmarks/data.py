@@ -2,7 +2,7 @@
 
 Layout under the cache root (default ``/tmp/aiflow-bench-cache``)::
 
-    years/<YYYY>/flights/<date>.csv    one copy of the demo, year shifted (aiflow.demo.write_landing)
+    years/<YYYY>/flights/<date>.csv    one copy of the demo, year shifted (aiflow.data.demo.write_landing)
     years/<YYYY>/weather/weather-<YYYY>.csv
     years/<YYYY>/.complete             marker: written completely, with the fingerprint of aiflow/demo.py
                                        (a copy made by another version of the generator is rewritten)
@@ -21,8 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
-import aiflow.demo
-from aiflow.demo import write_landing
+import aiflow.data.demo
+from aiflow.data.demo import write_landing
 
 DEMO_ROWS = 336_776
 BASE_YEAR = 2013
@@ -31,7 +31,7 @@ SCALES = {"1m": 3, "10m": 30}
 
 def generator_fingerprint() -> str:
     """Changes whenever aiflow/demo.py (which writes the landing files) changes."""
-    return hashlib.sha256(inspect.getsource(aiflow.demo).encode()).hexdigest()[:16]
+    return hashlib.sha256(inspect.getsource(aiflow.data.demo).encode()).hexdigest()[:16]
 
 
 def ensure_year(cache: Path, shift: int) -> tuple[Path, float]:

@@ -1,4 +1,4 @@
-"""The cleansing + feature pipeline of ``aiflow.cleanse`` / ``aiflow.features``, written in pandas.
+"""The cleansing + feature pipeline of ``aiflow.data.cleanse`` / ``aiflow.data.features``, written in pandas.
 
 Baseline for the Polars engine (goal: Polars at least 5x faster). It follows the same spec-driven
 logic step by step, written as idiomatic, vectorised pandas 2.x (numpy dtypes, object strings: what
@@ -29,9 +29,9 @@ import zoneinfo
 import numpy as np
 import pandas as pd
 
-from aiflow.cleanse import RECENCY
-from aiflow.features import CAL, CAT, NUM, numeric_inputs, output_columns
-from aiflow.parse import REASON, RECORD, RULE
+from aiflow.data.cleanse import RECENCY
+from aiflow.data.features import CAL, CAT, NUM, numeric_inputs, output_columns
+from aiflow.data.parse import REASON, RECORD, RULE
 from aiflow.spec import EVENT_DATE, LINEAGE_COLUMNS, DatasetSpec, TableSpec
 
 

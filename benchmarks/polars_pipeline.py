@@ -1,7 +1,7 @@
 """The engine's cleansing + feature pipeline on in-memory frames: ``refresh_silver`` + ``refresh_features``
 (full refresh) with the Delta reads and writes taken out.
 
-It calls the engine's pure functions exactly the way ``aiflow.refine`` does: ``cleanse`` per table,
+It calls the engine's pure functions exactly the way ``aiflow.data.refine`` does: ``cleanse`` per table,
 its ``valid`` and ``rejected`` frames collected together (``pl.collect_all``, in-memory engine); the feature state fitted on
 the training window of all silver rows joined with the side tables; then ``build_features``
 collected with ``engine="in-memory"``. Engine functions are looked up on their modules at call time,

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.run [--rows 1m|10m|both] [--out benchmarks/results/<name>.json]
 
 Goals (from the issue):
-1. ingestion: ``aiflow.ingest.ingest`` (landing CSV → bronze Delta + lineage + ledger) at ≥ 0.7 of the
+1. ingestion: ``aiflow.data.ingest.ingest`` (landing CSV → bronze Delta + lineage + ledger) at ≥ 0.7 of the
    floor's rows/s (floor: ``polars.read_csv`` of each file with the spec's types, concatenated per
    ~1M rows, one ``pyarrow.parquet.write_table`` per chunk);
 2. cleansing + features: the Polars engine ≥ 5x faster than the same logic in pandas

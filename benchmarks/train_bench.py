@@ -44,11 +44,11 @@ import polars as pl  # noqa: E402
 import psutil  # noqa: E402
 import yaml  # noqa: E402
 
-from aiflow.demo import write_landing  # noqa: E402
-from aiflow.ingest import ingest  # noqa: E402
-from aiflow.lake import Lake, Tables  # noqa: E402
-from aiflow.landing import LocalLandingZone  # noqa: E402
-from aiflow.refine import refresh_features, refresh_silver  # noqa: E402
+from aiflow.data.demo import write_landing  # noqa: E402
+from aiflow.data.ingest import ingest  # noqa: E402
+from aiflow.storage.lake import Lake, Tables  # noqa: E402
+from aiflow.storage.landing import LocalLandingZone  # noqa: E402
+from aiflow.data.refine import refresh_features, refresh_silver  # noqa: E402
 from aiflow.spec import demo_spec_path, parse_spec  # noqa: E402
 from aiflow.train.contract import TrainParams, TrainRequest  # noqa: E402
 from benchmarks.data import ensure_scale  # noqa: E402

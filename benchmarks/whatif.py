@@ -14,7 +14,7 @@ the design rather than the code:
 
 from __future__ import annotations
 
-from aiflow.lake import Lake
+from aiflow.storage.lake import Lake
 
 KNOWN = {"unpartitioned_bronze"}
 
@@ -44,9 +44,9 @@ def _check_ingest() -> None:
     import tempfile
     from pathlib import Path
 
-    from aiflow.demo import write_landing
-    from aiflow.ingest import ingest
-    from aiflow.landing import LocalLandingZone
+    from aiflow.data.demo import write_landing
+    from aiflow.data.ingest import ingest
+    from aiflow.storage.landing import LocalLandingZone
     from aiflow.spec import demo_spec_path, load_spec
 
     spec = load_spec(demo_spec_path())

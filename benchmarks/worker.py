@@ -92,10 +92,10 @@ class _Timers:
 
 
 def task_ingest_engine(args: dict) -> dict:
-    """aiflow.ingest.ingest of every file of one landing zone into a fresh lake."""
-    import aiflow.ingest as ingest_mod
-    from aiflow.lake import Lake
-    from aiflow.landing import LocalLandingZone
+    """aiflow.data.ingest.ingest of every file of one landing zone into a fresh lake."""
+    import aiflow.data.ingest as ingest_mod
+    from aiflow.storage.lake import Lake
+    from aiflow.storage.landing import LocalLandingZone
 
     spec = load_spec(demo_spec_path())
     table = spec if args["table"] == spec.name else spec.side(args["table"])
@@ -142,7 +142,7 @@ def task_ingest_floor(args: dict) -> dict:
     """The floor: polars.read_csv of every file (spec types) + pyarrow.parquet.write_table per ~1M-row chunk."""
     import pyarrow.parquet as pq
 
-    from aiflow.landing import LocalLandingZone
+    from aiflow.storage.landing import LocalLandingZone
 
     spec = load_spec(demo_spec_path())
     table = spec if args["table"] == spec.name else spec.side(args["table"])
@@ -187,7 +187,7 @@ def task_ingest_floor(args: dict) -> dict:
 
 # ------------------------------------------------------------------------------------ pipeline
 def _load_bronze(lake_root: str, spec) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    from aiflow.lake import Lake, Tables
+    from aiflow.storage.lake import Lake, Tables
 
     lake = Lake(lake_root)
     flights = lake.scan(Tables.bronze(spec.name)).collect()
@@ -261,8 +261,8 @@ def task_pipeline_pandas(args: dict) -> dict:
 
 def task_refresh(args: dict) -> dict:
     """refresh_silver (side tables, then the main table) + refresh_features on a lake holding only bronze."""
-    from aiflow.lake import Lake
-    from aiflow.refine import refresh_features, refresh_silver
+    from aiflow.storage.lake import Lake
+    from aiflow.data.refine import refresh_features, refresh_silver
 
     spec = load_spec(demo_spec_path())
     clone_lake(Path(args["source_lake"]), Path(args["lake"]))
@@ -326,10 +326,10 @@ def task_write_partitions(args: dict) -> dict:
 # --------------------------------------------------------------------------------- incremental
 def task_incremental(args: dict) -> dict:
     """Ingest + refresh_silver + refresh_features of one day: empty lake vs a lake with history."""
-    from aiflow.ingest import ingest
-    from aiflow.lake import Lake
-    from aiflow.landing import LocalLandingZone
-    from aiflow.refine import refresh_features, refresh_silver
+    from aiflow.data.ingest import ingest
+    from aiflow.storage.lake import Lake
+    from aiflow.storage.landing import LocalLandingZone
+    from aiflow.data.refine import refresh_features, refresh_silver
 
     spec = load_spec(demo_spec_path())
     zone, work = Path(args["zone"]), Path(args["work"])

@@ -7,9 +7,9 @@ from dagster import ConfigurableResource, ResourceDependency
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from aiflow.artifacts import ArtifactStore
-from aiflow.lake import Lake
-from aiflow.landing import LandingZone, LocalLandingZone, S3LandingZone, resolve_uri
+from aiflow.storage.artifacts import ArtifactStore
+from aiflow.storage.lake import Lake
+from aiflow.storage.landing import LandingZone, LocalLandingZone, S3LandingZone, resolve_uri
 from aiflow.spec import TableSpec
 
 

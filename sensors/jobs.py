@@ -3,7 +3,7 @@
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
 
-from aiflow.maintenance import maintain
+from aiflow.data.maintenance import maintain
 from aiflow.spec import DatasetSpec
 from resources.storage import LakeResource
 

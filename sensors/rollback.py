@@ -3,7 +3,7 @@
 from dagster import AssetMaterialization, Config, OpExecutionContext, job, op
 from pydantic import Field
 
-from aiflow.registry import Registry
+from aiflow.models.registry import Registry
 from aiflow.spec import DatasetSpec
 from assets.deployment import actor, alias_history, champion_key
 from resources.storage import LakeResource

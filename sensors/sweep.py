@@ -23,7 +23,7 @@ from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams, TrainRequest, TrainResult, reported_metrics
 from aiflow.train.selection import best_result, sweep_table
 from assets.metadata import markdown_table
-from aiflow.lineage import code_version
+from aiflow.models.lineage import code_version
 from aiflow.train.request import pinned_request
 from assets.training import TrainConfig, candidate_key
 from resources.storage import ArtifactsResource, LakeResource

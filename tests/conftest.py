@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aiflow.demo import write_landing
-from aiflow.lake import Lake
+from aiflow.data.demo import write_landing
+from aiflow.storage.lake import Lake
 from aiflow.spec import DatasetSpec, demo_spec_path, load_spec
 
 pytest_plugins = ["tests.fixtures.s3"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from aiflow.features import CAT
+from aiflow.data.features import CAT
 from aiflow.train.data import FeatureData
-from aiflow.evaluate import compute_metrics
+from aiflow.evaluation.metrics import compute_metrics
 
 #: HistGradientBoosting takes categorical codes below its bin count; larger vocabularies go in as ordinal
 #: codes (the vocabulary is ordered by frequency, so the code is a frequency rank).

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aiflow.artifacts import ArtifactStore
+from aiflow.storage.artifacts import ArtifactStore
 from aiflow.train.contract import TrainRequest
 
 FORMAT = 1

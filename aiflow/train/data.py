@@ -29,9 +29,9 @@ import pyarrow.dataset as pds
 import torch
 from deltalake import DeltaTable
 
-from aiflow.artifacts import s3_options_from_env
-from aiflow.features import CAL, FeatureState, feature_columns
-from aiflow.lake import META
+from aiflow.storage.artifacts import s3_options_from_env
+from aiflow.data.features import CAL, FeatureState, feature_columns
+from aiflow.storage.lake import META
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.train.contract import TrainRequest
 

@@ -14,15 +14,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aiflow.artifacts import ArtifactStore
+from aiflow.storage.artifacts import ArtifactStore
 from aiflow.spec import parse_spec
 from aiflow.train.baseline import fit_baseline
-from aiflow.train.bundle import save_bundle
+from aiflow.models.bundle import save_bundle
 from aiflow.train.checkpoint import Checkpointer, Progress, artifact_path, request_fingerprint
 from aiflow.train.contract import TrainRequest, TrainResult
 from aiflow.train.data import FeatureData
-from aiflow.evaluate import PRIMARY, compute_metrics
-from aiflow.train.model import ModelConfig, TabularModel, loss_function, pick_device, seed_everything, to_predictions, to_target
+from aiflow.evaluation.metrics import PRIMARY, compute_metrics
+from aiflow.models.network import ModelConfig, TabularModel, loss_function, pick_device, seed_everything, to_predictions, to_target
 
 Log = Callable[[str], None]
 

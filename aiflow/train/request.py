@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiflow.lake import Lake, Tables
+from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams, TrainRequest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from aiflow.evaluate import HIGHER_IS_BETTER, PRIMARY
+from aiflow.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY
 from aiflow.train.contract import TrainResult
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from aiflow.lake import Lake, Tables
+from aiflow.storage.lake import Lake, Tables
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, RunRequest, build_sensor_context, materialize
 
-from aiflow.lake import Lake, Tables
+from aiflow.storage.lake import Lake, Tables
 from definitions import build_definitions
 from resources.profiles import resources_for
 from tests.dagster_helpers import DATA_PLANE

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from dagster import AssetExecutionContext, DagsterEventType, DagsterInstance, asset, materialize
 
-from aiflow.demo import write_landing
-from aiflow.ingest import ingest
-from aiflow.lake import Lake, Tables
-from aiflow.landing import LocalLandingZone
-from aiflow.refine import refresh_features, refresh_silver
+from aiflow.data.demo import write_landing
+from aiflow.data.ingest import ingest
+from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.landing import LocalLandingZone
+from aiflow.data.refine import refresh_features, refresh_silver
 from aiflow.spec import demo_spec_path, parse_spec
 from aiflow.train.contract import TrainParams, TrainRequest
 from resources.k8s_training import K8sTrainingLauncher

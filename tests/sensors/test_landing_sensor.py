@@ -9,7 +9,7 @@ import time
 import polars as pl
 from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
 
-from aiflow.lake import Lake, Tables
+from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import demo_spec_path, load_spec
 from sensors.landing import landing_sensor
 from tests.dagster_helpers import local_defs, local_home

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from aiflow.demo import write_landing
-from aiflow.lake import Lake, Tables
+from aiflow.data.demo import write_landing
+from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import demo_spec_path, parse_spec
 from definitions import build_definitions
 from resources.profiles import local_resources

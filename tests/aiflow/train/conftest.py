@@ -16,13 +16,13 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from aiflow.demo import write_landing  # noqa: E402
-from aiflow.ingest import ingest  # noqa: E402
-from aiflow.lake import Lake, Tables  # noqa: E402
-from aiflow.landing import LocalLandingZone  # noqa: E402
-from aiflow.refine import refresh_features, refresh_silver  # noqa: E402
+from aiflow.data.demo import write_landing  # noqa: E402
+from aiflow.data.ingest import ingest  # noqa: E402
+from aiflow.storage.lake import Lake, Tables  # noqa: E402
+from aiflow.storage.landing import LocalLandingZone  # noqa: E402
+from aiflow.data.refine import refresh_features, refresh_silver  # noqa: E402
 from aiflow.spec import DatasetSpec, demo_spec_path, parse_spec  # noqa: E402
-from aiflow.artifacts import ArtifactStore  # noqa: E402
+from aiflow.storage.artifacts import ArtifactStore  # noqa: E402
 from aiflow.train.contract import TrainParams, TrainRequest  # noqa: E402
 from aiflow.train.loop import train  # noqa: E402
 from aiflow.train.request import pinned_request  # noqa: E402

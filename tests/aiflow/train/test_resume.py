@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aiflow.artifacts import ArtifactStore
+from aiflow.storage.artifacts import ArtifactStore
 from aiflow.train.checkpoint import CheckpointMismatch, Checkpointer, request_fingerprint
 from aiflow.train.contract import TrainResult
 from aiflow.train.loop import train

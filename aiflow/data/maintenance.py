@@ -1,0 +1,54 @@
+"""Table maintenance: compact small files and vacuum files no longer referenced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiflow.data.ingest import remove_orphans
+from aiflow.storage.lake import Lake, Tables
+from aiflow.spec import DatasetSpec
+
+
+@dataclass
+class MaintenanceResult:
+    table: str
+    files_removed_by_compaction: int
+    files_added_by_compaction: int
+    files_vacuumed: int
+    version: int | None
+    orphan_rows_removed: int = 0
+
+
+def dataset_tables(spec: DatasetSpec) -> list[str]:
+    """Every Delta table the data plane keeps for a dataset."""
+    names = []
+    for t in spec.tables:
+        names += [Tables.bronze(t.name), Tables.silver(t.name), Tables.quarantine(t.name), Tables.ledger(t.name)]
+    names += [Tables.features(spec.name), Tables.feature_state(spec.name)]
+    return names
+
+
+def maintain(lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168) -> list[MaintenanceResult]:
+    """Remove rows of killed ingestions, then compact and vacuum every existing table of the dataset.
+
+    ``retention_hours`` keeps files that readers pinned to a recent version may still need (Delta's
+    default: 7 days); time travel to versions older than that stops working after a vacuum.
+    """
+    orphans = {Tables.bronze(t.name): remove_orphans(lake, t) for t in spec.tables}
+    results = []
+    for name in dataset_tables(spec):
+        if not lake.exists(name):
+            continue
+        metrics = lake.compact(name)
+        vacuumed = lake.vacuum(name, retention_hours=retention_hours)
+        results.append(
+            MaintenanceResult(
+                name,
+                int(metrics.get("numFilesRemoved", 0)),
+                int(metrics.get("numFilesAdded", 0)),
+                len(vacuumed),
+                lake.version(name),
+                orphans.get(name, 0),
+            )
+        )
+    return results

@@ -1,0 +1,229 @@
+"""Incremental bronze → silver → features: each run rewrites only the event-date partitions that changed.
+
+Every silver and features commit records, in its Delta commit metadata, the upstream version it was
+computed from and the dates it rewrote. The next run reads that watermark and recomputes only the
+dates that changed upstream since, with an atomic replace of those partitions: incremental, and
+idempotent when re-run. The data commit and its watermark are one commit, so a failed run leaves
+nothing half-done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from aiflow.data.cleanse import cleanse, silver_columns
+from aiflow.data.features import (
+    FeatureState,
+    build_features,
+    fit_state,
+    join_side_tables,
+    side_dates_affected,
+    side_window,
+    training_window,
+)
+from aiflow.data.ingest import INGESTED, QUARANTINE_SCHEMA
+from aiflow.storage.lake import META, Lake, Tables, dates_predicate
+from aiflow.spec import EVENT_DATE, DatasetSpec, TableSpec
+
+log = logging.getLogger(__name__)
+
+#: Event dates read, transformed and committed together (bounds memory on large refreshes).
+BATCH_DATES = 92
+
+
+@dataclass
+class StageReport:
+    table: str
+    dates: list[dt.date] = field(default_factory=list)
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_quarantined: int = 0
+    rows_superseded: int = 0
+    version: int | None = None
+    upstream: dict[str, int | None] = field(default_factory=dict)
+    full_refresh: bool = False
+    state_refitted: bool = False
+
+    @property
+    def skipped(self) -> bool:
+        return not self.dates
+
+
+def _dates(values) -> list[dt.date]:
+    return sorted({v if isinstance(v, dt.date) else dt.date.fromisoformat(v) for v in values if v is not None})
+
+
+# ------------------------------------------------------------------------------------------ silver
+def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None, until: int) -> list[dt.date]:
+    """Event dates of files ingested between ledger versions ``since`` (exclusive) and ``until``."""
+    ledger = Tables.ledger(table.name)
+    current = lake.scan(ledger, version=until).filter(pl.col("outcome") == INGESTED)
+    if since is not None:
+        old = lake.scan(ledger, version=since).select("batch_id").unique()
+        current = current.join(old, on="batch_id", how="anti")
+    return _dates(current.select(pl.col("event_dates").explode()).collect().to_series().to_list())
+
+
+def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False, batch_dates: int = BATCH_DATES) -> StageReport:
+    """Cleanse the bronze partitions that changed since the last run into ``silver/<table>``.
+
+    Rows failing a rule go to ``quarantine/<table>`` with the rule's name (stage ``cleanse``);
+    duplicates on the key keep the latest ingested row. Dates are processed and committed in
+    batches of ``batch_dates``; only the last commit advances the watermark, so a run that fails
+    half-way is redone from the same dates next time.
+    """
+    bronze, silver, ledger = Tables.bronze(table.name), Tables.silver(table.name), Tables.ledger(table.name)
+    report = StageReport(table=silver)
+    if not lake.exists(bronze) or not lake.exists(ledger):
+        return report
+    ledger_version, bronze_version = lake.version(ledger), lake.version(bronze)
+    report.upstream = {ledger: ledger_version, bronze: bronze_version}
+    last = lake.last_metadata(silver, "ledger_version")
+    report.full_refresh = full or last is None
+    if report.full_refresh:
+        report.dates = _dates(lake.scan(bronze, bronze_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
+    else:
+        report.dates = _new_ledger_dates(lake, table, int(last), ledger_version)
+    if not report.dates:
+        return report
+
+    committed = lake.scan(ledger, ledger_version).select("batch_id").unique().collect().to_series()
+    batches = date_batches(report.dates, batch_dates)
+    for i, dates in enumerate(batches):
+        rows = (
+            lake.scan(bronze, bronze_version)
+            .filter(pl.col(EVENT_DATE).is_in(dates) & pl.col("_batch_id").is_in(committed.implode()))
+            .collect()
+        )
+        result = cleanse(rows.lazy(), table)
+        now = dt.datetime.now(dt.timezone.utc)
+        # one plan for both outputs: the de-duplication they share runs once
+        valid, rejected = pl.collect_all(
+            [result.valid, result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))],
+            engine="in-memory",
+        )
+        report.rows_in += rows.height
+        report.rows_out += valid.height
+        report.rows_quarantined += rejected.height
+        report.rows_superseded += rows.height - valid.height - rejected.height
+
+        # quarantine first: the silver commit is the commit point; the last batch's carries the watermark
+        lake.replace_where(
+            Tables.quarantine(table.name),
+            rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA),
+            f"_stage = 'cleanse' AND {dates_predicate(dates)}",
+        )
+        metadata: dict[str, object] = {"dates": [d.isoformat() for d in dates]}
+        if i == len(batches) - 1:
+            metadata.update(
+                ledger_version=str(ledger_version),
+                bronze_version=str(bronze_version),
+                rows_in=report.rows_in,
+                rows_quarantined=report.rows_quarantined,
+                rows_superseded=report.rows_superseded,
+            )
+        report.version = lake.replace_dates(silver, valid.select(silver_columns(table)), dates, metadata=metadata)
+    return report
+
+
+def date_batches(dates: list[dt.date], size: int) -> list[list[dt.date]]:
+    """Consecutive groups of at most ``size`` dates: each is read, transformed and committed on its own,
+    so memory is bounded by a batch, not by the whole table (a full refresh of 10M rows needed > 18 GB)."""
+    if size < 1:
+        raise ValueError("batch_dates must be at least 1")
+    return [dates[i : i + size] for i in range(0, len(dates), size)]
+
+
+# ---------------------------------------------------------------------------------------- features
+def dates_since(lake: Lake, table: str, since: int | None) -> list[dt.date] | None:
+    """Dates rewritten in ``table`` by commits after version ``since``; None if the log no longer reaches back."""
+    history = lake.history(table)
+    if since is not None and history and min(c["version"] for c in history) > since + 1:
+        return None
+    key = META + "dates"
+    return _dates(
+        d for c in history if key in c and (since is None or c["version"] > since) for d in json.loads(c[key])
+    )
+
+
+def load_state(lake: Lake, spec: DatasetSpec, version: int | None = None) -> FeatureState | None:
+    name = Tables.feature_state(spec.name)
+    return FeatureState.from_frame(lake.scan(name, version).collect()) if lake.exists(name) else None
+
+
+def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False, batch_dates: int = BATCH_DATES) -> StageReport:
+    """Build features for the silver partitions that changed (or whose side-table rows changed).
+
+    The encoders are fitted once (on the training window of the split) and stored; ``refit=True``
+    fits them again and rebuilds every partition.
+    """
+    silver, features = Tables.silver(spec.name), Tables.features(spec.name)
+    report = StageReport(table=features)
+    if not lake.exists(silver):
+        return report
+    silver_version = lake.version(silver)
+    side_names = {j.table: Tables.silver(j.table) for j in spec.joins}
+    missing = [name for name in side_names.values() if not lake.exists(name)]
+    if missing:
+        raise RuntimeError(f"features need side table(s) {missing}: ingest them first")
+    side_versions = {t: lake.version(name) for t, name in side_names.items()}
+    report.upstream = {silver: silver_version, **{side_names[t]: v for t, v in side_versions.items()}}
+
+    def sides() -> dict[str, pl.LazyFrame]:
+        return {t: lake.scan(side_names[t], side_versions[t]) for t in side_names}
+
+    state_version = lake.version(Tables.feature_state(spec.name))
+    state = None if refit else load_state(lake, spec, state_version)
+    watermark = lake.last_commit(features, "silver_version")
+    last = watermark.get(META + "silver_version") if watermark else None
+    # the state of the last complete run differs (a refit that failed half-way, before its last
+    # commit): every partition must be re-encoded with the stored state
+    last_state = watermark.get(META + "state_version") if watermark else None
+    state_changed = last_state is not None and last_state != str(state_version)
+    all_dates = _dates(lake.scan(silver, silver_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
+    dates = None if (state is None or last is None or state_changed) else dates_since(lake, silver, int(last))
+    if dates is not None:
+        last_sides = json.loads(watermark.get(META + "side_versions") or "{}")
+        for table, name in side_names.items():
+            changed = dates_since(lake, name, last_sides.get(table))
+            if changed is None:
+                dates = None
+                break
+            dates = sorted(set(dates) | (set(side_dates_affected(changed, spec, table)) & set(all_dates)))
+    if dates is None:
+        report.full_refresh = True
+        dates = all_dates
+    report.dates = dates
+    if not dates:
+        return report
+
+    if state is None:
+        base = join_side_tables(lake.scan(silver, silver_version), sides(), spec)
+        window = training_window(base, spec)
+        state = fit_state(window if window.select(pl.len()).collect().item() else base, spec)
+        state_version = lake.overwrite(
+            Tables.feature_state(spec.name), state.to_frame(), metadata={"silver_version": str(silver_version)}
+        )
+        report.state_refitted = True
+
+    batches = date_batches(dates, batch_dates)
+    for i, batch in enumerate(batches):
+        rows = lake.scan(silver, silver_version).filter(pl.col(EVENT_DATE).is_in(batch))
+        side_frames = {}
+        for table, frame in sides().items():
+            first, end = side_window(batch, spec, table)
+            side_frames[table] = frame.filter(pl.col(EVENT_DATE).is_between(first, end))
+        out = build_features(rows, side_frames, state, spec).collect(engine="in-memory")
+        report.rows_in += out.height
+        report.rows_out += out.height
+        # every commit says which state encoded it; only the last one advances the watermarks
+        metadata: dict[str, object] = {"state_version": str(state_version), "dates": [d.isoformat() for d in batch]}
+        if i == len(batches) - 1:
+            metadata.update(silver_version=str(silver_version), side_versions=json.dumps(side_versions), rows_out=report.rows_out)
+        report.version = lake.replace_dates(features, out, batch, metadata=metadata)
+    return report

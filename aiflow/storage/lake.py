@@ -1,0 +1,257 @@
+"""The lake: every table is a Delta table under one root (a local folder or an s3:// prefix).
+
+Writes go through delta-rs (one atomic commit each); reads are lazy Polars scans. Overwrites of
+partitions retry on commit conflicts, so concurrent runs never corrupt a table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from aiflow.spec import EVENT_DATE
+
+#: Prefix of the custom commit metadata the engine writes (watermarks, dates touched).
+META = "aiflow."
+
+#: Properties of every table the engine creates. A checkpoint every 10 commits (delta-rs: 100) keeps
+#: opening a table cheap: each open replays the commits since the last checkpoint, and a daily
+#: ingest + refresh opens ~30 tables (benchmarks/README.md, incremental cost).
+TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+
+_retry_conflicts = retry(
+    retry=retry_if_exception_type(CommitFailedError),
+    stop=stop_after_attempt(8),
+    wait=wait_random_exponential(multiplier=0.05, max=2),
+    reraise=True,
+)
+
+
+class Tables:
+    """Names of a dataset's tables under the lake root: one place, so no stage spells them twice."""
+
+    @staticmethod
+    def bronze(name: str) -> str:
+        return f"bronze/{name}"
+
+    @staticmethod
+    def silver(name: str) -> str:
+        return f"silver/{name}"
+
+    @staticmethod
+    def features(name: str) -> str:
+        return f"features/{name}"
+
+    @staticmethod
+    def quarantine(name: str) -> str:
+        return f"quarantine/{name}"
+
+    @staticmethod
+    def ledger(name: str) -> str:
+        return f"ledger/{name}"
+
+    @staticmethod
+    def feature_state(name: str) -> str:
+        return f"state/{name}_features"
+
+    @staticmethod
+    def predictions(name: str) -> str:
+        return f"predictions/{name}"
+
+    @staticmethod
+    def model_versions() -> str:
+        """The model registry's versions (all models): see aiflow.models.registry."""
+        return "registry/model_versions"
+
+    @staticmethod
+    def alias_events() -> str:
+        """The model registry's append-only alias log (all models)."""
+        return "registry/alias_events"
+
+
+def dates_predicate(dates: Iterable[dt.date], column: str = EVENT_DATE) -> str:
+    """A Delta SQL predicate selecting the given partition dates."""
+    values = ", ".join(f"'{d.isoformat()}'" for d in sorted(set(dates)))
+    return f"{column} IN ({values})"
+
+
+class Lake:
+    """Delta tables under one root URI.
+
+    Args:
+        root: local folder or ``s3://bucket/prefix``.
+        storage_options: delta-rs / object-store options (``AWS_ENDPOINT_URL``, keys, ``AWS_ALLOW_HTTP``...).
+    """
+
+    def __init__(self, root: str | os.PathLike, storage_options: dict[str, str] | None = None):
+        root = str(root)
+        if "://" not in root:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            root = str(Path(root).resolve())
+        self.root = root.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+
+    def __repr__(self) -> str:
+        return f"Lake({self.root!r})"
+
+    def uri(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    # ---------------------------------------------------------------- reading
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options)
+
+    def table(self, table: str, version: int | None = None) -> DeltaTable:
+        try:
+            return DeltaTable(self.uri(table), version=version, storage_options=self.storage_options)
+        except TableNotFoundError:
+            raise TableNotFoundError(f"no Delta table at {self.uri(table)}") from None
+
+    def version(self, table: str) -> int | None:
+        """Current version, or None if the table does not exist yet."""
+        return self.table(table).version() if self.exists(table) else None
+
+    def scan(self, table: str, version: int | None = None) -> pl.LazyFrame:
+        """A lazy scan of the table (at ``version`` when given: reads are pinned, never 'latest' by accident)."""
+        return pl.scan_delta(self.uri(table), version=version, storage_options=self.storage_options or None)
+
+    def scan_or_empty(self, table: str, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+        return self.scan(table) if self.exists(table) else pl.LazyFrame(schema=schema)
+
+    def history(self, table: str) -> list[dict]:
+        """Commits newest first; the engine's own metadata keys start with ``aiflow.``."""
+        return self.table(table).history() if self.exists(table) else []
+
+    def commit_metadata(self, table: str, key: str) -> list[tuple[int, str]]:
+        """(version, value) of every commit that carries ``aiflow.<key>``, oldest first."""
+        found = [(c["version"], c[META + key]) for c in self.history(table) if META + key in c]
+        return sorted(found)
+
+    def last_commit(self, table: str, key: str) -> dict | None:
+        """The newest commit whose metadata carries ``aiflow.<key>`` (e.g. a run's closing commit), or None."""
+        return next((c for c in self.history(table) if META + key in c), None)
+
+    def last_metadata(self, table: str, key: str) -> str | None:
+        commit = self.last_commit(table, key)
+        return commit[META + key] if commit else None
+
+    # ---------------------------------------------------------------- writing
+    @staticmethod
+    def _props(metadata: dict[str, object] | None) -> CommitProperties | None:
+        if not metadata:
+            return None
+        return CommitProperties(
+            custom_metadata={META + k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in metadata.items()}
+        )
+
+    def _create(self, table: str, df: pl.DataFrame, partition_by: list[str] | None, metadata) -> int | None:
+        """Create the table with ``df`` as version 0; None if another writer created it first."""
+        try:
+            write_deltalake(
+                self.uri(table),
+                df.to_arrow(),
+                mode="error",
+                partition_by=partition_by,
+                configuration=TABLE_PROPERTIES,
+                storage_options=self.storage_options,
+                commit_properties=self._props(metadata),
+            )
+        except DeltaError as exc:
+            if "already exists" not in str(exc):
+                raise
+            return None
+        return 0
+
+    def _write(self, table: str, df: pl.DataFrame, metadata, **options) -> int:
+        """Write through a DeltaTable handle, so the version returned is the one this commit made."""
+        handle = self.table(table)
+        write_deltalake(handle, df.to_arrow(), commit_properties=self._props(metadata), **options)
+        return handle.version()
+
+    def append(
+        self,
+        table: str,
+        df: pl.DataFrame,
+        *,
+        partition_by: list[str] | None = None,
+        metadata: dict[str, object] | None = None,
+        merge_schema: bool = True,
+    ) -> int:
+        """Append rows in one commit (new columns merged into the schema); return the version committed."""
+        if not self.exists(table):
+            created = self._create(table, df, partition_by, metadata)
+            if created is not None:
+                return created
+        return self._write(table, df, metadata, mode="append", schema_mode="merge" if merge_schema else None)
+
+    @_retry_conflicts
+    def replace_where(
+        self,
+        table: str,
+        df: pl.DataFrame,
+        predicate: str,
+        *,
+        partition_by: list[str] | None = None,
+        metadata: dict[str, object] | None = None,
+    ) -> int:
+        """Atomically replace the rows matching ``predicate`` with ``df``; return the version committed.
+
+        Creates the table when missing (if another writer creates it first, replaces in it instead).
+        Retries on a concurrent-commit conflict.
+        """
+        if not self.exists(table):
+            created = self._create(table, df, partition_by, metadata)
+            if created is not None:
+                return created
+        return self._write(table, df, metadata, mode="overwrite", predicate=predicate, schema_mode="merge")
+
+    def replace_dates(self, table: str, df: pl.DataFrame, dates: Iterable[dt.date], *, metadata=None) -> int:
+        """Replace whole event-date partitions: incremental and idempotent."""
+        dates = sorted(set(dates))
+        if not dates:
+            raise ValueError("replace_dates needs at least one date")
+        return self.replace_where(table, df, dates_predicate(dates), partition_by=[EVENT_DATE], metadata=metadata)
+
+    @_retry_conflicts
+    def overwrite(self, table: str, df: pl.DataFrame, *, metadata: dict[str, object] | None = None) -> int:
+        if not self.exists(table):
+            created = self._create(table, df, None, metadata)
+            if created is not None:
+                return created
+        return self._write(table, df, metadata, mode="overwrite", schema_mode="overwrite")
+
+    @_retry_conflicts
+    def delete(self, table: str, predicate: str) -> int:
+        """Delete the matching rows; returns the number deleted."""
+        if not self.exists(table):
+            return 0
+        metrics = self.table(table).delete(predicate)
+        return int(metrics.get("num_deleted_rows", 0))
+
+    def restore(self, table: str, version: int | None) -> None:
+        """Put a table back to ``version`` (a new commit with that version's content).
+
+        ``None`` means the table did not exist: its rows are deleted instead.
+        """
+        if not self.exists(table):
+            return
+        if version is None:
+            self.table(table).delete()
+        else:
+            self.table(table).restore(version)
+
+    # ------------------------------------------------------------ maintenance
+    def compact(self, table: str) -> dict:
+        return self.table(table).optimize.compact()
+
+    def vacuum(self, table: str, retention_hours: int = 168) -> list[str]:
+        # the caller chose the retention; below Delta's 7-day default, readers pinned to older versions lose them
+        return self.table(table).vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)

@@ -1,0 +1,153 @@
+"""`aiflow models` run as real subprocesses against a registry in tmp_path: tables printed, promote/rollback move the alias, bad input exits non-zero with a clear message."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from aiflow.storage.lake import Lake
+from aiflow.models.registry import Registry
+
+AIFLOW = str(Path(sys.executable).with_name("aiflow"))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """flights v1, v2 (gates passed) and v3 (gates failed) under <home>/lake; no aliases yet."""
+    registry = Registry(Lake(tmp_path / "lake"))
+    for seed, passed in (("a", True), ("b", True), ("c", False)):
+        registry.register(
+            "flights",
+            artifact_uri=f"/artifacts/{seed}",
+            artifact_sha256=hashlib.sha256(seed.encode()).hexdigest(),
+            training_table=str(tmp_path / "lake/features/flights"),
+            training_version=7,
+            metrics={"auc": 0.74},
+            baseline_metrics={"auc": 0.70},
+            params={"epochs": 3},
+            gate_results={"auc_vs_baseline": {"passed": passed, "value": 0.74 if passed else 0.6, "threshold": 0.7}},
+            gates_passed=passed,
+            reason="schedule",
+        )
+    return tmp_path
+
+
+def aiflow(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "USER": "tester", "LOGNAME": "tester"}
+    return subprocess.run([AIFLOW, "--home", str(home), "models", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def aiflow_concurrently(home: Path, *commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """Independent commands run at the same time (each pays the interpreter start-up): keeps the suite fast."""
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda args: aiflow(home, *args), commands))
+
+
+def registry(home: Path) -> Registry:
+    return Registry(Lake(home / "lake"))
+
+
+def rows(stdout: str, text: str) -> list[list[str]]:
+    """Cells of the printed table rows containing ``text``."""
+    return [[c.strip() for c in line.strip().strip("│").split("┆")] for line in stdout.splitlines() if text in line]
+
+
+def test_list_and_show_print_tables(home: Path):
+    listed, shown, card = aiflow_concurrently(home, ["list"], ["show", "flights", "3"], ["show", "flights", "2", "--card"])
+    assert listed.returncode == 0, listed.stderr
+    header = listed.stdout.splitlines()[1]
+    for column in ("name", "version", "aliases", "gates_passed", "reason", "data", "metrics", "sha256"):
+        assert column in header
+    listed_rows = rows(listed.stdout, "flights")
+    assert [r[:2] for r in listed_rows] == [["flights", "1"], ["flights", "2"], ["flights", "3"]]
+    assert "features/flights@7" in listed_rows[0] and "auc=0.74" in listed_rows[0]
+
+    assert shown.returncode == 0, shown.stderr
+    assert "artifact_sha256" in shown.stdout and hashlib.sha256(b"c").hexdigest() in shown.stdout
+    assert "FAILED (value 0.6, threshold 0.7)" in shown.stdout
+
+    assert card.returncode == 0 and card.stdout.startswith("# Model card: flights v2")
+
+
+def test_list_of_an_empty_registry(tmp_path: Path):
+    listed = aiflow(tmp_path, "list")
+    assert listed.returncode == 0 and "no models registered" in listed.stdout
+
+
+def test_promote_and_rollback_move_the_alias(home: Path):
+    registry(home).promote("flights", 1, reason="launch", actor="ci")
+    promoted = aiflow(home, "promote", "flights", "2", "--reason", "retrained")
+    assert promoted.returncode == 0, promoted.stderr
+    assert promoted.stdout.strip() == "flights: champion -> v2 (was v1)"
+    assert registry(home).alias("flights", "champion") == 2
+
+    rolled = aiflow(home, "rollback", "flights", "--reason", "latency regression")
+    assert rolled.returncode == 0, rolled.stderr
+    assert rolled.stdout.strip() == "flights: champion rolled back to v1 (was v2)"
+    assert registry(home).alias("flights", "champion") == 1
+
+    aliases, history = aiflow_concurrently(home, ["aliases", "flights"], ["history", "flights", "--alias", "champion"])
+    assert aliases.returncode == 0 and rows(aliases.stdout, "champion") == [["champion", "1"]]
+    assert history.returncode == 0, history.stderr
+    events = rows(history.stdout, "champion")
+    assert [e[1:6] for e in events] == [
+        ["champion", "rollback", "1", "2", "tester"],
+        ["champion", "promote", "2", "1", "tester"],
+        ["champion", "promote", "1", "null", "ci"],
+    ]
+    assert events[0][6] == "latency regression"
+
+
+def test_promoting_a_version_that_failed_its_gates_needs_force(home: Path):
+    refused = aiflow(home, "promote", "flights", "3", "--reason", "try")
+    assert refused.returncode == 1 and "failed its gates (auc_vs_baseline)" in refused.stderr
+    assert registry(home).alias("flights", "champion") is None
+    forced = aiflow(home, "promote", "flights", "3", "--reason", "accepted", "--alias", "canary", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert registry(home).aliases("flights") == {"canary": 3}
+
+
+BAD_INPUT = [
+    (["promote", "flights", "9", "--reason", "r"], "model 'flights' has no version 9 (registered: 1, 2, 3)"),
+    (["show", "taxis", "1"], "no model named 'taxis' is registered"),
+    (["promote", "flights", "1", "--reason", "r", "--alias", "Prod!"], "alias must be a lowercase word"),
+    (["rollback", "flights", "--reason", "r"], "alias 'champion' was never set"),
+]
+
+
+def test_bad_input_exits_non_zero_with_a_clear_message(home: Path):
+    results = aiflow_concurrently(home, *(args for args, _ in BAD_INPUT))
+    for (args, message), result in zip(BAD_INPUT, results, strict=True):
+        assert result.returncode == 1, (args, result.stdout)
+        assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    assert registry(home).history("flights").height == 0
+
+
+def test_champion_prints_headline_metrics_next_to_the_baseline(tmp_path: Path):
+    reg = Registry(Lake(tmp_path / "lake"))
+    assert aiflow(tmp_path, "champion", "flights").returncode == 1  # the first model ever: no champion yet
+    reg.register(
+        "flights",
+        artifact_uri="/artifacts/x",
+        artifact_sha256=hashlib.sha256(b"x").hexdigest(),
+        training_table=str(tmp_path / "lake/features/flights"),
+        training_version=3,
+        metrics={"valid_roc_auc": 0.6812, "test_roc_auc": 0.6634, "valid_log_loss": 0.44},
+        baseline_metrics={"roc_auc": 0.6775, "log_loss": 0.45},
+        params={},
+        gate_results={"latency": {"passed": True}},
+        gates_passed=True,
+        reason="manual",
+    )
+    reg.promote("flights", 1, reason="test", actor="tester")
+    out = aiflow(tmp_path, "champion", "flights")
+    assert out.returncode == 0, out.stderr
+    assert "champion: v1" in out.stdout
+    assert rows(out.stdout, "roc_auc") == [["roc_auc", "0.6812", "0.6775", "0.6634"]]
+    assert rows(out.stdout, "log_loss")[0][:3] == ["log_loss", "0.44", "0.45"]
