@@ -238,7 +238,7 @@ class DatasetSpec(TableSpec):
                     problems.append(f"joins[{i}].columns: column {name!r} is not declared in side table {side.name!r}")
             try:
                 pl.Series([dt.datetime(2020, 1, 1)]).dt.offset_by(join.tolerance)
-            except Exception:  # noqa: BLE001 - polars raises several types for a bad duration string
+            except Exception:
                 problems.append(f"joins[{i}].tolerance: {join.tolerance!r} is not a duration like '3h' or '90m'")
         if problems:
             raise ValueError("; ".join(problems))

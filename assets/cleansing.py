@@ -3,10 +3,10 @@
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
-from aiflow.storage.lake import Tables
 from aiflow.data.quality import silver_checks
 from aiflow.data.refine import refresh_silver
 from aiflow.spec import DatasetSpec, TableSpec
+from aiflow.storage.lake import Tables
 from assets.checks import blocking_checks
 from assets.ingestion import bronze_key
 from assets.metadata import table_metadata

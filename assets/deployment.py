@@ -7,13 +7,13 @@ from typing import Literal
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from aiflow.storage.artifacts import ArtifactStore
-from aiflow.storage.lake import Tables
+from aiflow.evaluation.validation import ModelRef, load_model
 from aiflow.models.model_card import model_card
 from aiflow.models.registry import Registry
 from aiflow.serving.batch import score_new_partitions
 from aiflow.spec import DatasetSpec
-from aiflow.evaluation.validation import ModelRef, load_model
+from aiflow.storage.artifacts import ArtifactStore
+from aiflow.storage.lake import Tables
 from assets.features import features_key
 from assets.metadata import markdown_table, table_metadata
 from assets.training import candidate_key

@@ -4,10 +4,10 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, M
 from pydantic import Field
 
 from aiflow.data.features import feature_columns
-from aiflow.storage.lake import Tables
 from aiflow.data.quality import features_checks
 from aiflow.data.refine import refresh_features
 from aiflow.spec import DatasetSpec
+from aiflow.storage.lake import Tables
 from assets.checks import blocking_checks
 from assets.cleansing import silver_key
 from assets.metadata import table_metadata

@@ -5,8 +5,8 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, M
 from pydantic import Field
 
 from aiflow.data.ingest import DUPLICATE, INGESTED, REJECTED, ingest
-from aiflow.storage.lake import Tables
 from aiflow.spec import DatasetSpec, TableSpec
+from aiflow.storage.lake import Tables
 from assets.metadata import markdown_table, table_metadata
 from resources.storage import LakeResource, LandingResource
 

@@ -19,9 +19,9 @@ from dagster import (
 )
 
 from aiflow.evaluation.gates import GateConfig
+from aiflow.evaluation.validation import ModelRef, validate
 from aiflow.models.registry import Registry
 from aiflow.spec import DatasetSpec
-from aiflow.evaluation.validation import ModelRef, validate
 from assets.metadata import markdown_table
 from assets.training import candidate_key
 from resources.storage import ArtifactsResource, LakeResource

@@ -95,7 +95,7 @@ def flag_violations(df: pd.DataFrame, table: TableSpec, target: str | None) -> p
 
 def _records(df: pd.DataFrame, columns: list[str]) -> list[str]:
     text = df[columns].astype(str).where(df[columns].notna(), None)
-    return [json.dumps(dict(zip(columns, row)), separators=(",", ":")) for row in text.itertuples(index=False, name=None)]
+    return [json.dumps(dict(zip(columns, row, strict=False)), separators=(",", ":")) for row in text.itertuples(index=False, name=None)]
 
 
 def cleanse(bronze: pd.DataFrame, table: TableSpec) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -108,7 +108,7 @@ def run_task(task: str, args: dict, logs: Path) -> dict:
     if proc.returncode != 0:
         tail = log_file.read_text()[-3000:]
         raise RuntimeError(f"worker {task} failed (exit {proc.returncode}); log {log_file}:\n{tail}")
-    line = next(l for l in reversed(stdout.splitlines()) if l.startswith("RESULT "))
+    line = next(ln for ln in reversed(stdout.splitlines()) if ln.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     child_cpu = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
     other = max(0.0, _busy(cpu1) - _busy(cpu0) - child_cpu)
@@ -152,7 +152,7 @@ def bench_ingest(scale: str, zone: Path, work: Path, repeat: int, whatif: bool) 
     weather = run_task("ingest_engine", {"table": "weather", "lake": str(lake), "zone": str(zone / "weather")}, logs)
     engine_rps = median(r["rows_per_second"] for r in engine_runs)
     floor_rps = median(r["rows_per_second"] for r in floor_runs)
-    paired = [e["rows_per_second"] / f["rows_per_second"] for e, f in zip(engine_runs, floor_runs)]
+    paired = [e["rows_per_second"] / f["rows_per_second"] for e, f in zip(engine_runs, floor_runs, strict=False)]
     whatifs = {
         name: {
             "rows_per_second": median(r["rows_per_second"] for r in runs),
@@ -245,7 +245,7 @@ def bench_pipeline(scale: str, work: Path, repeat: int, with_pandas: bool, with_
         out["goal_min"] = GOALS["pipeline_speedup_min"]
         if out["pandas_seconds"] and out["polars_seconds"]:
             out["speedup"] = out["pandas_seconds"] / out["polars_seconds"]
-            out["paired_speedups"] = [d["seconds"] / p["seconds"] for d, p in zip(pandas_runs, polars_runs) if "error" not in d and "error" not in p]
+            out["paired_speedups"] = [d["seconds"] / p["seconds"] for d, p in zip(pandas_runs, polars_runs, strict=False) if "error" not in d and "error" not in p]
             out["met"] = out["speedup"] >= GOALS["pipeline_speedup_min"]
         if paths["polars"].exists() and paths["pandas"].exists():
             sanity = compare_samples(paths["polars"], paths["pandas"])
@@ -419,7 +419,7 @@ def summary_rows(results: dict) -> list[tuple]:
 def print_table(rows: list[tuple]) -> None:
     widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(5)]
     for r in [HEADER, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         log("WARNING: aiflow/ changed while the benchmark ran; figures mix engine versions")
     results["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     rows = summary_rows(results)
-    results["summary"] = [dict(zip(HEADER, r)) for r in rows]
+    results["summary"] = [dict(zip(HEADER, r, strict=False)) for r in rows]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=1, default=str))
     print()

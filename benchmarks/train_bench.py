@@ -26,32 +26,32 @@ import os
 # as the entrypoint does: the in-process side of the Pipes comparison must not pay for spinning OpenMP workers
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import datetime as dt
+import io
+import json
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-import polars as pl  # noqa: E402
-import psutil  # noqa: E402
-import yaml  # noqa: E402
+import polars as pl
+import psutil
+import yaml
 
-from aiflow.data.demo import write_landing  # noqa: E402
-from aiflow.data.ingest import ingest  # noqa: E402
-from aiflow.storage.lake import Lake, Tables  # noqa: E402
-from aiflow.storage.landing import LocalLandingZone  # noqa: E402
-from aiflow.data.refine import refresh_features, refresh_silver  # noqa: E402
-from aiflow.spec import demo_spec_path, parse_spec  # noqa: E402
-from aiflow.train.contract import TrainParams, TrainRequest  # noqa: E402
-from benchmarks.data import ensure_scale  # noqa: E402
+from aiflow.data.demo import write_landing
+from aiflow.data.ingest import ingest
+from aiflow.data.refine import refresh_features, refresh_silver
+from aiflow.spec import demo_spec_path, parse_spec
+from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.landing import LocalLandingZone
+from aiflow.train.contract import TrainParams, TrainRequest
+from benchmarks.data import ensure_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(epochs=3, batch_size=256, hidden=[32, 16], embedding_dim=4, baseline_max_rows=2000)
@@ -111,7 +111,7 @@ def checkpoint_epoch(path: Path) -> int:
 
     try:
         return torch.load(io.BytesIO(path.read_bytes()), weights_only=True)["epoch"] if path.exists() else 0
-    except Exception:  # noqa: BLE001 - never half-written (atomic replace), but be safe while polling
+    except Exception:
         return 0
 
 
@@ -280,7 +280,7 @@ def main() -> None:
     work = args.cache / "train-bench"
     shutil.rmtree(work / "runs", ignore_errors=True)
     report: dict = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
                     "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1)},

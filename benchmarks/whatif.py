@@ -46,8 +46,8 @@ def _check_ingest() -> None:
 
     from aiflow.data.demo import write_landing
     from aiflow.data.ingest import ingest
-    from aiflow.storage.landing import LocalLandingZone
     from aiflow.spec import demo_spec_path, load_spec
+    from aiflow.storage.landing import LocalLandingZone
 
     spec = load_spec(demo_spec_path())
     with tempfile.TemporaryDirectory() as tmp:

@@ -261,8 +261,8 @@ def task_pipeline_pandas(args: dict) -> dict:
 
 def task_refresh(args: dict) -> dict:
     """refresh_silver (side tables, then the main table) + refresh_features on a lake holding only bronze."""
-    from aiflow.storage.lake import Lake
     from aiflow.data.refine import refresh_features, refresh_silver
+    from aiflow.storage.lake import Lake
 
     spec = load_spec(demo_spec_path())
     clone_lake(Path(args["source_lake"]), Path(args["lake"]))
@@ -327,9 +327,9 @@ def task_write_partitions(args: dict) -> dict:
 def task_incremental(args: dict) -> dict:
     """Ingest + refresh_silver + refresh_features of one day: empty lake vs a lake with history."""
     from aiflow.data.ingest import ingest
+    from aiflow.data.refine import refresh_features, refresh_silver
     from aiflow.storage.lake import Lake
     from aiflow.storage.landing import LocalLandingZone
-    from aiflow.data.refine import refresh_features, refresh_silver
 
     spec = load_spec(demo_spec_path())
     zone, work = Path(args["zone"]), Path(args["work"])

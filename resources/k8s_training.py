@@ -171,7 +171,7 @@ class K8sTrainingLauncher(TrainingLauncher):
         try:
             pods = k8s.core_api.list_namespaced_pod(self.namespace, label_selector=f"{LAUNCH_ID_LABEL}={launch_id}").items
             pod = serialize(pods[0]) if pods else None
-        except Exception as lookup_error:  # noqa: BLE001 - the failure is reported either way
+        except Exception as lookup_error:
             diagnosis = PodFailure("error", f"could not read the failed pod to classify it: {lookup_error}")
         else:
             if pod is None and not isinstance(exc, DagsterK8sError):
@@ -182,11 +182,11 @@ class K8sTrainingLauncher(TrainingLauncher):
             try:
                 found = k8s.core_api.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={pod_name}")
                 events = [serialize(event) for event in found.items]
-            except Exception as events_error:  # noqa: BLE001 - events are optional (RBAC may not grant them)
+            except Exception as events_error:
                 context.log.warning(f"Could not read the events of pod {pod_name}: {events_error}")
             try:
                 logs = k8s.retrieve_pod_logs(pod_name, self.namespace, container_name=CONTAINER_NAME, tail_lines=200)
-            except Exception:  # noqa: BLE001 - no log (never started): fall back to the exception's text
+            except Exception:
                 logs = ""
         if diagnosis is None:
             diagnosis = diagnose_pod_failure(pod, events)
@@ -229,5 +229,5 @@ class K8sTrainingLauncher(TrainingLauncher):
             pods = core_api.list_namespaced_pod(self.namespace, label_selector=f"{LAUNCH_ID_LABEL}={launch_id}").items
             for pod in pods:
                 core_api.delete_namespaced_pod(pod.metadata.name, self.namespace)
-        except Exception as delete_error:  # noqa: BLE001 - never mask the training's own outcome
+        except Exception as delete_error:
             context.log.warning(f"Could not delete the training pod (launch {launch_id}): {delete_error}")

@@ -7,10 +7,10 @@ from dagster import ConfigurableResource, ResourceDependency
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from aiflow.spec import TableSpec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake
 from aiflow.storage.landing import LandingZone, LocalLandingZone, S3LandingZone, resolve_uri
-from aiflow.spec import TableSpec
 
 
 class LakeResource(ConfigurableResource):

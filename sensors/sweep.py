@@ -19,12 +19,12 @@ from dagster import (
 )
 from pydantic import Field
 
+from aiflow.models.lineage import code_version
 from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams, TrainRequest, TrainResult, reported_metrics
+from aiflow.train.request import pinned_request
 from aiflow.train.selection import best_result, sweep_table
 from assets.metadata import markdown_table
-from aiflow.models.lineage import code_version
-from aiflow.train.request import pinned_request
 from assets.training import TrainConfig, candidate_key
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher

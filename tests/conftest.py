@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from aiflow.data.demo import write_landing
-from aiflow.storage.lake import Lake
 from aiflow.spec import DatasetSpec, demo_spec_path, load_spec
+from aiflow.storage.lake import Lake
 
 pytest_plugins = ["tests.fixtures.s3"]
 

@@ -12,8 +12,8 @@ import polars as pl
 from tqdm import tqdm
 
 from aiflow.cli.models import add_models_commands
-from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import DatasetSpec, demo_spec_path, load_spec
+from aiflow.storage.lake import Lake, Tables
 
 
 def _home(args) -> Path:

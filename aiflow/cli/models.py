@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import polars as pl
 
-from aiflow.storage.lake import Lake
 from aiflow.models.registry import Registry, RegistryError
+from aiflow.storage.lake import Lake
 
 
 def add_models_commands(subparsers: argparse._SubParsersAction) -> None:

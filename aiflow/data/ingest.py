@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from aiflow.storage.lake import Lake, Tables
-from aiflow.storage.landing import LandedFile, LandingZone
 from aiflow.data.parse import REASON, RECORD, ROW, RULE, RejectedFile, read_file, split_typed
 from aiflow.spec import EVENT_DATE, TableSpec
+from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.landing import LandedFile, LandingZone
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def remove_orphans(lake: Lake, table: TableSpec, older_than: dt.timedelta = ORPH
     committed = set()
     if lake.exists(ledger):
         committed = set(lake.scan(ledger).select("batch_id").unique().collect()["batch_id"])
-    cutoff_ms = (dt.datetime.now(dt.timezone.utc) - older_than).timestamp() * 1000
+    cutoff_ms = (dt.datetime.now(dt.UTC) - older_than).timestamp() * 1000
     removed = 0
     for name in (Tables.bronze(table.name), Tables.quarantine(table.name)):
         if not lake.exists(name):
@@ -183,7 +183,7 @@ def ingest(
         on_progress: called with (files done, files total).
         orphan_grace: rows of un-ledgered chunks older than this are removed first (see ``remove_orphans``).
     """
-    batch_id = batch_id or f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    batch_id = batch_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     report = IngestReport(table=table.name, batch_id=batch_id)
     report.orphans_removed = remove_orphans(lake, table, orphan_grace)
     listed = {f.name: f for f in landing.list()}
@@ -222,7 +222,7 @@ class _Chunk:
 
     def __init__(self, lake: Lake, table: TableSpec, batch_id: str):
         self.lake, self.table, self.batch_id = lake, table, batch_id
-        self.now = dt.datetime.now(dt.timezone.utc)
+        self.now = dt.datetime.now(dt.UTC)
         self.good: list[pl.DataFrame] = []
         self.bad: list[pl.DataFrame] = []
         self.outcomes: list[tuple[LandedFile, FileOutcome | None]] = []
@@ -264,7 +264,7 @@ class _Chunk:
             names = pl.Series([file.name for _, file, _, _ in entries])
             digests = pl.Series([digest for _, _, digest, _ in entries])
 
-            def lineage(frame: pl.DataFrame) -> pl.DataFrame:
+            def lineage(frame: pl.DataFrame, names: pl.Series = names, digests: pl.Series = digests) -> pl.DataFrame:
                 return frame.with_columns(
                     pl.lit(names).gather(pl.col("__f")).alias("_source_file"),
                     pl.lit(digests).gather(pl.col("__f")).alias("_source_sha256"),
@@ -354,7 +354,7 @@ class _Chunk:
                         lake.restore(table_name, version - 1)
                     else:
                         lake.delete(table_name, f"_batch_id = '{self.batch_id}'")
-                except Exception:  # noqa: BLE001 - the original error matters more; readers skip un-ledgered rows
+                except Exception:
                     log.exception("could not remove batch %s from %s", self.batch_id, table_name)
             raise
         return [o for _, o in self.outcomes]

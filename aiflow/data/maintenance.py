@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiflow.data.ingest import remove_orphans
-from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import DatasetSpec
+from aiflow.storage.lake import Lake, Tables
 
 
 @dataclass

@@ -53,7 +53,7 @@ def _read_raw(data: bytes, fmt: str, table: TableSpec, name: str) -> pl.DataFram
             return pl.read_ndjson(data, schema={c: pl.String for c in header})
     except pl.exceptions.PolarsError as exc:
         raise RejectedFile(f"{name}: cannot parse as {fmt}: {str(exc).splitlines()[0]}") from exc
-    except Exception as exc:  # noqa: BLE001 - pyarrow / IO errors on corrupt Parquet; reported, never swallowed
+    except Exception as exc:
         raise RejectedFile(f"{name}: cannot parse as {fmt}: {type(exc).__name__}: {exc}") from exc
     raise RejectedFile(f"{name}: format {fmt!r} is not supported (csv, parquet, jsonl)")
 

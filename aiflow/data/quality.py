@@ -14,8 +14,8 @@ import polars as pl
 from aiflow.data.cleanse import silver_columns
 from aiflow.data.features import output_schema
 from aiflow.data.ingest import INGESTED
-from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import EVENT_DATE, LINEAGE_COLUMNS, POLARS_TYPES, DatasetSpec, TableSpec
+from aiflow.storage.lake import Lake, Tables
 
 
 @dataclass

@@ -27,8 +27,9 @@ from aiflow.data.features import (
     training_window,
 )
 from aiflow.data.ingest import INGESTED, QUARANTINE_SCHEMA
-from aiflow.storage.lake import META, Lake, Tables, dates_predicate
 from aiflow.spec import EVENT_DATE, DatasetSpec, TableSpec
+from aiflow.storage.lake import META, Lake, Tables, dates_predicate
+from aiflow.storage.lake import as_dates as _dates
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ class StageReport:
         return not self.dates
 
 
-def _dates(values) -> list[dt.date]:
-    return sorted({v if isinstance(v, dt.date) else dt.date.fromisoformat(v) for v in values if v is not None})
 
 
 # ------------------------------------------------------------------------------------------ silver
@@ -101,7 +100,7 @@ def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False, batch_da
             .collect()
         )
         result = cleanse(rows.lazy(), table)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         # one plan for both outputs: the de-duplication they share runs once
         valid, rejected = pl.collect_all(
             [result.valid, result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))],
@@ -140,17 +139,6 @@ def date_batches(dates: list[dt.date], size: int) -> list[list[dt.date]]:
 
 
 # ---------------------------------------------------------------------------------------- features
-def dates_since(lake: Lake, table: str, since: int | None) -> list[dt.date] | None:
-    """Dates rewritten in ``table`` by commits after version ``since``; None if the log no longer reaches back."""
-    history = lake.history(table)
-    if since is not None and history and min(c["version"] for c in history) > since + 1:
-        return None
-    key = META + "dates"
-    return _dates(
-        d for c in history if key in c and (since is None or c["version"] > since) for d in json.loads(c[key])
-    )
-
-
 def load_state(lake: Lake, spec: DatasetSpec, version: int | None = None) -> FeatureState | None:
     name = Tables.feature_state(spec.name)
     return FeatureState.from_frame(lake.scan(name, version).collect()) if lake.exists(name) else None
@@ -186,11 +174,11 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False, batc
     last_state = watermark.get(META + "state_version") if watermark else None
     state_changed = last_state is not None and last_state != str(state_version)
     all_dates = _dates(lake.scan(silver, silver_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
-    dates = None if (state is None or last is None or state_changed) else dates_since(lake, silver, int(last))
+    dates = None if (state is None or last is None or state_changed) else lake.dates_since(silver, int(last))
     if dates is not None:
         last_sides = json.loads(watermark.get(META + "side_versions") or "{}")
         for table, name in side_names.items():
-            changed = dates_since(lake, name, last_sides.get(table))
+            changed = lake.dates_since(name, last_sides.get(table))
             if changed is None:
                 dates = None
                 break

@@ -8,9 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
 
 
 def _png(fig) -> bytes:

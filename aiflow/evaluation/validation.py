@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from aiflow.storage.artifacts import ArtifactStore
-from aiflow.evaluation.metrics import PRIMARY, compute_metrics, slice_metrics
 from aiflow.evaluation.gates import (
     GateConfig,
     GateResult,
@@ -25,9 +23,11 @@ from aiflow.evaluation.gates import (
     schema_gate,
     slice_gate,
 )
+from aiflow.evaluation.metrics import PRIMARY, compute_metrics, slice_metrics
 from aiflow.evaluation.plots import comparison_plot
-from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.models.bundle import LoadedModel, load_bundle
+from aiflow.spec import EVENT_DATE, DatasetSpec
+from aiflow.storage.artifacts import ArtifactStore
 
 SCORE = "_score"
 

@@ -24,10 +24,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
 from aiflow.data.features import FeatureState, feature_columns
-from aiflow.spec import DatasetSpec
 from aiflow.models.network import ModelConfig, TabularModel, predict_raw, to_predictions
+from aiflow.spec import DatasetSpec
+from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
 
 WEIGHTS, MODEL, PREPROCESSING, SPEC, MANIFEST = "weights.pt", "model.json", "preprocessing.json", "spec.json", "manifest.json"
 FILES = (WEIGHTS, MODEL, PREPROCESSING, SPEC)
@@ -80,7 +80,7 @@ def save_bundle(
         "format": FORMAT,
         "files": {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in files.items()},
         "lineage": lineage,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     store.put_bytes(f"{path}/{MANIFEST}", _json(manifest))
     return store.uri(path), manifest["files"][WEIGHTS]["sha256"]

@@ -8,15 +8,28 @@ the model name and version that produced it.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from aiflow.storage.lake import Lake, Tables
-from aiflow.data.refine import StageReport, dates_since
-from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.models.bundle import LoadedModel
+from aiflow.spec import EVENT_DATE, DatasetSpec
+from aiflow.storage.lake import Lake, Tables
 
 SCORE, PREDICTION = "score", "prediction"
+
+
+@dataclass
+class ScoringReport:
+    """What a batch-scoring run did: the dates it scored, rows written, the features version it read."""
+
+    table: str
+    dates: list[dt.date] = field(default_factory=list)
+    rows_in: int = 0
+    rows_out: int = 0
+    version: int | None = None
+    upstream: dict[str, int | None] = field(default_factory=dict)
+    full_refresh: bool = False
 
 
 def prediction_frame(rows: pl.DataFrame, scores, spec: DatasetSpec, model_name: str, model_version: int, threshold: float = 0.5) -> pl.DataFrame:
@@ -30,22 +43,22 @@ def prediction_frame(rows: pl.DataFrame, scores, spec: DatasetSpec, model_name: 
     return out.with_columns(
         pl.lit(model_name).alias("model_name"),
         pl.lit(model_version, pl.Int64).alias("model_version"),
-        pl.lit(dt.datetime.now(dt.timezone.utc), pl.Datetime("us", "UTC")).alias("scored_at"),
+        pl.lit(dt.datetime.now(dt.UTC), pl.Datetime("us", "UTC")).alias("scored_at"),
     )
 
 
 def score_new_partitions(
     lake: Lake, spec: DatasetSpec, model: LoadedModel, model_name: str, model_version: int, *, rescore_all: bool = False
-) -> StageReport:
+) -> ScoringReport:
     """Score the feature dates not scored yet (all of them the first time, or with ``rescore_all``)."""
     features, predictions = Tables.features(spec.name), Tables.predictions(spec.name)
-    report = StageReport(table=predictions)
+    report = ScoringReport(table=predictions)
     if not lake.exists(features):
         raise RuntimeError(f"no features table at {lake.uri(features)}")
     version = lake.version(features)
     report.upstream = {features: version}
     last = lake.last_metadata(predictions, "features_version")
-    dates = None if (rescore_all or last is None) else dates_since(lake, features, int(last))
+    dates = None if (rescore_all or last is None) else lake.dates_since(features, int(last))
     if dates is None:
         report.full_refresh = True
         dates = sorted(lake.scan(features, version).select(pl.col(EVENT_DATE).unique()).collect().to_series().to_list())

@@ -83,6 +83,11 @@ def dates_predicate(dates: Iterable[dt.date], column: str = EVENT_DATE) -> str:
     return f"{column} IN ({values})"
 
 
+def as_dates(values) -> list[dt.date]:
+    """Sorted distinct dates from dates or ISO strings (None skipped)."""
+    return sorted({v if isinstance(v, dt.date) else dt.date.fromisoformat(v) for v in values if v is not None})
+
+
 class Lake:
     """Delta tables under one root URI.
 
@@ -138,6 +143,14 @@ class Lake:
     def last_commit(self, table: str, key: str) -> dict | None:
         """The newest commit whose metadata carries ``aiflow.<key>`` (e.g. a run's closing commit), or None."""
         return next((c for c in self.history(table) if META + key in c), None)
+
+    def dates_since(self, table: str, since: int | None) -> list[dt.date] | None:
+        """Dates rewritten in ``table`` by commits after version ``since``; None if the log no longer reaches back."""
+        history = self.history(table)
+        if since is not None and history and min(c["version"] for c in history) > since + 1:
+            return None
+        key = META + "dates"
+        return as_dates(d for c in history if key in c and (since is None or c["version"] > since) for d in json.loads(c[key]))
 
     def last_metadata(self, table: str, key: str) -> str | None:
         commit = self.last_commit(table, key)

@@ -70,7 +70,7 @@ class LocalLandingZone:
                 continue
             stat = path.stat()
             files.append(
-                LandedFile(rel, str(path), stat.st_size, dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc))
+                LandedFile(rel, str(path), stat.st_size, dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC))
             )
         return sorted(files, key=lambda f: f.name)
 

@@ -27,16 +27,16 @@ import os
 # 2-4x and HistGradientBoosting 5-10x slower; an explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import datetime as dt
+import json
+import signal
+import sys
+import time
+from pathlib import Path
 
-from aiflow.train.contract import EXTRAS_KEY, TrainRequest, TrainResult, reported_metrics  # noqa: E402
-from aiflow.train.loop import train  # noqa: E402
+from aiflow.train.contract import EXTRAS_KEY, TrainRequest, TrainResult, reported_metrics
+from aiflow.train.loop import train
 
 SLEEP_ENV = "AIFLOW_TRAIN_EPOCH_SLEEP"
 

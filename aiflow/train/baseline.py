@@ -7,8 +7,8 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from aiflow.data.features import CAT
-from aiflow.train.data import FeatureData
 from aiflow.evaluation.metrics import compute_metrics
+from aiflow.train.data import FeatureData
 
 #: HistGradientBoosting takes categorical codes below its bin count; larger vocabularies go in as ordinal
 #: codes (the vocabulary is ordered by frequency, so the code is a frequency rank).

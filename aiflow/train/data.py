@@ -29,10 +29,10 @@ import pyarrow.dataset as pds
 import torch
 from deltalake import DeltaTable
 
-from aiflow.storage.artifacts import s3_options_from_env
 from aiflow.data.features import CAL, FeatureState, feature_columns
-from aiflow.storage.lake import META
 from aiflow.spec import EVENT_DATE, DatasetSpec
+from aiflow.storage.artifacts import s3_options_from_env
+from aiflow.storage.lake import META
 from aiflow.train.contract import TrainRequest
 
 #: Embedding sizes of calendar codes (largest code + 1): hour 0-23, weekday 1-7, month 1-12, day 1-366.
@@ -126,7 +126,7 @@ class FeatureData:
         self.buffer_rows = buffer_rows
         try:
             table = DeltaTable(self.uri, version=self.version, storage_options=storage_options(self.uri))
-        except Exception as exc:  # noqa: BLE001 - delta-rs raises several types; the message says which
+        except Exception as exc:
             raise ValueError(f"cannot open {self.uri} at version {self.version}: {exc}") from exc
         check_state_lineage(table, self.uri, self.version, request.state_version)
         self.state = read_state(request.state_uri, request.state_version)

@@ -14,15 +14,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aiflow.storage.artifacts import ArtifactStore
-from aiflow.spec import parse_spec
-from aiflow.train.baseline import fit_baseline
+from aiflow.evaluation.metrics import PRIMARY, compute_metrics
 from aiflow.models.bundle import save_bundle
+from aiflow.models.network import ModelConfig, TabularModel, loss_function, pick_device, seed_everything, to_predictions, to_target
+from aiflow.spec import parse_spec
+from aiflow.storage.artifacts import ArtifactStore
+from aiflow.train.baseline import fit_baseline
 from aiflow.train.checkpoint import Checkpointer, Progress, artifact_path, request_fingerprint
 from aiflow.train.contract import TrainRequest, TrainResult
 from aiflow.train.data import FeatureData
-from aiflow.evaluation.metrics import PRIMARY, compute_metrics
-from aiflow.models.network import ModelConfig, TabularModel, loss_function, pick_device, seed_everything, to_predictions, to_target
 
 Log = Callable[[str], None]
 
@@ -164,7 +164,7 @@ def train(
     valid_loss, metrics = validate(model, data, loss_fn, config, params.batch_size, device)
     best = progress.history[progress.best_epoch - 1]
     metrics = {**metrics, "loss": valid_loss, "train_loss": best["train_loss"]}
-    log("best epoch %d: %s" % (progress.best_epoch, " ".join(f"valid_{k}={v:.5f}" for k, v in sorted(metrics.items()))))
+    log(f"best epoch {progress.best_epoch}: " + " ".join(f"valid_{k}={v:.5f}" for k, v in sorted(metrics.items())))
     baseline = fit_baseline(data, spec.problem_type, max_rows=params.baseline_max_rows, seed=params.seed)
     log("baseline (HistGradientBoosting): " + " ".join(f"{k}={v:.5f}" for k, v in sorted(baseline.items())))
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import DatasetSpec
+from aiflow.storage.lake import Lake, Tables
 from aiflow.train.contract import TrainParams, TrainRequest
 
 

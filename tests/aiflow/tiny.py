@@ -61,7 +61,7 @@ TRIPS_ROWS = [
 
 
 def utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=dt.timezone.utc)
+    return dt.datetime(*args, tzinfo=dt.UTC)
 
 
 def csv_bytes(rows: list[str], header: str = TRIPS_HEADER) -> bytes:

@@ -8,8 +8,8 @@ import polars as pl
 import yaml
 from dagster import AssetKey, DagsterInstance, materialize
 
-from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import demo_spec_path
+from aiflow.storage.lake import Lake, Tables
 from tests.dagster_helpers import DATA_PLANE, local_defs, local_home
 
 

@@ -12,14 +12,14 @@ import yaml
 from dagster import AssetKey, AssetMaterialization, AssetSelection, DagsterInstance, MetadataValue, materialize
 
 from aiflow.data.demo import write_landing
-from aiflow.storage.lake import Lake, Tables
+from aiflow.evaluation.validation import ModelRef, load_model
+from aiflow.models.bundle import BundleIntegrityError
 from aiflow.models.registry import Registry
 from aiflow.spec import demo_spec_path, parse_spec
+from aiflow.storage.lake import Lake, Tables
 from aiflow.train.contract import TrainParams, reported_metrics
 from aiflow.train.loop import train
 from aiflow.train.request import pinned_request
-from aiflow.models.bundle import BundleIntegrityError
-from aiflow.evaluation.validation import ModelRef, load_model
 from definitions import build_definitions
 from resources.profiles import local_resources
 

@@ -17,10 +17,10 @@ from dagster import AssetExecutionContext, DagsterEventType, DagsterInstance, as
 
 from aiflow.data.demo import write_landing
 from aiflow.data.ingest import ingest
-from aiflow.storage.lake import Lake, Tables
-from aiflow.storage.landing import LocalLandingZone
 from aiflow.data.refine import refresh_features, refresh_silver
 from aiflow.spec import demo_spec_path, parse_spec
+from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.landing import LocalLandingZone
 from aiflow.train.contract import TrainParams, TrainRequest
 from resources.k8s_training import K8sTrainingLauncher
 from resources.training import TrainingLauncher

@@ -9,8 +9,8 @@ import time
 import polars as pl
 from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
 
-from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import demo_spec_path, load_spec
+from aiflow.storage.lake import Lake, Tables
 from sensors.landing import landing_sensor
 from tests.dagster_helpers import local_defs, local_home
 

@@ -10,8 +10,8 @@ import yaml
 from dagster import AssetKey, DagsterInstance
 
 from aiflow.data.demo import write_landing
-from aiflow.storage.lake import Lake, Tables
 from aiflow.spec import demo_spec_path, parse_spec
+from aiflow.storage.lake import Lake, Tables
 from definitions import build_definitions
 from resources.profiles import local_resources
 from tests.aiflow.train.conftest import run_data_plane

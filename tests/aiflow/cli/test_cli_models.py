@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aiflow.storage.lake import Lake
 from aiflow.models.registry import Registry
+from aiflow.storage.lake import Lake
 
 AIFLOW = str(Path(sys.executable).with_name("aiflow"))
 

@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from aiflow.data.cleanse import clip_outliers, cleanse, deduplicate, derive_target, flag_violations, silver_columns
+from aiflow.data.cleanse import cleanse, clip_outliers, deduplicate, derive_target, flag_violations, silver_columns
 from aiflow.spec import DatasetSpec, parse_spec
 from tests.aiflow.tiny import utc
 

@@ -23,8 +23,8 @@ from aiflow.data.features import (
     side_window,
     training_window,
 )
-from aiflow.storage.lake import Tables
 from aiflow.spec import DatasetSpec, parse_spec
+from aiflow.storage.lake import Tables
 from tests.aiflow.tiny import utc
 
 UTC_TS = pl.Datetime("us", "UTC")

@@ -54,9 +54,9 @@ def ledger(lake: Lake) -> pl.DataFrame:
 def test_lineage_columns_name_the_file_its_hash_batch_and_row(lake, zone, landing_dir, tiny_spec):
     data = csv_bytes(TRIPS_ROWS)
     write_file(landing_dir, "2013/day1.csv", data)
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     report = ingest(lake, zone, tiny_spec)
-    after = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.now(dt.UTC)
 
     bronze = rows(lake, BRONZE).sort("_source_row")
     assert bronze.height == 3
@@ -343,7 +343,7 @@ def test_rows_of_a_killed_run_are_removed_by_the_next_run(lake, zone, landing_di
     quarantined = pl.DataFrame(
         {"_stage": ["ingest"], "_rule": ["type"], "_reason": ["x"], "_record": ["{}"], "_source_file": ["day9.csv"],
          "_source_sha256": ["0"], "_source_row": [1], "_batch_id": ["orphan-x"],
-         "_quarantined_at": [dt.datetime.now(dt.timezone.utc)], "event_date": [dt.date(2013, 1, 1)]},
+         "_quarantined_at": [dt.datetime.now(dt.UTC)], "event_date": [dt.date(2013, 1, 1)]},
         schema_overrides={"_quarantined_at": pl.Datetime("us", "UTC")},
     )
     lake.append(QUARANTINE, quarantined, metadata={"batch_id": "orphan-x"})

@@ -14,10 +14,10 @@ from polars.testing import assert_frame_equal
 from aiflow.data.demo import write_landing
 from aiflow.data.features import build_features, output_columns
 from aiflow.data.ingest import ingest
-from aiflow.storage.lake import Lake, Tables
-from aiflow.storage.landing import LocalLandingZone
 from aiflow.data.refine import load_state, refresh_features, refresh_silver
 from aiflow.spec import DatasetSpec
+from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.landing import LocalLandingZone
 
 FLIGHTS, WEATHER = "flights", "weather"
 NEW_DAY = dt.date(2013, 1, 6)

@@ -8,7 +8,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from aiflow.evaluation.metrics import calibration_error, classification_metrics, compute_metrics, regression_of, slice_metrics
 from aiflow.evaluation.gates import (
     GateConfig,
     absolute_gates,
@@ -18,6 +17,7 @@ from aiflow.evaluation.gates import (
     schema_gate,
     slice_gate,
 )
+from aiflow.evaluation.metrics import calibration_error, classification_metrics, compute_metrics, regression_of, slice_metrics
 
 
 def test_classification_metrics_match_known_cases():

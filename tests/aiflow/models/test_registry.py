@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import polars as pl
 import pytest
 
-from aiflow.storage.lake import Lake, Tables
 from aiflow.models.registry import (
     GatesFailedError,
     ModelVersion,
@@ -19,6 +18,7 @@ from aiflow.models.registry import (
     RegistryError,
     UnknownVersionError,
 )
+from aiflow.storage.lake import Lake, Tables
 from aiflow.train.contract import TrainParams
 
 UTC = dt.UTC

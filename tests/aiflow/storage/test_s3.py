@@ -12,10 +12,10 @@ import pytest
 
 from aiflow.data.demo import write_landing
 from aiflow.data.ingest import DUPLICATE, INGESTED, REJECTED, ingest
-from aiflow.storage.lake import Lake, Tables
-from aiflow.storage.landing import REJECTED_DIR, LocalLandingZone, S3LandingZone
 from aiflow.data.refine import refresh_features, refresh_silver
 from aiflow.spec import EVENT_DATE, DatasetSpec
+from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.landing import REJECTED_DIR, LocalLandingZone, S3LandingZone
 
 pytestmark = pytest.mark.s3
 
@@ -219,7 +219,7 @@ def _race(*calls) -> list:
         barrier.wait()
         try:
             return call()
-        except Exception as exc:  # noqa: BLE001 - returned to the test, which asserts there is none
+        except Exception as exc:
             return exc
 
     with ThreadPoolExecutor(len(calls)) as pool:
@@ -244,9 +244,9 @@ def test_concurrent_writes_to_one_table_commit_or_retry(s3_server, s3_prefix, op
         start = lake.version(table)
         tag = {w: f"{w}{round_}" for w in frames}
         if operation == "replace_dates":
-            calls = [lambda w=w, f=f: lake.replace_dates(table, f, dates, metadata={"writer": tag[w]}) for w, f in frames.items()]
+            calls = [lambda w=w, f=f, tag=tag: lake.replace_dates(table, f, dates, metadata={"writer": tag[w]}) for w, f in frames.items()]
         else:
-            calls = [lambda w=w, f=f: lake.overwrite(table, f, metadata={"writer": tag[w]}) for w, f in frames.items()]
+            calls = [lambda w=w, f=f, tag=tag: lake.overwrite(table, f, metadata={"writer": tag[w]}) for w, f in frames.items()]
         results = _race(*calls)
         assert not [r for r in results if isinstance(r, BaseException)], results
 

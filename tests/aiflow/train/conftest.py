@@ -9,23 +9,23 @@ import os
 # scikit-learn first loads OpenMP, so it only takes effect if they were not imported before this file.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import datetime as dt  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
+import datetime as dt
+import shutil
+from pathlib import Path
 
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import pytest
+import yaml
 
-from aiflow.data.demo import write_landing  # noqa: E402
-from aiflow.data.ingest import ingest  # noqa: E402
-from aiflow.storage.lake import Lake, Tables  # noqa: E402
-from aiflow.storage.landing import LocalLandingZone  # noqa: E402
-from aiflow.data.refine import refresh_features, refresh_silver  # noqa: E402
-from aiflow.spec import DatasetSpec, demo_spec_path, parse_spec  # noqa: E402
-from aiflow.storage.artifacts import ArtifactStore  # noqa: E402
-from aiflow.train.contract import TrainParams, TrainRequest  # noqa: E402
-from aiflow.train.loop import train  # noqa: E402
-from aiflow.train.request import pinned_request  # noqa: E402
+from aiflow.data.demo import write_landing
+from aiflow.data.ingest import ingest
+from aiflow.data.refine import refresh_features, refresh_silver
+from aiflow.spec import DatasetSpec, demo_spec_path, parse_spec
+from aiflow.storage.artifacts import ArtifactStore
+from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.landing import LocalLandingZone
+from aiflow.train.contract import TrainParams, TrainRequest
+from aiflow.train.loop import train
+from aiflow.train.request import pinned_request
 
 DAYS = 10
 START = dt.date(2013, 1, 1)

@@ -11,14 +11,14 @@ import pytest
 import torch
 import yaml
 
+from aiflow.models.bundle import load_bundle
+from aiflow.models.network import ModelConfig, TabularModel, pick_device
+from aiflow.spec import demo_spec_path, parse_spec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake, Tables
-from aiflow.spec import demo_spec_path, parse_spec
-from aiflow.models.bundle import load_bundle
 from aiflow.train.checkpoint import request_fingerprint
 from aiflow.train.data import FeatureData
 from aiflow.train.loop import train
-from aiflow.models.network import ModelConfig, TabularModel, pick_device
 from tests.aiflow.train.conftest import TEST_FROM, VALID_FROM, make_request, run_data_plane
 
 

@@ -3,8 +3,8 @@ as a subprocess (``SubprocessTrainingLauncher``) and gets its metrics, lineage a
 
 from dagster import AssetExecutionContext, DagsterInstance, asset, materialize
 
-from aiflow.storage.artifacts import ArtifactStore
 from aiflow.models.bundle import load_bundle
+from aiflow.storage.artifacts import ArtifactStore
 from aiflow.train.contract import TrainRequest, TrainResult
 from resources.training import SubprocessTrainingLauncher, TrainingLauncher
 from tests.aiflow.train.conftest import make_request

@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from aiflow.storage.artifacts import ArtifactStore
-from aiflow.train.checkpoint import CheckpointMismatch, Checkpointer, request_fingerprint
+from aiflow.train.checkpoint import Checkpointer, CheckpointMismatch, request_fingerprint
 from aiflow.train.contract import TrainResult
 from aiflow.train.loop import train
 from tests.aiflow.train.conftest import make_request
-
 
 
 def checkpoint_epoch(path: Path) -> int:

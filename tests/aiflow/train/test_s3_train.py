@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from aiflow.models.bundle import load_bundle
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake
-from aiflow.models.bundle import load_bundle
 from aiflow.train.loop import train
 from tests.aiflow.train.conftest import make_request, run_data_plane
 

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+from aiflow.models.bundle import BundleIntegrityError, load_bundle
 from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
 from aiflow.storage.lake import Lake, Tables
-from aiflow.models.bundle import BundleIntegrityError, load_bundle
 from aiflow.train.loop import train
 from tests.aiflow.train.conftest import START, TEST_FROM, VALID_FROM, make_request, run_data_plane
 
