@@ -1,14 +1,18 @@
 """Assembly only: the one Definitions object of the aiflow code location.
 
-``AIFLOW_DATASET`` names the dataset spec (default: the bundled nycflights13 demo) and
-``AIFLOW_PROFILE`` the environment profile (``local`` or ``s3``); both are configuration, not secrets.
+Datasets: ``AIFLOW_DATASETS`` lists spec files or folders of specs (separated by ``os.pathsep``),
+``AIFLOW_DATASET`` names one spec; default: the bundled nycflights13 demo. Every dataset gets its
+own assets, checks, jobs, sensor and schedule side by side; ``lifecycle_job`` and ``data_plane_job``
+run every dataset at once. ``AIFLOW_PROFILE`` names the environment profile (``local``, ``s3``,
+``k8s``). All of these are configuration, not secrets.
 """
 
 import os
+from collections.abc import Sequence
 
 from dagster import Definitions
 
-from aiflow.spec import demo_spec_path, load_spec
+from aiflow.spec import DatasetSpec, demo_spec_path, load_specs
 from assets.cleansing import cleansing_assets, cleansing_checks
 from assets.deployment import deployment_assets
 from assets.features import feature_assets, feature_checks
@@ -23,8 +27,15 @@ from sensors.schedules import maintenance_schedule
 from sensors.sweep import sweep_job
 
 
-def build_definitions(spec_path: str | os.PathLike | None = None, resources: dict | None = None) -> Definitions:
-    spec = load_spec(spec_path or os.environ.get("AIFLOW_DATASET") or demo_spec_path())
+def spec_locations() -> list[str]:
+    """Where the dataset specs are, from the environment (see the module docstring)."""
+    if os.environ.get("AIFLOW_DATASETS"):
+        return [p for p in os.environ["AIFLOW_DATASETS"].split(os.pathsep) if p]
+    return [os.environ.get("AIFLOW_DATASET") or str(demo_spec_path())]
+
+
+def dataset_definitions(spec: DatasetSpec) -> Definitions:
+    """Everything one dataset brings: its assets, checks, jobs, sensor and schedule."""
     maintenance = maintenance_job(spec)
     return Definitions(
         assets=[
@@ -36,10 +47,29 @@ def build_definitions(spec_path: str | os.PathLike | None = None, resources: dic
             *deployment_assets(spec),
         ],
         asset_checks=[*cleansing_checks(spec), *feature_checks(spec), *validation_checks(spec)],
-        jobs=[data_plane_job(), lifecycle_job(), maintenance, sweep_job(spec), rollback_job(spec)],
+        jobs=[data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec)],
         sensors=[landing_sensor(spec)],
         schedules=[maintenance_schedule(maintenance)],
-        resources=resources if resources is not None else resources_for(),
+    )
+
+
+def build_definitions(
+    spec_paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None, resources: dict | None = None
+) -> Definitions:
+    """The code location for the given spec files or folders (default: :func:`spec_locations`)."""
+    if spec_paths is None:
+        locations = spec_locations()
+    elif isinstance(spec_paths, str | os.PathLike):
+        locations = [spec_paths]
+    else:
+        locations = list(spec_paths)
+    specs = load_specs(locations)
+    return Definitions.merge(
+        *(dataset_definitions(spec) for spec in specs),
+        Definitions(
+            jobs=[data_plane_job(), lifecycle_job()],
+            resources=resources if resources is not None else resources_for(),
+        ),
     )
 
 

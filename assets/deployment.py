@@ -4,7 +4,7 @@ import getpass
 import json
 from typing import Literal
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from aiflow.evaluation.validation import ModelRef, load_model
@@ -14,23 +14,10 @@ from aiflow.serving.batch import score_new_partitions
 from aiflow.spec import DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Tables
-from assets.features import features_key
+from assets.keys import candidate_key, champion_key, evaluation_key, features_key, predictions_key, registered_key
 from assets.metadata import markdown_table, table_metadata
-from assets.training import candidate_key
-from assets.validation import candidate_facts, evaluation_key, latest_metadata
+from assets.validation import candidate_facts, latest_metadata
 from resources.storage import ArtifactsResource, LakeResource
-
-
-def registered_key(spec: DatasetSpec) -> AssetKey:
-    return AssetKey(["registered_model", spec.name])
-
-
-def champion_key(spec: DatasetSpec) -> AssetKey:
-    return AssetKey(["champion", spec.name])
-
-
-def predictions_key(spec: DatasetSpec) -> AssetKey:
-    return AssetKey(["predictions", spec.name])
 
 
 def actor(context) -> str:

@@ -1,6 +1,6 @@
 """Feature stage: silver (+ side tables) → model-ready features, incremental by event date."""
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from aiflow.data.features import feature_columns
@@ -9,7 +9,7 @@ from aiflow.data.refine import refresh_features
 from aiflow.spec import DatasetSpec
 from aiflow.storage.lake import Tables
 from assets.checks import blocking_checks
-from assets.cleansing import silver_key
+from assets.keys import features_key, silver_key
 from assets.metadata import table_metadata
 from resources.storage import LakeResource
 
@@ -18,14 +18,11 @@ class FeaturesConfig(Config):
     refit: bool = Field(False, description="Refit the stored vocabularies and scaling statistics and rebuild every date.")
 
 
-def features_key(spec: DatasetSpec) -> AssetKey:
-    return AssetKey(["features", spec.name])
-
 
 def features_asset(spec: DatasetSpec) -> AssetsDefinition:
     @asset(
         key=features_key(spec),
-        deps=[silver_key(t) for t in spec.tables],
+        deps=[silver_key(spec, t) for t in spec.tables],
         group_name="features",
         kinds={"delta", "polars"},
         description=f"Model-ready features of '{spec.name}': calendar, as-of joined side tables, encoded categories, scaled numerics.",
@@ -61,4 +58,4 @@ def feature_assets(spec: DatasetSpec) -> list[AssetsDefinition]:
 
 
 def feature_checks(spec: DatasetSpec) -> list:
-    return [blocking_checks(features_key(spec), f"features_{spec.name}_quality", lambda lake: features_checks(lake.lake(), spec))]
+    return [blocking_checks(features_key(spec), f"{spec.name}_features_quality", lambda lake: features_checks(lake.lake(), spec))]

@@ -1,12 +1,13 @@
 """Ingestion stage: landing files → bronze Delta tables (one asset per table of the dataset)."""
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from aiflow.data.ingest import DUPLICATE, INGESTED, REJECTED, ingest
 from aiflow.spec import DatasetSpec, TableSpec
 from aiflow.storage.lake import Tables
+from assets.keys import bronze_key
 from assets.metadata import markdown_table, table_metadata
 from resources.storage import LakeResource, LandingResource
 
@@ -18,13 +19,10 @@ class IngestConfig(Config):
     chunk_rows: int = Field(1_000_000, description="Rows buffered per Delta commit (bounds memory).")
 
 
-def bronze_key(table: TableSpec) -> AssetKey:
-    return AssetKey(["bronze", table.name])
 
-
-def bronze_asset(table: TableSpec) -> AssetsDefinition:
+def bronze_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
     @asset(
-        key=bronze_key(table),
+        key=bronze_key(spec, table),
         group_name="ingestion",
         kinds={"delta", "polars"},
         pool=f"aiflow_ingest_{table.name}",  # one ingestion of a table at a time (limit set in dagster.yaml)
@@ -73,4 +71,4 @@ def bronze_asset(table: TableSpec) -> AssetsDefinition:
 
 
 def ingestion_assets(spec: DatasetSpec) -> list[AssetsDefinition]:
-    return [bronze_asset(t) for t in spec.tables]
+    return [bronze_asset(spec, t) for t in spec.tables]

@@ -1,7 +1,10 @@
 """Metadata shared by every asset that writes a Delta table: where it is, its version, schema and a preview."""
 
+import datetime as dt
+import math
+
 import polars as pl
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from aiflow.storage.lake import Lake
 
@@ -39,3 +42,35 @@ def markdown_table(df: pl.DataFrame, max_chars: int = 40) -> str:
         tbl_width_chars=10_000,
     ):
         return str(df)
+
+
+#: How Polars types show in a MetadataValue.table schema (the UI formats numbers and booleans natively).
+_TABLE_TYPES = {pl.Boolean: "bool", pl.Float32: "float", pl.Float64: "float"}
+
+
+def _cell(value, digits: int):
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, digits)
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    if isinstance(value, int | bool | str) or value is None:
+        return value
+    return str(value)
+
+
+def frame_table(df: pl.DataFrame, *, digits: int = 4, max_rows: int = 100, max_chars: int = 200) -> MetadataValue:
+    """A DataFrame as an inline table in the UI (``MetadataValue.table``): floats rounded, nulls as empty cells.
+
+    Nested and temporal values become text; at most ``max_rows`` rows and ``max_chars`` characters per text cell.
+    """
+    df = df.head(max_rows)
+    columns = []
+    for name, dtype in df.schema.items():
+        kind = "int" if dtype.is_integer() else _TABLE_TYPES.get(dtype.base_type(), "string")
+        columns.append(TableColumn(name, kind))
+    records = []
+    for row in df.iter_rows(named=True):
+        cells = {k: _cell(v, digits) for k, v in row.items()}
+        cells = {k: (v[:max_chars] if isinstance(v, str) else v) for k, v in cells.items()}
+        records.append(TableRecord(cells))
+    return MetadataValue.table(records=records, schema=TableSchema(columns=columns))

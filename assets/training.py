@@ -1,14 +1,14 @@
 """Training stage: the candidate model, trained through Pipes on a pinned version of the features."""
 
 import pydantic
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
 from aiflow.models.lineage import code_version
 from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams
 from aiflow.train.request import pinned_request
-from assets.features import features_key
+from assets.keys import candidate_key, features_key
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher
 
@@ -20,9 +20,6 @@ TrainConfig = pydantic.create_model(
     **{name: (field.annotation, field) for name, field in TrainParams.model_fields.items()},
 )
 
-
-def candidate_key(spec: DatasetSpec) -> AssetKey:
-    return AssetKey(["candidate", spec.name])
 
 
 def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:

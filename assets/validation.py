@@ -22,8 +22,8 @@ from aiflow.evaluation.gates import GateConfig
 from aiflow.evaluation.validation import ModelRef, validate
 from aiflow.models.registry import Registry
 from aiflow.spec import DatasetSpec
+from assets.keys import candidate_key, evaluation_key
 from assets.metadata import markdown_table
-from assets.training import candidate_key
 from resources.storage import ArtifactsResource, LakeResource
 
 #: Launchpad config: exactly the fields of GateConfig.
@@ -41,9 +41,6 @@ GATE_CHECKS = {
     "input_schema": "input_schema",
 }
 
-
-def evaluation_key(spec: DatasetSpec) -> AssetKey:
-    return AssetKey(["evaluation", spec.name])
 
 
 def latest_metadata(instance, key: AssetKey) -> dict:

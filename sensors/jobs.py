@@ -1,4 +1,4 @@
-"""Jobs: the data plane (landing → features) and table maintenance."""
+"""Jobs: per dataset (data plane, whole lifecycle, maintenance) and the same two across every dataset."""
 
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
@@ -7,23 +7,44 @@ from aiflow.data.maintenance import maintain
 from aiflow.spec import DatasetSpec
 from resources.storage import LakeResource
 
+DATA_PLANE_GROUPS = ("ingestion", "cleansing", "features")
+LIFECYCLE_GROUPS = (*DATA_PLANE_GROUPS, "training", "validation", "deployment")
 DATA_PLANE_JOB = "data_plane_job"
 LIFECYCLE_JOB = "lifecycle_job"
 
 
-def data_plane_job():
+def data_plane_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_{DATA_PLANE_JOB}"
+
+
+def lifecycle_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_{LIFECYCLE_JOB}"
+
+
+def _of(spec: DatasetSpec | None, groups: tuple[str, ...]) -> AssetSelection:
+    selection = AssetSelection.groups(*groups)
+    return selection if spec is None else selection & AssetSelection.key_prefixes([spec.name])
+
+
+def data_plane_job(spec: DatasetSpec | None = None):
+    """Landing → features for one dataset, or for every dataset of the code location (``spec`` None)."""
     return define_asset_job(
-        DATA_PLANE_JOB,
-        selection=AssetSelection.groups("ingestion", "cleansing", "features"),
-        description="Ingest new landing files, cleanse them into silver and build features (incremental).",
+        DATA_PLANE_JOB if spec is None else data_plane_job_name(spec),
+        selection=_of(spec, DATA_PLANE_GROUPS),
+        description="Ingest new landing files, cleanse them into silver and build features (incremental)"
+        + ("" if spec is None else f" for '{spec.name}'")
+        + ".",
     )
 
 
-def lifecycle_job():
+def lifecycle_job(spec: DatasetSpec | None = None):
+    """The whole lifecycle of one dataset, or of every dataset of the code location (``spec`` None)."""
     return define_asset_job(
-        LIFECYCLE_JOB,
-        selection=AssetSelection.groups("ingestion", "cleansing", "features", "training", "validation", "deployment"),
-        description="The whole lifecycle: new landing files, features, training, gates, registration, promotion, batch scoring.",
+        LIFECYCLE_JOB if spec is None else lifecycle_job_name(spec),
+        selection=_of(spec, LIFECYCLE_GROUPS),
+        description="The whole lifecycle"
+        + ("" if spec is None else f" of '{spec.name}'")
+        + ": new landing files, features, training, gates, registration, promotion, batch scoring.",
     )
 
 
@@ -32,7 +53,7 @@ class MaintenanceConfig(Config):
 
 
 def maintenance_job(spec: DatasetSpec):
-    @op(description="Compact small files and vacuum unreferenced ones in every table of the dataset.")
+    @op(name=f"{spec.name}_compact_and_vacuum", description="Compact small files and vacuum unreferenced ones in every table of the dataset.")
     def compact_and_vacuum(context: OpExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> None:
         for r in maintain(lake.lake(), spec, retention_hours=config.retention_hours):
             context.log.info(
@@ -41,7 +62,7 @@ def maintenance_job(spec: DatasetSpec):
                 + (f"; removed {r.orphan_rows_removed} rows of killed ingestions" if r.orphan_rows_removed else "")
             )
 
-    @job(name="maintenance_job", description="Compact and vacuum the dataset's Delta tables.")
+    @job(name=f"{spec.name}_maintenance_job", description=f"Compact and vacuum the Delta tables of '{spec.name}'.")
     def _maintenance():
         compact_and_vacuum()
 

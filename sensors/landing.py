@@ -7,13 +7,10 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Sk
 
 from aiflow.spec import DatasetSpec
 from resources.storage import LandingResource
-from sensors.jobs import DATA_PLANE_JOB
+from assets.keys import bronze_key, op_name
+from sensors.jobs import data_plane_job_name
 
 MAX_FILES_PER_RUN = 500
-
-
-def bronze_op_name(table_name: str) -> str:
-    return f"bronze__{table_name}"
 
 
 def landing_sensor(spec: DatasetSpec, *, max_files_per_run: int = MAX_FILES_PER_RUN, minimum_interval_seconds: int = 30):
@@ -27,7 +24,7 @@ def landing_sensor(spec: DatasetSpec, *, max_files_per_run: int = MAX_FILES_PER_
 
     @sensor(
         name=f"{spec.name}_landing_sensor",
-        job_name=DATA_PLANE_JOB,
+        job_name=data_plane_job_name(spec),
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description="Starts data-plane runs for new files in the landing zones.",
@@ -61,7 +58,7 @@ def landing_sensor(spec: DatasetSpec, *, max_files_per_run: int = MAX_FILES_PER_
             yield RunRequest(
                 run_key=hashlib.sha256(signature.encode()).hexdigest()[:32],
                 run_config={
-                    "ops": {bronze_op_name(t.name): {"config": {"files": batch.get(t.name, [])}} for t in spec.tables}
+                    "ops": {op_name(bronze_key(spec, t)): {"config": {"files": batch.get(t.name, [])}} for t in spec.tables}
                 },
                 tags={"aiflow/trigger": "landing_sensor", "aiflow/files": str(sum(len(v) for v in batch.values()))},
             )

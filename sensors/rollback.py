@@ -5,7 +5,8 @@ from pydantic import Field
 
 from aiflow.models.registry import Registry
 from aiflow.spec import DatasetSpec
-from assets.deployment import actor, alias_history, champion_key
+from assets.deployment import actor, alias_history
+from assets.keys import champion_key
 from resources.storage import LakeResource
 
 
@@ -15,7 +16,7 @@ class RollbackConfig(Config):
 
 
 def rollback_job(spec: DatasetSpec):
-    @op(description="Move the alias back to its previous version and record the event.")
+    @op(name=f"{spec.name}_rollback_alias", description="Move the alias back to its previous version and record the event.")
     def rollback_alias(context: OpExecutionContext, config: RollbackConfig, lake: LakeResource) -> int:
         registry = Registry(lake.lake())
         before = registry.alias(spec.name, config.alias)
@@ -36,7 +37,7 @@ def rollback_job(spec: DatasetSpec):
             )
         return after
 
-    @job(name="rollback_job", description=f"Roll the '{spec.name}' champion back to its previous version.")
+    @job(name=f"{spec.name}_rollback_job", description=f"Roll the '{spec.name}' champion back to its previous version.")
     def _rollback():
         rollback_alias()
 

@@ -2,7 +2,7 @@
 
 Each variant is its own step (parallel subprocesses with the multiprocess executor locally, one pod
 each with the Kubernetes launcher); every candidate is recorded in the run, the best becomes the
-current ``candidate/<dataset>`` materialization.
+current ``<dataset>/candidate`` materialization.
 """
 
 from dagster import (
@@ -24,8 +24,9 @@ from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams, TrainRequest, TrainResult, reported_metrics
 from aiflow.train.request import pinned_request
 from aiflow.train.selection import best_result, sweep_table
+from assets.keys import candidate_key
 from assets.metadata import markdown_table
-from assets.training import TrainConfig, candidate_key
+from assets.training import TrainConfig
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher
 
@@ -43,7 +44,7 @@ class SweepConfig(Config):
 
 
 def sweep_job(spec: DatasetSpec):
-    @op(out=DynamicOut(str), description="Pin the features version once and fan out one training request per variant.")
+    @op(name=f"{spec.name}_plan_sweep", out=DynamicOut(str), description="Pin the features version once and fan out one training request per variant.")
     def plan_sweep(context: OpExecutionContext, config: SweepConfig, lake: LakeResource, artifacts: ArtifactsResource):
         run = context.dagster_run
         for i, variant in enumerate(config.variants):
@@ -54,7 +55,7 @@ def sweep_job(spec: DatasetSpec):
             context.log.info(f"variant c{i}: {params.model_dump()} on features version {request.data_version}")
             yield DynamicOutput(request.model_dump_json(), mapping_key=f"c{i}")
 
-    @op(ins={"request_json": In(str)}, out=Out(str), description="Train one variant through the training launcher.")
+    @op(name=f"{spec.name}_train_variant", ins={"request_json": In(str)}, out=Out(str), description="Train one variant through the training launcher.")
     def train_variant(context: OpExecutionContext, request_json: str, trainer: TrainingLauncher) -> str:
         request = TrainRequest.model_validate_json(request_json)
         invocation = trainer.launch(context, request)
@@ -63,7 +64,7 @@ def sweep_job(spec: DatasetSpec):
             raise RuntimeError("the training process reported no result")
         return TrainResult.model_validate(results[-1]).model_dump_json()
 
-    @op(ins={"results": In(list)}, description="Record every candidate and materialize the best as the current candidate.")
+    @op(name=f"{spec.name}_select_best", ins={"results": In(list)}, description="Record every candidate and materialize the best as the current candidate.")
     def select_best(context: OpExecutionContext, results: list):
         parsed = [TrainResult.model_validate_json(r) for r in results]
         best, metric = best_result(parsed, spec.problem_type)
@@ -86,7 +87,7 @@ def sweep_job(spec: DatasetSpec):
             )
         )
 
-    @job(name="sweep_job", description="Train several hyperparameter sets on the same pinned features and keep the best.")
+    @job(name=f"{spec.name}_sweep_job", description=f"'{spec.name}': train several hyperparameter sets on the same pinned features and keep the best.")
     def _sweep():
         select_best(plan_sweep().map(train_variant).collect())
 

@@ -16,25 +16,25 @@ def test_module_loads_and_every_job_resolves():
     module = importlib.import_module("definitions")
     defs = module.defs
     jobs = {job.name for job in defs.resolve_all_job_defs()}
-    assert {"data_plane_job", "maintenance_job"} <= jobs
+    assert {"data_plane_job", "flights_maintenance_job"} <= jobs
     for name in jobs:
         assert defs.resolve_job_def(name) is not None
-    assert defs.resolve_sensor_def("flights_landing_sensor").job_name == "data_plane_job"
-    assert defs.resolve_schedule_def("maintenance_nightly").job_name == "maintenance_job"
+    assert defs.resolve_sensor_def("flights_landing_sensor").job_name == "flights_data_plane_job"
+    assert defs.resolve_schedule_def("flights_maintenance_nightly").job_name == "flights_maintenance_job"
 
 
 def test_assets_are_grouped_by_stage_and_tagged():
     defs = build_definitions(resources=resources_for("local"))
     specs = {s.key: s for s in defs.resolve_all_asset_specs()}
     groups = {key: spec.group_name for key, spec in specs.items()}
-    assert groups[AssetKey(["bronze", "flights"])] == "ingestion"
-    assert groups[AssetKey(["bronze", "weather"])] == "ingestion"
-    assert groups[AssetKey(["silver", "flights"])] == "cleansing"
-    assert groups[AssetKey(["features", "flights"])] == "features"
-    assert {"delta", "polars"} <= set(specs[AssetKey(["features", "flights"])].kinds)
+    assert groups[AssetKey(["flights", "bronze_flights"])] == "ingestion"
+    assert groups[AssetKey(["flights", "bronze_weather"])] == "ingestion"
+    assert groups[AssetKey(["flights", "silver_flights"])] == "cleansing"
+    assert groups[AssetKey(["flights", "features"])] == "features"
+    assert {"delta", "polars"} <= set(specs[AssetKey(["flights", "features"])].kinds)
     assert all(spec.description for spec in specs.values())
     checks = {(k.asset_key, k.name) for k in defs.resolve_asset_graph().asset_check_keys}
-    assert (AssetKey(["features", "flights"]), "row_counts") in checks
+    assert (AssetKey(["flights", "features"]), "row_counts") in checks
 
 
 def test_profiles_pick_implementations_without_reading_secrets(monkeypatch):

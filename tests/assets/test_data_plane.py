@@ -24,27 +24,27 @@ def test_materialize_data_plane_reports_metadata_and_passes_checks(tmp_path, dem
     assert result.success
 
     landed = pl.concat([pl.read_csv(p, infer_schema=False) for p in sorted((home / "landing" / "flights").glob("*.csv"))])
-    bronze = result.asset_materializations_for_node("bronze__flights")[0].metadata
+    bronze = result.asset_materializations_for_node("flights__bronze_flights")[0].metadata
     assert bronze["rows_in"].value == landed.height
     assert bronze["rows_out"].value == landed.height
     assert bronze["files_ingested"].value == 5
     assert bronze["delta_version"].value == 0
     assert bronze["dagster/row_count"].value == landed.height
 
-    silver = result.asset_materializations_for_node("silver__flights")[0].metadata
+    silver = result.asset_materializations_for_node("flights__silver_flights")[0].metadata
     assert silver["rows_in"].value == landed.height
     assert silver["rows_out"].value + silver["rows_quarantined"].value + silver["rows_superseded"].value == landed.height
     assert "preview" in silver and "dagster/column_schema" in silver
 
-    features = result.asset_materializations_for_node("features__flights")[0].metadata
+    features = result.asset_materializations_for_node("flights__features")[0].metadata
     assert features["rows_out"].value == silver["rows_out"].value
     assert features["state_refitted"].value is True
 
     checks = result.get_asset_check_evaluations()
     assert {(c.asset_key, c.check_name) for c in checks} >= {
-        (AssetKey(["silver", "flights"]), "row_counts"),
-        (AssetKey(["silver", "weather"]), "key_unique"),
-        (AssetKey(["features", "flights"]), "schema_matches_spec"),
+        (AssetKey(["flights", "silver_flights"]), "row_counts"),
+        (AssetKey(["flights", "silver_weather"]), "key_unique"),
+        (AssetKey(["flights", "features"]), "schema_matches_spec"),
     }
     assert all(c.passed for c in checks), [c.description for c in checks if not c.passed]
 
@@ -65,10 +65,10 @@ def test_second_run_with_one_new_day_is_incremental(tmp_path, demo_landing):
     shutil.move(held_back, home / "landing" / "flights" / "2013-01-05.csv")
     result = materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance, selection=DATA_PLANE)
     assert result.success
-    bronze = result.asset_materializations_for_node("bronze__flights")[0].metadata
+    bronze = result.asset_materializations_for_node("flights__bronze_flights")[0].metadata
     assert bronze["files_ingested"].value == 1
     assert bronze["files_duplicate"].value == 0
-    silver = result.asset_materializations_for_node("silver__flights")[0].metadata
+    silver = result.asset_materializations_for_node("flights__silver_flights")[0].metadata
     # the day's flights span two UTC dates (evening departures fall on the next UTC day)
     assert 1 <= silver["dates_rewritten"].value <= 2
     assert silver["last_date"].value >= "2013-01-05"
@@ -88,12 +88,12 @@ def test_failing_quality_check_blocks_downstream_features(tmp_path, demo_landing
     )
     assert not result.success
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
-    assert [(c.asset_key, c.check_name) for c in failed] == [(AssetKey(["silver", "flights"]), "null_rates")]
+    assert [(c.asset_key, c.check_name) for c in failed] == [(AssetKey(["flights", "silver_flights"]), "null_rates")]
     assert "tailnum" in failed[0].description
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     # silver itself was written (the check judges it); the block protects everything downstream
-    assert AssetKey(["silver", "flights"]) in materialized
-    assert AssetKey(["features", "flights"]) not in materialized
+    assert AssetKey(["flights", "silver_flights"]) in materialized
+    assert AssetKey(["flights", "features"]) not in materialized
     assert not Lake(home / "lake").exists(Tables.features("flights"))
 
 
@@ -112,8 +112,8 @@ def test_maintenance_job_compacts_without_changing_content(tmp_path, demo_landin
     bronze = Tables.bronze("flights")
     before_rows = lake.scan(bronze).sort("_source_file", "_source_row").collect()
     before_files = len(lake.table(bronze).file_uris())
-    job = defs.resolve_job_def("maintenance_job")
-    result = job.execute_in_process(instance=instance, run_config={"ops": {"compact_and_vacuum": {"config": {"retention_hours": 0}}}})
+    job = defs.resolve_job_def("flights_maintenance_job")
+    result = job.execute_in_process(instance=instance, run_config={"ops": {"flights_compact_and_vacuum": {"config": {"retention_hours": 0}}}})
     assert result.success
     after_rows = lake.scan(bronze).sort("_source_file", "_source_row").collect()
     assert after_rows.equals(before_rows)

@@ -35,11 +35,11 @@ GATES = {"absolute": {"roc_auc": 0.53}, "champion_tolerance": 0.02, "must_beat_b
 
 def _config(train: dict | None, policy: str = "direct") -> dict:
     ops = {
-        "evaluation__flights": {"config": GATES},
-        "champion__flights": {"config": {"policy": policy, "reason": "test promotion"}},
+        "flights__evaluation": {"config": GATES},
+        "flights__champion": {"config": {"policy": policy, "reason": "test promotion"}},
     }
     if train is not None:
-        ops["candidate__flights"] = {"config": {**SMALL, **train}}
+        ops["flights__candidate"] = {"config": {**SMALL, **train}}
     return {"ops": ops}
 
 
@@ -89,7 +89,7 @@ def _shuffled_label_candidate(world) -> dict:
         "data_version": real.data_version,
         "params": MetadataValue.json(result.params.model_dump()),
     }
-    instance.report_runless_asset_event(AssetMaterialization(asset_key=AssetKey(["candidate", "flights"]), metadata=metadata))
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=AssetKey(["flights", "candidate"]), metadata=metadata))
     return metadata
 
 
@@ -101,7 +101,7 @@ def test_model_lifecycle(world):
     # 1. the first model ever: no champion to compare with; it passes the gates and becomes champion
     first = _run(world, {"epochs": 2, "learning_rate": 1e-3, "max_train_rows": 3000}, selection=LIFECYCLE)
     assert first.success, [e.message for e in first.all_events if e.is_failure]
-    evaluation = first.asset_materializations_for_node("evaluation__flights")[0].metadata
+    evaluation = first.asset_materializations_for_node("flights__evaluation")[0].metadata
     assert evaluation["champion_version"].value == -1 and "no champion yet" in evaluation["notes"].value
     assert registry.alias("flights", "champion") == 1
     v1 = registry.get("flights", 1)
@@ -126,8 +126,8 @@ def test_model_lifecycle(world):
     gate_check = next(c for c in crippled.get_asset_check_evaluations() if c.check_name in failed)
     assert "roc_auc" in gate_check.description
     materialized = {e.asset_key for e in crippled.get_asset_materialization_events()}
-    assert AssetKey(["registered_model", "flights"]) not in materialized
-    assert AssetKey(["champion", "flights"]) not in materialized
+    assert AssetKey(["flights", "registered_model"]) not in materialized
+    assert AssetKey(["flights", "champion"]) not in materialized
     assert registry.alias("flights", "champion") == 1
     assert registry.versions("flights").height == 1
 
@@ -141,8 +141,8 @@ def test_model_lifecycle(world):
     assert any("flights" in p.read_text() and "roc_auc" in p.read_text() for p in card)
 
     # 4. rollback restores the previous version; the history shows all three events
-    rollback = defs.resolve_job_def("rollback_job").execute_in_process(
-        run_config={"ops": {"rollback_alias": {"config": {"reason": "test rollback"}}}}, instance=instance
+    rollback = defs.resolve_job_def("flights_rollback_job").execute_in_process(
+        run_config={"ops": {"flights_rollback_alias": {"config": {"reason": "test rollback"}}}}, instance=instance
     )
     assert rollback.success
     assert registry.alias("flights", "champion") == 1
@@ -160,8 +160,8 @@ def test_model_lifecycle(world):
         load_model(ModelRef("v1", v1.artifact_uri, v1.artifact_sha256))
     scoring = materialize(
         [*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance,
-        selection=AssetSelection.assets(AssetKey(["predictions", "flights"])),
-        run_config={"ops": {"predictions__flights": {"config": {"rescore_all": True}}}}, raise_on_error=False,
+        selection=AssetSelection.assets(AssetKey(["flights", "predictions"])),
+        run_config={"ops": {"flights__predictions": {"config": {"rescore_all": True}}}}, raise_on_error=False,
     )  # fmt: skip
     assert not scoring.success
     assert weights.exists()

@@ -44,9 +44,9 @@ def test_s3_profile_sensor_and_data_plane(s3_server, s3_prefix, demo_landing, mo
     with build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as context:
         requests = [r for r in sensor(context) if isinstance(r, RunRequest)]
     assert len(requests) == 1
-    assert requests[0].run_config["ops"]["bronze__flights"]["config"]["files"] == [f"2013-01-0{d}.csv" for d in range(1, 6)]
+    assert requests[0].run_config["ops"]["flights__bronze_flights"]["config"]["files"] == [f"2013-01-0{d}.csv" for d in range(1, 6)]
 
-    job = defs.resolve_job_def("data_plane_job")
+    job = defs.resolve_job_def("flights_data_plane_job")
     result = job.execute_in_process(run_config=requests[0].run_config, instance=instance)
     assert result.success
     assert all(c.passed for c in result.get_asset_check_evaluations())
@@ -55,7 +55,7 @@ def test_s3_profile_sensor_and_data_plane(s3_server, s3_prefix, demo_landing, mo
     landed = sum(pl.read_csv(p, infer_schema=False).height for p in (demo_landing / "flights").glob("*.csv"))
     assert lake.scan(Tables.bronze("flights")).select(pl.len()).collect().item() == landed
     assert lake.scan(Tables.features("flights")).select(pl.len()).collect().item() == landed
-    bronze_meta = result.asset_materializations_for_node("bronze__flights")[0].metadata
+    bronze_meta = result.asset_materializations_for_node("flights__bronze_flights")[0].metadata
     assert bronze_meta["delta_uri"].value == f"{s3_prefix}/lake/bronze/flights"
 
     # running again with nothing new changes no table

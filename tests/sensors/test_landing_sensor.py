@@ -24,7 +24,7 @@ def _evaluate(defs, home, cursor=None, sensor=None):
     return requests, context.cursor, skipped
 
 
-def _files(request, op="bronze__flights"):
+def _files(request, op="flights__bronze_flights"):
     return request.run_config["ops"][op]["config"]["files"]
 
 
@@ -34,7 +34,7 @@ def test_new_files_are_requested_once_and_replaced_files_again(tmp_path, demo_la
     requests, cursor, _ = _evaluate(defs, home)
     assert len(requests) == 1
     assert _files(requests[0]) == [f"2013-01-0{d}.csv" for d in range(1, 6)]
-    assert _files(requests[0], "bronze__weather") == ["weather-2013.csv"]
+    assert _files(requests[0], "flights__bronze_weather") == ["weather-2013.csv"]
 
     again, cursor2, skipped = _evaluate(defs, home, cursor)
     assert again == [] and len(skipped) == 1
@@ -47,7 +47,7 @@ def test_new_files_are_requested_once_and_replaced_files_again(tmp_path, demo_la
     third, _, _ = _evaluate(defs, home, cursor2)
     assert len(third) == 1
     assert _files(third[0]) == ["2013-01-02.csv", "2013-01-06.csv"]
-    assert _files(third[0], "bronze__weather") == []
+    assert _files(third[0], "flights__bronze_weather") == []
     assert third[0].run_key != requests[0].run_key
 
 
@@ -56,7 +56,7 @@ def test_batches_respect_the_limit_and_put_side_tables_first(tmp_path, demo_land
     defs = local_defs(home)
     sensor = landing_sensor(load_spec(demo_spec_path()), max_files_per_run=2)
     requests, cursor, _ = _evaluate(defs, home, sensor=sensor)
-    assert [(_files(r, "bronze__weather"), _files(r)) for r in requests] == [
+    assert [(_files(r, "flights__bronze_weather"), _files(r)) for r in requests] == [
         (["weather-2013.csv"], ["2013-01-01.csv"]),
         ([], ["2013-01-02.csv", "2013-01-03.csv"]),
         ([], ["2013-01-04.csv", "2013-01-05.csv"]),

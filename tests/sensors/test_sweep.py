@@ -34,11 +34,11 @@ def test_sweep_records_every_candidate_and_materializes_the_best(tmp_path):
     defs = build_definitions(spec_path, resources=local_resources(str(home)))
     instance = DagsterInstance.ephemeral()
     variants = [{**SMALL, "learning_rate": 1e-3}, {**SMALL, "learning_rate": 3e-3, "hidden": [32, 16]}]
-    result = defs.resolve_job_def("sweep_job").execute_in_process(
-        run_config={"ops": {"plan_sweep": {"config": {"variants": variants}}}}, instance=instance
+    result = defs.resolve_job_def("flights_sweep_job").execute_in_process(
+        run_config={"ops": {"flights_plan_sweep": {"config": {"variants": variants}}}}, instance=instance
     )
     assert result.success
-    trained = [o for o in result.output_for_node("train_variant").values()]
+    trained = [o for o in result.output_for_node("flights_train_variant").values()]
     assert len(trained) == 2
     from aiflow.train.contract import TrainResult
 
@@ -47,7 +47,7 @@ def test_sweep_records_every_candidate_and_materializes_the_best(tmp_path):
     assert {tuple(r.params.hidden) for r in results} == {(16,), (32, 16)}
     best = max(results, key=lambda r: r.metrics["roc_auc"])
 
-    event = instance.get_latest_materialization_event(AssetKey(["candidate", "flights"]))
+    event = instance.get_latest_materialization_event(AssetKey(["flights", "candidate"]))
     metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
     assert metadata["artifact_sha256"] == best.artifact_sha256
     assert metadata["valid_roc_auc"] == pytest.approx(best.metrics["roc_auc"])

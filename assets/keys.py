@@ -1,0 +1,47 @@
+"""Asset keys of a dataset, in one place: ``<dataset>/<stage>`` (``<dataset>/<stage>_<table>`` per table).
+
+The Dagster UI labels a graph node with the last component of its key, so the stage is the last
+component ("bronze_weather", "features", "registered_model"), and the dataset is the first (the
+catalog's folder; several datasets side by side in one code location).
+"""
+
+from dagster import AssetKey
+
+from aiflow.spec import DatasetSpec, TableSpec
+
+
+def bronze_key(spec: DatasetSpec, table: TableSpec) -> AssetKey:
+    return AssetKey([spec.name, f"bronze_{table.name}"])
+
+
+def silver_key(spec: DatasetSpec, table: TableSpec) -> AssetKey:
+    return AssetKey([spec.name, f"silver_{table.name}"])
+
+
+def features_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "features"])
+
+
+def candidate_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "candidate"])
+
+
+def evaluation_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "evaluation"])
+
+
+def registered_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "registered_model"])
+
+
+def champion_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "champion"])
+
+
+def predictions_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "predictions"])
+
+
+def op_name(key: AssetKey) -> str:
+    """The op (node) name Dagster derives from an asset key: its components joined by ``__``."""
+    return "__".join(key.path)
