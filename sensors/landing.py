@@ -6,8 +6,8 @@ import json
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
 from aiflow.spec import DatasetSpec
-from resources.storage import LandingResource
 from assets.keys import bronze_key, op_name
+from resources.storage import LandingResource
 from sensors.jobs import data_plane_job_name
 
 MAX_FILES_PER_RUN = 500
