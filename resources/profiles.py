@@ -1,7 +1,9 @@
 """Environment profiles: the one place that picks resource implementations (local, s3, k8s).
 
-``AIFLOW_PROFILE`` names the profile when the code location loads; no asset ever branches on it.
-Secrets are never read here: S3 credentials are ``EnvVar`` references resolved at run time.
+``AIFLOW_PROFILE`` names the profile when the code location loads; no asset branches on it.
+Variable names, defaults and the local layout come from ``aiflow.storage.settings``, the same
+module the CLI builds its stores from. Secrets are never read here: S3 credentials (and the s3
+URIs) are ``EnvVar`` references resolved at run time.
 """
 
 
@@ -10,6 +12,7 @@ import os
 from dagster import EnvVar
 from dagster_aws.s3 import S3Resource
 
+from aiflow.storage import settings as cfg
 from resources.storage import (
     ArtifactsResource,
     LocalLakeResource,
@@ -19,44 +22,54 @@ from resources.storage import (
 )
 from resources.training import SubprocessTrainingLauncher
 
-PROFILES = ("local", "s3", "k8s")
+PROFILES = cfg.PROFILES
 
 
-def local_resources(home: str = ".aiflow") -> dict:
+def local_resources(home: str = cfg.DEFAULT_HOME) -> dict:
     """Everything on this machine: Delta tables, landing zones and artifacts under ``home``; local training."""
+    lake, landing, artifacts = cfg.local_layout(home)  # refuses an s3:// home (it would be a folder named "s3:")
     return {
-        "lake": LocalLakeResource(root=os.path.join(home, "lake")),
-        "landing": LocalLandingResource(root=home),
-        "artifacts": ArtifactsResource(root=os.path.join(home, "artifacts")),
+        "lake": LocalLakeResource(root=lake),
+        "landing": LocalLandingResource(root=landing),
+        "artifacts": ArtifactsResource(root=artifacts),
         "trainer": SubprocessTrainingLauncher(),
     }
 
 
-def s3_resources() -> dict:
-    """Delta tables and landing zones on S3 (or an S3-compatible store).
+def s3_access() -> dict:
+    """S3 credential fields as ``EnvVar`` (resolved at run time); non-secret options as the settings read them.
 
-    Environment at run time: ``AIFLOW_LAKE_URI``, ``AIFLOW_LANDING_URI``, ``AIFLOW_ARTIFACT_URI``, ``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``; optional ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP``
-    for S3-compatible servers (set by :func:`s3_endpoint_resources`).
+    ``AWS_REGION`` is optional (default ``us-east-1``); ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP`` only
+    for S3-compatible servers. Which of those are set is decided when the code location loads.
     """
+    return {
+        "access_key_id": EnvVar(cfg.ACCESS_KEY_ID),
+        "secret_access_key": EnvVar(cfg.SECRET_ACCESS_KEY),
+        "region": EnvVar(cfg.REGION) if os.environ.get(cfg.REGION) else cfg.DEFAULT_REGION,
+        "endpoint_url": EnvVar(cfg.ENDPOINT_URL) if os.environ.get(cfg.ENDPOINT_URL) else None,
+        "allow_http": cfg.allow_http(os.environ.get(cfg.ALLOW_HTTP)),
+    }
+
+
+def s3_resources() -> dict:
+    """Delta tables, landing zones and artifacts on S3 (or an S3-compatible store); local training.
+
+    Environment at run time: ``AIFLOW_LAKE_URI``, ``AIFLOW_LANDING_URI`` (a spec's relative landing
+    URI resolves under it: the demo's flights land in ``<AIFLOW_LANDING_URI>/landing/flights/``),
+    ``AIFLOW_ARTIFACT_URI``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (see :func:`s3_access`).
+    """
+    access = s3_access()
     s3 = S3Resource(
-        aws_access_key_id=EnvVar("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=EnvVar("AWS_SECRET_ACCESS_KEY"),
-        region_name=EnvVar("AWS_REGION"),
-        endpoint_url=EnvVar("AWS_ENDPOINT_URL") if os.environ.get("AWS_ENDPOINT_URL") else None,
+        aws_access_key_id=access["access_key_id"],
+        aws_secret_access_key=access["secret_access_key"],
+        region_name=access["region"],
+        endpoint_url=access["endpoint_url"],
     )
     return {
         "s3": s3,
-        "lake": S3LakeResource(
-            root_uri=EnvVar("AIFLOW_LAKE_URI"),
-            access_key_id=EnvVar("AWS_ACCESS_KEY_ID"),
-            secret_access_key=EnvVar("AWS_SECRET_ACCESS_KEY"),
-            region=EnvVar("AWS_REGION"),
-            endpoint_url=EnvVar("AWS_ENDPOINT_URL") if os.environ.get("AWS_ENDPOINT_URL") else None,
-            allow_http=os.environ.get("AWS_ALLOW_HTTP", "false").lower() == "true",
-        ),
-        "landing": S3LandingResource(s3=s3, root_uri=EnvVar("AIFLOW_LANDING_URI")),
-        "artifacts": ArtifactsResource(root=EnvVar("AIFLOW_ARTIFACT_URI")),
+        "lake": S3LakeResource(root_uri=EnvVar(cfg.LAKE_URI), **access),
+        "landing": S3LandingResource(s3=s3, root_uri=EnvVar(cfg.LANDING_URI)),
+        "artifacts": ArtifactsResource(root=EnvVar(cfg.ARTIFACT_URI), **access),
         "trainer": SubprocessTrainingLauncher(),
     }
 
@@ -82,12 +95,10 @@ def k8s_resources() -> dict:
 
 
 def resources_for(profile: str | None = None) -> dict:
-    """Resources of the named profile (default: ``AIFLOW_PROFILE`` or ``local``)."""
-    profile = profile or os.environ.get("AIFLOW_PROFILE", "local")
+    """Resources of the named profile (default: ``AIFLOW_PROFILE`` or ``local``; the local home is ``AIFLOW_HOME``)."""
+    profile = cfg.check_profile(profile) if profile else cfg.profile_from()
     if profile == "local":
-        return local_resources(os.environ.get("AIFLOW_HOME", ".aiflow"))
+        return local_resources(cfg.home_from())
     if profile == "s3":
         return s3_resources()
-    if profile == "k8s":
-        return k8s_resources()
-    raise ValueError(f"unknown AIFLOW_PROFILE {profile!r}; choose one of {', '.join(PROFILES)}")
+    return k8s_resources()

@@ -11,6 +11,7 @@ from aiflow.spec import TableSpec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake
 from aiflow.storage.landing import LandingZone, LocalLandingZone, S3LandingZone, resolve_uri
+from aiflow.storage.settings import DEFAULT_HOME, DEFAULT_REGION, local_layout, s3_storage_options
 
 
 class LakeResource(ConfigurableResource):
@@ -23,33 +24,36 @@ class LakeResource(ConfigurableResource):
 class LocalLakeResource(LakeResource):
     """Delta tables in a local folder (the embedded default)."""
 
-    root: str = Field(".aiflow/lake", description="Folder holding every Delta table (relative to the working directory).")
+    root: str = Field(local_layout(DEFAULT_HOME)[0], description="Folder holding every Delta table (relative to the working directory).")
 
     def lake(self) -> Lake:
         return Lake(Path(self.root))
 
 
-class S3LakeResource(LakeResource):
-    """Delta tables under an s3:// prefix. Credentials come from the environment (EnvVar)."""
+class S3Access(ConfigurableResource):
+    """How to reach S3: credentials (give them as EnvVar, resolved at run time), region, endpoint."""
 
-    root_uri: str = Field(description="s3://bucket/prefix holding every Delta table.")
-    access_key_id: str | None = Field(None, description="AWS access key id (use EnvVar).")
+    access_key_id: str | None = Field(None, description="AWS access key id (use EnvVar); None: the default AWS chain.")
     secret_access_key: str | None = Field(None, description="AWS secret access key (use EnvVar).")
-    region: str = Field("us-east-1", description="AWS region.")
+    region: str = Field(DEFAULT_REGION, description="AWS region.")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, SeaweedFS); None for AWS.")
     allow_http: bool = Field(False, description="Allow plain-HTTP endpoints (local test servers only).")
 
     def storage_options(self) -> dict[str, str]:
-        options = {"AWS_REGION": self.region}
-        if self.access_key_id:
-            options["AWS_ACCESS_KEY_ID"] = self.access_key_id
-        if self.secret_access_key:
-            options["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key
-        if self.endpoint_url:
-            options["AWS_ENDPOINT_URL"] = self.endpoint_url
-        if self.allow_http:
-            options["AWS_ALLOW_HTTP"] = "true"
-        return options
+        """Options for delta-rs, Polars and the artifact store (the same keys the engine's settings build)."""
+        return s3_storage_options(
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            allow_http=self.allow_http,
+        )
+
+
+class S3LakeResource(S3Access, LakeResource):
+    """Delta tables under an s3:// prefix. Credentials come from the environment (EnvVar)."""
+
+    root_uri: str = Field(description="s3://bucket/prefix holding every Delta table.")
 
     def lake(self) -> Lake:
         return Lake(self.root_uri, storage_options=self.storage_options())
@@ -63,7 +67,7 @@ class LandingResource(ConfigurableResource):
 
 
 class LocalLandingResource(LandingResource):
-    root: str = Field(".aiflow", description="Folder that relative landing URIs in the spec are resolved against.")
+    root: str = Field(DEFAULT_HOME, description="Folder that relative landing URIs in the spec are resolved against.")
 
     def zone(self, table: TableSpec) -> LandingZone:
         return LocalLandingZone(resolve_uri(table.landing.uri, os.path.abspath(self.root)))
@@ -79,17 +83,18 @@ class S3LandingResource(LandingResource):
         return S3LandingZone(self.s3.get_client(), resolve_uri(table.landing.uri, self.root_uri))
 
 
-class ArtifactsResource(ConfigurableResource):
+class ArtifactsResource(S3Access):
     """Where model bundles and checkpoints go: a folder or an s3:// prefix.
 
-    S3 credentials are not fields: the store (here and in the training process) reads ``AWS_*``
-    from its environment, which the s3 profile and the Kubernetes secret provide.
+    S3 credentials are fields (EnvVar), exactly as the lake's; the training process, which gets only
+    :meth:`uri`, reads them from its own environment (a subprocess inherits it, a pod gets a secret).
     """
 
-    root: str = Field(".aiflow/artifacts", description="Folder or s3://bucket/prefix for model artifacts.")
+    root: str = Field(local_layout(DEFAULT_HOME)[2], description="Folder or s3://bucket/prefix for model artifacts.")
 
     def uri(self) -> str:
         return self.root if "://" in self.root else os.path.abspath(self.root)
 
     def store(self) -> ArtifactStore:
-        return ArtifactStore(self.uri())
+        uri = self.uri()
+        return ArtifactStore(uri, storage_options=self.storage_options() if uri.startswith("s3://") else None)

@@ -1,4 +1,8 @@
-"""The ``aiflow`` command line: demo data and a look at the lake."""
+"""The ``aiflow`` command line: demo data and a look at the lake.
+
+Storage comes from :class:`aiflow.storage.settings.Settings` (``AIFLOW_PROFILE`` local, s3 or k8s),
+the same configuration the Dagster profiles read; every command names its profile and roots on stderr.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import argparse
 import datetime as dt
 import os
 import sys
-from pathlib import Path
 
 import polars as pl
 from tqdm import tqdm
@@ -14,10 +17,7 @@ from tqdm import tqdm
 from aiflow.cli.models import add_models_commands
 from aiflow.spec import DatasetSpec, demo_spec_path, load_spec
 from aiflow.storage.lake import Lake, Tables
-
-
-def _home(args) -> Path:
-    return Path(args.home or os.environ.get("AIFLOW_HOME", ".aiflow"))
+from aiflow.storage.settings import Settings, SettingsError
 
 
 def _spec(args) -> DatasetSpec:
@@ -27,7 +27,9 @@ def _spec(args) -> DatasetSpec:
 def cmd_demo_landing(args) -> int:
     from aiflow.data.demo import write_landing
 
-    root = _home(args) / "landing"
+    settings: Settings = args.settings
+    root = _demo_landing_root(settings, load_spec(demo_spec_path()))
+    options = settings.storage_options()
     with tqdm(total=None, unit="file", desc=f"writing demo landing files to {root}", disable=args.quiet) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -35,16 +37,29 @@ def cmd_demo_landing(args) -> int:
             bar.update(done - bar.n)
 
         files = write_landing(
-            root, days=args.days, start=dt.date.fromisoformat(args.start), on_progress=progress
+            root, days=args.days, start=dt.date.fromisoformat(args.start), on_progress=progress, storage_options=options
         )
-    print(f"{len(files)} flight files ({files[0].name} .. {files[-1].name}) and the weather under {root}")
+    if not files:
+        print(f"no flights from {args.start}; nothing but the weather written under {root}")
+        return 0
+    first, last = (f.rsplit("/", 1)[-1] for f in (files[0], files[-1]))
+    print(f"{len(files)} flight files ({first} .. {last}) and the weather under {root}")
     return 0
+
+
+def _demo_landing_root(settings: Settings, spec: DatasetSpec) -> str:
+    """The folder or prefix holding the demo's zones: its spec puts each table at ``<root>/<table>``."""
+    zones = {t.name: settings.landing_uri_for(t) for t in spec.tables}
+    root = zones[spec.name].rsplit("/", 1)[0]
+    if any(uri != f"{root}/{name}" for name, uri in zones.items()):
+        raise SettingsError(f"the demo spec's landing zones {sorted(zones.values())} do not share one parent")
+    return root
 
 
 def cmd_status(args) -> int:
     """Print every table of the dataset: version and rows, and the quarantine by reason."""
     spec = _spec(args)
-    lake = Lake(_home(args) / "lake")
+    lake = args.settings.lake()
     rows = []
     for table in spec.tables:
         for stage in ("bronze", "silver", "quarantine", "ledger"):
@@ -75,7 +90,9 @@ def _describe(lake: Lake, name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aiflow", description="aiflow: the ML lifecycle on Dagster, Delta Lake and Polars.")
-    parser.add_argument("--home", help="Local aiflow home (default: $AIFLOW_HOME or .aiflow).")
+    parser.add_argument(
+        "--home", help="Local aiflow home folder, local profile only (default: $AIFLOW_HOME or .aiflow). S3: AIFLOW_PROFILE=s3."
+    )
     parser.add_argument("--spec", help="Dataset spec YAML (default: $AIFLOW_DATASET or the bundled demo).")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -93,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     add_models_commands(sub)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        args.settings = Settings.from_env(home=args.home)
+        print(f"aiflow: {args.settings.describe()}", file=sys.stderr)
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"aiflow: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

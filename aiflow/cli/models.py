@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import polars as pl
 
+from aiflow.evaluation.metric_names import TEST, VALID, unprefixed
 from aiflow.models.registry import Registry, RegistryError
-from aiflow.storage.lake import Lake
 
 
 def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -61,9 +61,8 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _registry(args) -> Registry:
-    from aiflow.cli.main import _home  # the one definition of the home convention (cli imports this module)
-
-    return Registry(Lake(_home(args) / "lake"))
+    """The registry in the lake the CLI's settings name (``aiflow.cli.main`` puts them on ``args``)."""
+    return Registry(args.settings.lake())
 
 
 def _actor(args) -> str:
@@ -216,15 +215,16 @@ def cmd_champion(args) -> int:
         print(f"{args.name!r} has no champion yet")
         return 1
     mv = registry.get(args.name, version)
-    names = sorted({k.removeprefix("valid_") for k in mv.metrics if k.startswith("valid_")} & set(mv.baseline_metrics))
+    valid, test = unprefixed(VALID, mv.metrics), unprefixed(TEST, mv.metrics)
+    names = sorted(set(valid) & set(mv.baseline_metrics))
     print(f"{args.name} champion: v{version} ({mv.artifact_uri}, trained on {mv.training_table}@{mv.training_version})")
     _print(
         pl.DataFrame(
             {
                 "metric": names,
-                "model (validation)": [mv.metrics[f"valid_{n}"] for n in names],
+                "model (validation)": [valid[n] for n in names],
                 "baseline (validation)": [mv.baseline_metrics[n] for n in names],
-                "model (test)": [mv.metrics.get(f"test_{n}") for n in names],
+                "model (test)": [test.get(n) for n in names],
             }
         )
     )

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
+from aiflow.storage.artifacts import ArtifactStore
+
 NULLS = ["NA"]
 
 
@@ -47,20 +49,25 @@ def write_landing(
     start: dt.date = dt.date(2013, 1, 1),
     year_shift: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
-) -> list[Path]:
-    """Write the demo into ``<landing_root>/flights/YYYY-MM-DD.csv`` and ``<landing_root>/weather/weather.csv``.
+    storage_options: dict[str, str] | None = None,
+) -> list[str]:
+    """Write the demo into ``<landing_root>/flights/YYYY-MM-DD.csv`` and ``<landing_root>/weather/weather-YYYY.csv``.
+
+    Every file is written whole (a local file appears by an atomic rename, an S3 object by one PUT),
+    so a landing sensor never sees half a file.
 
     Args:
-        landing_root: folder holding one landing zone per table.
+        landing_root: folder or ``s3://bucket/prefix`` holding one landing zone per table.
         days: only the first ``days`` days from ``start`` (None: the whole year).
         start: first day written.
         year_shift: add this many years to every date (used to replicate the demo for benchmarks).
         on_progress: called with (files written, files total).
+        storage_options: S3 options for an ``s3://`` root (see ``aiflow.storage.artifacts``).
 
     Returns:
-        The flight files written, in date order.
+        The paths (local) or URIs (S3) of the flight files written, in date order.
     """
-    root = Path(landing_root)
+    store = ArtifactStore(landing_root, storage_options=storage_options)
     flights = load_flights()
     weather = pl.read_csv(weather_csv(), infer_schema=False)
     if year_shift:
@@ -71,22 +78,22 @@ def write_landing(
     flights = flights.with_columns(date.alias("_date")).filter(pl.col("_date") >= first)
     if last is not None:
         flights = flights.filter(pl.col("_date") <= last)
-    (root / "flights").mkdir(parents=True, exist_ok=True)
-    (root / "weather").mkdir(parents=True, exist_ok=True)
     weather_days = weather.with_columns(date.alias("_date")).filter(pl.col("_date") >= first - dt.timedelta(days=1))
     if last is not None:
         weather_days = weather_days.filter(pl.col("_date") <= last)
-    weather_days.drop("_date").write_csv(root / "weather" / f"weather-{first.year}.csv", null_value="NA")
+    store.put_bytes(f"weather/weather-{first.year}.csv", _csv(weather_days.drop("_date")))
 
     written = []
     groups = flights.partition_by("_date", as_dict=True, maintain_order=True)
     for i, ((day,), frame) in enumerate(sorted(groups.items())):
-        path = root / "flights" / f"{day.isoformat()}.csv"
-        frame.drop("_date").write_csv(path, null_value="NA")
-        written.append(path)
+        written.append(store.put_bytes(f"flights/{day.isoformat()}.csv", _csv(frame.drop("_date"))))
         if on_progress:
             on_progress(i + 1, len(groups))
     return written
+
+
+def _csv(frame: pl.DataFrame) -> bytes:
+    return frame.write_csv(null_value="NA").encode()
 
 
 def shift_years(frame: pl.DataFrame, years: int) -> pl.DataFrame:

@@ -1,9 +1,11 @@
 """Artifact store: model files and checkpoints in a local folder or under an s3:// prefix.
 
-Backed by ``pyarrow.fs`` (local and S3 with one API). S3 credentials and endpoint come from the
-same options as the lake (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
-``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``), by default read from the environment of the process that
-uses the store, so a training pod gets them from its secret, never from run configuration.
+Backed by ``pyarrow.fs`` (local and S3 with one API). S3 credentials and endpoint are the same
+options as the lake's (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``). Whoever builds a store passes them
+(``aiflow.storage.settings.Settings.artifact_store``, the Dagster ``ArtifactsResource``); only when
+none are given does the store read them from its own process environment, which is how the training
+process (a subprocess, or a pod given a Kubernetes secret) gets them, never from run configuration.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class ArtifactStore:
 
     Args:
         root: a local folder or ``s3://bucket/prefix``.
-        storage_options: S3 options (see module doc); None reads them from the environment.
+        storage_options: S3 options (see module doc); None reads them from this process's environment.
     """
 
     def __init__(self, root: str | os.PathLike, storage_options: dict[str, str] | None = None):
