@@ -132,6 +132,16 @@ def recorded_files(lake: Lake, table: TableSpec) -> set[tuple[str, int, dt.datet
     return set(frame.iter_rows())
 
 
+def unrecorded_files(lake: Lake, table: TableSpec, files: Sequence[LandedFile]) -> list[LandedFile]:
+    """The ``files`` the ledger does not hold unchanged (new names, or known names with a new size or mtime).
+
+    What the landing sensor asks before requesting a file: the ledger, not the sensor's cursor, is the
+    record of every file ever seen.
+    """
+    known = recorded_files(lake, table)
+    return [f for f in files if (f.name, f.size, f.modified) not in known]
+
+
 #: A chunk whose bronze commit is older than this and still has no ledger entry was left by a killed
 #: process. Younger ones may belong to an ingestion running right now, so they are left alone
 #: (readers ignore rows of batches that are not in the ledger either way).
