@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from aiflow.data.encoding import clip_outliers  # one clipping rule for silver and for raw rows at serving
 from aiflow.data.parse import REASON, RECORD, RULE
 from aiflow.spec import EVENT_DATE, LINEAGE_COLUMNS, DatasetSpec, TableSpec
 
@@ -63,15 +64,6 @@ def flag_violations(lf: pl.LazyFrame, table: TableSpec, target: str | None = Non
     rule = pl.coalesce([pl.when(cond).then(pl.lit(name)) for cond, name, _ in checks])
     reason = pl.coalesce([pl.when(cond).then(text) for cond, _, text in checks])
     return lf.with_columns(rule.alias(RULE), reason.alias(REASON))
-
-
-def clip_outliers(lf: pl.LazyFrame, table: TableSpec) -> pl.LazyFrame:
-    """Clip numeric columns into the spec's bounds (outliers are kept, not removed)."""
-    exprs = [
-        pl.col(column).clip(bounds.min, bounds.max).cast(lf.collect_schema()[column])
-        for column, bounds in table.quality.clip.items()
-    ]
-    return lf.with_columns(exprs) if exprs else lf
 
 
 @dataclass

@@ -5,56 +5,40 @@
 * categorical columns encoded with a stored vocabulary (index 0 = unknown or null),
 * numeric columns standardised with stored statistics (nulls become 0, the mean).
 
-The vocabulary and the statistics form the :class:`FeatureState`, fitted once on the training
-window of the split policy and stored, so a later day is encoded exactly like the first.
+The vocabulary and the statistics form the :class:`FeatureState`, fitted here once on the training
+window of the split policy and stored, so a later day is encoded exactly like the first. The encoding
+rules themselves (calendar codes, vocabulary lookup, scaling) live in :mod:`aiflow.data.encoding`, the
+one encoder that training, evaluation and serving also use; this module applies them to whole tables.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 
 import polars as pl
 
+from aiflow.data.encoding import (
+    CAL,
+    CAT,
+    NUM,
+    STATE_SCHEMA,
+    FeatureColumns,
+    FeatureState,
+    add_calendar,
+    encode,
+    feature_columns,
+    numeric_inputs,
+)
 from aiflow.spec import EVENT_DATE, POLARS_TYPES, DatasetSpec
 
-CAT, NUM, CAL = "cat_", "num_", "cal_"
+#: The encoding rules live in :mod:`aiflow.data.encoding`; re-exported here for the data-plane callers.
+__all__ = [
+    "CAL", "CAT", "NUM", "STATE_SCHEMA", "FeatureColumns", "FeatureState", "add_calendar", "build_features", "encode",
+    "feature_columns", "fit_state", "join_side_tables", "numeric_inputs", "output_columns", "output_schema",
+    "side_dates_affected", "side_window", "training_window",
+]  # fmt: skip
+
 _SIDE_TIME = "_side_event_time"
-
-STATE_SCHEMA = {
-    "kind": pl.String(),
-    "column": pl.String(),
-    "value": pl.String(),
-    "index": pl.Int32(),
-    "mean": pl.Float64(),
-    "std": pl.Float64(),
-    "count": pl.Int64(),
-}
-
-
-def numeric_inputs(spec: DatasetSpec) -> list[str]:
-    """Numeric input columns after the side-table joins (side columns are ``<table>_<column>``)."""
-    return [*spec.features.numeric, *(f"{j.table}_{c}" for j in spec.joins for c in j.columns)]
-
-
-@dataclass(frozen=True)
-class FeatureColumns:
-    categorical: list[str]
-    numeric: list[str]
-    calendar: list[str]
-
-    @property
-    def all(self) -> list[str]:
-        return [*self.categorical, *self.numeric, *self.calendar]
-
-
-def feature_columns(spec: DatasetSpec) -> FeatureColumns:
-    """Names of the model inputs in the features table, by kind."""
-    return FeatureColumns(
-        categorical=[CAT + c for c in spec.features.categorical],
-        numeric=[NUM + c for c in numeric_inputs(spec)],
-        calendar=[CAL + c for c in spec.features.calendar],
-    )
 
 
 def output_columns(spec: DatasetSpec) -> list[str]:
@@ -83,16 +67,6 @@ def output_schema(spec: DatasetSpec) -> dict[str, pl.DataType]:
     return schema
 
 
-def add_calendar(lf: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
-    """Calendar features of the event time, in the dataset's timezone."""
-    event = pl.col(spec.event_time)
-    if spec.columns[spec.event_time].type == "date":  # a calendar day has no timezone to convert
-        event = event.cast(pl.Datetime("us")).dt.replace_time_zone(spec.timezone)
-    local = event.dt.convert_time_zone(spec.timezone)
-    parts = {"hour": local.dt.hour(), "weekday": local.dt.weekday(), "month": local.dt.month(), "day_of_year": local.dt.ordinal_day()}
-    return lf.with_columns(parts[name].cast(pl.Int16).alias(CAL + name) for name in spec.features.calendar)
-
-
 def join_side_tables(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: DatasetSpec) -> pl.LazyFrame:
     """As-of join every side table named in ``spec.joins``; columns come in as ``<table>_<column>``."""
     time = spec.event_time
@@ -113,37 +87,6 @@ def join_side_tables(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: Dat
             check_sortedness=False,  # sorted above; polars cannot verify sortedness within by-groups
         ).drop(_SIDE_TIME, strict=False)
     return lf
-
-
-@dataclass
-class FeatureState:
-    """Fitted encoders: a vocabulary per categorical column and (mean, std) per numeric column."""
-
-    vocab: dict[str, list[str]] = field(default_factory=dict)
-    stats: dict[str, tuple[float, float]] = field(default_factory=dict)
-    rows: int = 0
-
-    def to_frame(self) -> pl.DataFrame:
-        rows = [
-            {"kind": "vocab", "column": c, "value": v, "index": i + 1, "mean": None, "std": None, "count": self.rows}
-            for c, values in self.vocab.items()
-            for i, v in enumerate(values)
-        ]
-        rows += [
-            {"kind": "stats", "column": c, "value": None, "index": None, "mean": m, "std": s, "count": self.rows}
-            for c, (m, s) in self.stats.items()
-        ]
-        return pl.DataFrame(rows, schema=STATE_SCHEMA)
-
-    @classmethod
-    def from_frame(cls, frame: pl.DataFrame) -> FeatureState:
-        state = cls(rows=int(frame["count"].max() or 0) if frame.height else 0)
-        vocab = frame.filter(pl.col("kind") == "vocab").sort("column", "index")
-        for (column,), group in vocab.group_by("column", maintain_order=True):
-            state.vocab[column] = group["value"].to_list()
-        for row in frame.filter(pl.col("kind") == "stats").iter_rows(named=True):
-            state.stats[row["column"]] = (row["mean"], row["std"])
-        return state
 
 
 def training_window(lf: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
@@ -167,21 +110,6 @@ def fit_state(lf: pl.LazyFrame, spec: DatasetSpec) -> FeatureState:
         mean, std = values.mean(), values.std()
         state.stats[column] = (float(mean) if mean is not None else 0.0, float(std) if std else 1.0)
     return state
-
-
-def encode(lf: pl.LazyFrame, state: FeatureState, spec: DatasetSpec) -> pl.LazyFrame:
-    """Apply a fitted state: categorical indices (0 = unknown) and standardised numerics."""
-    exprs = []
-    for column in spec.features.categorical:
-        vocab = state.vocab.get(column, [])
-        mapping = pl.DataFrame({"v": vocab, "i": pl.int_range(1, len(vocab) + 1, eager=True, dtype=pl.Int32)})
-        exprs.append(
-            pl.col(column).cast(pl.String).replace_strict(mapping["v"], mapping["i"], default=0, return_dtype=pl.Int32).alias(CAT + column)
-        )
-    for column in numeric_inputs(spec):
-        mean, std = state.stats.get(column, (0.0, 1.0))
-        exprs.append(((pl.col(column).cast(pl.Float64) - mean) / (std or 1.0)).fill_null(0.0).fill_nan(0.0).cast(pl.Float32).alias(NUM + column))
-    return lf.with_columns(exprs)
 
 
 def build_features(

@@ -18,15 +18,16 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import torch
 
-from aiflow.data.features import FeatureState, feature_columns
+from aiflow.data.encoding import FeatureState, ModelInputs, feature_columns, raw_to_arrays, to_arrays
 from aiflow.models.network import ModelConfig, TabularModel, predict_raw, to_predictions
-from aiflow.spec import DatasetSpec
+from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
 
 WEIGHTS, MODEL, PREPROCESSING, SPEC, MANIFEST = "weights.pt", "model.json", "preprocessing.json", "spec.json", "manifest.json"
@@ -102,20 +103,32 @@ class LoadedModel:
         stats = {c: (s["mean"], s["std"]) for c, s in self.preprocessing["stats"].items()}
         return FeatureState(vocab=self.preprocessing["vocab"], stats=stats, rows=self.preprocessing["fitted_rows"])
 
-    def predict(self, features: pl.DataFrame) -> np.ndarray:
-        """Probabilities of the positive class (classification) or values (regression), one per row."""
+    def inputs(self, features: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Model input arrays ``(cat, num)`` for rows of the features table, by the one encoder.
+
+        Raises:
+            ValueError: a model input column is missing.
+        """
         config = self.config
-        missing = [c for c in [*config.categorical, *config.numeric] if c not in features.columns]
-        if missing:
-            raise ValueError(f"features lack the model input column(s) {missing}")
-        cat = np.zeros((features.height, len(config.categorical)), dtype=np.int64)
-        for i, (name, card) in enumerate(zip(config.categorical, config.cardinalities, strict=True)):
-            codes = features[name].fill_null(0).cast(pl.Int64).to_numpy()
-            cat[:, i] = np.where((codes < 0) | (codes >= card), 0, codes)
-        num = np.zeros((features.height, len(config.numeric)), dtype=np.float32)
-        for i, name in enumerate(config.numeric):
-            num[:, i] = np.nan_to_num(features[name].cast(pl.Float32).fill_null(0.0).to_numpy(), nan=0.0, posinf=0.0, neginf=0.0)
-        return to_predictions(predict_raw(self.model, cat, num, torch.device("cpu")), config)
+        return to_arrays(features, config.categorical, config.cardinalities, config.numeric)
+
+    def raw_inputs(self, records: pl.DataFrame | Sequence[Mapping[str, object]]) -> tuple[np.ndarray, np.ndarray]:
+        """Model input arrays for raw records (spec columns, plus ``<table>_<column>`` side values), as training saw them."""
+        config = self.config
+        inputs = ModelInputs(config.categorical, config.cardinalities, config.numeric)
+        return raw_to_arrays(records, self.feature_state(), parse_spec(self.spec, f"{self.uri}/{SPEC}"), inputs)
+
+    def predict_arrays(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
+        """Probabilities of the positive class (classification) or values (regression) for model input arrays."""
+        return to_predictions(predict_raw(self.model, cat, num, torch.device("cpu")), self.config)
+
+    def predict(self, features: pl.DataFrame) -> np.ndarray:
+        """Probabilities of the positive class (classification) or values (regression), one per features row."""
+        return self.predict_arrays(*self.inputs(features))
+
+    def predict_records(self, records: pl.DataFrame | Sequence[Mapping[str, object]]) -> np.ndarray:
+        """Predictions for raw records (online serving): the same encoder, then :meth:`predict_arrays`."""
+        return self.predict_arrays(*self.raw_inputs(records))
 
 
 def _relative(store: ArtifactStore, path: str) -> str:

@@ -29,14 +29,13 @@ import pyarrow.dataset as pds
 import torch
 from deltalake import DeltaTable
 
-from aiflow.data.features import CAL, FeatureState, feature_columns
+from aiflow.data.encoding import FeatureState, to_arrays
+from aiflow.data.encoding import model_inputs as encoder_inputs
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.artifacts import s3_options_from_env
 from aiflow.storage.lake import META
 from aiflow.train.contract import TrainRequest
 
-#: Embedding sizes of calendar codes (largest code + 1): hour 0-23, weekday 1-7, month 1-12, day 1-366.
-CALENDAR_CARDINALITY = {"hour": 24, "weekday": 8, "month": 13, "day_of_year": 367}
 DEFAULT_BUFFER_ROWS = 131_072
 
 
@@ -74,10 +73,9 @@ class Inputs:
 
 
 def model_inputs(spec: DatasetSpec, state: FeatureState) -> Inputs:
-    cols = feature_columns(spec)
-    cards = [len(state.vocab.get(c, [])) + 1 for c in spec.features.categorical]
-    cards += [CALENDAR_CARDINALITY[c.removeprefix(CAL)] for c in cols.calendar]
-    return Inputs([*cols.categorical, *cols.calendar], cards, cols.numeric, spec.target.name)
+    """The encoder's model inputs (:func:`aiflow.data.encoding.model_inputs`) plus the target column."""
+    inputs = encoder_inputs(spec, state)
+    return Inputs(inputs.categorical, inputs.cardinalities, inputs.numeric, spec.target.name)
 
 
 def read_state(uri: str, version: int) -> FeatureState:
@@ -162,19 +160,10 @@ class FeatureData:
         return pds.Scanner.from_fragment(fragment, schema=self._schema, columns=self._columns, filter=where, use_threads=False)
 
     def _to_arrays(self, batch: pa.RecordBatch) -> Arrays:
-        n = batch.num_rows
-
-        def column(name: str, dtype) -> np.ndarray:  # nulls: code 0 (unknown) or 0.0 (the standardised mean)
-            return pc.fill_null(batch.column(name), 0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-
-        cat = np.zeros((n, len(self.inputs.categorical)), dtype=np.int64)
-        for i, (name, card) in enumerate(zip(self.inputs.categorical, self.inputs.cardinalities, strict=True)):
-            codes = column(name, np.int64)
-            cat[:, i] = np.where((codes < 0) | (codes >= card), 0, codes)  # out of vocabulary: unknown
-        num = np.zeros((n, len(self.inputs.numeric)), dtype=np.float32)
-        for i, name in enumerate(self.inputs.numeric):
-            num[:, i] = np.nan_to_num(column(name, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        return Arrays(cat, num, column(self.inputs.target, np.float32))
+        """Model inputs by the one encoder (:func:`aiflow.data.encoding.to_arrays`), plus the target."""
+        cat, num = to_arrays(batch, self.inputs.categorical, self.inputs.cardinalities, self.inputs.numeric)
+        y = pc.fill_null(batch.column(self.inputs.target), 0).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        return Arrays(cat, num, y)
 
     def _pieces(self, split: str, positions: np.ndarray | None, order: list[int]) -> Iterator[Arrays]:
         """Record batches of ``split`` as arrays, files in ``order``, keeping only ``positions`` (None: all)."""
