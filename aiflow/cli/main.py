@@ -66,7 +66,9 @@ def cmd_status(args) -> int:
             name = getattr(Tables, stage)(table.name)
             rows.append(_describe(lake, name))
     rows.append(_describe(lake, Tables.features(spec.name)))
-    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=100, fmt_str_lengths=80):
+    with pl.Config(  # whole URIs: which lake a table is in is the point of this command
+        tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=100, fmt_str_lengths=300, tbl_width_chars=400
+    ):
         print(pl.DataFrame(rows))
         for table in spec.tables:
             q = Tables.quarantine(table.name)

@@ -72,8 +72,8 @@ class ArtifactStore:
         """Write atomically (a reader never sees half a file); return the file's URI."""
         target = self._path(path)
         parent = target.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
-        if isinstance(self.fs, pafs.LocalFileSystem):
+        if isinstance(self.fs, pafs.LocalFileSystem):  # S3 has no folders (creating one leaves empty marker objects)
+            self.fs.create_dir(parent, recursive=True)
             tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
             with self.fs.open_output_stream(tmp) as out:
                 out.write(data)
