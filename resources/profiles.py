@@ -9,7 +9,7 @@ URIs) are ``EnvVar`` references resolved at run time.
 
 import os
 
-from dagster import EnvVar
+from dagster import EnvVar, FilesystemIOManager
 from dagster_aws.s3 import S3Resource
 
 from aiflow.storage import settings as cfg
@@ -33,6 +33,8 @@ def local_resources(home: str = cfg.DEFAULT_HOME) -> dict:
         "landing": LocalLandingResource(root=landing),
         "artifacts": ArtifactsResource(root=artifacts),
         "trainer": SubprocessTrainingLauncher(),
+        # Dagster's default, declared so its config is typed: the implicit one breaks `dagster job scaffold_config`
+        "io_manager": FilesystemIOManager(),
     }
 
 
@@ -71,6 +73,7 @@ def s3_resources() -> dict:
         "landing": S3LandingResource(s3=s3, root_uri=EnvVar(cfg.LANDING_URI)),
         "artifacts": ArtifactsResource(root=EnvVar(cfg.ARTIFACT_URI), **access),
         "trainer": SubprocessTrainingLauncher(),
+        "io_manager": FilesystemIOManager(),  # as in local_resources
     }
 
 
