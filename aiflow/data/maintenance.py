@@ -1,4 +1,8 @@
-"""Table maintenance: compact small files and vacuum files no longer referenced."""
+"""Table maintenance: compact small files and vacuum files no longer referenced.
+
+Maintenance commits change a table's files, never its rows; :func:`content_version` is the version
+of the newest commit that changed the rows, so maintenance leaves a table's data version alone.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,28 @@ from dataclasses import dataclass
 from aiflow.data.ingest import remove_orphans
 from aiflow.spec import DatasetSpec
 from aiflow.storage.lake import Lake, Tables
+
+#: Delta operations that rewrite or delete files without changing a table's rows.
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
+
+
+def content_version(lake: Lake, table: str, *, look_back: int = 50) -> int | None:
+    """The version of the newest commit of ``table`` that changed its rows; None if the table does not exist.
+
+    Compaction and vacuum commits are skipped, so a table that was only maintained keeps its content
+    version (and the asset that owns it its data version). Looks at the last ``look_back`` commits first,
+    then at the whole log.
+    """
+    if not lake.exists(table):
+        return None
+    handle = lake.table(table)
+    for history in (handle.history(limit=look_back), handle.history()):
+        for commit in history:  # newest first
+            if commit.get("operation") not in MAINTENANCE_OPERATIONS:
+                return int(commit["version"])
+        if len(history) < look_back:
+            break
+    return 0
 
 
 @dataclass

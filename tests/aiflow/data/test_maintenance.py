@@ -1,0 +1,88 @@
+"""Scope: table maintenance on real Delta tables of the tiny spec: compaction reduces files, vacuum respects retention, rows and content versions unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from aiflow.data.ingest import ingest
+from aiflow.data.maintenance import content_version, dataset_tables, maintain
+from aiflow.data.refine import refresh_silver
+from aiflow.spec import DatasetSpec
+from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.landing import LocalLandingZone
+from tests.aiflow.tiny import csv_bytes, write_file
+
+
+def _data_files(lake: Lake, table: str) -> set[Path]:
+    """Parquet files on disk under the table (referenced or not)."""
+    return set(Path(lake.uri(table)).rglob("*.parquet"))
+
+
+@pytest.fixture
+def many_small_files(tmp_path: Path, lake: Lake, tiny_spec: DatasetSpec) -> Lake:
+    """Six ingestions of one row each on the same event date: six small files in one bronze partition."""
+    zone = tmp_path / "landing" / "trips"
+    for i in range(6):
+        write_file(zone, f"part-{i}.csv", csv_bytes([f"{i},AA,JFK,100,1,yes,2012-12-01,3.0,2013-01-01T1{i}:00:00Z"]))
+        assert ingest(lake, LocalLandingZone(zone), tiny_spec, [f"part-{i}.csv"]).rows_ingested == 1
+    refresh_silver(lake, tiny_spec)
+    return lake
+
+
+def _rows(lake: Lake, table: str) -> pl.DataFrame:
+    return lake.scan(table).collect().sort("_source_file")
+
+
+def test_compaction_reduces_files_keeps_rows_and_content_version(many_small_files, tiny_spec):
+    lake = many_small_files
+    bronze = Tables.bronze(tiny_spec.name)
+    rows, referenced = _rows(lake, bronze), len(lake.table(bronze).file_uris())
+    version, content = lake.version(bronze), content_version(lake, bronze)
+    assert referenced == 6 and content == version
+
+    results = {r.table: r for r in maintain(lake, tiny_spec)}
+    assert set(results) == {t for t in dataset_tables(tiny_spec) if lake.exists(t)}
+    assert results[bronze].files_removed_by_compaction == 6 and results[bronze].files_added_by_compaction == 1
+    assert len(lake.table(bronze).file_uris()) == 1
+    assert _rows(lake, bronze).equals(rows)
+    # maintenance commits moved the table version, not its content version (nor the data version assets report)
+    assert lake.version(bronze) > version
+    assert content_version(lake, bronze) == content
+
+
+def test_vacuum_keeps_unreferenced_files_inside_the_retention_window(many_small_files, tiny_spec):
+    lake = many_small_files
+    bronze = Tables.bronze(tiny_spec.name)
+    rows = _rows(lake, bronze)
+    before = _data_files(lake, bronze)
+
+    kept = {r.table: r for r in maintain(lake, tiny_spec, retention_hours=168)}
+    assert kept[bronze].files_vacuumed == 0
+    assert before <= _data_files(lake, bronze)  # compacted-away files are still there for time travel
+    assert lake.scan(bronze, version=0).collect().height == 1  # an old version still reads
+
+    removed = {r.table: r for r in maintain(lake, tiny_spec, retention_hours=0)}
+    assert removed[bronze].files_vacuumed == 6
+    assert _data_files(lake, bronze) == {Path(u.removeprefix("file://")) for u in lake.table(bronze).file_uris()}
+    assert _rows(lake, bronze).equals(rows)
+
+
+def test_content_version_follows_row_changes_only(lake, tiny_spec):
+    table = "misc/t"
+    assert content_version(lake, table) is None
+    for i in range(3):
+        lake.append(table, pl.DataFrame({"a": [i]}))
+    lake.compact(table)
+    lake.vacuum(table, retention_hours=0)
+    assert lake.version(table) > 2 and content_version(lake, table) == 2
+    lake.delete(table, "a = 0")
+    deleted = lake.version(table)
+    assert content_version(lake, table) == deleted
+    # more maintenance commits than the first look-back window holds: the whole log is read
+    for _ in range(3):
+        lake.vacuum(table, retention_hours=0)
+    assert lake.version(table) >= deleted + 2
+    assert content_version(lake, table, look_back=2) == deleted
