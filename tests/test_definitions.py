@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, EnvVar
 
+from aiflow.storage.settings import Settings, SettingsError
 from definitions import build_definitions
 from resources.profiles import resources_for
-from resources.storage import LocalLakeResource, S3LakeResource
+from resources.storage import LocalLakeResource, S3Access, S3LakeResource
 
 
 def test_module_loads_and_every_job_resolves():
@@ -37,11 +39,26 @@ def test_assets_are_grouped_by_stage_and_tagged():
     assert (AssetKey(["flights", "features"]), "row_counts") in checks
 
 
-def test_profiles_pick_implementations_without_reading_secrets(monkeypatch):
+def test_profiles_pick_implementations_without_reading_secrets(monkeypatch, tmp_path):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    assert isinstance(resources_for("local")["lake"], LocalLakeResource)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AIFLOW_PROFILE", raising=False)
+    monkeypatch.setenv("AIFLOW_HOME", str(tmp_path / "home"))
+    local = resources_for("local")
+    assert isinstance(local["lake"], LocalLakeResource)
+    settings = Settings.from_env()  # the CLI's settings and the Dagster profile name the same roots
+    assert os.path.abspath(local["lake"].root) == settings.lake_uri
+    assert local["artifacts"].uri() == settings.artifact_uri
+    assert os.path.abspath(local["landing"].root) == settings.landing_uri
     s3 = resources_for("s3")  # builds without the secret: EnvVar is resolved at run time only
     assert isinstance(s3["lake"], S3LakeResource)
+    for name in ("lake", "artifacts"):  # the artifact store gets its credentials exactly like the lake
+        assert isinstance(s3[name], S3Access)
+        assert isinstance(s3[name].secret_access_key, EnvVar) and s3[name].secret_access_key.env_var_name == "AWS_SECRET_ACCESS_KEY"
+        assert isinstance(s3[name].access_key_id, EnvVar) and s3[name].access_key_id.env_var_name == "AWS_ACCESS_KEY_ID"
     build_definitions(resources=s3)
     with pytest.raises(ValueError, match="unknown AIFLOW_PROFILE 'gpu-cluster'"):
         resources_for("gpu-cluster")
+    monkeypatch.setenv("AIFLOW_HOME", "s3://bucket/team")  # not a folder named "s3:"
+    with pytest.raises(SettingsError, match="AIFLOW_HOME must be a local folder, got 's3://bucket/team'"):
+        resources_for("local")

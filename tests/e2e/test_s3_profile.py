@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from dagster import DagsterInstance, RunRequest, build_sensor_context, materialize
+from dagster import DagsterInstance, RunRequest, build_resources, build_sensor_context, materialize
 
 from aiflow.storage.lake import Lake, Tables
 from definitions import build_definitions
 from resources.profiles import resources_for
+from resources.storage import ArtifactsResource
 from tests.dagster_helpers import DATA_PLANE
 
 pytestmark = pytest.mark.s3
@@ -64,3 +65,44 @@ def test_s3_profile_sensor_and_data_plane(s3_server, s3_prefix, demo_landing, mo
     assert again.success
     assert lake.version(Tables.bronze("flights")) == versions[Tables.bronze("flights")]
     assert lake.scan(Tables.features("flights")).select(pl.len()).collect().item() == landed
+
+
+AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP")
+
+
+def test_artifacts_resource_takes_s3_credentials_as_fields_not_from_the_environment(s3_server, s3_prefix, monkeypatch):
+    for var in AWS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    fields = dict(
+        access_key_id=s3_server.access_key,
+        secret_access_key=s3_server.secret_key,
+        region=s3_server.region,
+        endpoint_url=s3_server.endpoint_url,
+        allow_http=True,
+    )
+    store = ArtifactsResource(root=f"{s3_prefix}/artifacts", **fields).store()
+    assert store.put_bytes("flights/v1/model.bin", b"weights") == f"{s3_prefix}/artifacts/flights/v1/model.bin"
+    bucket_prefix = s3_prefix.removeprefix(f"s3://{s3_server.bucket}/")
+    body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=f"{bucket_prefix}/artifacts/flights/v1/model.bin")["Body"]
+    assert body.read() == b"weights"
+    wrong = ArtifactsResource(root=f"{s3_prefix}/artifacts", **{**fields, "secret_access_key": "not-the-secret"}).store()
+    with pytest.raises(OSError) as refused:  # the fields are what the store signs with
+        wrong.get_bytes("flights/v1/model.bin")
+    assert not isinstance(refused.value, FileNotFoundError), refused.value
+
+
+def test_s3_profile_artifacts_resolve_their_env_vars_at_run_time(s3_server, s3_prefix, monkeypatch):
+    for var in AWS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)  # decides at load time that the endpoint is an EnvVar
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    artifacts = resources_for("s3")["artifacts"]  # loads without the secrets
+    monkeypatch.setenv("AIFLOW_ARTIFACT_URI", f"{s3_prefix}/artifacts")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    with build_resources({"artifacts": artifacts}) as built:
+        store = built.artifacts.store()
+        assert store.root == f"{s3_prefix}/artifacts"
+        store.put_bytes("run/plot.png", b"png")
+        assert store.get_bytes("run/plot.png") == b"png"
+    assert s3_server.secret_key not in repr(store)
