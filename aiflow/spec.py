@@ -308,8 +308,18 @@ def load_specs(locations: list[str | os.PathLike]) -> list[DatasetSpec]:
             paths.append(path)
     specs = [load_spec(p) for p in paths]
     seen: dict[str, Path] = {}
+    tables: dict[str, tuple[str, Path]] = {}
     for spec, path in zip(specs, paths, strict=True):
         if spec.name in seen:
             raise SpecError(f"dataset specs {seen[spec.name]} and {path} are both named '{spec.name}': names must be unique")
         seen[spec.name] = path
+        for table in spec.tables:
+            # lake tables are keyed by table name (bronze/<table>, silver/<table>...): two datasets must not share one
+            if table.name in tables:
+                other, other_path = tables[table.name]
+                raise SpecError(
+                    f"dataset '{spec.name}' ({path}) declares a table named '{table.name}', as does dataset '{other}' "
+                    f"({other_path}): lake tables are keyed by table name, so rename one of them"
+                )
+            tables[table.name] = (spec.name, path)
     return specs
