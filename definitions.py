@@ -4,7 +4,8 @@ Datasets: ``AIFLOW_DATASETS`` lists spec files or folders of specs (separated by
 ``AIFLOW_DATASET`` names one spec; default: the bundled nycflights13 demo. Every dataset gets its
 own assets, checks, jobs, sensor and schedule side by side; ``lifecycle_job`` and ``data_plane_job``
 run every dataset at once. ``AIFLOW_PROFILE`` names the environment profile (``local``, ``s3``,
-``k8s``). All of these are configuration, not secrets.
+``k8s``) and ``AIFLOW_EXECUTOR`` may override its step executor (``resources/executors.py``).
+All of these are configuration, not secrets.
 """
 
 import os
@@ -19,6 +20,7 @@ from assets.features import feature_assets, feature_checks
 from assets.ingestion import ingestion_assets
 from assets.training import training_assets
 from assets.validation import validation_assets, validation_checks
+from resources.executors import executor_for
 from resources.profiles import resources_for
 from sensors.jobs import data_plane_job, lifecycle_job, maintenance_job
 from sensors.landing import landing_sensor
@@ -69,6 +71,7 @@ def build_definitions(
         Definitions(
             jobs=[data_plane_job(), lifecycle_job()],
             resources=resources if resources is not None else resources_for(),
+            executor=executor_for(os.environ.get("AIFLOW_PROFILE", "local"), os.environ.get("AIFLOW_EXECUTOR") or None),
         ),
     )
 
