@@ -9,13 +9,12 @@ from aiflow.spec import DatasetSpec, TableSpec
 from aiflow.storage.lake import Tables
 from assets.checks import blocking_checks
 from assets.keys import bronze_key, silver_key
-from assets.metadata import table_metadata
+from assets.metadata import quarantine_summary, table_data_version, table_metadata, uri_value
 from resources.storage import LakeResource
 
 
 class CleanseConfig(Config):
     full_refresh: bool = Field(False, description="Recompute every date, not only those with new bronze rows.")
-
 
 
 def silver_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
@@ -29,28 +28,32 @@ def silver_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
     def _silver(context: AssetExecutionContext, config: CleanseConfig, lake: LakeResource) -> MaterializeResult:
         store = lake.lake()
         report = refresh_silver(store, table, full=config.full_refresh)
-        if report.skipped:
+        silver, quarantine = Tables.silver(table.name), Tables.quarantine(table.name)
+        if not store.exists(Tables.bronze(table.name)):
+            context.log.info(f"no bronze table at {store.uri(Tables.bronze(table.name))} (nothing ingested yet): nothing to cleanse")
+        elif report.skipped:
             context.log.info("no new bronze rows: nothing to cleanse")
         else:
             context.log.info(
                 f"{len(report.dates)} date(s) rewritten: {report.rows_in} rows in, {report.rows_out} out, "
                 f"{report.rows_quarantined} quarantined, {report.rows_superseded} superseded"
             )
-        return MaterializeResult(
-            metadata={
-                **table_metadata(store, Tables.silver(table.name)),
-                "rows_in": report.rows_in,
-                "rows_out": report.rows_out,
-                "rows_quarantined": report.rows_quarantined,
-                "rows_superseded": report.rows_superseded,
-                "dates_rewritten": len(report.dates),
-                "first_date": str(report.dates[0]) if report.dates else "",
-                "last_date": str(report.dates[-1]) if report.dates else "",
-                "full_refresh": report.full_refresh,
-                "upstream_versions": {k: v for k, v in report.upstream.items()},
-                "quarantine_table": store.uri(Tables.quarantine(table.name)),
-            }
-        )
+        # run_*: what this run did; dagster/row_count and table_*: the tables as they now are
+        metadata = {
+            **table_metadata(store, silver),
+            "run_rows_in": report.rows_in,
+            "run_rows_out": report.rows_out,
+            "run_rows_quarantined": report.rows_quarantined,
+            "run_rows_superseded": report.rows_superseded,
+            "run_dates_rewritten": len(report.dates),
+            "run_full_refresh": report.full_refresh,
+            "upstream_versions": dict(report.upstream),
+            "quarantine_table": uri_value(store.uri(quarantine)),
+            **quarantine_summary(store, quarantine),
+        }
+        if report.dates:
+            metadata.update(run_first_date=str(report.dates[0]), run_last_date=str(report.dates[-1]))
+        return MaterializeResult(metadata=metadata, data_version=table_data_version(store, silver))
 
     return _silver
 

@@ -1,14 +1,14 @@
 """Ingestion stage: landing files → bronze Delta tables (one asset per table of the dataset)."""
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, asset
 from pydantic import Field
 
-from aiflow.data.ingest import DUPLICATE, INGESTED, REJECTED, ingest
+from aiflow.data.ingest import DUPLICATE, INGESTED, REJECTED, ingest, recorded_files
 from aiflow.spec import DatasetSpec, TableSpec
 from aiflow.storage.lake import Tables
 from assets.keys import bronze_key
-from assets.metadata import markdown_table, table_metadata
+from assets.metadata import frame_table, table_data_version, table_metadata, uri_value
 from resources.storage import LakeResource, LandingResource
 
 
@@ -17,7 +17,6 @@ class IngestConfig(Config):
         None, description="Files to ingest, relative to the landing zone. Empty: every file not yet in the ledger."
     )
     chunk_rows: int = Field(1_000_000, description="Rows buffered per Delta commit (bounds memory).")
-
 
 
 def bronze_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
@@ -47,25 +46,33 @@ def bronze_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
             [{"file": f.file, "outcome": f.outcome, "rows": f.rows_ingested, "quarantined": f.rows_quarantined, "error": f.error} for f in report.files],
             schema={"file": pl.String, "outcome": pl.String, "rows": pl.Int64, "quarantined": pl.Int64, "error": pl.String},
         )
-        interesting = outcomes.filter(pl.col("outcome") != INGESTED).head(50) if report.files else outcomes
-        return MaterializeResult(
-            metadata={
-                **table_metadata(store, Tables.bronze(table.name)),
-                "batch_id": report.batch_id,
-                "files_ingested": report.count(INGESTED),
-                "files_duplicate": report.count(DUPLICATE),
-                "files_rejected": report.count(REJECTED),
-                "rows_in": report.rows_ingested + report.rows_quarantined,
-                "rows_out": report.rows_ingested,
-                "rows_quarantined": report.rows_quarantined,
-                "orphan_rows_removed": report.orphans_removed,
-                "new_columns": report.new_columns,
-                "event_dates_touched": len(report.event_dates),
-                "ledger_version": report.ledger_version if report.ledger_version is not None else -1,
-                "files_not_ingested": MetadataValue.md(markdown_table(interesting)),
-                "landing_zone": zone.uri,
-            }
-        )
+        not_ingested = outcomes.filter(pl.col("outcome") != INGESTED)
+        bronze = Tables.bronze(table.name)
+        # run_*: what this run did; dagster/row_count and table_*: the table as it now is
+        metadata = {
+            **table_metadata(store, bronze),
+            "run_files_ingested": report.count(INGESTED),
+            "run_files_duplicate": report.count(DUPLICATE),
+            "run_files_rejected": report.count(REJECTED),
+            "run_rows_in": report.rows_ingested + report.rows_quarantined,
+            "run_rows_out": report.rows_ingested,
+            "run_rows_quarantined": report.rows_quarantined,
+            "run_orphan_rows_removed": report.orphans_removed,
+            "run_event_dates_touched": len(report.event_dates),
+            "run_changed_table": report.bronze_version is not None,
+            "table_files_in_ledger": len(recorded_files(store, table)),
+            "batch_id": report.batch_id,
+            "landing_zone": uri_value(zone.uri),
+        }
+        if report.new_columns:
+            metadata["run_new_columns"] = ", ".join(report.new_columns)
+        if report.ledger_version is not None:
+            metadata["ledger_version"] = report.ledger_version
+        if not_ingested.height:
+            metadata["files_not_ingested"] = frame_table(not_ingested, max_rows=50)
+        if not report.files:
+            context.log.info(f"no new files in {zone.uri}: bronze unchanged")
+        return MaterializeResult(metadata=metadata, data_version=table_data_version(store, bronze))
 
     return _bronze
 

@@ -1,29 +1,60 @@
-"""Metadata shared by every asset that writes a Delta table: where it is, its version, schema and a preview."""
+"""Metadata shared by every asset that writes a Delta table: where it is, its version, schema, a preview, its data version."""
 
 import datetime as dt
 import math
 
 import polars as pl
-from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+from dagster import DataVersion, MetadataValue, TableColumn, TableRecord, TableSchema
 
+from aiflow.data.maintenance import content_version
+from aiflow.data.parse import RULE
 from aiflow.storage.lake import Lake
 
 PREVIEW_ROWS = 10
 
 
+def uri_value(uri: str) -> MetadataValue:
+    """A location as a link the UI can open: a URL for ``scheme://`` locations, a path otherwise."""
+    return MetadataValue.url(uri) if "://" in uri else MetadataValue.path(uri)
+
+
+def table_data_version(lake: Lake, table: str) -> DataVersion:
+    """The data version of an asset that owns ``table``: the version of its newest row-changing commit.
+
+    A run that changes nothing (and compaction or vacuum) leaves it as it was, so everything downstream
+    stays fresh; a table that does not exist yet has the data version ``absent``.
+    """
+    version = content_version(lake, table)
+    return DataVersion("absent" if version is None else f"v{version}")
+
+
 def table_metadata(lake: Lake, table: str, *, preview_filter: pl.Expr | None = None) -> dict:
-    """Delta version, URI, row count, schema and a small Markdown preview of ``table``."""
+    """URI, Delta version, row count, schema and a small inline preview of ``table`` (only the URI if it is missing).
+
+    The row count (``dagster/row_count``) is the table's total, whatever the run added.
+    """
     if not lake.exists(table):
-        return {"delta_uri": MetadataValue.path(lake.uri(table)), "delta_version": -1}
+        return {"delta_uri": uri_value(lake.uri(table)), "table_exists": False}
     lf = lake.scan(table)
     schema = lf.collect_schema()
     preview = (lf.filter(preview_filter) if preview_filter is not None else lf).head(PREVIEW_ROWS).collect()
     return {
-        "delta_uri": MetadataValue.path(lake.uri(table)),
+        "delta_uri": uri_value(lake.uri(table)),
         "delta_version": lake.version(table),
         "dagster/row_count": lf.select(pl.len()).collect().item(),
         "dagster/column_schema": TableSchema(columns=[TableColumn(name, str(dtype)) for name, dtype in schema.items()]),
-        "preview": MetadataValue.md(markdown_table(preview)),
+        "preview": frame_table(preview),
+    }
+
+
+def quarantine_summary(lake: Lake, table: str) -> dict:
+    """Rows in the quarantine table ``table`` by stage and rule (the table's totals), as inline metadata."""
+    if not lake.exists(table):
+        return {"table_rows_quarantined": 0}
+    by_rule = lake.scan(table).group_by("_stage", RULE).agg(pl.len().alias("rows")).sort("_stage", "rows", descending=[False, True]).collect()
+    return {
+        "table_rows_quarantined": int(by_rule["rows"].sum()),
+        "quarantine_by_rule": frame_table(by_rule.rename({"_stage": "stage", RULE: "rule"})),
     }
 
 

@@ -6,10 +6,20 @@ import shutil
 
 import polars as pl
 import yaml
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import (
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterInstance,
+    FloatMetadataValue,
+    IntMetadataValue,
+    PathMetadataValue,
+    TableMetadataValue,
+    materialize,
+)
 
 from aiflow.spec import demo_spec_path
 from aiflow.storage.lake import Lake, Tables
+from assets.metadata import PREVIEW_ROWS
 from tests.dagster_helpers import DATA_PLANE, local_defs, local_home
 
 
@@ -25,20 +35,29 @@ def test_materialize_data_plane_reports_metadata_and_passes_checks(tmp_path, dem
 
     landed = pl.concat([pl.read_csv(p, infer_schema=False) for p in sorted((home / "landing" / "flights").glob("*.csv"))])
     bronze = result.asset_materializations_for_node("flights__bronze_flights")[0].metadata
-    assert bronze["rows_in"].value == landed.height
-    assert bronze["rows_out"].value == landed.height
-    assert bronze["files_ingested"].value == 5
+    assert bronze["run_rows_in"].value == landed.height
+    assert bronze["run_rows_out"].value == landed.height
+    assert bronze["run_files_ingested"].value == 5
     assert bronze["delta_version"].value == 0
     assert bronze["dagster/row_count"].value == landed.height
+    assert bronze["table_files_in_ledger"].value == 5
+    assert bronze["landing_zone"].value == str((home / "landing" / "flights").resolve())
+    assert "files_not_ingested" not in bronze  # every file ingested: no empty table
 
     silver = result.asset_materializations_for_node("flights__silver_flights")[0].metadata
-    assert silver["rows_in"].value == landed.height
-    assert silver["rows_out"].value + silver["rows_quarantined"].value + silver["rows_superseded"].value == landed.height
-    assert "preview" in silver and "dagster/column_schema" in silver
+    assert silver["run_rows_in"].value == landed.height
+    assert silver["run_rows_out"].value + silver["run_rows_quarantined"].value + silver["run_rows_superseded"].value == landed.height
+    # tabular metadata renders inline: a table value, not Markdown
+    assert isinstance(silver["preview"], TableMetadataValue) and len(silver["preview"].records) == PREVIEW_ROWS
+    assert "dagster/column_schema" in silver
+    assert isinstance(silver["quarantine_table"], PathMetadataValue)
+    assert silver["run_first_date"].value == "2013-01-01"
 
     features = result.asset_materializations_for_node("flights__features")[0].metadata
-    assert features["rows_out"].value == silver["rows_out"].value
-    assert features["state_refitted"].value is True
+    assert features["run_rows_out"].value == silver["run_rows_out"].value
+    assert features["run_state_refitted"].value is True
+    roles = {r.data["role"] for r in features["features"].records}
+    assert roles == {"categorical", "numeric", "calendar", "target"}
 
     checks = result.get_asset_check_evaluations()
     assert {(c.asset_key, c.check_name) for c in checks} >= {
@@ -47,10 +66,16 @@ def test_materialize_data_plane_reports_metadata_and_passes_checks(tmp_path, dem
         (AssetKey(["flights", "features"]), "schema_matches_spec"),
     }
     assert all(c.passed for c in checks), [c.description for c in checks if not c.passed]
+    for c in checks:  # numbers the UI can plot on every check result
+        assert {"observed", "threshold", "margin"} <= set(c.metadata), (c.check_name, c.metadata)
+        assert all(isinstance(c.metadata[k], IntMetadataValue | FloatMetadataValue) for k in ("observed", "threshold", "margin"))
+    data_plane_keys = {c.asset_key for c in checks}
+    specs = [s for checks_def in defs.asset_checks for s in checks_def.check_specs if s.asset_key in data_plane_keys]
+    assert len(specs) == 12 and all(s.description for s in specs)  # no "No description provided" in the UI
 
     # the lake holds what the metadata says
     lake = Lake(home / "lake")
-    assert lake.scan(Tables.features("flights")).select(pl.len()).collect().item() == features["rows_out"].value
+    assert lake.scan(Tables.features("flights")).select(pl.len()).collect().item() == features["run_rows_out"].value == features["dagster/row_count"].value
 
 
 def test_second_run_with_one_new_day_is_incremental(tmp_path, demo_landing):
@@ -66,12 +91,21 @@ def test_second_run_with_one_new_day_is_incremental(tmp_path, demo_landing):
     result = materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance, selection=DATA_PLANE)
     assert result.success
     bronze = result.asset_materializations_for_node("flights__bronze_flights")[0].metadata
-    assert bronze["files_ingested"].value == 1
-    assert bronze["files_duplicate"].value == 0
+    assert bronze["run_files_ingested"].value == 1
+    assert bronze["run_files_duplicate"].value == 0
     silver = result.asset_materializations_for_node("flights__silver_flights")[0].metadata
     # the day's flights span two UTC dates (evening departures fall on the next UTC day)
-    assert 1 <= silver["dates_rewritten"].value <= 2
-    assert silver["last_date"].value >= "2013-01-05"
+    assert 1 <= silver["run_dates_rewritten"].value <= 2
+    assert silver["run_last_date"].value >= "2013-01-05"
+    assert silver["dagster/row_count"].value > silver["run_rows_out"].value  # the table's total vs this run's rows
+
+    # the same file again under a new name: a duplicate, listed inline with its outcome; silver has nothing to do
+    shutil.copy(home / "landing" / "flights" / "2013-01-05.csv", home / "landing" / "flights" / "copy.csv")
+    result = materialize(_assets_and_checks(defs), resources=defs.resources, instance=instance, selection=DATA_PLANE)
+    bronze = result.asset_materializations_for_node("flights__bronze_flights")[0].metadata
+    assert [(r.data["file"], r.data["outcome"]) for r in bronze["files_not_ingested"].records] == [("copy.csv", "duplicate")]
+    silver = result.asset_materializations_for_node("flights__silver_flights")[0].metadata
+    assert silver["run_dates_rewritten"].value == 0 and "run_first_date" not in silver
 
 
 def test_failing_quality_check_blocks_downstream_features(tmp_path, demo_landing):
@@ -118,3 +152,22 @@ def test_maintenance_job_compacts_without_changing_content(tmp_path, demo_landin
     after_rows = lake.scan(bronze).sort("_source_file", "_source_row").collect()
     assert after_rows.equals(before_rows)
     assert len(lake.table(bronze).file_uris()) < before_files
+
+
+def test_empty_landing_zone_is_a_clean_no_op_that_says_where_it_looked(tmp_path):
+    """Nothing landed yet: every asset materializes, the checks warn (not block) naming the missing table."""
+    home = tmp_path / "home"
+    (home / "landing").mkdir(parents=True)
+    defs = local_defs(home)
+    result = materialize(_assets_and_checks(defs), resources=defs.resources, instance=DagsterInstance.ephemeral(), selection=DATA_PLANE)
+    assert result.success
+    bronze = result.asset_materializations_for_node("flights__bronze_flights")[0].metadata
+    assert bronze["run_files_ingested"].value == 0 and bronze["table_exists"].value is False
+    assert "delta_version" not in bronze and "ledger_version" not in bronze  # no -1 sentinels
+    features = result.asset_materializations_for_node("flights__features")[0]
+    assert features.tags["dagster/data_version"] == "absent"
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 12
+    assert all(not c.passed and c.severity == AssetCheckSeverity.WARN for c in checks)
+    silver_uri = str(Lake(home / "lake").uri(Tables.silver("flights")))
+    assert any(silver_uri in c.description for c in checks if c.asset_key == AssetKey(["flights", "silver_flights"]))
