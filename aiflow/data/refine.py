@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 
 import polars as pl
+from deltalake.exceptions import DeltaError
 
 from aiflow.data.cleanse import cleanse, silver_columns
 from aiflow.data.features import (
@@ -87,7 +88,13 @@ def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False, batch_da
     if report.full_refresh:
         report.dates = _dates(lake.scan(bronze, bronze_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
     else:
-        report.dates = _new_ledger_dates(lake, table, int(last), ledger_version)
+        try:
+            report.dates = _new_ledger_dates(lake, table, int(last), ledger_version)
+        except (FileNotFoundError, OSError, DeltaError) as exc:
+            # the ledger version silver last read was vacuumed (maintenance with a short retention): redo every date
+            log.warning("%s: ledger version %s is no longer readable (%s); refreshing every date", silver, last, exc)
+            report.full_refresh = True
+            report.dates = _dates(lake.scan(bronze, bronze_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
     if not report.dates:
         return report
 

@@ -86,3 +86,16 @@ def test_content_version_follows_row_changes_only(lake, tiny_spec):
         lake.vacuum(table, retention_hours=0)
     assert lake.version(table) >= deleted + 2
     assert content_version(lake, table, look_back=2) == deleted
+
+
+def test_incremental_silver_after_a_vacuum_with_zero_retention_refreshes_instead_of_failing(tmp_path, many_small_files, tiny_spec):
+    """Vacuum at 0 h deletes the ledger files of the version silver's watermark names; the next run redoes every date."""
+    lake = many_small_files
+    maintain(lake, tiny_spec, retention_hours=0)
+    zone = tmp_path / "landing" / "trips"
+    write_file(zone, "late.csv", csv_bytes(["99,UA,EWR,500,1,no,2012-12-01,40.0,2013-01-05T12:00:00Z"]))
+    assert ingest(lake, LocalLandingZone(zone), tiny_spec, ["late.csv"]).rows_ingested == 1
+    report = refresh_silver(lake, tiny_spec)
+    assert report.full_refresh is True
+    silver = lake.scan(Tables.silver(tiny_spec.name)).collect()
+    assert sorted(silver["trip_id"].to_list()) == [0, 1, 2, 3, 4, 5, 99]
