@@ -4,19 +4,23 @@ import getpass
 import json
 from typing import Literal
 
+import pydantic
 from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from aiflow.evaluation.validation import ModelRef, load_model
+from aiflow.models.candidates import Handoffs
+from aiflow.models.metric_names import BASELINE, prefixed, registry_metrics
 from aiflow.models.model_card import model_card
 from aiflow.models.registry import Registry
 from aiflow.serving.batch import score_new_partitions
 from aiflow.spec import DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Tables
-from assets.keys import candidate_key, champion_key, evaluation_key, features_key, predictions_key, registered_key
-from assets.metadata import markdown_table, table_metadata
-from assets.validation import candidate_facts, latest_metadata
+from assets.keys import champion_key, evaluation_key, features_key, predictions_key, registered_key
+from assets.metadata import frame_table, table_metadata
+from assets.training import link, run_ids
+from assets.validation import CANDIDATE_ID, USE_LATEST
 from resources.storage import ArtifactsResource, LakeResource
 
 
@@ -26,8 +30,27 @@ def actor(context) -> str:
 
 
 def alias_history(registry: Registry, name: str) -> MetadataValue:
-    """The latest alias events of a model, for the UI."""
-    return MetadataValue.md(markdown_table(registry.history(name).head(10)))
+    """The latest alias events of a model, as an inline table for the UI."""
+    return frame_table(registry.history(name).head(10))
+
+
+def alias_metadata(registry: Registry, name: str) -> dict:
+    """Current champion and canary versions (keys left out when unset) and the alias history."""
+    meta: dict = {"alias_history": alias_history(registry, name)}
+    for alias in ("champion", "canary"):
+        version = registry.alias(name, alias)
+        if version is not None:
+            meta[f"{alias}_version"] = version
+    return meta
+
+
+def card_slices(slices: list[dict]) -> dict[str, dict]:
+    """Evaluation slice rows as the model card takes them: ``column=value`` -> figures."""
+    return {f"{s['slice']}={s['value']}": {k: v for k, v in s.items() if k not in ("slice", "value")} for s in slices}
+
+
+#: Which evaluation to register when the step runs on its own.
+RegistrationConfig = pydantic.create_model("RegistrationConfig", __base__=Config, candidate_id=CANDIDATE_ID, use_latest=USE_LATEST)
 
 
 def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
@@ -38,50 +61,67 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
         kinds={"delta"},
         description=f"The '{spec.name}' candidate registered as a model version, with its lineage, gate results and model card.",
     )
-    def _registered(context: AssetExecutionContext, lake: LakeResource, artifacts: ArtifactsResource) -> MaterializeResult:
+    def _registered(context: AssetExecutionContext, config: RegistrationConfig, lake: LakeResource, artifacts: ArtifactsResource) -> MaterializeResult:
+        """This run's evaluated candidate registered as a model version (exactly the evaluated artifact)."""
         store, files = lake.lake(), artifacts.store()
-        evaluation = latest_metadata(context.instance, evaluation_key(spec))
-        cand = candidate_facts(latest_metadata(context.instance, candidate_key(spec)))
-        if evaluation["candidate"]["artifact_sha256"] != cand["artifact_sha256"]:
-            raise RuntimeError("the evaluation is of another candidate than the latest one: re-run the evaluation")
-        gates = evaluation["gate_results"]
-        lineage = bundle_lineage(cand["artifact_uri"])
+        handoffs = Handoffs(store)
+        found = handoffs.resolve_evaluation(spec.name, run_ids=run_ids(context), candidate_id=config.candidate_id, latest=config.use_latest)
+        evaluation = found.record
+        cand = handoffs.candidate(evaluation.candidate_id)
+        context.log.info(f"registering {found.how}: evaluation {evaluation.evaluation_id} of candidate {cand.candidate_id}")
+        if cand.artifact_sha256 != evaluation.artifact_sha256:
+            raise RuntimeError(
+                f"evaluation {evaluation.evaluation_id} judged artifact {evaluation.artifact_sha256[:12]} but candidate "
+                f"{cand.candidate_id} is {cand.artifact_sha256[:12]}: the hand-off records disagree"
+            )
+        lineage = bundle_lineage(cand.artifact_uri)
         registry = Registry(store)
-        card_path = f"{spec.name}/cards/{cand['artifact_sha256'][:16]}.md"
-        test = {k.removeprefix("test_"): v for k, v in evaluation.items() if k.startswith("test_") and k != "test_rows"}
+        card_path = f"{spec.name}/cards/{cand.artifact_sha256[:16]}.md"
         version = registry.register(
             spec.name,
-            artifact_uri=cand["artifact_uri"],
-            artifact_sha256=cand["artifact_sha256"],
-            training_table=cand["features_uri"],
-            training_version=cand["data_version"],
-            metrics={**{f"valid_{k}": v for k, v in cand["valid"].items()}, **{f"test_{k}": v for k, v in test.items()}},
-            baseline_metrics=cand["baseline"],
-            params=cand["params"],
-            gate_results=gates,
-            gates_passed=bool(evaluation["gates_passed"]),
+            artifact_uri=cand.artifact_uri,
+            artifact_sha256=cand.artifact_sha256,
+            training_table=cand.features_uri,
+            training_version=cand.data_version,
+            metrics=registry_metrics(cand.valid_metrics, evaluation.test_metrics),
+            baseline_metrics=cand.baseline_metrics,
+            params=cand.params,
+            gate_results=evaluation.gate_results,
+            gates_passed=evaluation.gates_passed,
             reason=str(lineage.get("reason") or "manual"),
             code_version=lineage.get("code_version"),
             state_version=lineage.get("state_version"),
             run_id=context.run_id,
             model_card_uri=files.uri(card_path),
         )
-        champion_version = registry.alias(spec.name, "champion")
-        champion = registry.get(spec.name, champion_version) if champion_version not in (None, version.version) else None
-        card = model_card(version, spec_name=spec.name, champion=champion)
+        handoffs.record_registration(evaluation, run_id=context.run_id, version=version.version)
+        champion = None
+        if evaluation.champion_version is not None and evaluation.champion_version != version.version:
+            champion = registry.get(spec.name, evaluation.champion_version)
+        card = model_card(
+            version,
+            spec_name=spec.name,
+            slices=card_slices(evaluation.slices),
+            champion=champion,
+            champion_test_metrics=evaluation.champion_metrics if champion is not None else None,
+        )
         files.put_bytes(card_path, card.encode())
         context.log.info(f"registered {spec.name} v{version.version} ({version.artifact_uri})")
+        metrics = {**version.metrics, **prefixed(BASELINE, version.baseline_metrics)}
         return MaterializeResult(
             metadata={
                 "model_name": spec.name,
                 "model_version": version.version,
-                "artifact_uri": MetadataValue.path(version.artifact_uri),
+                "candidate_id": cand.candidate_id,
+                "evaluation_id": evaluation.evaluation_id,
+                "artifact_uri": link(version.artifact_uri),
                 "artifact_sha256": version.artifact_sha256,
                 "training_table": version.training_table,
                 "training_version": version.training_version,
                 "gates_passed": version.gates_passed,
+                **{k: MetadataValue.float(round(v, 6)) for k, v in sorted(metrics.items())},
                 "model_card": MetadataValue.md(card),
-                "model_card_uri": MetadataValue.path(files.uri(card_path)),
+                "model_card_uri": link(files.uri(card_path)),
             }
         )
 
@@ -94,12 +134,17 @@ def bundle_lineage(artifact_uri: str) -> dict:
     return manifest.get("lineage") or {}
 
 
-class PromotionConfig(Config):
-    policy: Literal["direct", "canary"] = Field(
-        "direct",
-        description="direct: the registered version becomes champion at once; canary: it becomes canary and the champion stays.",
-    )
-    reason: str = Field("passed the gates", description="Recorded with the alias change.")
+PromotionConfig = pydantic.create_model(
+    "PromotionConfig",
+    __base__=Config,
+    policy=(
+        Literal["direct", "canary"],
+        Field("direct", description="direct: the registered version becomes champion at once; canary: it becomes canary and the champion stays."),
+    ),
+    reason=(str, Field("passed the gates", description="Recorded with the alias change.")),
+    candidate_id=CANDIDATE_ID,
+    use_latest=USE_LATEST,
+)
 
 
 def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
@@ -111,21 +156,22 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         description=f"Which '{spec.name}' version serves: the champion alias, flipped atomically under the promotion policy.",
     )
     def _champion(context: AssetExecutionContext, config: PromotionConfig, lake: LakeResource) -> MaterializeResult:
-        registry = Registry(lake.lake())
-        version = int(latest_metadata(context.instance, registered_key(spec))["model_version"])
+        """The version registered in this run (or the configured candidate's) promoted under the policy."""
+        store = lake.lake()
+        registry = Registry(store)
+        found = Handoffs(store).resolve_registration(
+            spec.name, run_ids=run_ids(context), candidate_id=config.candidate_id, latest=config.use_latest
+        )
+        version = found.record.version
+        context.log.info(f"promoting {found.how}: v{version} (candidate {found.record.candidate_id})")
         alias = "champion" if config.policy == "direct" else "canary"
         before = registry.alias(spec.name, alias)
         registry.promote(spec.name, version, reason=config.reason, actor=actor(context), alias=alias)
         context.log.info(f"{spec.name} {alias}: v{before} -> v{version}" if before != version else f"{alias} already v{version}")
-        return MaterializeResult(
-            metadata={
-                "champion_version": registry.alias(spec.name, "champion") or -1,
-                "canary_version": registry.alias(spec.name, "canary") or -1,
-                "previous_version": before if before is not None else -1,
-                "policy": config.policy,
-                "alias_history": alias_history(registry, spec.name),
-            }
-        )
+        meta = {**alias_metadata(registry, spec.name), "promoted_version": version, "policy": config.policy}
+        if before is not None:
+            meta["previous_version"] = before
+        return MaterializeResult(metadata=meta)
 
     return _champion
 

@@ -1,25 +1,57 @@
 """Training stage: the candidate model, trained through Pipes on a pinned version of the features."""
 
-import pydantic
-from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, asset
-from pydantic import Field
+import copy
 
+import pydantic
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from pydantic import BaseModel, Field
+
+from aiflow.models.candidates import Handoffs
 from aiflow.models.lineage import code_version
+from aiflow.models.metric_names import validation_only
 from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams
 from aiflow.train.request import pinned_request
 from assets.keys import candidate_key, features_key
 from resources.storage import ArtifactsResource, LakeResource
-from resources.training import TrainingLauncher
+from resources.training import TrainingLauncher, train_result
+
+
+def launchpad_fields(model: type[BaseModel]) -> dict:
+    """The fields of an engine model for a ``dagster.Config``, every factory default made explicit.
+
+    A ``default_factory`` (hidden layers, gate thresholds) shows as no default at all in the
+    launchpad; its value is put in as the field's plain default instead, so the launchpad and
+    ``dagster job scaffold_config`` show it.
+    """
+    fields = {}
+    for name, field in model.model_fields.items():
+        if field.default_factory is not None:
+            field = copy.copy(field)
+            field.default = field.default_factory()
+            field.default_factory = None
+        fields[name] = (field.annotation, field)
+    return fields
+
 
 #: The launchpad config: exactly the hyperparameters of TrainParams (one definition, no copy).
 TrainConfig = pydantic.create_model(
     "TrainConfig",
     __base__=Config,
     reason=(str, Field("manual", description="Why this training runs (manual, schedule, drift...); recorded with the model.")),
-    **{name: (field.annotation, field) for name, field in TrainParams.model_fields.items()},
+    **launchpad_fields(TrainParams),
 )
 
+
+def run_ids(context) -> list[str]:
+    """This run's id, then its parent's and root's: a re-execution finds what the original run recorded."""
+    run = context.run  # asset and asset-check contexts both have it
+    return [i for i in (run.run_id, run.parent_run_id, run.root_run_id) if i]
+
+
+def link(uri: str) -> MetadataValue:
+    """A clickable location in the UI: a URL for object stores, a path for local files."""
+    return MetadataValue.url(uri) if "://" in uri else MetadataValue.path(uri)
 
 
 def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
@@ -33,14 +65,36 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
     def _candidate(
         context: AssetExecutionContext, config: TrainConfig, lake: LakeResource, artifacts: ArtifactsResource, trainer: TrainingLauncher
     ) -> MaterializeResult:
+        """Candidate model trained through Pipes; recorded in registry/candidates under this run."""
         params = TrainParams(**config.model_dump(exclude={"reason"}))
         # the root run id survives retries and re-executions: a restarted training resumes its checkpoint
         run = context.dagster_run
+        store = lake.lake()
         request = pinned_request(
-            lake.lake(), spec, params, artifacts.uri(), run.root_run_id or run.run_id, config.reason, code_version=code_version()
+            store, spec, params, artifacts.uri(), run.root_run_id or run.run_id, config.reason, code_version=code_version()
         )
         context.log.info(f"training on {request.features_uri} at version {request.data_version} (key {request.checkpoint_key})")
-        return trainer.launch(context, request).get_materialize_result()
+        invocation = trainer.launch(context, request)
+        result = train_result(invocation)
+        candidate = Handoffs(store).record_candidate(
+            spec.name,
+            run_id=context.run_id,
+            artifact_uri=result.artifact_uri,
+            artifact_sha256=result.artifact_sha256,
+            features_uri=result.features_uri,
+            data_version=result.data_version,
+            valid_metrics=validation_only(result.metrics),
+            baseline_metrics=result.baseline_metrics,
+            params=result.params,
+            source="training",
+        )
+        context.log.info(f"candidate {candidate.candidate_id}: {candidate.artifact_uri} (sha256 {candidate.artifact_sha256[:12]})")
+        reported = invocation.get_materialize_result()
+        return MaterializeResult(
+            metadata={**(reported.metadata or {}), "candidate_id": candidate.candidate_id},
+            data_version=reported.data_version,
+            check_results=reported.check_results,
+        )
 
     return _candidate
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal, NoReturn
 
-from dagster import Failure, RetryRequested
-from dagster._core.pipes.client import PipesClientCompletedInvocation
+from dagster import Failure, PipesClientCompletedInvocation, RetryRequested
 from dagster_k8s import PipesK8sClient
 from dagster_k8s.client import DagsterK8sError, DagsterKubernetesClient
 from kubernetes.client import ApiClient

@@ -3,11 +3,16 @@ Kubernetes GPU pods in production (``resources/k8s_training.py``). Chosen by the
 
 import sys
 
-from dagster import AssetExecutionContext, ConfigurableResource, OpExecutionContext, PipesSubprocessClient
-from dagster._core.pipes.client import PipesClientCompletedInvocation
+from dagster import (
+    AssetExecutionContext,
+    ConfigurableResource,
+    OpExecutionContext,
+    PipesClientCompletedInvocation,
+    PipesSubprocessClient,
+)
 from pydantic import Field
 
-from aiflow.train.contract import EXTRAS_KEY, TrainRequest
+from aiflow.train.contract import EXTRAS_KEY, TrainRequest, TrainResult
 
 ENTRYPOINT = ["-m", "aiflow.train"]
 
@@ -34,3 +39,11 @@ class SubprocessTrainingLauncher(TrainingLauncher):
         return PipesSubprocessClient().run(
             context=context, command=[self.python, *ENTRYPOINT], extras=self.extras(request), env=env or {}
         )
+
+
+def train_result(invocation: PipesClientCompletedInvocation) -> TrainResult:
+    """The :class:`TrainResult` the entrypoint reported (its last custom message holding one)."""
+    results = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "artifact_sha256" in m]
+    if not results:
+        raise RuntimeError("the training process reported no result")
+    return TrainResult.model_validate(results[-1])

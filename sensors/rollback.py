@@ -5,13 +5,15 @@ from pydantic import Field
 
 from aiflow.models.registry import Registry
 from aiflow.spec import DatasetSpec
-from assets.deployment import actor, alias_history
+from assets.deployment import actor, alias_metadata
 from assets.keys import champion_key
 from resources.storage import LakeResource
 
 
 class RollbackConfig(Config):
-    reason: str = Field(description="Why the champion is rolled back (recorded in the alias history).")
+    reason: str = Field(
+        "manual rollback from the launchpad", description="Why the champion is rolled back (recorded in the alias history)."
+    )
     alias: str = Field("champion", description="The alias to move back.")
 
 
@@ -28,10 +30,9 @@ def rollback_job(spec: DatasetSpec):
                     asset_key=champion_key(spec),
                     description=f"rolled back from v{before} to v{after}: {config.reason}",
                     metadata={
-                        "champion_version": after,
-                        "previous_version": before if before is not None else -1,
+                        **alias_metadata(registry, spec.name),
+                        **({"previous_version": before} if before is not None else {}),
                         "policy": "rollback",
-                        "alias_history": alias_history(registry, spec.name),
                     },
                 )
             )

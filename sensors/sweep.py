@@ -1,8 +1,9 @@
 """Sweep job: train several configurations on the same pinned data, keep the best by validation metric.
 
 Each variant is its own step (parallel subprocesses with the multiprocess executor locally, one pod
-each with the Kubernetes launcher); every candidate is recorded in the run, the best becomes the
-current ``<dataset>/candidate`` materialization.
+each with the Kubernetes launcher); every candidate is listed in the run, the best is recorded in
+``registry/candidates`` under the sweep's run id and materialized as ``<dataset>/candidate``
+(evaluate it with its ``candidate_id``).
 """
 
 from dagster import (
@@ -19,16 +20,18 @@ from dagster import (
 )
 from pydantic import Field
 
+from aiflow.models.candidates import Handoffs
 from aiflow.models.lineage import code_version
+from aiflow.models.metric_names import training_metrics, validation_only
 from aiflow.spec import DatasetSpec
-from aiflow.train.contract import TrainParams, TrainRequest, TrainResult, reported_metrics
+from aiflow.train.contract import TrainParams, TrainRequest, TrainResult
 from aiflow.train.request import pinned_request
 from aiflow.train.selection import best_result, sweep_table
 from assets.keys import candidate_key
-from assets.metadata import markdown_table
-from assets.training import TrainConfig
+from assets.metadata import frame_table
+from assets.training import TrainConfig, link
 from resources.storage import ArtifactsResource, LakeResource
-from resources.training import TrainingLauncher
+from resources.training import TrainingLauncher, train_result
 
 DEFAULT_VARIANTS = [
     {"learning_rate": 0.003, "hidden": [128, 64]},
@@ -58,34 +61,48 @@ def sweep_job(spec: DatasetSpec):
     @op(name=f"{spec.name}_train_variant", ins={"request_json": In(str)}, out=Out(str), description="Train one variant through the training launcher.")
     def train_variant(context: OpExecutionContext, request_json: str, trainer: TrainingLauncher) -> str:
         request = TrainRequest.model_validate_json(request_json)
-        invocation = trainer.launch(context, request)
-        results = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "artifact_sha256" in m]
-        if not results:
-            raise RuntimeError("the training process reported no result")
-        return TrainResult.model_validate(results[-1]).model_dump_json()
+        return train_result(trainer.launch(context, request)).model_dump_json()
 
-    @op(name=f"{spec.name}_select_best", ins={"results": In(list)}, description="Record every candidate and materialize the best as the current candidate.")
-    def select_best(context: OpExecutionContext, results: list):
+    @op(
+        name=f"{spec.name}_select_best",
+        ins={"results": In(list)},
+        description="Record the best variant in registry/candidates and materialize it as the candidate.",
+    )
+    def select_best(context: OpExecutionContext, results: list, lake: LakeResource) -> str:
         parsed = [TrainResult.model_validate_json(r) for r in results]
         best, metric = best_result(parsed, spec.problem_type)
         table = sweep_table(parsed, metric)
-        context.log.info(f"best of {len(parsed)} by {metric}: {best.artifact_uri}")
+        candidate = Handoffs(lake.lake()).record_candidate(
+            spec.name,
+            run_id=context.run_id,
+            artifact_uri=best.artifact_uri,
+            artifact_sha256=best.artifact_sha256,
+            features_uri=best.features_uri,
+            data_version=best.data_version,
+            valid_metrics=validation_only(best.metrics),
+            baseline_metrics=best.baseline_metrics,
+            params=best.params,
+            source="sweep",
+        )
+        context.log.info(f"best of {len(parsed)} by {metric}: {best.artifact_uri}, recorded as candidate {candidate.candidate_id}")
         context.log_event(
             AssetMaterialization(
                 asset_key=candidate_key(spec),
                 description=f"best of a {len(parsed)}-variant sweep by validation {metric}",
                 metadata={
-                    **reported_metrics(best.metrics, best.baseline_metrics),
-                    "artifact_uri": MetadataValue.path(best.artifact_uri),
+                    "candidate_id": candidate.candidate_id,
+                    **{k: MetadataValue.float(round(v, 6)) for k, v in training_metrics(best.metrics, best.baseline_metrics).items()},
+                    "artifact_uri": link(best.artifact_uri),
                     "artifact_sha256": best.artifact_sha256,
                     "data_version": best.data_version,
                     "features_uri": best.features_uri,
                     "selected_by": metric,
                     "params": MetadataValue.json(best.params.model_dump()),
-                    "sweep_candidates": MetadataValue.md(markdown_table(table)),
+                    "sweep_candidates": frame_table(table),
                 },
             )
         )
+        return candidate.candidate_id
 
     @job(name=f"{spec.name}_sweep_job", description=f"'{spec.name}': train several hyperparameter sets on the same pinned features and keep the best.")
     def _sweep():

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-from aiflow.evaluation.metric_names import TEST, VALID, unprefixed
+from aiflow.models.metric_names import TEST, VALID, unprefixed
 from aiflow.models.registry import Registry, RegistryError
 
 

@@ -33,11 +33,20 @@ class GateConfig(BaseModel):
 
 @dataclass(frozen=True)
 class GateResult:
+    """One gate's verdict: the value it saw, the threshold it held it to, and the margin.
+
+    ``margin`` is in the metric's units, positive when the gate passed with room to spare and negative
+    by how much it missed; None when the gate has no numeric threshold. ``configured`` is False for a
+    gate the configuration switched off (it then passes and says so).
+    """
+
     gate: str
     passed: bool
     value: float | None
     threshold: float | None
     detail: str
+    margin: float | None = None
+    configured: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,18 +66,19 @@ def absolute_gates(metrics: dict[str, float], config: GateConfig) -> list[GateRe
             out.append(GateResult(f"absolute:{metric}", False, value, bound, f"{metric} could not be computed on the test rows"))
             continue
         higher = HIGHER_IS_BETTER[metric]
-        ok = value >= bound if higher else value <= bound
+        margin = value - bound if higher else bound - value
+        ok = margin >= 0
         word = "at least" if higher else "at most"
-        miss = "" if ok else f", misses by {abs(value - bound):.4f}"
-        out.append(GateResult(f"absolute:{metric}", ok, value, bound, f"{metric} {_fmt(value)} must be {word} {bound}{miss}"))
+        miss = "" if ok else f", misses by {abs(margin):.4f}"
+        out.append(GateResult(f"absolute:{metric}", ok, value, bound, f"{metric} {_fmt(value)} must be {word} {bound}{miss}.", margin))
     return out
 
 
 def champion_gate(metric: str, candidate: float | None, champion: float | None, tolerance: float) -> GateResult:
     if candidate is None or math.isnan(candidate):
-        return GateResult("vs_champion", False, candidate, champion, f"{metric} of the candidate could not be computed on the test rows")
+        return GateResult("vs_champion", False, candidate, champion, f"The candidate's {metric} could not be computed on the test rows.")
     if champion is None or math.isnan(champion):
-        return GateResult("vs_champion", True, candidate, None, "no champion (or no champion metric) to regress against")
+        return GateResult("vs_champion", True, candidate, None, "No champion (or no champion metric) to compare with.")
     worse = regression_of(metric, candidate, champion)
     ok = worse <= tolerance
     return GateResult(
@@ -77,13 +87,14 @@ def champion_gate(metric: str, candidate: float | None, champion: float | None, 
         candidate,
         champion,
         f"{metric} {_fmt(candidate)} vs champion {_fmt(champion)} on the same rows: "
-        + ("no regression beyond" if ok else f"regresses by {worse:.4f}, more than") + f" the tolerance {tolerance}",
+        + ("no regression beyond" if ok else f"regresses by {worse:.4f}, more than") + f" the tolerance {tolerance}.",
+        tolerance - worse,
     )
 
 
 def slice_gate(metric: str, candidate: pl.DataFrame, champion: pl.DataFrame | None, tolerance: float) -> GateResult:
     if champion is None or champion.is_empty() or metric not in candidate.columns:
-        return GateResult("slices_vs_champion", True, None, tolerance, "no champion slices to compare with")
+        return GateResult("slices_vs_champion", True, None, tolerance, "No champion slices to compare with.")
     joined = candidate.join(champion, on=["slice", "value"], suffix="_champion")
     worst_gap, worst = -math.inf, None
     for row in joined.iter_rows(named=True):
@@ -94,7 +105,7 @@ def slice_gate(metric: str, candidate: pl.DataFrame, champion: pl.DataFrame | No
         if gap > worst_gap:
             worst_gap, worst = gap, row
     if worst is None:
-        return GateResult("slices_vs_champion", True, None, tolerance, "no slice with a defined metric on both sides")
+        return GateResult("slices_vs_champion", True, None, tolerance, "No slice has a defined metric on both sides.")
     ok = worst_gap <= tolerance
     where = f"{worst['slice']}={worst['value']}"
     return GateResult(
@@ -103,31 +114,35 @@ def slice_gate(metric: str, candidate: pl.DataFrame, champion: pl.DataFrame | No
         worst_gap,
         tolerance,
         f"worst slice {where}: {metric} {_fmt(worst[metric])} vs champion {_fmt(worst[f'{metric}_champion'])} "
-        + ("within" if ok else "regresses beyond") + f" tolerance {tolerance} (gap {worst_gap:.4f})",
+        + ("within" if ok else "regresses beyond") + f" tolerance {tolerance} (gap {worst_gap:.4f}).",
+        tolerance - worst_gap,
     )
 
 
 def baseline_gate(metric: str, candidate_valid: float | None, baseline_valid: float | None, required: bool) -> GateResult:
     if not required:
-        return GateResult("beats_baseline", True, candidate_valid, baseline_valid, "not required by the gate configuration")
+        return GateResult(
+            "beats_baseline", True, candidate_valid, baseline_valid, "Not configured: must_beat_baseline is off.", configured=False
+        )
     if candidate_valid is None or baseline_valid is None:
-        return GateResult("beats_baseline", False, candidate_valid, baseline_valid, f"validation {metric} missing for the model or the baseline")
-    ok = regression_of(metric, candidate_valid, baseline_valid) < 0
+        return GateResult("beats_baseline", False, candidate_valid, baseline_valid, f"Validation {metric} is missing for the model or the baseline.")
+    margin = -regression_of(metric, candidate_valid, baseline_valid)
+    ok = margin > 0
     return GateResult(
         "beats_baseline",
         ok,
         candidate_valid,
         baseline_valid,
         f"validation {metric} {_fmt(candidate_valid)} vs scikit-learn baseline {_fmt(baseline_valid)}: "
-        + ("beats it" if ok else "does not beat it"),
+        + ("beats it." if ok else "does not beat it."),
+        margin,
     )
 
 
 def latency_gate(ms_per_1k: float, budget: float) -> GateResult:
     ok = ms_per_1k <= budget
-    return GateResult(
-        "latency", ok, ms_per_1k, budget, f"{ms_per_1k:.1f} ms per 1,000 rows, budget {budget:.0f} ms" + ("" if ok else f" (over by {ms_per_1k - budget:.1f} ms)")
-    )
+    detail = f"{ms_per_1k:.1f} ms per 1,000 rows, budget {budget:.0f} ms" + ("." if ok else f" (over by {ms_per_1k - budget:.1f} ms).")
+    return GateResult("latency", ok, ms_per_1k, budget, detail, budget - ms_per_1k)
 
 
 def schema_gate(missing: list[str], changed: list[str], allow_change: bool) -> GateResult:
@@ -136,4 +151,5 @@ def schema_gate(missing: list[str], changed: list[str], allow_change: bool) -> G
         problems.append(f"inputs missing from the features table: {missing}")
     if changed and not allow_change:
         problems.append(f"inputs differ from the serving champion's: {changed}")
-    return GateResult("input_schema", not problems, None, None, "; ".join(problems) or "inputs match the features table and the champion")
+    detail = "; ".join(problems) + "." if problems else "Inputs match the features table and the champion."
+    return GateResult("input_schema", not problems, None, None, detail[0].upper() + detail[1:])

@@ -97,11 +97,6 @@ def slice_metrics(
     return pl.DataFrame(rows) if rows else pl.DataFrame(schema=schema)
 
 
-def is_better(metric: str, a: float, b: float) -> bool:
-    """Is ``a`` better than ``b`` for ``metric``?"""
-    return a > b if HIGHER_IS_BETTER[metric] else a < b
-
-
 def regression_of(metric: str, candidate: float, reference: float) -> float:
     """How much worse the candidate is than the reference (positive = worse, in the metric's units)."""
     return reference - candidate if HIGHER_IS_BETTER[metric] else candidate - reference

@@ -64,6 +64,21 @@ class ValidationReport:
     def failed(self) -> list[GateResult]:
         return [g for g in self.gates if not g.passed]
 
+    def slice_table(self) -> pl.DataFrame:
+        """One row per slice value: rows, the candidate's primary metric and, with a champion, the
+        champion's on the same rows and the difference (candidate minus champion)."""
+        metric = self.primary_metric
+        columns = ["slice", "value", "rows", metric]
+        if self.candidate_slices.is_empty() or metric not in self.candidate_slices.columns:
+            return pl.DataFrame(schema={"slice": pl.String, "value": pl.String, "rows": pl.Int64, metric: pl.Float64})
+        table = self.candidate_slices.select(columns)
+        champ = self.champion_slices
+        if champ is not None and not champ.is_empty() and metric in champ.columns:
+            champion_col = f"champion_{metric}"
+            table = table.join(champ.select("slice", "value", pl.col(metric).alias(champion_col)), on=["slice", "value"], how="left")
+            table = table.with_columns((pl.col(metric) - pl.col(champion_col)).alias("delta_vs_champion"))
+        return table
+
 
 def load_model(ref: ModelRef) -> LoadedModel:
     """Load a bundle by its URI after checking its hash."""

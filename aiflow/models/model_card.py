@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from aiflow.models.metric_names import SPLITS, TEST, VALID, split_of, unprefixed
 from aiflow.models.registry import ModelVersion
 
 
@@ -19,6 +20,7 @@ def model_card(
     spec_name: str,
     slices: Mapping[str, Mapping[str, Any]] | None = None,
     champion: ModelVersion | None = None,
+    champion_test_metrics: Mapping[str, float] | None = None,
 ) -> str:
     """The model card of ``version`` as Markdown.
 
@@ -26,7 +28,9 @@ def model_card(
         version: the registered version.
         spec_name: name of the dataset spec it was trained for.
         slices: slice name (e.g. ``origin=JFK``) -> metric -> value, shown as one table.
-        champion: the version serving when this card was written; its metrics are shown side by side.
+        champion: the version serving when this card was written; its test metrics are shown next to this model's.
+        champion_test_metrics: the champion's metrics (bare names) on this model's test rows, from the same
+            evaluation; without them the champion's own registered test metrics are shown.
     """
     mv = version
     verdict = "passed" if mv.gates_passed else "FAILED"
@@ -49,7 +53,7 @@ def model_card(
         "",
         "## Metrics",
         "",
-        _metrics(mv, champion),
+        _metrics(mv, champion, champion_test_metrics),
     ]
     if slices:
         parts += ["", "## Slices", "", _slices(slices)]
@@ -82,20 +86,36 @@ def model_card(
     return "\n".join(parts)
 
 
-def _metrics(mv: ModelVersion, champion: ModelVersion | None) -> str:
-    names = list(dict.fromkeys([*mv.metrics, *mv.baseline_metrics]))
+def _metrics(mv: ModelVersion, champion: ModelVersion | None, champion_test: Mapping[str, float] | None) -> str:
+    """One row per metric and split: this model, the baseline (validation rows), the champion (test rows), and Δs.
+
+    The registry stores a version's metrics prefixed (``valid_*``, ``test_*``) and its baseline's bare.
+    """
+    ours = {VALID: unprefixed(VALID, mv.metrics), TEST: unprefixed(TEST, mv.metrics)}
+    other = {k: v for k, v in mv.metrics.items() if split_of(k) is None}
+    theirs: Mapping[str, float] = {}
+    if champion is not None:
+        theirs = champion_test if champion_test is not None else unprefixed(TEST, champion.metrics)
+    names = list(dict.fromkeys([*ours[VALID], *mv.baseline_metrics, *ours[TEST], *other]))
     if not names:
         return "No metrics recorded."
-    header = ["metric", "this model", "baseline", "Δ vs baseline"]
+    header = ["metric", "split", "this model", "baseline", "Δ vs baseline"]
     if champion is not None:
         header += [f"champion v{champion.version}", "Δ vs champion"]
     rows = []
     for name in names:
-        ours = mv.metrics.get(name)
-        row = [name, ours, mv.baseline_metrics.get(name), _delta(ours, mv.baseline_metrics.get(name))]
-        if champion is not None:
-            row += [champion.metrics.get(name), _delta(ours, champion.metrics.get(name))]
-        rows.append(row)
+        for prefix in (VALID, TEST):
+            value = ours[prefix].get(name)
+            baseline = mv.baseline_metrics.get(name) if prefix == VALID else None
+            if value is None and baseline is None:
+                continue
+            row = [name, SPLITS[prefix], value, baseline, _delta(value, baseline)]
+            if champion is not None:
+                champ = theirs.get(name) if prefix == TEST else None
+                row += [champ, _delta(value, champ)]
+            rows.append(row)
+        if name in other:
+            rows.append([name, "–", other[name], None, "", *([None, ""] if champion is not None else [])])
     return _table(header, rows)
 
 
@@ -109,10 +129,12 @@ def _gates(mv: ModelVersion) -> str:
         return f"No gates recorded (gates_passed: {mv.gates_passed})."
     rows = []
     for gate, result in mv.gate_results.items():
-        extra = {k: v for k, v in result.items() if k not in ("passed", "value", "threshold")}
-        detail = ", ".join(f"{k}: {v}" for k, v in extra.items())
-        rows.append([gate, "✅ passed" if result.get("passed") else "❌ failed", result.get("value"), result.get("threshold"), detail])
-    return _table(["gate", "result", "value", "threshold", "detail"], rows)
+        if result.get("configured") is False:
+            verdict = "– not configured"
+        else:
+            verdict = "✅ passed" if result.get("passed") else "❌ failed"
+        rows.append([gate, verdict, result.get("value"), result.get("threshold"), result.get("margin"), result.get("detail") or ""])
+    return _table(["gate", "result", "value", "threshold", "margin", "detail"], rows)
 
 
 def _delta(a: Any, b: Any) -> str:

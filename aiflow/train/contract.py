@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiflow.models.metric_names import training_metrics
+
 #: Key of the request inside the Pipes extras.
 EXTRAS_KEY = "aiflow_train_request"
 
@@ -55,11 +57,8 @@ class TrainRequest(BaseModel):
 
 
 def reported_metrics(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    """Metric names as every materialization shows them: ``valid_*`` for the model (``train_loss`` kept),
-    ``baseline_*`` for the scikit-learn baseline."""
-    out = {k if k.startswith("train_") else f"valid_{k}": float(v) for k, v in metrics.items()}
-    out.update({f"baseline_{k}": float(v) for k, v in baseline.items()})
-    return out
+    """Metric names as every materialization shows them (see :mod:`aiflow.models.metric_names`)."""
+    return training_metrics(metrics, baseline)
 
 
 class TrainResult(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from aiflow.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY
+from aiflow.models.metric_names import BASELINE
 from aiflow.train.contract import TrainResult
 
 
@@ -27,7 +28,7 @@ def sweep_table(results: list[TrainResult], metric: str) -> pl.DataFrame:
             {
                 "candidate": r.artifact_uri.rstrip("/").rsplit("/", 1)[-1],
                 metric: r.metrics.get(metric),
-                f"baseline_{metric}": r.baseline_metrics.get(metric),
+                f"{BASELINE}{metric}": r.baseline_metrics.get(metric),
                 "epochs": r.epochs_run,
                 "learning_rate": r.params.learning_rate,
                 "hidden": str(r.params.hidden),
