@@ -1,4 +1,5 @@
-"""Scope: the sweep job trains each variant through the real launcher on one pinned version and keeps the best."""
+"""Scope: the sweep job trains each variant through the real launcher on one pinned version, records the best as a
+candidate of its run (registry/candidates) and materializes it; the evaluation takes it by candidate_id."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import datetime as dt
 import polars as pl
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetSelection, DagsterInstance, FloatMetadataValue, TableMetadataValue, materialize
 
 from aiflow.data.demo import write_landing
+from aiflow.models.candidates import Handoffs
 from aiflow.spec import demo_spec_path, parse_spec
 from aiflow.storage.lake import Lake, Tables
 from definitions import build_definitions
@@ -48,9 +50,40 @@ def test_sweep_records_every_candidate_and_materializes_the_best(tmp_path):
     best = max(results, key=lambda r: r.metrics["roc_auc"])
 
     event = instance.get_latest_materialization_event(AssetKey(["flights", "candidate"]))
-    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    assert metadata["artifact_sha256"] == best.artifact_sha256
-    assert metadata["valid_roc_auc"] == pytest.approx(best.metrics["roc_auc"])
-    assert metadata["selected_by"] == "roc_auc"
-    assert metadata["sweep_candidates"].count("\n") >= 3  # header, rule, one row per candidate
+    metadata = dict(event.asset_materialization.metadata)
+    candidate = Handoffs(lake).resolve_candidate("flights", run_ids=[result.run_id]).record
+    assert candidate.source == "sweep" and candidate.artifact_sha256 == best.artifact_sha256
+    assert candidate.valid_metrics["roc_auc"] == pytest.approx(best.metrics["roc_auc"]) and "train_loss" not in candidate.valid_metrics
+    assert result.output_for_node("flights_select_best") == candidate.candidate_id == metadata["candidate_id"].value
+    assert metadata["artifact_sha256"].value == best.artifact_sha256
+    assert isinstance(metadata["valid_roc_auc"], FloatMetadataValue)
+    assert metadata["valid_roc_auc"].value == pytest.approx(best.metrics["roc_auc"], abs=1e-6)
+    assert metadata["selected_by"].value == "roc_auc"
+    table = metadata["sweep_candidates"]
+    assert isinstance(table, TableMetadataValue) and len(table.records) == 2  # one row per variant, inline in the UI
     assert lake.scan(Tables.features("flights")).select(pl.len()).collect().item() > 0
+
+    # a separate evaluation run takes the sweep's candidate by its id (it did not train one itself)
+    evaluation = materialize(
+        [*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance,
+        selection=AssetSelection.assets(AssetKey(["flights", "evaluation"])),
+        run_config={"ops": {"flights__evaluation": {"config": {"candidate_id": candidate.candidate_id, "absolute": {}}}}},
+        raise_on_error=False,
+    )  # fmt: skip
+    evaluated = dict(evaluation.asset_materializations_for_node("flights__evaluation")[0].metadata)
+    assert evaluated["candidate_id"].value == candidate.candidate_id and evaluated["artifact_sha256"].value == best.artifact_sha256
+    recorded = Handoffs(lake).resolve_evaluation("flights", run_ids=[evaluation.run_id]).record
+    assert recorded.candidate_id == candidate.candidate_id
+
+
+def test_an_evaluation_without_a_candidate_of_its_own_refuses_unless_told(tmp_path):
+    """No candidate in the run, no candidate_id, no use_latest: the step fails and says how to choose one."""
+    home = tmp_path / "home"
+    defs = build_definitions(demo_spec_path(), resources=local_resources(str(home)))
+    result = materialize(
+        [*defs.assets, *defs.asset_checks], resources=defs.resources, instance=DagsterInstance.ephemeral(),
+        selection=AssetSelection.assets(AssetKey(["flights", "evaluation"])), raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    errors = " ".join(str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
+    assert "recorded no candidate" in errors and "candidate_id" in errors and "use_latest" in errors

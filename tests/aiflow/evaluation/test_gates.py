@@ -104,3 +104,24 @@ def test_baseline_latency_and_schema_gates():
     assert not schema_gate(["num_x"], [], False).passed
     assert not schema_gate([], ["cat_new"], False).passed
     assert schema_gate([], ["cat_new"], True).passed
+
+
+def test_margins_are_signed_room_in_the_metrics_units():
+    """Positive margin: passed with that much to spare; negative: missed by that much; direction-aware."""
+    floor, ceiling = absolute_gates({"roc_auc": 0.62, "rmse": 12.0}, GateConfig(absolute={"roc_auc": 0.6, "rmse": 10.0}))
+    assert floor.passed and floor.margin == pytest.approx(0.02)
+    assert not ceiling.passed and ceiling.margin == pytest.approx(-2.0)  # lower is better: 2 over the ceiling
+    worse = champion_gate("rmse", 10.3, 10.0, tolerance=0.5)
+    assert worse.passed and worse.margin == pytest.approx(0.2)
+    assert champion_gate("roc_auc", 0.70, None, 0.01).margin is None  # no champion: nothing to measure
+    beats = baseline_gate("rmse", 9.0, 9.5, required=True)
+    assert beats.passed and beats.margin == pytest.approx(0.5)
+    assert latency_gate(300.0, 250.0).margin == pytest.approx(-50.0)
+    assert schema_gate([], [], False).margin is None
+
+
+def test_a_switched_off_gate_says_it_is_not_configured():
+    off = baseline_gate("roc_auc", 0.6, 0.7, required=False)
+    assert off.passed and not off.configured and off.detail == "Not configured: must_beat_baseline is off."
+    assert baseline_gate("roc_auc", 0.6, 0.7, required=True).configured
+    assert absolute_gates({"roc_auc": 0.9}, GateConfig(absolute={})) == []
