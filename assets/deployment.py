@@ -74,7 +74,7 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
                 f"evaluation {evaluation.evaluation_id} judged artifact {evaluation.artifact_sha256[:12]} but candidate "
                 f"{cand.candidate_id} is {cand.artifact_sha256[:12]}: the hand-off records disagree"
             )
-        lineage = bundle_lineage(cand.artifact_uri)
+        lineage = bundle_lineage(cand.artifact_uri, artifacts.options())
         registry = Registry(store)
         card_path = f"{spec.name}/cards/{cand.artifact_sha256[:16]}.md"
         version = registry.register(
@@ -128,9 +128,9 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
     return _registered
 
 
-def bundle_lineage(artifact_uri: str) -> dict:
+def bundle_lineage(artifact_uri: str, artifact_options: dict[str, str] | None = None) -> dict:
     """The lineage the training recorded in its bundle manifest (code version, reason, state version...)."""
-    manifest = json.loads(ArtifactStore(artifact_uri).get_bytes("manifest.json"))
+    manifest = json.loads(ArtifactStore(artifact_uri, storage_options=artifact_options).get_bytes("manifest.json"))
     return manifest.get("lineage") or {}
 
 
@@ -188,14 +188,16 @@ def predictions_asset(spec: DatasetSpec) -> AssetsDefinition:
         kinds={"delta", "pytorch"},
         description=f"Batch predictions of the '{spec.name}' champion on new feature partitions, with the model version on every row.",
     )
-    def _predictions(context: AssetExecutionContext, config: ScoringConfig, lake: LakeResource) -> MaterializeResult:
+    def _predictions(
+        context: AssetExecutionContext, config: ScoringConfig, lake: LakeResource, artifacts: ArtifactsResource
+    ) -> MaterializeResult:
         store = lake.lake()
         registry = Registry(store)
         version = registry.alias(spec.name, "champion")
         if version is None:
             raise RuntimeError(f"'{spec.name}' has no champion yet: promote a model version first")
         mv = registry.get(spec.name, version)
-        model = load_model(ModelRef(f"v{version}", mv.artifact_uri, mv.artifact_sha256, version))
+        model = load_model(ModelRef(f"v{version}", mv.artifact_uri, mv.artifact_sha256, version), artifacts.options())
         report = score_new_partitions(store, spec, model, spec.name, version, rescore_all=config.rescore_all)
         context.log.info(f"scored {report.rows_out} rows over {len(report.dates)} date(s) with v{version}")
         return MaterializeResult(

@@ -84,6 +84,7 @@ def evaluation_asset(spec: DatasetSpec) -> AssetsDefinition:
             champion=champion,
             config=GateConfig(**config.model_dump(exclude={"candidate_id", "use_latest"})),
             storage_options=store.storage_options,
+            artifact_options=artifacts.options(),
         )
         for gate in report.failed:
             context.log.warning(f"gate {gate.gate} failed: {gate.detail}")

@@ -95,6 +95,9 @@ class ArtifactsResource(S3Access):
     def uri(self) -> str:
         return self.root if "://" in self.root else os.path.abspath(self.root)
 
+    def options(self) -> dict[str, str] | None:
+        """Storage options for artifact URIs under this root (None for a local folder)."""
+        return self.storage_options() if self.uri().startswith("s3://") else None
+
     def store(self) -> ArtifactStore:
-        uri = self.uri()
-        return ArtifactStore(uri, storage_options=self.storage_options() if uri.startswith("s3://") else None)
+        return ArtifactStore(self.uri(), storage_options=self.options())

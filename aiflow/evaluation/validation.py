@@ -80,9 +80,9 @@ class ValidationReport:
         return table
 
 
-def load_model(ref: ModelRef) -> LoadedModel:
-    """Load a bundle by its URI after checking its hash."""
-    return load_bundle(ArtifactStore(ref.artifact_uri), "", ref.artifact_sha256)
+def load_model(ref: ModelRef, artifact_options: dict[str, str] | None = None) -> LoadedModel:
+    """Load a bundle by its URI after checking its hash (``artifact_options``: S3 options; None reads the environment)."""
+    return load_bundle(ArtifactStore(ref.artifact_uri, storage_options=artifact_options), "", ref.artifact_sha256)
 
 
 def held_out_rows(features_uri: str, data_version: int, spec: DatasetSpec, storage_options: dict | None = None) -> pl.DataFrame:
@@ -125,11 +125,12 @@ def validate(
     champion: ModelRef | None,
     config: GateConfig,
     storage_options: dict | None = None,
+    artifact_options: dict[str, str] | None = None,
 ) -> ValidationReport:
     """Evaluate the candidate (and the champion on the same rows) and run every gate."""
     rows = held_out_rows(features_uri, data_version, spec, storage_options)
     target, problem, metric = spec.target.name, spec.problem_type, PRIMARY[spec.problem_type][0]
-    model = load_model(candidate)
+    model = load_model(candidate, artifact_options)
     scored = rows.with_columns(pl.Series(SCORE, model.predict(rows)))
     y = scored[target].to_numpy()
     cand = compute_metrics(y, scored[SCORE].to_numpy(), problem)
@@ -141,7 +142,7 @@ def validate(
     changed: list[str] = []
     notes = []
     if champion is not None:
-        champ_model = load_model(champion)
+        champ_model = load_model(champion, artifact_options)
         champ_scored = rows.with_columns(pl.Series(SCORE, champ_model.predict(rows)))
         champ_metrics = compute_metrics(y, champ_scored[SCORE].to_numpy(), problem)
         champ_slices = slice_metrics(champ_scored, spec.slices, problem, target=target, score=SCORE)
