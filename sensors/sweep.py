@@ -30,6 +30,7 @@ from aiflow.train.selection import best_result, sweep_table
 from assets.keys import candidate_key
 from assets.metadata import frame_table
 from assets.training import TrainConfig, link
+from resources.executors import parallel_executor
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher, train_result
 
@@ -104,7 +105,7 @@ def sweep_job(spec: DatasetSpec):
         )
         return candidate.candidate_id
 
-    @job(name=f"{spec.name}_sweep_job", description=f"'{spec.name}': train several hyperparameter sets on the same pinned features and keep the best.")
+    @job(name=f"{spec.name}_sweep_job", executor_def=parallel_executor, description=f"'{spec.name}': train several hyperparameter sets on the same pinned features and keep the best.")
     def _sweep():
         select_best(plan_sweep().map(train_variant).collect())
 

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import polars as pl
-from sklearn import metrics as skm
 
 #: The metric each problem type is judged by (early stopping, sweeps, gates), and whether higher is better.
 PRIMARY = {"classification": ("roc_auc", True), "regression": ("rmse", False)}
@@ -50,6 +49,8 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
     A metric undefined on the rows (the AUCs when only one class is present) is left out, never
     reported as zero.
     """
+    from sklearn import metrics as skm  # imported on use: loading the code location stays light
+
     y = np.asarray(y).astype(np.int64)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     predicted = (p >= threshold).astype(np.int64)
@@ -66,6 +67,8 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
 
 
 def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics as skm
+
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     out = {"rmse": float(math.sqrt(skm.mean_squared_error(y, p))), "mae": float(skm.mean_absolute_error(y, p))}
     if len(y) > 1 and np.var(y) > 0:

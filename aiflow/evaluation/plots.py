@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-
-import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.metrics import roc_curve
+
+
+def _pyplot():
+    """matplotlib's pyplot on the headless Agg backend, imported on first use (it costs ~1 s at load)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _png(fig) -> bytes:
+    plt = _pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -22,6 +27,9 @@ def _png(fig) -> bytes:
 
 def comparison_plot(y: np.ndarray, curves: dict[str, np.ndarray], problem_type: str, title: str) -> bytes:
     """ROC curves (classification) or residual histograms (regression) of each named model's scores."""
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     if problem_type == "classification":
         for name, scores in curves.items():

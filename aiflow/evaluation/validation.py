@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -25,9 +26,11 @@ from aiflow.evaluation.gates import (
 )
 from aiflow.evaluation.metrics import PRIMARY, compute_metrics, slice_metrics
 from aiflow.evaluation.plots import comparison_plot
-from aiflow.models.bundle import LoadedModel, load_bundle
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
+
+if TYPE_CHECKING:  # torch loads with the bundle module: only when a model is loaded, not with the code location
+    from aiflow.models.bundle import LoadedModel
 
 SCORE = "_score"
 
@@ -82,6 +85,8 @@ class ValidationReport:
 
 def load_model(ref: ModelRef, artifact_options: dict[str, str] | None = None) -> LoadedModel:
     """Load a bundle by its URI after checking its hash (``artifact_options``: S3 options; None reads the environment)."""
+    from aiflow.models.bundle import load_bundle
+
     return load_bundle(ArtifactStore(ref.artifact_uri, storage_options=artifact_options), "", ref.artifact_sha256)
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from aiflow.models.bundle import LoadedModel
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.lake import Lake, Tables
+
+if TYPE_CHECKING:
+    from aiflow.models.bundle import LoadedModel
 
 SCORE, PREDICTION = "score", "prediction"
 
