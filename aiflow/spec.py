@@ -158,15 +158,68 @@ class Features(_Strict):
 
 
 class Split(_Strict):
-    kind: Literal["time"] = "time"
-    valid_from: dt.date = Field(description="Rows with event date on or after this go to validation.")
-    test_from: dt.date = Field(description="Rows with event date on or after this go to test.")
+    """Which event dates train, validate and test a model (see :mod:`aiflow.data.split`).
+
+    * ``fixed`` (``time`` is its older name): fixed dates. Train on ``[train_from, valid_from)`` (all
+      history when ``train_from`` is unset), validate on ``[valid_from, test_from)``, test from ``test_from``.
+    * ``relative``: windows that move with the data, counted in calendar days back from the newest
+      event date of the pinned features version: test = the newest ``test_days`` days, validation =
+      the ``valid_days`` days before them, training = the ``train_days`` days before those (all
+      history when unset). A retrain after new data trains on newer data.
+    """
+
+    kind: Literal["fixed", "time", "relative"] = Field("fixed", description="fixed dates, or windows relative to the newest data.")
+    train_from: dt.date | None = Field(None, description="fixed: first training date (unset: all history).")
+    valid_from: dt.date | None = Field(None, description="fixed: rows with event date on or after this go to validation.")
+    test_from: dt.date | None = Field(None, description="fixed: rows with event date on or after this go to test.")
+    train_days: int | None = Field(None, ge=1, description="relative: days of training data before validation (unset: all history).")
+    valid_days: int | None = Field(None, ge=1, description="relative: days of validation data before the test window.")
+    test_days: int | None = Field(None, ge=1, description="relative: the newest days of data, held out for the test.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Split:
+        if self.kind == "relative":
+            given = [f for f in ("train_from", "valid_from", "test_from") if getattr(self, f) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: dates belong to kind 'fixed'; a relative split takes valid_days, test_days and train_days")
+            missing = [f for f in ("valid_days", "test_days") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"a relative split needs {' and '.join(missing)}")
+            return self
+        given = [f for f in ("train_days", "valid_days", "test_days") if getattr(self, f) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: day counts belong to kind 'relative'; a fixed split takes valid_from and test_from")
+        if self.valid_from is None or self.test_from is None:
+            raise ValueError("a fixed split needs valid_from and test_from")
         if self.test_from <= self.valid_from:
             raise ValueError("test_from must be after valid_from")
+        if self.train_from is not None and self.train_from >= self.valid_from:
+            raise ValueError("train_from must be before valid_from")
         return self
+
+    @property
+    def relative(self) -> bool:
+        return self.kind == "relative"
+
+
+#: Names of the model gates (``gates.off`` switches them off; see :mod:`aiflow.evaluation.gates`).
+#: Metrics an absolute gate can bound (the keys of ``aiflow.evaluation.metrics.HIGHER_IS_BETTER``).
+GateMetric = Literal["roc_auc", "pr_auc", "f1", "accuracy", "log_loss", "calibration_error", "rmse", "mae", "r2"]
+GateName = Literal["absolute", "vs_champion", "slices_vs_champion", "beats_baseline", "latency", "input_schema"]
+
+
+class Gates(_Strict):
+    """Per-dataset model-gate settings; unset fields take the problem type's defaults, the launchpad overrides both."""
+
+    absolute: dict[GateMetric, float] | None = Field(
+        None, description="Per metric: floor (higher-is-better) or ceiling on the test rows; {} requires none."
+    )
+    champion_tolerance: float | None = Field(None, ge=0, description="Largest allowed regression of the primary metric vs the champion.")
+    slice_tolerance: float | None = Field(None, ge=0, description="Largest allowed regression in any slice vs the champion.")
+    must_beat_baseline: bool | None = Field(None, description="The primary validation metric must beat the baseline's.")
+    latency_budget_ms_per_1k: float | None = Field(None, gt=0, description="Largest prediction time for 1,000 rows (ms).")
+    allow_input_change: bool | None = Field(None, description="Allow inputs that differ from the champion's.")
+    off: list[GateName] = Field(default_factory=list, description="Gates not required: recorded as 'not required', never 'passed'.")
 
 
 class DatasetSpec(TableSpec):
@@ -182,6 +235,7 @@ class DatasetSpec(TableSpec):
     side_tables: list[TableSpec] = Field(default_factory=list)
     joins: list[Join] = Field(default_factory=list)
     split: Split
+    gates: Gates = Field(default_factory=Gates, description="Model-gate settings for this dataset (see the README's Gates section).")
     slices: list[str] = Field(default_factory=list, description="Columns to report metrics per value of.")
 
     @field_validator("timezone")
