@@ -45,7 +45,7 @@ WHATIF_INGEST = {"unpartitioned_bronze": ["unpartitioned_bronze"]}
 WHATIF_PIPELINE: list[str] = []
 WHATIF_INCREMENTAL: list[str] = []
 #: The engine modules the data plane runs (hashed into the results, to tell engine versions apart).
-DATA_PLANE_MODULES = ["spec", "lake", "landing", "parse", "ingest", "cleanse", "features", "refine", "demo"]
+DATA_PLANE_MODULES = ["spec", "storage/lake", "storage/landing", "data/parse", "data/ingest", "data/cleanse", "data/features", "data/refine", "data/demo"]
 
 
 def log(msg: str) -> None:
