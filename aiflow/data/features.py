@@ -29,6 +29,7 @@ from aiflow.data.encoding import (
     feature_columns,
     numeric_inputs,
 )
+from aiflow.data.split import frame_windows
 from aiflow.spec import EVENT_DATE, POLARS_TYPES, DatasetSpec
 
 #: The encoding rules live in :mod:`aiflow.data.encoding`; re-exported here for the data-plane callers.
@@ -90,8 +91,9 @@ def join_side_tables(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: Dat
 
 
 def training_window(lf: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
-    """Rows before the validation split: encoders are fitted on these only (no look-ahead)."""
-    return lf.filter(pl.col(EVENT_DATE) < spec.split.valid_from)
+    """The training rows of the split policy over ``lf`` (:mod:`aiflow.data.split`): encoders are fitted on
+    these only (no look-ahead). A relative policy counts back from the newest event date of ``lf``."""
+    return lf.filter(frame_windows(lf, spec.split).train())
 
 
 def fit_state(lf: pl.LazyFrame, spec: DatasetSpec) -> FeatureState:

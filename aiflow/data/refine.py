@@ -5,6 +5,13 @@ computed from and the dates it rewrote. The next run reads that watermark and re
 dates that changed upstream since, with an atomic replace of those partitions: incremental, and
 idempotent when re-run. The data commit and its watermark are one commit, so a failed run leaves
 nothing half-done.
+
+The feature state (vocabularies, scaling) is fitted once, on the training window of the split policy
+over the data present at that time (:mod:`aiflow.data.split`; the window is recorded as ``fit_window``
+in the state's commit metadata), and then kept while a relative window moves on: the features
+already written stay valid and a retrain on newer windows needs no re-encoding; categories first seen
+later encode as unknown (0). ``refit=True`` fits again on the current training window and rebuilds
+every partition.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from aiflow.data.features import (
     training_window,
 )
 from aiflow.data.ingest import INGESTED, QUARANTINE_SCHEMA
+from aiflow.data.split import frame_windows
 from aiflow.spec import EVENT_DATE, DatasetSpec, TableSpec
 from aiflow.storage.lake import META, Lake, Tables, dates_predicate
 from aiflow.storage.lake import as_dates as _dates
@@ -199,11 +207,15 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False, batc
 
     if state is None:
         base = join_side_tables(lake.scan(silver, silver_version), sides(), spec)
+        # fitted once on the policy's training window of the data present now, then kept as the window moves
+        # (see the module docstring): every partition written stays valid, training needs no re-encoding
+        windows = frame_windows(base, spec.split)
         window = training_window(base, spec)
         state = fit_state(window if window.select(pl.len()).collect().item() else base, spec)
         state_version = lake.overwrite(
-            Tables.feature_state(spec.name), state.to_frame(), metadata={"silver_version": str(silver_version)}
-        )
+            Tables.feature_state(spec.name), state.to_frame(),
+            metadata={"silver_version": str(silver_version), "fit_window": json.dumps(windows.as_dict())},
+        )  # fmt: skip
         report.state_refitted = True
 
     batches = date_batches(dates, batch_dates)

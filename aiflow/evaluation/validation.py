@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from aiflow.data.split import pinned_windows
 from aiflow.evaluation.gates import (
     GateConfig,
     GateResult,
@@ -91,15 +92,12 @@ def load_model(ref: ModelRef, artifact_options: dict[str, str] | None = None) ->
 
 
 def held_out_rows(features_uri: str, data_version: int, spec: DatasetSpec, storage_options: dict | None = None) -> pl.DataFrame:
-    """The test split of the features table at exactly ``data_version``."""
-    rows = (
-        pl.scan_delta(features_uri, version=data_version, storage_options=storage_options or None)
-        .filter(pl.col(EVENT_DATE) >= spec.split.test_from)
-        .collect()
-    )
+    """The test window of the split policy (:mod:`aiflow.data.split`) in the features table at exactly ``data_version``."""
+    windows = pinned_windows(features_uri, data_version, spec.split, storage_options)
+    rows = pl.scan_delta(features_uri, version=data_version, storage_options=storage_options or None).filter(windows.test()).collect()
     if rows.is_empty():
         raise ValueError(
-            f"{features_uri} at version {data_version} has no rows on or after split.test_from {spec.split.test_from}: nothing to evaluate on"
+            f"{features_uri} at version {data_version} has no rows in the test window ({windows.describe()}): nothing to evaluate on"
         )
     return rows
 
@@ -165,7 +163,7 @@ def validate(
         latency_gate(latency, config.latency_budget_ms_per_1k),
         schema_gate(missing, changed, config.allow_input_change),
     ]
-    plot = comparison_plot(y, curves, problem, f"{spec.name}: test rows from {spec.split.test_from} ({rows.height:,})")
+    plot = comparison_plot(y, curves, problem, f"{spec.name}: test rows from {rows[EVENT_DATE].min()} ({rows.height:,})")
     return ValidationReport(
         rows=rows.height,
         primary_metric=metric,

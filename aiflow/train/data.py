@@ -3,8 +3,10 @@
 * **Pinned.** ``DeltaTable(uri, version=request.data_version)``: rows committed later are invisible.
   The table's own commit metadata must say it was encoded with ``request.state_version`` (the
   vocabularies the embeddings are sized from), else the run fails before training.
-* **Split** by the spec's time policy on the ``event_date`` partition column: ``< valid_from`` is
-  train, ``[valid_from, test_from)`` is valid; ``>= test_from`` is held out and never read here.
+* **Split** by the spec's split policy on the ``event_date`` partition column, made concrete for the
+  pinned version by :func:`aiflow.data.split.pinned_windows` (a request carries the resolved windows
+  as a fixed split): ``[train_from, valid_from)`` is train, ``[valid_from, test_from)`` is valid;
+  ``>= test_from`` is held out and never read here.
 * **Streamed.** The pinned table is a pyarrow dataset; a split is its data files (fragments), read
   record batch by record batch. For training, each epoch visits the files in a seeded random order
   (``torch.Generator`` seeded with ``seed`` and the epoch) and passes rows through a shuffle buffer
@@ -31,6 +33,7 @@ from deltalake import DeltaTable
 
 from aiflow.data.encoding import FeatureState, to_arrays
 from aiflow.data.encoding import model_inputs as encoder_inputs
+from aiflow.data.split import Windows, pinned_windows
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.artifacts import s3_options_from_env
 from aiflow.storage.lake import META
@@ -136,8 +139,8 @@ class FeatureData:
         if missing:
             raise ValueError(f"{self.uri} at version {self.version} lacks the model input column(s) {missing}")
         self._columns = wanted[:-1]
-        split = spec.split
-        self._filters = {"train": pds.field(EVENT_DATE) < split.valid_from, "valid": _between(split.valid_from, split.test_from)}
+        self.windows = windows = pinned_windows(self.uri, self.version, spec.split, storage_options(self.uri))
+        self._filters = {"train": _train(windows), "valid": _between(windows.valid_from, windows.test_from)}
         self._filters = {k: f & pds.field(self.inputs.target).is_valid() for k, f in self._filters.items()}
         self._fragments, self._counts = {}, {}
         for name, where in self._filters.items():
@@ -150,8 +153,8 @@ class FeatureData:
         self.rows_valid = int(self._counts["valid"].sum())
         if not self.rows_train or not self.rows_valid:
             raise ValueError(
-                f"{self.uri} at version {self.version} has {self.rows_train} training rows (event_date < "
-                f"{split.valid_from}) and {self.rows_valid} validation rows (up to {split.test_from}): both are needed"
+                f"{self.uri} at version {self.version} has {self.rows_train} training rows and {self.rows_valid} "
+                f"validation rows ({windows.describe()}): both are needed"
             )
 
     # ------------------------------------------------------------------------------------ reading
@@ -236,6 +239,11 @@ class FeatureData:
         mean = total / count
         std = float(np.sqrt(max(squares / count - mean * mean, 0.0)))
         return float(mean), std if std > 1e-12 else 1.0
+
+
+def _train(windows: Windows) -> pds.Expression:
+    where = pds.field(EVENT_DATE) < windows.valid_from
+    return where if windows.train_from is None else where & (pds.field(EVENT_DATE) >= windows.train_from)
 
 
 def _between(start: dt.date, end: dt.date) -> pds.Expression:
