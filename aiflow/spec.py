@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import polars as pl
 import yaml
@@ -33,6 +33,11 @@ POLARS_TYPES: dict[str, pl.DataType] = {
 EVENT_DATE = "event_date"
 #: Lineage columns added at ingestion.
 LINEAGE_COLUMNS = ["_source_file", "_source_sha256", "_source_row", "_batch_id", "_ingested_at"]
+#: Column the engine adds to a table without a natural key (``row_identity``); it is then the table's key.
+ROW_ID = "row_id"
+#: How a table without a natural key identifies a row (see the README's "Data without a natural key").
+RowIdentity = Literal["source_row", "content_hash"]
+NUMERIC_TYPES = ("int32", "int64", "float32", "float64")
 
 
 class SpecError(ValueError):
@@ -47,6 +52,11 @@ class Column(_Strict):
     type: ColumnType = Field(description="Logical type; values that fail to parse go to quarantine.")
     required: bool = Field(True, description="A file without this column is rejected.")
     description: str = ""
+    source: str | None = Field(
+        None,
+        description="The column's name in the landing files when it differs (renamed on read), e.g. 'Speed (mph)' "
+        "or the reserved 'event_date'.",
+    )
 
 
 class Landing(_Strict):
@@ -82,33 +92,32 @@ class TableSpec(_Strict):
     description: str = ""
     landing: Landing
     columns: dict[str, Column]
-    key: list[str] = Field(min_length=1, description="Unique key; de-duplication keeps the latest ingested row.")
+    key: list[str] = Field(
+        default_factory=list,
+        description="Unique key; de-duplication keeps the latest ingested row. Omit it and set row_identity for data "
+        "without a natural key.",
+    )
+    row_identity: RowIdentity | None = Field(
+        None,
+        description="For data without a natural key: the engine adds a 'row_id' column and keys on it. source_row: "
+        "file name and row (a corrected file landed under the same name replaces its rows); content_hash: a hash "
+        "of every declared column (identical rows are one row).",
+    )
     event_time: str = Field(description="Timestamp column; its UTC date partitions every table.")
     quality: Quality = Field(default_factory=Quality)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _row_identity(cls, data: Any) -> Any:
+        return _with_row_id(data)
+
     @model_validator(mode="after")
     def _columns_exist(self) -> TableSpec:
-        known = set(self.columns)
-        problems: list[str] = []
-
-        def need(field: str, names: list[str]) -> None:
-            for i, name in enumerate(names):
-                if name not in known:
-                    problems.append(f"{field}[{i}]: column {name!r} is not declared in columns")
-
-        need("key", self.key)
-        need("event_time", [self.event_time])
-        need("quality.not_null", self.quality.not_null)
-        need("quality.ranges", list(self.quality.ranges))
-        need("quality.clip", list(self.quality.clip))
-        need("quality.max_null_rate", [c for c in self.quality.max_null_rate if c not in ("key", "target")])
-        if self.event_time in self.columns and self.columns[self.event_time].type not in ("datetime", "date"):
-            problems.append(f"event_time: column {self.event_time!r} must be of type datetime or date")
-        for name in self.columns:
-            if name.startswith("_") or name == EVENT_DATE:
-                problems.append(f"columns.{name}: names starting with '_' and {EVENT_DATE!r} are reserved")
+        if isinstance(self, DatasetSpec):
+            return self  # DatasetSpec._consistent checks the main table with everything else, in one report
+        problems = table_problems(self.model_dump())
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     def polars_schema(self) -> dict[str, pl.DataType]:
@@ -117,6 +126,11 @@ class TableSpec(_Strict):
     @property
     def required_columns(self) -> list[str]:
         return [name for name, c in self.columns.items() if c.required]
+
+    @property
+    def renames(self) -> dict[str, str]:
+        """File column name → spec column name, for the columns declared with a ``source``."""
+        return {c.source: name for name, c in self.columns.items() if c.source is not None and c.source != name}
 
 
 class Target(_Strict):
@@ -251,52 +265,16 @@ class DatasetSpec(TableSpec):
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
-        known = set(self.columns)
-        problems: list[str] = []
-        if self.target.source not in known:
-            problems.append(f"target.source: column {self.target.source!r} is not declared in columns")
-        if self.target.name in known:
-            problems.append(f"target.name: {self.target.name!r} clashes with a declared column")
-        if self.target.kind == "threshold" and self.problem_type != "classification":
-            problems.append("target.kind: 'threshold' makes a classification target; set problem_type: classification")
-        if self.target.kind == "identity" and self.problem_type != "regression":
-            problems.append("target.kind: 'identity' makes a regression target; set problem_type: regression")
-        for field in ("categorical", "numeric"):
-            for i, name in enumerate(getattr(self.features, field)):
-                where = f"features.{field}[{i}]"
-                if name not in known:
-                    problems.append(f"{where}: column {name!r} is not declared in columns")
-                if name in self.known_after_event or name == self.target.source:
-                    problems.append(f"{where}: column {name!r} is known only after the event (target leakage)")
-        if "hour" in self.features.calendar and self.columns.get(self.event_time, None) and self.columns[self.event_time].type == "date":
-            problems.append(f"features.calendar: 'hour' needs a datetime event_time; {self.event_time!r} is a date")
-        for i, name in enumerate(self.known_after_event):
-            if name not in known:
-                problems.append(f"known_after_event[{i}]: column {name!r} is not declared in columns")
-        for i, name in enumerate(self.slices):
-            if name not in known:
-                problems.append(f"slices[{i}]: column {name!r} is not declared in columns")
-        sides = {t.name: t for t in self.side_tables}
-        if self.name in sides:
-            problems.append(f"side_tables: name {self.name!r} is the main table's name")
-        for i, join in enumerate(self.joins):
-            side = sides.get(join.table)
-            if side is None:
-                problems.append(f"joins[{i}].table: no side table named {join.table!r}")
-                continue
-            for name in join.by:
-                if name not in known or name not in side.columns:
-                    problems.append(f"joins[{i}].by: column {name!r} must be declared in both {self.name!r} and {side.name!r}")
-            for name in join.columns:
-                if name not in side.columns:
-                    problems.append(f"joins[{i}].columns: column {name!r} is not declared in side table {side.name!r}")
-            try:
-                pl.Series([dt.datetime(2020, 1, 1)]).dt.offset_by(join.tolerance)
-            except Exception:
-                problems.append(f"joins[{i}].tolerance: {join.tolerance!r} is not a duration like '3h' or '90m'")
+        problems = dataset_problems(self.model_dump())
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Required columns, the target's source always among them: ``when_null`` is for null values, not a missing column."""
+        required = super().required_columns
+        return required if self.target.source in required else [*required, self.target.source]
 
     @property
     def tables(self) -> list[TableSpec]:
@@ -307,21 +285,213 @@ class DatasetSpec(TableSpec):
         return next(t for t in self.side_tables if t.name == name)
 
 
-def _format_error(source: str, exc: ValidationError) -> str:
+# ---------------------------------------------------------------------------------- cross-field checks
+# They read the spec as plain data, so that parse_spec can also run them on a spec whose fields fail
+# validation: every problem of a spec is reported at once, not one layer at a time.
+
+_ROW_ID_DESCRIPTION = "row identity added by the engine (row_identity)"
+_COLUMN_TYPES = set(get_args(ColumnType))
+
+
+def _d(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _names(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _with_row_id(data: Any) -> Any:
+    """``data`` with the generated ``row_id`` column (and key) of a table that sets ``row_identity``."""
+    if not isinstance(data, dict) or not data.get("row_identity") or not isinstance(data.get("columns"), dict):
+        return data
+    data = dict(data)
+    if data.get("key") in (None, []):
+        data["key"] = [ROW_ID]
+    if ROW_ID not in data["columns"]:
+        data["columns"] = {**data["columns"], ROW_ID: {"type": "string", "required": False, "description": _ROW_ID_DESCRIPTION}}
+    return data
+
+
+def table_problems(data: dict) -> list[str]:
+    """Every cross-field problem of one table's spec (given as plain data), each naming its field."""
+    columns = _d(data.get("columns"))
+    known = set(columns)
+    problems: list[str] = []
+
+    def type_of(name: str) -> Any:  # None when the type itself is invalid (reported on its own)
+        kind = _d(columns.get(name)).get("type")
+        return kind if kind in _COLUMN_TYPES else None
+
+    def need(field: str, names: list[str]) -> None:
+        for i, name in enumerate(names):
+            if name not in known:
+                problems.append(f"{field}[{i}]: column {name!r} is not declared in columns")
+
+    key, identity = _names(data.get("key")), data.get("row_identity")
+    if identity:
+        if key != [ROW_ID]:
+            problems.append(f"key: a table with row_identity ({identity}) is keyed by the generated {ROW_ID!r}: remove key")
+        generated = _d(columns.get(ROW_ID))
+        if generated.get("type") != "string" or generated.get("required", True) or generated.get("source"):
+            problems.append(
+                f"columns.{ROW_ID}: the name is reserved for the row identity: give the column another name "
+                f"and map the file's column with source: {ROW_ID}"
+            )
+    elif not key:
+        problems.append("key: list the columns that identify a row, or set row_identity for data without a natural key")
+    need("key", key)
+    event_time = data.get("event_time")
+    if isinstance(event_time, str):
+        need("event_time", [event_time])
+        if event_time in known and type_of(event_time) not in ("datetime", "date", None):
+            problems.append(f"event_time: column {event_time!r} must be of type datetime or date")
+    quality = _d(data.get("quality"))
+    need("quality.not_null", _names(quality.get("not_null")))
+    for rule in ("ranges", "clip"):
+        for name in _d(quality.get(rule)):
+            if name not in known:
+                problems.append(f"quality.{rule}.{name}: column {name!r} is not declared in columns")
+            elif type_of(name) not in (*NUMERIC_TYPES, None):
+                problems.append(
+                    f"quality.{rule}.{name}: column {name!r} is {type_of(name)}; bounds need a numeric column ({', '.join(NUMERIC_TYPES)})"
+                )
+    for name, limit in _d(quality.get("max_null_rate")).items():
+        where = f"quality.max_null_rate.{name}"
+        if name not in ("key", "target") and name not in known:
+            problems.append(f"{where}: column {name!r} is not declared in columns")
+        if isinstance(limit, int | float) and not 0 <= limit <= 1:
+            problems.append(f"{where}: {limit} is not a share between 0 and 1")
+    reads: dict[str, str] = {}
+    for name, column in columns.items():
+        if not (name == ROW_ID and identity) and (name.startswith("_") or name == EVENT_DATE):
+            problems.append(
+                f"columns.{name}: names starting with '_' and {EVENT_DATE!r} are reserved: give the column another "
+                f"name and map the file's column to it with source: {name!r}"
+            )
+        source = _d(column).get("source")
+        read = source if isinstance(source, str) else name
+        if read in reads:
+            where = f"columns.{name}.source" if isinstance(source, str) else f"columns.{name}"
+            problems.append(f"{where}: the file column {read!r} is already read as column {reads[read]!r}")
+        reads.setdefault(read, name)
+    return problems
+
+
+def dataset_problems(data: dict) -> list[str]:
+    """Every cross-field problem of a dataset spec (given as plain data): main table, side tables, target, features, joins."""
+    problems = table_problems(data)
+    columns = _d(data.get("columns"))
+    known = set(columns)
+
+    def type_of(name: str) -> Any:  # None when the type itself is invalid (reported on its own)
+        kind = _d(columns.get(name)).get("type")
+        return kind if kind in _COLUMN_TYPES else None
+
+    target = _d(data.get("target"))
+    source, kind, problem_type = target.get("source"), target.get("kind"), data.get("problem_type")
+    if isinstance(source, str):
+        if source not in known:
+            problems.append(f"target.source: column {source!r} is not declared in columns")
+        elif kind in ("threshold", "identity") and type_of(source) not in (*NUMERIC_TYPES, None):
+            problems.append(f"target.source: column {source!r} is {type_of(source)}; a {kind} target needs a numeric column")
+    if target.get("name") in known:
+        problems.append(f"target.name: {target.get('name')!r} clashes with a declared column")
+    if kind == "threshold" and problem_type == "regression":
+        problems.append("target.kind: 'threshold' makes a classification target; set problem_type: classification")
+    if kind == "identity" and problem_type == "classification":
+        problems.append("target.kind: 'identity' makes a regression target; set problem_type: regression")
+    features = _d(data.get("features"))
+    after_event = _names(data.get("known_after_event"))
+    for field in ("categorical", "numeric"):
+        for i, name in enumerate(_names(features.get(field))):
+            where = f"features.{field}[{i}]"
+            if name not in known:
+                problems.append(f"{where}: column {name!r} is not declared in columns")
+            elif field == "numeric" and type_of(name) not in (*NUMERIC_TYPES, "bool", None):
+                problems.append(f"{where}: column {name!r} is {type_of(name)}; numeric features need an int, float or bool column")
+            if name in after_event or name == source:
+                problems.append(f"{where}: column {name!r} is known only after the event (target leakage)")
+    event_time = data.get("event_time")
+    if "hour" in _names(features.get("calendar")) and isinstance(event_time, str) and type_of(event_time) == "date":
+        problems.append(f"features.calendar: 'hour' needs a datetime event_time; {event_time!r} is a date")
+    for field in ("known_after_event", "slices"):
+        for i, name in enumerate(_names(data.get(field))):
+            if name not in known:
+                problems.append(f"{field}[{i}]: column {name!r} is not declared in columns")
+    # the features table keeps the key, the event time and the slices (features are encoded): a null-rate
+    # limit, checked on silver and on features, can only name those
+    carried = {*_names(data.get("key")), event_time, *_names(data.get("slices"))}
+    for name in _d(_d(data.get("quality")).get("max_null_rate")):
+        if name not in ("key", "target") and name in known and name not in carried:
+            problems.append(
+                f"quality.max_null_rate.{name}: column {name!r} is not carried into the features table, where the limit "
+                f"is checked too (it keeps the key, the event time and the slices): add {name!r} to slices or drop the limit"
+            )
+    sides: dict[str, dict] = {}
+    for i, side in enumerate(data.get("side_tables") or []):
+        side = _with_row_id(_d(side))
+        problems += [f"side_tables[{i}]: {p}" for p in table_problems(side)]
+        if isinstance(side.get("name"), str):
+            sides[side["name"]] = side
+    if data.get("name") in sides:
+        problems.append(f"side_tables: name {data.get('name')!r} is the main table's name")
+    for i, join in enumerate(data.get("joins") or []):
+        join = _d(join)
+        side = sides.get(join.get("table"))
+        if side is None:
+            problems.append(f"joins[{i}].table: no side table named {join.get('table')!r}")
+            continue
+        side_columns = _d(side.get("columns"))
+
+        def side_type(name: str, side_columns: dict = side_columns) -> Any:
+            kind = _d(side_columns.get(name)).get("type")
+            return kind if kind in _COLUMN_TYPES else None
+
+        for name in _names(join.get("by")):
+            if name not in known or name not in side_columns:
+                problems.append(f"joins[{i}].by: column {name!r} must be declared in both {data.get('name')!r} and {side['name']!r}")
+            elif type_of(name) and side_type(name) and type_of(name) != side_type(name):
+                problems.append(
+                    f"joins[{i}].by: column {name!r} is {type_of(name)} in {data.get('name')!r} but {side_type(name)} in {side['name']!r}"
+                )
+        for name in _names(join.get("columns")):
+            if name not in side_columns:
+                problems.append(f"joins[{i}].columns: column {name!r} is not declared in side table {side['name']!r}")
+            elif side_type(name) not in (*NUMERIC_TYPES, "bool", None):
+                problems.append(f"joins[{i}].columns: column {name!r} of {side['name']!r} is {side_type(name)}; joined columns are numeric features")
+        tolerance = join.get("tolerance", "3h")
+        try:
+            pl.Series([dt.datetime(2020, 1, 1)]).dt.offset_by(tolerance)
+        except Exception:
+            problems.append(f"joins[{i}].tolerance: {tolerance!r} is not a duration like '3h' or '90m'")
+    return problems
+
+
+def _format_error(source: str, exc: ValidationError, extra: list[str] = ()) -> str:
     lines = [f"invalid dataset spec {source}:"]
     for err in exc.errors():
         where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {where or '(root)'}: {msg}")
+        for msg in err["msg"].removeprefix("Value error, ").splitlines():
+            line = f"  - {where}: {msg}" if where else f"  - {msg}"
+            if line not in lines:
+                lines.append(line)
+    lines += [line for line in (f"  - {p}" for p in extra) if line not in lines]
     return "\n".join(lines)
 
 
 def parse_spec(data: dict, source: str = "<dict>") -> DatasetSpec:
-    """Validate a spec given as a dict; raise :class:`SpecError` naming every bad field."""
+    """Validate a spec given as a dict; raise :class:`SpecError` naming every bad field.
+
+    Field errors (a wrong type, an unknown field) and cross-field problems (a feature that is not a
+    column, a rule that cannot run) are reported together: when a field fails, pydantic skips the
+    cross-field checks, so they are run again on the plain data.
+    """
     try:
         return DatasetSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_format_error(source, exc)) from None
+        extra = dataset_problems(_with_row_id(data)) if isinstance(data, dict) else []
+        raise SpecError(_format_error(source, exc, extra)) from None
 
 
 def load_spec(path: str | os.PathLike) -> DatasetSpec:

@@ -40,8 +40,11 @@ def test_demo_spec_schema_and_required_columns():
     assert schema["time_hour"] == pl.Datetime("us", "UTC")
     assert schema["distance"] == pl.Float64
     assert schema["carrier"] == pl.String
-    assert "arr_delay" not in spec.required_columns  # declared required: false
+    assert "dep_delay" not in spec.required_columns  # declared required: false
     assert "carrier" in spec.required_columns
+    # the target's source is required whatever the spec says: when_null is for null values, not a missing column
+    assert spec.columns["arr_delay"].required is False
+    assert "arr_delay" in spec.required_columns
 
 
 def test_parse_spec_accepts_the_same_dict_as_the_file(demo_dict):
@@ -91,7 +94,17 @@ INVALID = [
     pytest.param(_set("problem_type", "regression"), ["target.kind", "classification"], id="threshold-needs-classification"),
     pytest.param(_set("problem_type", "clustering"), ["  - problem_type: Input should be"], id="unknown-problem-type"),
     pytest.param(_set("key[1]", "gate"), ["key[1]", "'gate'"], id="key-undeclared"),
-    pytest.param(_set("key", []), ["  - key: List should have at least 1 item"], id="key-empty"),
+    pytest.param(_set("key", []), ["  - key: list the columns", "row_identity"], id="key-empty"),
+    pytest.param(_set("key", _DROP), ["  - key: list the columns", "row_identity"], id="key-missing"),
+    pytest.param(_set("quality.ranges.carrier", {"min": 0}), ["quality.ranges.carrier", "is string", "numeric"], id="range-on-text"),
+    pytest.param(_set("quality.max_null_rate.dep_delay", 0.1), ["quality.max_null_rate.dep_delay", "not carried into the features"],
+                 id="null-rate-on-dropped-column"),
+    pytest.param(_set("quality.max_null_rate.origin", 1.5), ["quality.max_null_rate.origin", "between 0 and 1"], id="null-rate-over-one"),
+    pytest.param(_set("features.numeric[0]", "carrier"), ["features.numeric[0]", "'carrier' is string"], id="numeric-feature-text"),
+    pytest.param(_set("columns.event_date", {"type": "date"}), ["columns.event_date", "reserved", "source: 'event_date'"], id="reserved-event-date"),
+    pytest.param(_set("columns.dest.source", "origin"), ["columns.dest.source: the file column 'origin' is already read as column 'origin'"], id="source-read-twice"),
+    pytest.param(_set("row_identity", "content_hash"), ["  - key: a table with row_identity"], id="row-identity-with-a-key"),
+    pytest.param(_set("row_identity", "row_number"), ["  - row_identity: Input should be 'source_row' or 'content_hash'"], id="unknown-row-identity"),
     pytest.param(_set("event_time", "carrier"), ["event_time", "datetime or date"], id="event-time-not-a-time"),
     pytest.param(_set("columns.distance.type", "decimal"), ["  - columns.distance.type: Input should be"], id="unknown-column-type"),
     pytest.param(_set("columns._secret", {"type": "string"}), ["columns._secret", "reserved"], id="reserved-column-name"),
@@ -179,3 +192,74 @@ def test_load_spec_missing_file(tmp_path: Path):
 def test_spec_error_is_a_value_error():
     with pytest.raises(ValueError):
         parse_spec({"name": "x"})
+
+
+def test_field_errors_and_rule_problems_are_reported_together(demo_dict):
+    """A wrong field type stops pydantic before the cross-field checks: they are run anyway, in the same error."""
+    data = copy.deepcopy(demo_dict)
+    data["quality"]["max_null_rate"]["dep_delay"] = 0.05  # dep_delay is dropped before the features table
+    data["timezone"] = "Nowhere/Special"  # a field error, unrelated
+    data["columns"]["distance"]["type"] = "decimal"  # another field error
+    with pytest.raises(SpecError) as exc:
+        parse_spec(data, "three.yaml")
+    lines = str(exc.value).splitlines()
+    assert lines[0] == "invalid dataset spec three.yaml:"
+    assert any(line.startswith("  - quality.max_null_rate.dep_delay: column 'dep_delay' is not carried") for line in lines)
+    assert "  - timezone: unknown timezone 'Nowhere/Special'" in lines
+    assert any(line.startswith("  - columns.distance.type: Input should be") for line in lines)
+    # an invalid type is reported once, not again by every rule that uses the column
+    assert sum("distance" in line for line in lines) == 1
+    assert len(lines) == len(set(lines))
+
+
+def test_every_cross_field_problem_on_its_own_line_without_a_root_marker(demo_dict):
+    data = copy.deepcopy(demo_dict)
+    data["key"][0] = "gate"
+    data["features"]["numeric"][0] = "terminal"
+    data["side_tables"][0]["key"][0] = "station"
+    with pytest.raises(SpecError) as exc:
+        parse_spec(data, "x.yaml")
+    lines = str(exc.value).splitlines()
+    assert "  - key[0]: column 'gate' is not declared in columns" in lines
+    assert "  - features.numeric[0]: column 'terminal' is not declared in columns" in lines
+    assert "  - side_tables[0]: key[0]: column 'station' is not declared in columns" in lines
+    assert not any("(root)" in line for line in lines)
+
+
+def test_null_rate_limit_on_a_slice_or_key_column_is_accepted(demo_dict):
+    data = copy.deepcopy(demo_dict)
+    data["quality"]["max_null_rate"].update({"origin": 0.0, "flight": 0.0})
+    assert parse_spec(data).quality.max_null_rate["origin"] == 0.0
+
+
+def test_target_source_required_on_another_spec(tiny_dict):
+    spec = parse_spec(tiny_dict)
+    assert tiny_dict["columns"]["delay"]["required"] is False
+    assert "delay" in spec.required_columns
+    assert "seats" not in spec.required_columns
+
+
+def test_source_mapping_renames(tiny_dict):
+    tiny_dict["columns"]["event_day"] = {"type": "date", "required": False, "source": "event_date"}
+    tiny_dict["columns"]["speed_mph"] = {"type": "float64", "required": False, "source": "Speed (mph)"}
+    spec = parse_spec(tiny_dict)
+    assert spec.renames == {"event_date": "event_day", "Speed (mph)": "speed_mph"}
+
+
+@pytest.mark.parametrize("identity", ["source_row", "content_hash"])
+def test_row_identity_adds_a_generated_key_and_survives_a_round_trip(tiny_dict, identity):
+    del tiny_dict["key"]
+    tiny_dict["row_identity"] = identity
+    spec = parse_spec(tiny_dict)
+    assert spec.key == ["row_id"]
+    assert spec.columns["row_id"].type == "string" and not spec.columns["row_id"].required
+    # the spec travels as JSON to training and back: the generated column must validate again
+    assert parse_spec(spec.model_dump(mode="json")) == spec
+
+
+def test_row_id_is_reserved_when_the_engine_generates_it(tiny_dict):
+    del tiny_dict["key"]
+    tiny_dict["row_identity"] = "source_row"
+    tiny_dict["columns"]["row_id"] = {"type": "int64"}
+    with pytest.raises(SpecError, match=r"columns.row_id: the name is reserved for the row identity"):
+        parse_spec(tiny_dict)
