@@ -237,6 +237,8 @@ def _compact(metrics_json: str) -> str:
 
 
 def _gate(result: dict) -> str:
+    if result.get("configured") is False or result.get("state") == "not required":
+        return "not required"
     verdict = "passed" if result.get("passed") else "FAILED"
     if result.get("value") is None and result.get("threshold") is None:
         return verdict

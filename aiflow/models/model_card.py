@@ -130,7 +130,7 @@ def _gates(mv: ModelVersion) -> str:
     rows = []
     for gate, result in mv.gate_results.items():
         if result.get("configured") is False:
-            verdict = "– not configured"
+            verdict = "– not required"
         else:
             verdict = "✅ passed" if result.get("passed") else "❌ failed"
         rows.append([gate, verdict, result.get("value"), result.get("threshold"), result.get("margin"), result.get("detail") or ""])

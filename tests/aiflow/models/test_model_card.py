@@ -87,7 +87,7 @@ def test_card_shows_data_metrics_per_split_gates_lineage_and_artifact(version: M
         "| slices_vs_champion | ❌ failed | 0.0900 | 0.0500 | -0.0400 | Worst slice origin=JFK regresses beyond tolerance 0.05 (gap 0.0900). |"
     ]
     assert lines_with(card, "| beats_baseline |") == [
-        "| beats_baseline | – not configured | 0.7412 | 0.7013 | – | Not configured: must_beat_baseline is off. |"
+        "| beats_baseline | – not required | 0.7412 | 0.7013 | – | Not configured: must_beat_baseline is off. |"
     ]
     assert "passed: " not in card and "margin: " not in card and "configured: False" not in card  # no key: value dumps
     assert "| Code version | `1a2b3c4-dirty` |" in card and "| Reason | drift |" in card and "| Run id | run-7 |" in card
