@@ -59,7 +59,6 @@ def maintenance_job(spec: DatasetSpec):
             context.log.info(
                 f"{r.table}: compaction removed {r.files_removed_by_compaction} files, added "
                 f"{r.files_added_by_compaction}; vacuum deleted {r.files_vacuumed}; now version {r.version}"
-                + (f"; removed {r.orphan_rows_removed} rows of killed ingestions" if r.orphan_rows_removed else "")
             )
 
     @job(name=f"{spec.name}_maintenance_job", description=f"Compact and vacuum the Delta tables of '{spec.name}'.")
