@@ -111,7 +111,7 @@ def task_ingest_engine(args: dict) -> dict:
         timers.wrap(ingest_mod, "read_file")
         timers.wrap(ingest_mod, "split_typed")
         timers.wrap(ingest_mod, "sha256")
-        timers.wrap(ingest_mod, "remove_orphans")
+        timers.wrap(ingest_mod, "repair")
         timers.wrap(ingest_mod, "seen_hashes")
         timers.wrap(LocalLandingZone, "read_bytes")
         timers.wrap(LocalLandingZone, "list")
