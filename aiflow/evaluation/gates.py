@@ -10,25 +10,72 @@ import math
 from dataclasses import asdict, dataclass
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiflow.evaluation.metrics import HIGHER_IS_BETTER, regression_of
+from aiflow.spec import DatasetSpec
+
+#: Defaults by problem type: classification must rank better than chance by a margin (ROC AUC);
+#: regression must beat predicting the test mean (R² above 0, i.e. RMSE below the naive reference's).
+DEFAULT_ABSOLUTE: dict[str, dict[str, float]] = {"classification": {"roc_auc": 0.6}, "regression": {"r2": 0.0}}
+DEFAULTS: dict[str, object] = {
+    "champion_tolerance": 0.005,
+    "slice_tolerance": 0.03,
+    "must_beat_baseline": True,
+    "latency_budget_ms_per_1k": 250.0,
+    "allow_input_change": False,
+}
+#: Every gate by name (``off`` takes these) and the setting that configures it.
+GATES = {
+    "absolute": "absolute",
+    "vs_champion": "champion_tolerance",
+    "slices_vs_champion": "slice_tolerance",
+    "beats_baseline": "must_beat_baseline",
+    "latency": "latency_budget_ms_per_1k",
+    "input_schema": "allow_input_change",
+}
+NOT_REQUIRED, PASSED, FAILED = "not required", "passed", "failed"
 
 
 class GateConfig(BaseModel):
-    """Thresholds of the blocking model gates (editable in the launchpad)."""
+    """Thresholds of the blocking model gates (editable in the launchpad).
+
+    A field left empty (None) takes the dataset spec's ``gates`` setting, else the default for the
+    problem type (:func:`effective_gates`): the launchpad overrides the spec, the spec the defaults.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    absolute: dict[str, float] = Field(
-        default_factory=lambda: {"roc_auc": 0.6},
-        description="Per metric: the floor (higher-is-better metrics) or ceiling (lower-is-better) on the test rows.",
+    absolute: dict[str, float] | None = Field(
+        None,
+        description="Per metric: the floor (higher-is-better metrics) or ceiling (lower-is-better) on the test rows; "
+        "empty: the spec's, else classification roc_auc >= 0.6, regression r2 >= 0 ({} requires none).",
     )
-    champion_tolerance: float = Field(0.005, ge=0, description="Largest allowed regression of the primary metric vs the champion, same rows.")
-    slice_tolerance: float = Field(0.03, ge=0, description="Largest allowed regression of the primary metric in any slice vs the champion.")
-    must_beat_baseline: bool = Field(True, description="The primary validation metric must beat the scikit-learn baseline's.")
-    latency_budget_ms_per_1k: float = Field(250.0, gt=0, description="Largest prediction time for 1,000 rows, in milliseconds.")
-    allow_input_change: bool = Field(False, description="Allow a candidate whose input columns differ from the champion's.")
+    champion_tolerance: float | None = Field(None, ge=0, description="Largest allowed regression of the primary metric vs the champion, same rows (default 0.005).")
+    slice_tolerance: float | None = Field(None, ge=0, description="Largest allowed regression of the primary metric in any slice vs the champion (default 0.03).")
+    must_beat_baseline: bool | None = Field(None, description="The primary validation metric must beat the scikit-learn baseline's (default true).")
+    latency_budget_ms_per_1k: float | None = Field(None, gt=0, description="Largest prediction time for 1,000 rows, in milliseconds (default 250).")
+    allow_input_change: bool | None = Field(None, description="Allow a candidate whose input columns differ from the champion's (default false).")
+    off: list[str] | None = Field(
+        None, description=f"Gates not required (recorded as 'not required', never 'passed'): any of {sorted(GATES)}; empty: the spec's."
+    )
+
+    @field_validator("off")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or []) - set(GATES))
+        if unknown:
+            raise ValueError(f"gates.off: unknown gate(s) {unknown} (known: {sorted(GATES)})")
+        return value
+
+
+def effective_gates(spec: DatasetSpec, overrides: GateConfig | None = None) -> GateConfig:
+    """The gate settings that apply: the launchpad's ``overrides``, else the spec's ``gates``, else the defaults
+    of the spec's problem type. Every field of the result is set."""
+    chosen: dict[str, object] = {"absolute": DEFAULT_ABSOLUTE[spec.problem_type], **DEFAULTS, "off": []}
+    for layer in (spec.gates.model_dump(), (overrides or GateConfig()).model_dump()):
+        chosen.update({k: v for k, v in layer.items() if v is not None})
+    return GateConfig(**chosen)
 
 
 @dataclass(frozen=True)
@@ -37,7 +84,8 @@ class GateResult:
 
     ``margin`` is in the metric's units, positive when the gate passed with room to spare and negative
     by how much it missed; None when the gate has no numeric threshold. ``configured`` is False for a
-    gate the configuration switched off (it then passes and says so).
+    gate the configuration switched off: it does not block, and its ``state`` is "not required"
+    (never "passed").
     """
 
     gate: str
@@ -48,8 +96,27 @@ class GateResult:
     margin: float | None = None
     configured: bool = True
 
+    @property
+    def state(self) -> str:
+        """passed, failed, or not required."""
+        return NOT_REQUIRED if not self.configured else PASSED if self.passed else FAILED
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "state": self.state}
+
+
+def not_required(gate: str, why: str) -> GateResult:
+    """The verdict of a gate the configuration does not require."""
+    return GateResult(gate, True, None, None, f"Not required: {why}.", configured=False)
+
+
+def apply_off(results: list[GateResult], config: GateConfig) -> list[GateResult]:
+    """Gates named in ``config.off`` become "not required"; with no absolute bound, one "absolute" entry says so."""
+    off = set(config.off or [])
+    out = [not_required(r.gate, f"switched off (gates.off: {r.gate.split(':')[0]})") if r.gate.split(":")[0] in off else r for r in results]
+    if not any(r.gate.split(":")[0] == "absolute" for r in out):
+        out.insert(0, not_required("absolute", "no absolute bound is set (gates.absolute is empty)"))
+    return out
 
 
 def _fmt(x: float | None) -> str:
@@ -58,7 +125,7 @@ def _fmt(x: float | None) -> str:
 
 def absolute_gates(metrics: dict[str, float], config: GateConfig) -> list[GateResult]:
     out = []
-    for metric, bound in config.absolute.items():
+    for metric, bound in (config.absolute or {}).items():
         if metric not in HIGHER_IS_BETTER:
             raise ValueError(f"gates.absolute: unknown metric {metric!r} (known: {sorted(HIGHER_IS_BETTER)})")
         value = metrics.get(metric)

@@ -19,8 +19,10 @@ from aiflow.evaluation.gates import (
     GateConfig,
     GateResult,
     absolute_gates,
+    apply_off,
     baseline_gate,
     champion_gate,
+    effective_gates,
     latency_gate,
     schema_gate,
     slice_gate,
@@ -131,6 +133,7 @@ def validate(
     artifact_options: dict[str, str] | None = None,
 ) -> ValidationReport:
     """Evaluate the candidate (and the champion on the same rows) and run every gate."""
+    config = effective_gates(spec, config)  # the launchpad over the spec's gates over the problem type's defaults
     rows = held_out_rows(features_uri, data_version, spec, storage_options)
     target, problem, metric = spec.target.name, spec.problem_type, PRIMARY[spec.problem_type][0]
     model = load_model(candidate, artifact_options)
@@ -163,6 +166,7 @@ def validate(
         latency_gate(latency, config.latency_budget_ms_per_1k),
         schema_gate(missing, changed, config.allow_input_change),
     ]
+    gates = apply_off(gates, config)
     plot = comparison_plot(y, curves, problem, f"{spec.name}: test rows from {rows[EVENT_DATE].min()} ({rows.height:,})")
     return ValidationReport(
         rows=rows.height,

@@ -1,23 +1,31 @@
-"""Scope: evaluation metrics (overall, per slice, calibration) and the model gates' verdicts and margins."""
+"""Scope: evaluation metrics (overall, per slice, calibration) and the model gates' verdicts and margins; gate defaults by
+problem type (classification and regression on the tiny spec), the spec's gates section under launchpad overrides, and
+gates turned off recorded as "not required"."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import polars as pl
 import pytest
+from pydantic import ValidationError
 
 from aiflow.evaluation.gates import (
     GateConfig,
     absolute_gates,
+    apply_off,
     baseline_gate,
     champion_gate,
+    effective_gates,
     latency_gate,
     schema_gate,
     slice_gate,
 )
 from aiflow.evaluation.metrics import calibration_error, classification_metrics, compute_metrics, regression_of, slice_metrics
+from aiflow.spec import SpecError, parse_spec
+from tests.aiflow.tiny import TINY
 
 
 def test_classification_metrics_match_known_cases():
@@ -125,3 +133,62 @@ def test_a_switched_off_gate_says_it_is_not_configured():
     assert off.passed and not off.configured and off.detail == "Not configured: must_beat_baseline is off."
     assert baseline_gate("roc_auc", 0.6, 0.7, required=True).configured
     assert absolute_gates({"roc_auc": 0.9}, GateConfig(absolute={})) == []
+
+
+# ------------------------------------------------------- defaults by problem type, spec gates, not required
+def _spec(problem: str, gates: dict | None = None):
+    data = copy.deepcopy(TINY)
+    if problem == "regression":
+        data["problem_type"] = "regression"
+        data["target"] = {"name": "delay_minutes", "source": "delay", "kind": "identity", "when_null": "quarantine"}
+    if gates is not None:
+        data["gates"] = gates
+    return parse_spec(data, "tiny.yaml")
+
+
+def test_default_gates_follow_the_problem_type():
+    assert effective_gates(_spec("classification")).absolute == {"roc_auc": 0.6}
+    regression = effective_gates(_spec("regression"))
+    assert regression.absolute == {"r2": 0.0} and regression.must_beat_baseline is True and regression.off == []
+    assert regression.champion_tolerance == 0.005 and regression.latency_budget_ms_per_1k == 250.0
+
+
+def test_a_good_regression_model_passes_its_default_gates_and_a_useless_one_fails():
+    rng = np.random.default_rng(3)
+    y = rng.normal(20, 10, 2000)
+    good = compute_metrics(y, y + rng.normal(0, 2, 2000), "regression")
+    useless = compute_metrics(y, np.full(2000, 35.0), "regression")  # worse than predicting the mean
+    config = effective_gates(_spec("regression"))
+    assert [(g.gate, g.passed) for g in absolute_gates(good, config)] == [("absolute:r2", True)]
+    failed = absolute_gates(useless, config)[0]
+    assert not failed.passed and failed.margin < 0 and "r2" in failed.detail
+    # the old one-size default judged a regression model by ROC AUC, which it does not have
+    blocked = absolute_gates(good, GateConfig(absolute={"roc_auc": 0.6}))[0]
+    assert not blocked.passed and "could not be computed" in blocked.detail
+
+
+def test_spec_gates_apply_and_the_launchpad_overrides_them():
+    spec = _spec("regression", {"absolute": {"rmse": 5.0}, "champion_tolerance": 0.5, "off": ["latency"]})
+    from_spec = effective_gates(spec)
+    assert from_spec.absolute == {"rmse": 5.0} and from_spec.champion_tolerance == 0.5 and from_spec.off == ["latency"]
+    assert from_spec.slice_tolerance == 0.03  # unset in the spec: the default
+    launched = effective_gates(spec, GateConfig(champion_tolerance=0.1, off=[]))
+    assert launched.champion_tolerance == 0.1 and launched.off == [] and launched.absolute == {"rmse": 5.0}
+    with pytest.raises(SpecError, match=r"gates\.off\[0\]"):
+        _spec("classification", {"off": ["speed"]})
+    with pytest.raises(ValidationError, match="unknown gate"):
+        GateConfig(off=["speed"])
+
+
+def test_gates_turned_off_are_recorded_as_not_required_never_passed():
+    config = effective_gates(_spec("classification", {"absolute": {}, "off": ["latency"]}))
+    results = apply_off([baseline_gate("roc_auc", 0.6, 0.7, required=False), latency_gate(900.0, 250.0), schema_gate([], [], False)], config)
+    states = {r.gate: r.as_dict()["state"] for r in results}
+    assert states == {"absolute": "not required", "beats_baseline": "not required", "latency": "not required", "input_schema": "passed"}
+    latency = next(r for r in results if r.gate == "latency")
+    assert latency.passed and not latency.configured and "switched off" in latency.detail  # does not block, says why
+    assert latency_gate(900.0, 250.0).as_dict()["state"] == "failed"
+    # the CLI shows the state, not "passed"
+    from aiflow.cli.models import _gate
+
+    assert _gate(latency.as_dict()) == "not required" and _gate(schema_gate([], [], False).as_dict()) == "passed"
