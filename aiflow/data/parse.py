@@ -3,21 +3,40 @@
 A file that cannot be read at all, or that lacks a required column, raises :class:`RejectedFile`
 with the parser's error or the missing column's name. A row whose value does not fit its column's
 type is not dropped: it comes back in ``bad`` with the column, the value and the expected type.
+A line that cannot be read (a CSV row with the wrong number of fields, a JSON line that is not a
+JSON object) is not dropped either, nor does it sink its file: it comes back in ``bad`` with its line
+number and the problem, its raw text as the record, and the file's good lines are kept.
+
+Columns declared with a ``source`` are renamed on read; a table with a ``row_identity`` gets its
+generated ``row_id`` here (see :mod:`aiflow.spec`).
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import io
+import json
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
-from aiflow.spec import EVENT_DATE, POLARS_TYPES, TableSpec
+from aiflow.spec import EVENT_DATE, LINEAGE_COLUMNS, POLARS_TYPES, ROW_ID, DatasetSpec, TableSpec
 
 ROW = "_source_row"
 RULE = "_rule"
 REASON = "_reason"
 RECORD = "_record"
+
+#: Raw frames of a file with unreadable lines carry these two columns (null on the good rows): the
+#: problem, already naming the line, and the line's text. :func:`split_typed` turns them into bad rows.
+LINE_ERROR = "__line_error"
+LINE_TEXT = "__line_text"
+#: Rule of a quarantined line that could not be read.
+MALFORMED = "malformed_line"
+#: Columns the engine writes itself: a landing file may only bring them under another name (``source``).
+ENGINE_COLUMNS = {EVENT_DATE, *LINEAGE_COLUMNS, RULE, REASON, RECORD, "_stage", "_quarantined_at", LINE_ERROR, LINE_TEXT}
 
 _INT_TYPES = {"int32", "int64"}
 _TRUE = ["true", "t", "yes", "y", "1"]
@@ -62,7 +81,7 @@ def _read_csv_typed(data: bytes, table: TableSpec, header: list[str]) -> pl.Data
     """Fast path for clean CSV: let the reader type the columns. None when any value does not fit."""
     overrides: dict[str, pl.DataType] = {}
     for column in header:
-        spec = table.columns.get(column)
+        spec = table.columns.get(table.renames.get(column, column))
         overrides[column] = POLARS_TYPES[spec.type] if spec and spec.type not in ("datetime", "date", "bool") else pl.String()
     try:
         return pl.read_csv(data, schema_overrides=overrides, null_values=table.landing.null_values, infer_schema=False)
@@ -114,7 +133,8 @@ def split_typed(raw: pl.DataFrame, table: TableSpec, keep: tuple[str, ...] = ())
     Returns:
         (good rows, bad rows with rule/reason/record, new unknown columns).
     """
-    raw_columns = [c for c in raw.columns if c != ROW and c not in keep]
+    lines = LINE_ERROR in raw.columns
+    raw_columns = [c for c in raw.columns if c not in (ROW, LINE_ERROR, LINE_TEXT) and c not in keep]
     schema = table.columns
     new_columns = [c for c in raw_columns if c not in schema]
     final: dict[str, pl.Expr] = {}
@@ -136,7 +156,10 @@ def split_typed(raw: pl.DataFrame, table: TableSpec, keep: tuple[str, ...] = ())
     event = final[table.event_time].alias(table.event_time)
     event_date = (event.dt.date() if schema[table.event_time].type == "datetime" else event).alias(EVENT_DATE)
     type_failed = pl.any_horizontal([f for _, _, f in failures]) if failures else pl.lit(False)
-    frame = (raw.with_columns(conversions) if conversions else raw).with_columns((type_failed | event.is_null()).alias("__bad"))
+    line_failed = pl.col(LINE_ERROR).is_not_null() if lines else pl.lit(False)
+    frame = (raw.with_columns(conversions) if conversions else raw).with_columns(
+        (type_failed | event.is_null() | line_failed).alias("__bad")
+    )
     good_rows, bad_rows = frame.filter(~pl.col("__bad")), frame.filter(pl.col("__bad"))
 
     good = good_rows.select(
@@ -146,6 +169,8 @@ def split_typed(raw: pl.DataFrame, table: TableSpec, keep: tuple[str, ...] = ())
         ROW,
         *keep,
     )
+    if table.row_identity == "content_hash":
+        good = good.with_columns(content_hashes(good, table))
     texts = [
         pl.when(failed).then(pl.format(f"column '{column}': cannot parse '{{}}' as {kind}", pl.col(column).cast(pl.String)))
         for column, kind, failed in failures
@@ -157,35 +182,211 @@ def split_typed(raw: pl.DataFrame, table: TableSpec, keep: tuple[str, ...] = ())
         .otherwise(type_reason)
     )
     rule = pl.when(type_reason.is_not_null()).then(pl.lit("type")).otherwise(pl.lit("event_time"))
+    record = pl.struct([pl.col(c).cast(pl.String) for c in raw_columns]).struct.json_encode()
+    if lines:  # a line that could not be read: its own problem and its raw text
+        rule = pl.when(line_failed).then(pl.lit(MALFORMED)).otherwise(rule)
+        reason = pl.when(line_failed).then(pl.col(LINE_ERROR)).otherwise(reason)
+        record = pl.when(line_failed).then(pl.col(LINE_TEXT)).otherwise(record)
     bad = bad_rows.select(
         ROW,
         rule.alias(RULE),
         reason.alias(REASON),
-        pl.struct([pl.col(c).cast(pl.String) for c in raw_columns]).struct.json_encode().alias(RECORD),
+        record.alias(RECORD),
         event_date,
         *keep,
     )
     return good, bad, new_columns
 
 
+@dataclass
+class BadLine:
+    """A record of a file that cannot be read: its position among the file's records, and why."""
+
+    position: int  # 0-based, among the file's records (the header and empty lines are not records)
+    line: int  # 1-based line number in the file
+    reason: str
+    text: str
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _csv_bad_lines(data: bytes, name: str) -> tuple[bytes, list[BadLine]]:
+    """Rows of a CSV file whose number of fields differs from the header's, and the file without them.
+
+    Fields are counted per line with numpy when the file has no quote character (the common case,
+    cheap); a file with quotes is walked with the ``csv`` module, which knows quoted separators and
+    line breaks. Empty lines are dropped (they are no record). A clean file comes back unchanged.
+    """
+    if b'"' in data:
+        return _csv_bad_lines_quoted(data, name)
+    raw = np.frombuffer(data, np.uint8)
+    breaks = np.flatnonzero(raw == 10)
+    ends = breaks if data.endswith(b"\n") else np.append(breaks, len(raw))
+    starts = np.concatenate(([0], breaks + 1))[: len(ends)]
+    if len(ends) < 2:
+        return data, []
+    commas = np.flatnonzero(raw == 44)
+    fields = np.searchsorted(commas, ends) - np.searchsorted(commas, starts) + 1
+    stripped_ends = ends - (raw[np.maximum(ends - 1, 0)] == 13) * (ends > starts)
+    empty = stripped_ends == starts
+    expected = int(fields[0])
+    wrong = (fields != expected) & ~empty
+    wrong[0] = False
+    drop = wrong | (empty if expected > 1 else np.zeros_like(empty))
+    drop[0] = False
+    if not drop.any():
+        return data, []
+    is_record = ~empty if expected > 1 else np.ones_like(empty)
+    is_record[0] = False  # the header
+    positions = np.cumsum(is_record) - 1  # each line's index among the file's records
+    bad = [
+        BadLine(int(positions[i]), int(i) + 1, f"line {i + 1}: {_plural(int(fields[i]), 'field')}, expected {expected}",
+                data[starts[i]:stripped_ends[i]].decode("utf-8", "replace"))
+        for i in np.flatnonzero(wrong)
+    ]
+    keep = np.flatnonzero(~drop)
+    good = b"".join(data[starts[i]:ends[i]] + b"\n" for i in keep)
+    return good, bad
+
+
+def _csv_bad_lines_quoted(data: bytes, name: str) -> tuple[bytes, list[BadLine]]:
+    """:func:`_csv_bad_lines` for a file with quoted fields."""
+    text = data.decode("utf-8", "replace")
+    lines = list(io.StringIO(text, newline=""))
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return data, []
+    except csv.Error as exc:
+        raise RejectedFile(f"{name}: cannot parse as csv: line 1: {exc}") from exc
+    expected, done, position = len(header), reader.line_num, 0
+    keep, bad, changed = [*lines[:done]], [], False
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise RejectedFile(f"{name}: cannot parse as csv: line {reader.line_num}: {exc}") from exc
+        first, done = done + 1, reader.line_num
+        record = lines[first - 1 : done]
+        if not row and expected > 1:
+            changed = True
+        elif len(row) != expected:
+            bad.append(BadLine(position, first, f"line {first}: {_plural(len(row), 'field')}, expected {expected}",
+                               "".join(record).rstrip("\r\n")))
+            changed = True
+            position += 1
+        else:
+            keep += record
+            position += 1
+    if not changed:
+        return data, []
+    if keep and not keep[-1].endswith(("\n", "\r")):
+        keep[-1] += "\n"
+    return "".join(keep).encode(), bad
+
+
+def _jsonl_bad_lines(data: bytes) -> tuple[bytes, list[BadLine]]:
+    """Lines of a JSON-lines file that are not a JSON object, and the file without them (empty lines are no record)."""
+    good: list[bytes] = []
+    bad: list[BadLine] = []
+    position = 0
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        text = line.decode("utf-8", "replace")
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            reason = f"line {number}: not valid JSON ({getattr(exc, 'msg', exc)} at column {getattr(exc, 'colno', '?')})"
+            bad.append(BadLine(position, number, reason, text))
+        else:
+            if isinstance(value, dict):
+                good.append(line)
+            else:
+                bad.append(BadLine(position, number, f"line {number}: a JSON {type(value).__name__}, expected an object", text))
+        position += 1
+    return b"\n".join(good) + b"\n", bad
+
+
+def _with_bad_lines(raw: pl.DataFrame, bad: list[BadLine]) -> pl.DataFrame:
+    """``raw`` (the good records) with the bad ones back in their places, as rows of nulls with the problem and the text."""
+    if not bad:
+        return raw
+    taken = {b.position for b in bad}
+    total = raw.height + len(bad)
+    good_positions = [i for i in range(total) if i not in taken]
+    good = raw.with_columns(pl.Series("__pos", good_positions, pl.Int64))
+    lines = pl.DataFrame(
+        {"__pos": [b.position for b in bad], LINE_ERROR: [b.reason for b in bad], LINE_TEXT: [b.text for b in bad]},
+        schema={"__pos": pl.Int64, LINE_ERROR: pl.String, LINE_TEXT: pl.String},
+    )
+    return pl.concat([good, lines], how="diagonal").sort("__pos").drop("__pos")
+
+
+def _renamed(columns: list[str], table: TableSpec, name: str) -> dict[str, str]:
+    """The renames to apply to a file with these columns; reject a file that brings an engine column or a column twice."""
+    renames = {src: col for src, col in table.renames.items() if src in columns}
+    for src, col in renames.items():
+        if col in columns:
+            raise RejectedFile(f"{name}: has both column {src!r} (read as {col!r}) and column {col!r}: keep one")
+    reserved = ENGINE_COLUMNS | ({ROW_ID} if table.row_identity else set())
+    clash = [c for c in columns if c not in renames and c in reserved and c not in table.columns]
+    if clash:
+        first = clash[0]
+        raise RejectedFile(
+            f"{name}: column {first!r} is reserved for the engine: declare a column for it with source: {first!r} "
+            f"(it is then renamed on read)"
+        )
+    return renames
+
+
 def read_file(data: bytes, fmt: str, table: TableSpec, name: str) -> pl.DataFrame:
     """Read a file (typed by the CSV reader when every value fits; as text otherwise) and check its columns.
 
+    Columns declared with a ``source`` come back under their spec names. Records that cannot be read
+    come back in place as rows carrying :data:`LINE_ERROR` and :data:`LINE_TEXT` (see :func:`split_typed`),
+    so row numbers counted over the result are the records' numbers in the file.
+
     Raises:
-        RejectedFile: the format is not accepted, the file cannot be parsed, or a required column is missing.
+        RejectedFile: the format is not accepted, the file cannot be parsed, no line of it can, a
+            required column is missing, or an engine column arrives unmapped.
     """
     if fmt not in table.landing.formats:
         raise RejectedFile(f"{name}: format {fmt!r} is not accepted for table {table.name!r} ({table.landing.formats})")
     typed = None
+    bad_lines: list[BadLine] = []
     if fmt == "csv":
         try:
             header = pl.read_csv(data, n_rows=0, infer_schema=False).columns
         except pl.exceptions.PolarsError as exc:
             raise RejectedFile(f"{name}: cannot parse as csv: {str(exc).splitlines()[0]}") from exc
-        _check_required(header, table, name)
+        renames = _renamed(header, table, name)
+        _check_required([renames.get(c, c) for c in header], table, name)
+        data, bad_lines = _csv_bad_lines(data, name)
         typed = _read_csv_typed(data, table, header)
-    raw = typed if typed is not None else _read_raw(data, fmt, table, name)
+    if typed is not None:
+        raw = typed
+    elif fmt == "jsonl":
+        try:
+            raw = _read_raw(data, fmt, table, name)
+        except RejectedFile:
+            good, bad_lines = _jsonl_bad_lines(data)
+            if not bad_lines or len(good) <= 1:
+                raise  # nothing to keep: the file is rejected with the parser's error
+            raw = _read_raw(good, fmt, table, name)
+    else:
+        raw = _read_raw(data, fmt, table, name)
+    renames = _renamed(raw.columns, table, name)
+    raw = raw.rename(renames) if renames else raw
     _check_required(raw.columns, table, name)
+    raw = _with_bad_lines(raw, bad_lines)
+    if table.row_identity == "source_row":
+        raw = raw.with_columns(pl.format("{}#{}", pl.lit(name), pl.int_range(1, pl.len() + 1)).alias(ROW_ID))
     return raw
 
 
@@ -209,8 +410,23 @@ def parse_file(data: bytes, fmt: str, table: TableSpec, name: str) -> Parsed:
     return Parsed(good=good, bad=bad, new_columns=new_columns)
 
 
+def content_hashes(good: pl.DataFrame, table: TableSpec) -> pl.Series:
+    """The ``content_hash`` row identity: a digest of every declared column's typed value (stable across formats)."""
+    columns = [c for c in table.columns if c != ROW_ID]
+    texts = good.select(
+        pl.concat_str([pl.col(c).cast(pl.String).fill_null("\\x00") for c in columns], separator="\\x1f").alias(ROW_ID)
+    ).to_series()
+    return pl.Series(ROW_ID, [hashlib.blake2b(t.encode(), digest_size=16).hexdigest() for t in texts], pl.String)
+
+
 def _check_required(columns: list[str], table: TableSpec, name: str) -> None:
     missing = [c for c in table.required_columns if c not in columns]
     if missing:
-        listed = ", ".join(repr(c) for c in missing)
-        raise RejectedFile(f"{name}: missing required column{'s' if len(missing) > 1 else ''} {listed}")
+        target = table.target.source if isinstance(table, DatasetSpec) else None
+        sources = {col: src for src, col in table.renames.items()}
+
+        def named(column: str) -> str:
+            text = f"{sources[column]!r} (read as {column!r})" if column in sources else repr(column)
+            return text + (" (the target's source: a file must bring it, null values are labelled by when_null)" if column == target else "")
+
+        raise RejectedFile(f"{name}: " + "; ".join(f"missing required column {named(c)}" for c in missing))
