@@ -334,8 +334,8 @@ def _renamed(columns: list[str], table: TableSpec, name: str) -> dict[str, str]:
     for src, col in renames.items():
         if col in columns:
             raise RejectedFile(f"{name}: has both column {src!r} (read as {col!r}) and column {col!r}: keep one")
-    reserved = ENGINE_COLUMNS | ({ROW_ID} if table.row_identity else set())
-    clash = [c for c in columns if c not in renames and c in reserved and c not in table.columns]
+    reserved = ENGINE_COLUMNS | ({ROW_ID} if table.row_identity else set())  # the spec reserves them as column names
+    clash = [c for c in columns if c not in renames and c in reserved]
     if clash:
         first = clash[0]
         raise RejectedFile(
