@@ -15,7 +15,8 @@ import polars as pl
 from tqdm import tqdm
 
 from aiflow.cli.models import add_models_commands
-from aiflow.spec import DatasetSpec, demo_spec_path, load_spec
+from aiflow.cli.spec import add_spec_commands
+from aiflow.spec import DatasetSpec, SpecError, demo_spec_path, load_spec
 from aiflow.storage.lake import Lake, Tables
 from aiflow.storage.settings import Settings, SettingsError
 
@@ -110,15 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     status.set_defaults(func=cmd_status)
 
     add_models_commands(sub)
+    add_spec_commands(sub)
 
     args = parser.parse_args(argv)
     try:
-        args.settings = Settings.from_env(home=args.home)
-        print(f"aiflow: {args.settings.describe()}", file=sys.stderr)
+        if getattr(args, "needs_settings", True):  # `aiflow spec` works on files alone
+            args.settings = Settings.from_env(home=args.home)
+            print(f"aiflow: {args.settings.describe()}", file=sys.stderr)
         return args.func(args)
     except SettingsError as exc:
         print(f"aiflow: error: {exc}", file=sys.stderr)
         return 2
+    except SpecError as exc:  # every problem of the spec, without a traceback
+        print(f"aiflow: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
