@@ -3,7 +3,7 @@
 import copy
 
 import pydantic
-from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, DataVersion, MaterializeResult, MetadataValue, asset
 from pydantic import BaseModel, Field
 
 from aiflow.models.candidates import Handoffs
@@ -11,7 +11,7 @@ from aiflow.models.lineage import code_version
 from aiflow.models.metric_names import validation_only
 from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams
-from aiflow.train.request import pinned_request
+from aiflow.train.request import hand_on, pinned_request, request_windows, reusable_candidate
 from assets.keys import candidate_key, features_key
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher, train_result
@@ -39,6 +39,10 @@ TrainConfig = pydantic.create_model(
     "TrainConfig",
     __base__=Config,
     reason=(str, Field("manual", description="Why this training runs (manual, schedule, drift...); recorded with the model.")),
+    force_retrain=(
+        bool,
+        Field(False, description="Train even when a candidate with the same data version, code version and hyperparameters exists."),
+    ),
     **launchpad_fields(TrainParams),
 )
 
@@ -54,19 +58,47 @@ def link(uri: str) -> MetadataValue:
     return MetadataValue.url(uri) if "://" in uri else MetadataValue.path(uri)
 
 
+def skip_retraining(context, store, request, artifacts: ArtifactsResource, *, force: bool) -> MaterializeResult | None:
+    """The result that hands on an existing candidate when this training would only repeat it; None (logged why) to train."""
+    windows = request_windows(request)
+    context.log.info(f"windows: {windows.describe()}")
+    if force:
+        context.log.info("retraining: forced (force_retrain)")
+        return None
+    reuse = reusable_candidate(store, request, artifacts.options())
+    if reuse.candidate is None:
+        context.log.info(f"retraining: {reuse.reason}")
+        return None
+    handed = hand_on(store, reuse.candidate, context.run_id)
+    context.log.info(f"training skipped: {reuse.reason}; handing it on as candidate {handed.candidate_id} (force_retrain=true trains anyway)")
+    return MaterializeResult(
+        metadata={
+            "training_skipped": True,
+            "skip_reason": reuse.reason,
+            "reused_candidate_id": reuse.candidate.candidate_id,
+            "candidate_id": handed.candidate_id,
+            "artifact_uri": link(handed.artifact_uri),
+            "artifact_sha256": handed.artifact_sha256,
+            "data_version": handed.data_version,
+            **{f"split_{k}": v or "" for k, v in windows.as_dict().items()},
+        },
+        data_version=DataVersion(handed.artifact_sha256),
+    )
+
+
 def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
     @asset(
         key=candidate_key(spec),
         deps=[features_key(spec)],
         group_name="training",
         kinds={"pytorch", "sklearn"},
-        description=f"Candidate PyTorch model for '{spec.name}' (with its scikit-learn baseline), trained on a pinned features version.",
+        description=f"Candidate model for '{spec.name}': the best of the PyTorch network and the scikit-learn model, trained on a pinned features version.",
     )
     def _candidate(
         context: AssetExecutionContext, config: TrainConfig, lake: LakeResource, artifacts: ArtifactsResource, trainer: TrainingLauncher
     ) -> MaterializeResult:
         """Candidate model trained through Pipes; recorded in registry/candidates under this run."""
-        params = TrainParams(**config.model_dump(exclude={"reason"}))
+        params = TrainParams(**config.model_dump(exclude={"reason", "force_retrain"}))
         # the root run id survives retries and re-executions: a restarted training resumes its checkpoint
         run = context.dagster_run
         store = lake.lake()
@@ -74,6 +106,9 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
             store, spec, params, artifacts.uri(), run.root_run_id or run.run_id, config.reason, code_version=code_version()
         )
         context.log.info(f"training on {request.features_uri} at version {request.data_version} (key {request.checkpoint_key})")
+        skipped = skip_retraining(context, store, request, artifacts, force=config.force_retrain)
+        if skipped is not None:
+            return skipped
         invocation = trainer.launch(context, request)
         result = train_result(invocation)
         candidate = Handoffs(store).record_candidate(
@@ -84,11 +119,15 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
             features_uri=result.features_uri,
             data_version=result.data_version,
             valid_metrics=validation_only(result.metrics),
-            baseline_metrics=result.baseline_metrics,
+            baseline_metrics=result.naive_metrics,
             params=result.params,
             source="training",
+            family=result.family,
+            family_metrics=result.family_metrics,
         )
-        context.log.info(f"candidate {candidate.candidate_id}: {candidate.artifact_uri} (sha256 {candidate.artifact_sha256[:12]})")
+        context.log.info(
+            f"candidate {candidate.candidate_id} ({result.family}): {candidate.artifact_uri} (digest {candidate.artifact_sha256[:12]})"
+        )
         reported = invocation.get_materialize_result()
         return MaterializeResult(
             metadata={**(reported.metadata or {}), "candidate_id": candidate.candidate_id},

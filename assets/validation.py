@@ -47,7 +47,7 @@ GATE_CHECKS = {
     "absolute_minimums": ("absolute:", "Every configured absolute bound (gates.absolute) holds on the test rows."),
     "no_regression_vs_champion": ("vs_champion", "The primary test metric does not regress beyond the tolerance vs the champion, same rows."),
     "no_slice_regression": ("slices_vs_champion", "No slice regresses beyond the slice tolerance vs the champion."),
-    "beats_baseline": ("beats_baseline", "The primary validation metric beats the scikit-learn baseline's."),
+    "beats_baseline": ("beats_baseline", "The primary validation metric beats the naive reference's (base rate or mean)."),
     "latency_budget": ("latency", "Predicting 1,000 rows fits in the latency budget."),
     "input_schema": ("input_schema", "The model's inputs exist in the features table and match the champion's."),
 }
@@ -58,7 +58,7 @@ def evaluation_asset(spec: DatasetSpec) -> AssetsDefinition:
         key=evaluation_key(spec),
         deps=[candidate_key(spec)],
         group_name="validation",
-        kinds={"pytorch"},
+        kinds={"pytorch", "sklearn"},
         description=f"The '{spec.name}' candidate evaluated on the held-out rows of its pinned data, next to the champion; gate verdicts.",
     )
     def _evaluation(context: AssetExecutionContext, config: GatesConfig, lake: LakeResource, artifacts: ArtifactsResource) -> MaterializeResult:
@@ -72,8 +72,7 @@ def evaluation_asset(spec: DatasetSpec) -> AssetsDefinition:
         champion = None
         champion_version = registry.alias(spec.name, "champion")
         if champion_version is not None:
-            mv = registry.get(spec.name, champion_version)
-            champion = ModelRef(f"v{mv.version}", mv.artifact_uri, mv.artifact_sha256, mv.version)
+            champion = ModelRef.of(registry.get(spec.name, champion_version), artifacts.uri())
         report = validate(
             ModelRef("candidate", cand.artifact_uri, cand.artifact_sha256),
             features_uri=cand.features_uri,

@@ -81,9 +81,11 @@ def sweep_job(spec: DatasetSpec):
             features_uri=best.features_uri,
             data_version=best.data_version,
             valid_metrics=validation_only(best.metrics),
-            baseline_metrics=best.baseline_metrics,
+            baseline_metrics=best.naive_metrics,
             params=best.params,
             source="sweep",
+            family=best.family,
+            family_metrics=best.family_metrics,
         )
         context.log.info(f"best of {len(parsed)} by {metric}: {best.artifact_uri}, recorded as candidate {candidate.candidate_id}")
         context.log_event(
@@ -92,9 +94,10 @@ def sweep_job(spec: DatasetSpec):
                 description=f"best of a {len(parsed)}-variant sweep by validation {metric}",
                 metadata={
                     "candidate_id": candidate.candidate_id,
-                    **{k: MetadataValue.float(round(v, 6)) for k, v in training_metrics(best.metrics, best.baseline_metrics).items()},
+                    **{k: MetadataValue.float(round(v, 6)) for k, v in training_metrics(best.metrics, best.naive_metrics, best.family_metrics).items()},
                     "artifact_uri": link(best.artifact_uri),
                     "artifact_sha256": best.artifact_sha256,
+                    "family": best.family,
                     "data_version": best.data_version,
                     "features_uri": best.features_uri,
                     "selected_by": metric,

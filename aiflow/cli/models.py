@@ -1,4 +1,4 @@
-"""``aiflow models``: the model registry from the command line (list, show, promote, rollback, history, aliases)."""
+"""``aiflow models``: the model registry from the command line (list, show, verify, promote, rollback, history, aliases)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import polars as pl
 
 from aiflow.models.metric_names import TEST, VALID, unprefixed
 from aiflow.models.registry import Registry, RegistryError
+from aiflow.storage.artifacts import ArtifactStore
 
 
 def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +30,11 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("version", type=int)
     show.add_argument("--card", action="store_true", help="Print the Markdown model card instead of the table.")
     show.set_defaults(func=cmd_show)
+
+    verify = sub.add_parser("verify", help="Check every file of a version's bundle against the registry's digest.")
+    verify.add_argument("name")
+    verify.add_argument("version", type=int, nargs="?", help="Version to check (default: the champion).")
+    verify.set_defaults(func=cmd_verify)
 
     promote = sub.add_parser("promote", help="Point an alias (champion by default) at a version.")
     promote.add_argument("name")
@@ -119,7 +125,8 @@ def cmd_list(args) -> int:
             pl.col("metrics").map_elements(_compact, return_dtype=pl.String).alias("metrics"),
             pl.col("created_at").dt.strftime("%Y-%m-%d %H:%M:%S").alias("created_at (UTC)"),
         )
-        .select("name", "version", "aliases", "created_at (UTC)", "gates_passed", "reason", "data", "metrics", "sha256")
+        .with_columns(pl.col("family").fill_null("pytorch"))  # versions registered before families were all networks
+        .select("name", "version", "family", "aliases", "created_at (UTC)", "gates_passed", "reason", "data", "metrics", "sha256")
     )
     _print(table)
     return 0
@@ -151,6 +158,7 @@ def cmd_show(args) -> int:
         ("run_id", mv.run_id),
         ("artifact_uri", mv.artifact_uri),
         ("artifact_sha256", mv.artifact_sha256),
+        ("family", mv.family or "pytorch"),
         ("model_card_uri", mv.model_card_uri),
         *((f"metric.{k}", v) for k, v in mv.metrics.items()),
         *((f"baseline.{k}", v) for k, v in mv.baseline_metrics.items()),
@@ -158,6 +166,28 @@ def cmd_show(args) -> int:
         ("params", json.dumps(mv.params, sort_keys=True)),
     ]
     _print(pl.DataFrame({"field": [k for k, _ in rows], "value": ["" if v is None else str(v) for _, v in rows]}))
+    return 0
+
+
+@_reported
+def cmd_verify(args) -> int:
+    from aiflow.models.bundle import BundleIntegrityError, verify_bundle
+    from aiflow.models.registry import resolve_location
+
+    registry = _registry(args)
+    version = args.version if args.version is not None else registry.alias(args.name, "champion")
+    if version is None:
+        print(f"aiflow models verify: error: {args.name!r} has no champion; name a version", file=sys.stderr)
+        return 1
+    mv = registry.get(args.name, version)
+    location = resolve_location(mv.artifact_uri, args.settings.artifact_uri)
+    store = ArtifactStore(location, storage_options=args.settings.storage_options())
+    try:
+        bundle = verify_bundle(store, "", mv.artifact_sha256, mv.bundle_files or None)
+    except BundleIntegrityError as exc:
+        print(f"aiflow models verify: {args.name} v{version} FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name} v{version} ({mv.family or bundle.family}) verified: {len(bundle.file_hashes)} files match digest {bundle.digest} ({location})")
     return 0
 
 

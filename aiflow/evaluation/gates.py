@@ -53,7 +53,7 @@ class GateConfig(BaseModel):
     )
     champion_tolerance: float | None = Field(None, ge=0, description="Largest allowed regression of the primary metric vs the champion, same rows (default 0.005).")
     slice_tolerance: float | None = Field(None, ge=0, description="Largest allowed regression of the primary metric in any slice vs the champion (default 0.03).")
-    must_beat_baseline: bool | None = Field(None, description="The primary validation metric must beat the scikit-learn baseline's (default true).")
+    must_beat_baseline: bool | None = Field(None, description="The primary validation metric must beat the naive reference's: base rate or mean (default true).")
     latency_budget_ms_per_1k: float | None = Field(None, gt=0, description="Largest prediction time for 1,000 rows, in milliseconds (default 250).")
     allow_input_change: bool | None = Field(None, description="Allow a candidate whose input columns differ from the champion's (default false).")
     off: list[str] | None = Field(
@@ -187,12 +187,15 @@ def slice_gate(metric: str, candidate: pl.DataFrame, champion: pl.DataFrame | No
 
 
 def baseline_gate(metric: str, candidate_valid: float | None, baseline_valid: float | None, required: bool) -> GateResult:
+    """The candidate's primary validation metric against the naive reference's (``baseline_valid``) on the same rows."""
     if not required:
         return GateResult(
             "beats_baseline", True, candidate_valid, baseline_valid, "Not configured: must_beat_baseline is off.", configured=False
         )
     if candidate_valid is None or baseline_valid is None:
-        return GateResult("beats_baseline", False, candidate_valid, baseline_valid, f"Validation {metric} is missing for the model or the baseline.")
+        return GateResult(
+            "beats_baseline", False, candidate_valid, baseline_valid, f"Validation {metric} is missing for the model or the naive reference."
+        )
     margin = -regression_of(metric, candidate_valid, baseline_valid)
     ok = margin > 0
     return GateResult(
@@ -200,7 +203,7 @@ def baseline_gate(metric: str, candidate_valid: float | None, baseline_valid: fl
         ok,
         candidate_valid,
         baseline_valid,
-        f"validation {metric} {_fmt(candidate_valid)} vs scikit-learn baseline {_fmt(baseline_valid)}: "
+        f"validation {metric} {_fmt(candidate_valid)} vs the naive reference {_fmt(baseline_valid)}: "
         + ("beats it." if ok else "does not beat it."),
         margin,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,20 +33,39 @@ from aiflow.evaluation.plots import comparison_plot
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
 
-if TYPE_CHECKING:  # torch loads with the bundle module: only when a model is loaded, not with the code location
+if TYPE_CHECKING:  # torch and skops load with a model, not with the code location
     from aiflow.models.bundle import LoadedModel
+    from aiflow.models.registry import ModelVersion
 
 SCORE = "_score"
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model to evaluate: where its bundle is and the hash its weights must have."""
+    """A model to evaluate: where its bundle is and the digest it must have.
+
+    ``artifact_uri`` may be relative to ``artifact_root`` (as the registry stores it); ``files`` (each
+    file's SHA-256, from the registry) lets a mismatch name exactly the file that differs.
+    """
 
     label: str
     artifact_uri: str
     artifact_sha256: str
     version: int | None = None
+    artifact_root: str | None = None
+    files: Mapping[str, str] | None = None
+
+    @property
+    def location(self) -> str:
+        """The bundle's URI (a relative location resolved against ``artifact_root``)."""
+        from aiflow.models.registry import resolve_location
+
+        return resolve_location(self.artifact_uri, self.artifact_root)
+
+    @classmethod
+    def of(cls, version: ModelVersion, artifact_root: str | None) -> ModelRef:
+        """The reference of a registered version, its location resolved against the current artifact root."""
+        return cls(f"v{version.version}", version.artifact_uri, version.artifact_sha256, version.version, artifact_root, version.bundle_files)
 
 
 @dataclass
@@ -90,7 +110,7 @@ def load_model(ref: ModelRef, artifact_options: dict[str, str] | None = None) ->
     """Load a bundle by its URI after checking its hash (``artifact_options``: S3 options; None reads the environment)."""
     from aiflow.models.bundle import load_bundle
 
-    return load_bundle(ArtifactStore(ref.artifact_uri, storage_options=artifact_options), "", ref.artifact_sha256)
+    return load_bundle(ArtifactStore(ref.location, storage_options=artifact_options), "", ref.artifact_sha256, ref.files or None)
 
 
 def held_out_rows(features_uri: str, data_version: int, spec: DatasetSpec, storage_options: dict | None = None) -> pl.DataFrame:
@@ -116,7 +136,7 @@ def prediction_latency_ms_per_1k(model: LoadedModel, rows: pl.DataFrame, repeats
 
 
 def _inputs(model: LoadedModel) -> set[str]:
-    return {*model.config.categorical, *model.config.numeric}
+    return set(model.input_columns)
 
 
 def validate(

@@ -2,8 +2,9 @@
 
 Three append-only Delta tables in the registry area, one row per record, each keyed by an id:
 
-* ``registry/candidates`` — a trained candidate (artifact, hash, pinned data, validation and baseline
-  metrics, params), written by the candidate asset and by the sweep's select step;
+* ``registry/candidates`` — a trained candidate (artifact, bundle digest, pinned data, its family, its
+  validation metrics, the naive reference's (``baseline_metrics``) and every trained family's
+  (``family_metrics``, for comparison), params), written by the candidate asset and by the sweep's select step;
 * ``registry/evaluations`` — one evaluation of one candidate (test metrics, the champion's on the
   same rows, gate results, slices, plot), keyed by ``evaluation_id`` and pointing at ``candidate_id``;
 * ``registry/registrations`` — which model version a candidate's evaluation became.
@@ -47,12 +48,12 @@ class Candidate:
     """A trained model waiting for its evaluation (one row of ``registry/candidates``)."""
 
     TABLE: ClassVar[str] = CANDIDATES
-    JSON: ClassVar[tuple[str, ...]] = ("valid_metrics", "baseline_metrics", "params")
+    JSON: ClassVar[tuple[str, ...]] = ("valid_metrics", "baseline_metrics", "params", "family_metrics")
     SCHEMA: ClassVar[dict[str, pl.DataType]] = {
         "candidate_id": pl.String(), "name": pl.String(), "run_id": pl.String(), "created_at": _UTC,
         "artifact_uri": pl.String(), "artifact_sha256": pl.String(), "features_uri": pl.String(),
         "data_version": pl.Int64(), "valid_metrics": pl.String(), "baseline_metrics": pl.String(),
-        "params": pl.String(), "source": pl.String(),
+        "params": pl.String(), "source": pl.String(), "family": pl.String(), "family_metrics": pl.String(),
     }  # fmt: skip
 
     candidate_id: str
@@ -67,6 +68,8 @@ class Candidate:
     baseline_metrics: dict[str, float]
     params: dict[str, Any]
     source: str
+    family: str | None = None
+    family_metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -169,14 +172,17 @@ class Handoffs:
         baseline_metrics: Mapping[str, float],
         params: Mapping[str, Any],
         source: str,
+        family: str | None = None,
+        family_metrics: Mapping[str, Mapping[str, float]] | None = None,
     ) -> Candidate:
-        """Append a candidate with a new id and return it."""
+        """Append a candidate with a new id and return it (``baseline_metrics``: the naive reference's)."""
         if not run_id:
             raise ValueError("a candidate needs the run that trained it (run_id)")
         record = Candidate(
             candidate_id=new_id(), name=name, run_id=run_id, created_at=_now(), artifact_uri=artifact_uri,
             artifact_sha256=artifact_sha256.lower(), features_uri=features_uri, data_version=int(data_version),
             valid_metrics=_floats(valid_metrics), baseline_metrics=_floats(baseline_metrics), params=_plain(params), source=source,
+            family=family, family_metrics={str(f): _floats(m) for f, m in (family_metrics or {}).items()},
         )  # fmt: skip
         return self._append(record)
 
@@ -278,6 +284,10 @@ class Handoffs:
             row[key] = json.dumps(row[key], sort_keys=True, default=str)
         frame = pl.DataFrame([row], schema=record.SCHEMA)
         metadata = {"model": record.name, "candidate_id": record.candidate_id}
+        if self.lake.exists(record.TABLE) and set(record.SCHEMA) - set(self.lake.scan(record.TABLE).collect_schema().names()):
+            # a table written before its newest columns: add them once (later appends are plain again)
+            self.lake.append(record.TABLE, frame, metadata=metadata, merge_schema=True)
+            return record
         for attempt in range(self.max_attempts - 1):
             try:  # a plain append (fixed schema) commits next to concurrent appends; a lost race is retried whole
                 self.lake.append(record.TABLE, frame, metadata=metadata, merge_schema=False)
@@ -292,8 +302,8 @@ class Handoffs:
         out = []
         for row in frame.iter_rows(named=True):
             for key in kind.JSON:
-                row[key] = json.loads(row[key]) if row[key] else _empty(key)
-            out.append(kind(**{f.name: row[f.name] for f in dataclasses.fields(kind)}))
+                row[key] = json.loads(row[key]) if row.get(key) else _empty(key)
+            out.append(kind(**{f.name: row[f.name] for f in dataclasses.fields(kind) if f.name in row}))
         return out
 
     def _one(self, kind: type[R], predicate: pl.Expr, missing: str) -> R:

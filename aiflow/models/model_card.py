@@ -38,7 +38,7 @@ def model_card(
         f"# Model card: {mv.name} v{mv.version}",
         "",
         f"Dataset spec `{_cell(spec_name)}` · registered {mv.created_at:%Y-%m-%d %H:%M:%S UTC} · trained because: "
-        f"{_cell(mv.reason)} · gates **{verdict}**",
+        f"{_cell(mv.reason)} · family **{_cell(mv.family or 'pytorch')}** · gates **{verdict}**",
         "",
         "## Data",
         "",
@@ -55,6 +55,8 @@ def model_card(
         "",
         _metrics(mv, champion, champion_test_metrics),
     ]
+    if mv.family_metrics:
+        parts += ["", f"## Model families (validation; this version is the **{_cell(mv.family)}** model)", "", _families(mv)]
     if slices:
         parts += ["", "## Slices", "", _slices(slices)]
     parts += ["", "## Gates", "", _gates(mv)]
@@ -99,7 +101,7 @@ def _metrics(mv: ModelVersion, champion: ModelVersion | None, champion_test: Map
     names = list(dict.fromkeys([*ours[VALID], *mv.baseline_metrics, *ours[TEST], *other]))
     if not names:
         return "No metrics recorded."
-    header = ["metric", "split", "this model", "baseline", "Δ vs baseline"]
+    header = ["metric", "split", "this model", "naive reference", "Δ vs naive"]
     if champion is not None:
         header += [f"champion v{champion.version}", "Δ vs champion"]
     rows = []
@@ -117,6 +119,13 @@ def _metrics(mv: ModelVersion, champion: ModelVersion | None, champion_test: Map
         if name in other:
             rows.append([name, "–", other[name], None, "", *([None, ""] if champion is not None else [])])
     return _table(header, rows)
+
+
+def _families(mv: ModelVersion) -> str:
+    """One row per metric, one column per trained family: what the other family scored on the same validation rows."""
+    families = list(mv.family_metrics)
+    names = list(dict.fromkeys(name for values in mv.family_metrics.values() for name in values))
+    return _table(["metric", *families], [[name, *(mv.family_metrics[f].get(name) for f in families)] for name in names])
 
 
 def _slices(slices: Mapping[str, Mapping[str, Any]]) -> str:

@@ -1,7 +1,11 @@
 """Model registry: model versions and their aliases as two Delta tables under the lake root (no server).
 
 ``registry/model_versions`` holds one row per model version with its lineage: the training table and
-the Delta version it was pinned to, code version, params, metrics, gate results and artifact hash.
+the Delta version it was pinned to, code version, params, metrics, gate results, the model family, and the
+bundle's digest (``artifact_sha256``: one SHA-256 over every file of the bundle, manifest included; each
+file's SHA-256 in ``bundle_files``). ``artifact_uri`` is stored relative to the artifact root when the
+bundle lies under it, and resolved against the current root on load (:meth:`ModelVersion.location`), so
+a copied, moved or restored home keeps working; rows written with absolute locations keep loading.
 ``registry/alias_events`` is an append-only log of alias changes (champion, challenger, canary...);
 the current alias is derived from the log (its latest event), so production history, "what was
 champion at time T" and rollback need no other state.
@@ -35,7 +39,7 @@ from aiflow.storage.lake import META, Lake, Tables
 #: What an alias event records it did.
 ACTIONS = ("set", "promote", "rollback", "remove")
 #: Columns holding JSON text (decoded into dicts on ModelVersion).
-JSON_FIELDS = ("params", "metrics", "baseline_metrics", "gate_results")
+JSON_FIELDS = ("params", "metrics", "baseline_metrics", "gate_results", "family_metrics", "bundle_files")
 
 _UTC = pl.Datetime("us", "UTC")
 VERSIONS_SCHEMA: dict[str, pl.DataType] = {
@@ -44,7 +48,7 @@ VERSIONS_SCHEMA: dict[str, pl.DataType] = {
     "training_table": pl.String(), "training_version": pl.Int64(), "state_version": pl.Int64(),
     "code_version": pl.String(), "params": pl.String(), "metrics": pl.String(), "baseline_metrics": pl.String(),
     "gate_results": pl.String(), "gates_passed": pl.Boolean(), "reason": pl.String(), "run_id": pl.String(),
-    "model_card_uri": pl.String(),
+    "model_card_uri": pl.String(), "family": pl.String(), "family_metrics": pl.String(), "bundle_files": pl.String(),
 }  # fmt: skip
 EVENTS_SCHEMA: dict[str, pl.DataType] = {
     "name": pl.String(), "alias": pl.String(), "version": pl.Int64(), "previous_version": pl.Int64(),
@@ -97,6 +101,9 @@ class ModelVersion:
     reason: str
     run_id: str | None
     model_card_uri: str | None
+    family: str | None = None
+    family_metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    bundle_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ModelVersion:
@@ -110,6 +117,10 @@ class ModelVersion:
         for key in JSON_FIELDS:
             row[key] = _dumps(row[key])
         return row
+
+    def location(self, artifact_root: str | None) -> str:
+        """Where the bundle is now: the stored location resolved against ``artifact_root`` (absolute rows as stored)."""
+        return resolve_location(self.artifact_uri, artifact_root)
 
     @property
     def failed_gates(self) -> list[str]:
@@ -165,11 +176,16 @@ class Registry:
         run_id: str | None = None,
         state_version: int | None = None,
         model_card_uri: str | None = None,
+        family: str | None = None,
+        family_metrics: Mapping[str, Mapping[str, float]] | None = None,
+        bundle_files: Mapping[str, str] | None = None,
+        artifact_root: str | None = None,
     ) -> ModelVersion:
         """Record a new version of ``name`` (number = highest + 1) and return it.
 
-        Idempotent: an artifact already registered under ``name`` (same SHA-256) returns the existing
-        version unchanged, so a re-run of the same training does not create a second version.
+        Idempotent: a bundle already registered under ``name`` (same digest, ``artifact_sha256``) returns
+        the existing version unchanged, so a re-run of the same training does not create a second version
+        (:meth:`find` tells beforehand). With ``artifact_root``, a location under it is stored relative to it.
 
         Raises:
             ValueError: malformed input (name, hash, versions, gate results inconsistent with ``gates_passed``).
@@ -185,7 +201,7 @@ class Registry:
             raise ValueError("reason is required (schedule, drift, manual, sweep...)")
         fields = dict(
             name=name,
-            artifact_uri=artifact_uri,
+            artifact_uri=relative_location(artifact_uri, artifact_root),
             artifact_sha256=sha,
             training_table=training_table,
             training_version=int(training_version),
@@ -199,6 +215,9 @@ class Registry:
             reason=reason,
             run_id=run_id,
             model_card_uri=model_card_uri,
+            family=family,
+            family_metrics={str(f): {k: float(v) for k, v in m.items()} for f, m in (family_metrics or {}).items()},
+            bundle_files={str(k): str(v) for k, v in (bundle_files or {}).items()},
         )
         table = Tables.model_versions()
         self._create_versions_table()  # empty: rows only ever go in through the claim below
@@ -218,6 +237,11 @@ class Registry:
             self._check_unique(candidate, committed)
             return candidate
         raise RegistryError(f"could not register a version of {name!r}: {self.max_attempts} attempts lost to concurrent registrations")
+
+    def find(self, name: str, artifact_sha256: str) -> ModelVersion | None:
+        """The version of ``name`` whose bundle has this digest, if one is registered."""
+        rows = self._version_rows(name).filter(pl.col("artifact_sha256") == artifact_sha256.lower())
+        return ModelVersion.from_row(rows.row(0, named=True)) if rows.height else None
 
     def versions(self, name: str | None = None) -> pl.DataFrame:
         """Every version of ``name`` (of every model when None), by name and version."""
@@ -381,7 +405,9 @@ class Registry:
         scan = self.lake.scan(table, version=version)
         if name is not None:
             scan = scan.filter(pl.col("name") == name)
-        return scan.collect()
+        rows = scan.collect()
+        missing = [pl.lit(None, dtype).alias(c) for c, dtype in VERSIONS_SCHEMA.items() if c not in rows.columns]
+        return rows.with_columns(missing) if missing else rows  # a table written before these columns existed
 
     def _events(self, name: str | None, alias: str | None = None) -> pl.DataFrame:
         """Events oldest first; ties on set_at broken by when they were written, then by content."""
@@ -445,6 +471,33 @@ class Registry:
                     "metadata": {k: v for k, v in commit.items() if k.startswith(META)},
                 }
         return None
+
+
+def _is_absolute(location: str) -> bool:
+    return "://" in location or location.startswith("/") or (len(location) > 1 and location[1] == ":")
+
+
+def relative_location(uri: str, artifact_root: str | None) -> str:
+    """``uri`` relative to ``artifact_root`` when it lies under it (what the registry stores), else unchanged."""
+    if not artifact_root:
+        return uri
+    root = artifact_root.rstrip("/")
+    if not _is_absolute(root):
+        return uri
+    return uri[len(root) + 1 :].rstrip("/") if uri.startswith(root + "/") else uri
+
+
+def resolve_location(location: str, artifact_root: str | None) -> str:
+    """A stored location as a URI: relative ones under ``artifact_root``, absolute ones (older rows) as they are.
+
+    Raises:
+        ValueError: the location is relative and no artifact root is given.
+    """
+    if _is_absolute(location):
+        return location
+    if not artifact_root:
+        raise ValueError(f"the bundle location {location!r} is relative to the artifact root, and no artifact root was given")
+    return f"{artifact_root.rstrip('/')}/{location.lstrip('/')}"
 
 
 def _now() -> dt.datetime:

@@ -4,8 +4,9 @@
 is read from the Pipes extras (``EXTRAS_KEY``), log lines go to Dagster, and the result comes back as
 
 * a custom message holding the whole :class:`TrainResult` (for ops that are not asset steps), and
-* on an asset step, an asset materialization: every metric (``valid_*``, ``train_loss``), the baseline's
-  (``baseline_*``), run facts, lineage, the artifact URI and hash; its data version is the weights' SHA-256.
+* on an asset step, an asset materialization: every metric (``valid_*``, ``train_loss``), the naive
+  reference's (``naive_*``), every family's (``<family>_valid_*``), the candidate's family, run facts,
+  lineage, the artifact URI and the bundle digest; its data version is the bundle digest.
 
 Errors propagate: Pipes reports them and the process exits non-zero (no zero metric is ever reported).
 
@@ -56,7 +57,7 @@ def _epoch_hook():
 
 def materialization_metadata(result: TrainResult) -> dict:
     """Pipes metadata of a training result (raw values, or ``{"raw_value", "type"}`` where the type matters)."""
-    meta: dict = reported_metrics(result.metrics, result.baseline_metrics)
+    meta: dict = reported_metrics(result)
     resumed = result.resumed_from_epoch
     meta.update(
         epochs_run=result.epochs_run,
@@ -68,6 +69,7 @@ def materialization_metadata(result: TrainResult) -> dict:
         wall_time_s=float(result.wall_time_s),
         artifact_uri={"raw_value": result.artifact_uri, "type": "url" if "://" in result.artifact_uri else "path"},
         artifact_sha256=result.artifact_sha256,
+        family=result.family,
         features_uri=result.features_uri,
         data_version=result.data_version,
         params={"raw_value": result.params.model_dump(mode="json"), "type": "json"},

@@ -1,39 +1,52 @@
-"""The scikit-learn baseline: histogram gradient boosting on the same training rows, judged on the same
-validation rows. Only its metrics are kept; the model is not persisted."""
+"""The scikit-learn family and the naive reference, on the same split the network trains on.
+
+* :func:`fit_sklearn` fits histogram gradient boosting on (a sample of) the training rows and judges
+  it on every validation row. Its inputs come from the one encoder (:func:`aiflow.data.encoding.to_arrays`,
+  through :class:`~aiflow.train.data.FeatureData`), laid out by :func:`aiflow.models.families.sklearn_matrix`,
+  exactly as :class:`~aiflow.models.bundle.LoadedModel` lays them out when the stored model scores.
+* :func:`naive_reference` predicts one constant for every row: the training base rate (classification)
+  or the training mean (regression). Every candidate must beat it (the ``beats_baseline`` gate).
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from aiflow.data.features import CAT
 from aiflow.evaluation.metrics import compute_metrics
+from aiflow.models.families import categorical_mask, sklearn_matrix, sklearn_predict
 from aiflow.train.data import FeatureData
 
-#: HistGradientBoosting takes categorical codes below its bin count; larger vocabularies go in as ordinal
-#: codes (the vocabulary is ordered by frequency, so the code is a frequency rank).
-MAX_CATEGORIES = 255
 
+def fit_sklearn(
+    data: FeatureData, problem_type: str, *, max_rows: int, seed: int, hyper: dict | None = None, batch_size: int = 65_536
+):
+    """Fit on up to ``max_rows`` sampled training rows; return the model and its metrics on every validation row.
 
-def _matrix(cat: np.ndarray, num: np.ndarray) -> np.ndarray:
-    return np.hstack([cat.astype(np.float32), num]) if cat.size or num.size else np.zeros((len(cat), 0), np.float32)
+    Args:
+        hyper: HistGradientBoosting hyperparameters (``TrainParams.sklearn_params()``); defaults when None.
 
+    Raises:
+        ValueError: the sampled training rows hold a single class (classification).
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-def fit_baseline(data: FeatureData, problem_type: str, *, max_rows: int, seed: int, batch_size: int = 65_536) -> dict[str, float]:
-    """Fit on up to ``max_rows`` sampled training rows, return its metrics on every validation row."""
     train = data.sample("train", max_rows, seed)
     inputs = data.inputs
-    categorical = [
-        name.startswith(CAT) and card <= MAX_CATEGORIES for name, card in zip(inputs.categorical, inputs.cardinalities, strict=True)
-    ] + [False] * len(inputs.numeric)
-    common = {"categorical_features": np.array(categorical, dtype=bool), "random_state": seed}
+    common = {"categorical_features": categorical_mask(inputs.categorical, inputs.cardinalities, inputs.numeric), "random_state": seed}
+    common.update(hyper or {})
     if problem_type == "classification" and len(np.unique(train.y)) < 2:
-        raise ValueError(f"the baseline's {len(train)} training rows hold a single class: cannot fit a classifier")
+        raise ValueError(f"the scikit-learn model's {len(train)} training rows hold a single class: cannot fit a classifier")
     model = HistGradientBoostingClassifier(**common) if problem_type == "classification" else HistGradientBoostingRegressor(**common)
-    model.fit(_matrix(train.cat, train.num), train.y)
+    model.fit(sklearn_matrix(train.cat, train.num), train.y)
     ys, predictions = [], []
     for batch in data.batches("valid", batch_size):
-        x = _matrix(batch.cat, batch.num)
-        predictions.append(model.predict_proba(x)[:, 1] if problem_type == "classification" else model.predict(x))
+        predictions.append(sklearn_predict(model, batch.cat, batch.num, problem_type))
         ys.append(batch.y)
-    return compute_metrics(np.concatenate(ys), np.concatenate(predictions), problem_type)
+    return model, compute_metrics(np.concatenate(ys), np.concatenate(predictions), problem_type)
+
+
+def naive_reference(data: FeatureData, problem_type: str, *, batch_size: int = 65_536) -> dict[str, float]:
+    """Metrics on every validation row of one constant: the training base rate or mean."""
+    constant, _ = data.target_stats()
+    y = np.concatenate([batch.y for batch in data.batches("valid", batch_size)])
+    return compute_metrics(y, np.full(len(y), constant, dtype=np.float64), problem_type)

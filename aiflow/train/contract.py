@@ -11,17 +11,26 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiflow.models.families import FAMILIES
 from aiflow.models.metric_names import training_metrics
 
 #: Key of the request inside the Pipes extras.
 EXTRAS_KEY = "aiflow_train_request"
 
 
+Family = Literal["pytorch", "sklearn"]
+
+
 class TrainParams(BaseModel):
-    """Hyperparameters of the PyTorch tabular model and of the run."""
+    """Hyperparameters of the run, of the PyTorch network and (``sklearn_*``) of the scikit-learn model."""
 
     model_config = ConfigDict(extra="forbid")
 
+    families: list[Family] = Field(
+        default_factory=lambda: list(FAMILIES),
+        min_length=1,
+        description="Model families to train on the same split; the best on the primary validation metric is the candidate.",
+    )
     epochs: int = Field(8, ge=1, description="Maximum epochs (early stopping may end sooner).")
     batch_size: int = Field(2048, ge=16, description="Rows per mini-batch.")
     learning_rate: float = Field(2e-3, gt=0, description="AdamW learning rate.")
@@ -34,10 +43,22 @@ class TrainParams(BaseModel):
         "metric",
         description="What 'improvement' means: the primary validation metric (ROC AUC, RMSE), or the validation loss.",
     )
-    seed: int = Field(13, description="Seed for weights, shuffling and the baseline.")
+    seed: int = Field(13, description="Seed for weights, shuffling and the scikit-learn model.")
     max_train_rows: int | None = Field(None, ge=1, description="Use at most this many training rows (None: all).")
-    baseline_max_rows: int = Field(200_000, ge=100, description="Rows the scikit-learn baseline trains on (sampled).")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="The network's device. auto: CUDA when present, else CPU.")
+    baseline_max_rows: int = Field(
+        200_000, ge=100, description="Rows the scikit-learn model trains on (sampled; the name predates model families)."
+    )
+    sklearn_max_iter: int = Field(100, ge=1, description="scikit-learn HistGradientBoosting: boosting iterations.")
+    sklearn_learning_rate: float = Field(0.1, gt=0, description="scikit-learn HistGradientBoosting: learning rate.")
+    sklearn_max_leaf_nodes: int = Field(31, ge=2, description="scikit-learn HistGradientBoosting: leaves per tree.")
+    sklearn_min_samples_leaf: int = Field(20, ge=1, description="scikit-learn HistGradientBoosting: rows per leaf at least.")
+    sklearn_l2_regularization: float = Field(0.0, ge=0, description="scikit-learn HistGradientBoosting: L2 regularization.")
+
+    def sklearn_params(self) -> dict:
+        """The scikit-learn model's hyperparameters, as HistGradientBoosting takes them."""
+        prefix = "sklearn_"
+        return {k.removeprefix(prefix): v for k, v in self.model_dump().items() if k.startswith(prefix)}
 
 
 class TrainRequest(BaseModel):
@@ -56,20 +77,23 @@ class TrainRequest(BaseModel):
     reason: str = Field("manual", description="Why the training ran (manual, schedule, drift, sweep...).")
 
 
-def reported_metrics(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+def reported_metrics(result: TrainResult) -> dict[str, float]:
     """Metric names as every materialization shows them (see :mod:`aiflow.models.metric_names`)."""
-    return training_metrics(metrics, baseline)
+    return training_metrics(result.metrics, result.naive_metrics, result.family_metrics)
 
 
 class TrainResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_name: str
-    artifact_uri: str = Field(description="Folder holding the model bundle (weights, preprocessing, spec, manifest).")
-    artifact_sha256: str = Field(description="SHA-256 of the weights file; checked before every load.")
-    metrics: dict[str, float] = Field(description="Validation metrics of the PyTorch model, plus train/valid loss.")
-    baseline_metrics: dict[str, float] = Field(description="The scikit-learn baseline on the same validation rows.")
-    epochs_run: int
+    artifact_uri: str = Field(description="Folder holding the model bundle (model file, preprocessing, spec, manifest).")
+    artifact_sha256: str = Field(description="The bundle's digest (every file, manifest included); checked before every load.")
+    family: Family = Field(description="The family of the candidate: the best on the primary validation metric.")
+    metrics: dict[str, float] = Field(description="Validation metrics of the candidate (the network's add valid and train loss).")
+    family_metrics: dict[str, dict[str, float]] = Field(description="Validation metrics of every family trained, for comparison.")
+    naive_metrics: dict[str, float] = Field(description="The naive reference (base rate or mean) on the same validation rows.")
+    bundle_files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of each file of the bundle.")
+    epochs_run: int = Field(description="Epochs the network ran (0 when it was not trained).")
     best_epoch: int
     resumed_from_epoch: int | None = Field(None, description="Last epoch found in the checkpoint, if the run resumed.")
     device: str

@@ -1,28 +1,35 @@
-"""One training run, start to finish: pinned data → model → epochs (early stopping, a checkpoint after
-each) → final validation metrics with the best weights → scikit-learn baseline → bundle → result.
+"""One training run, start to finish: pinned data → every configured model family on the same split
+(the network: epochs with early stopping and a checkpoint after each, then its best weights; the
+scikit-learn model) → the naive reference → the best family on the primary validation metric becomes
+the candidate → its bundle → result (with every family's metrics, for comparison).
 
-The pieces live next door: :mod:`.data` (pinned, split, streamed rows), :mod:`.model`, :mod:`.metrics`,
-:mod:`.checkpoint`, :mod:`.baseline`, :mod:`.bundle`.
+The pieces live next door: :mod:`.data` (pinned, split, streamed rows), :mod:`.checkpoint`,
+:mod:`.baseline` (scikit-learn family, naive reference), :mod:`.selection`, :mod:`aiflow.models.bundle`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from aiflow.data.encoding import ModelInputs
 from aiflow.evaluation.metrics import PRIMARY, compute_metrics
-from aiflow.models.bundle import save_bundle
+from aiflow.models.bundle import save_bundle, save_sklearn_bundle
+from aiflow.models.families import PYTORCH, SKLEARN
 from aiflow.models.network import ModelConfig, TabularModel, loss_function, pick_device, seed_everything, to_predictions, to_target
 from aiflow.spec import parse_spec
-from aiflow.storage.artifacts import ArtifactStore
-from aiflow.train.baseline import fit_baseline
+from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
+from aiflow.train.baseline import fit_sklearn, naive_reference
 from aiflow.train.checkpoint import Checkpointer, Progress, artifact_path, request_fingerprint
 from aiflow.train.contract import TrainRequest, TrainResult
 from aiflow.train.data import FeatureData
+from aiflow.train.selection import best_family
 
 Log = Callable[[str], None]
 
@@ -84,7 +91,7 @@ def train(
     store: ArtifactStore | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Run (or resume, or re-export) the training described by ``request``.
+    """Run (or resume, or re-export) the training described by ``request``: every family, the best is the candidate.
 
     Args:
         request: what to train on and how (see :mod:`aiflow.train.contract`).
@@ -101,7 +108,6 @@ def train(
     spec = parse_spec(request.spec, "request.spec")
     params = request.params
     store = store or ArtifactStore(request.artifact_root)
-    device = pick_device(params.device)
     seed_everything(params.seed)
 
     data = FeatureData(request, spec)
@@ -109,6 +115,75 @@ def train(
         f"data: {request.features_uri} at version {request.data_version} (state version {request.state_version}): "
         f"rows_train={data.rows_train} (of {data.rows_train_available}) rows_valid={data.rows_valid}"
     )
+    primary = PRIMARY[spec.problem_type][0]
+    family_metrics: dict[str, dict[str, float]] = {}
+    network = forest = None
+    if PYTORCH in params.families:
+        network = _train_network(request, spec, data, store, log, on_epoch_end)
+        family_metrics[PYTORCH] = network.metrics
+    if SKLEARN in params.families:
+        fit_started = time.perf_counter()
+        forest, family_metrics[SKLEARN] = fit_sklearn(
+            data, spec.problem_type, max_rows=params.baseline_max_rows, seed=params.seed, hyper=params.sklearn_params()
+        )
+        log(
+            f"scikit-learn (HistGradientBoosting, {time.perf_counter() - fit_started:.1f} s): "
+            + " ".join(f"valid_{k}={v:.5f}" for k, v in sorted(family_metrics[SKLEARN].items()))
+        )
+    naive = naive_reference(data, spec.problem_type)
+    log("naive reference (base rate or mean): " + " ".join(f"{k}={v:.5f}" for k, v in sorted(naive.items())))
+    family = best_family(family_metrics, spec.problem_type)
+    others = ", ".join(f"{f} {m.get(primary, math.nan):.5f}" for f, m in family_metrics.items() if f != family)
+    log(f"candidate: {family} (valid_{primary}={family_metrics[family].get(primary, math.nan):.5f}" + (f"; {others})" if others else ")"))
+
+    lineage = {
+        "model_name": request.model_name, "features_uri": request.features_uri, "data_version": request.data_version,
+        "state_uri": request.state_uri, "state_version": request.state_version, "code_version": request.code_version,
+        "reason": request.reason, "checkpoint_key": request.checkpoint_key, "rows_train": data.rows_train,
+        "rows_valid": data.rows_valid, "family": family,
+        "best_epoch": network.best_epoch if network else None, "epochs_run": network.epochs_run if network else 0,
+    }  # fmt: skip
+    common = dict(params=params.model_dump(mode="json"), state=data.state, spec=spec, spec_dict=request.spec, lineage=lineage)
+    path = artifact_path(request.model_name, "candidates", request.checkpoint_key)
+    if family == PYTORCH:
+        uri, digest = save_bundle(store, path, model=network.model, config=network.config, **common)
+    else:
+        inputs = data.inputs
+        uri, digest = save_sklearn_bundle(
+            store, path, model=forest, inputs=ModelInputs(inputs.categorical, inputs.cardinalities, inputs.numeric),
+            target=inputs.target, **common,
+        )  # fmt: skip
+    manifest = json.loads(store.get_bytes(f"{path}/manifest.json"))
+    files = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+    files["manifest.json"] = sha256_bytes(store.get_bytes(f"{path}/manifest.json"))
+    log(f"bundle: {uri} ({family}, digest {digest})")
+    return TrainResult(
+        model_name=request.model_name, artifact_uri=uri, artifact_sha256=digest, family=family, metrics=family_metrics[family],
+        family_metrics=family_metrics, naive_metrics=naive, bundle_files=files,
+        epochs_run=network.epochs_run if network else 0, best_epoch=network.best_epoch if network else 0,
+        resumed_from_epoch=network.resumed_from if network else None, device=str(network.device) if network else "cpu",
+        rows_train=data.rows_train, rows_valid=data.rows_valid, wall_time_s=round(time.perf_counter() - started, 3),
+        features_uri=request.features_uri, data_version=request.data_version, params=params,
+    )  # fmt: skip
+
+
+@dataclass
+class NetworkRun:
+    """The network with its best weights, and how its training went."""
+
+    model: TabularModel
+    config: ModelConfig
+    metrics: dict[str, float]
+    epochs_run: int
+    best_epoch: int
+    resumed_from: int | None
+    device: torch.device
+
+
+def _train_network(request: TrainRequest, spec, data: FeatureData, store: ArtifactStore, log: Log, on_epoch_end) -> NetworkRun:
+    """The PyTorch family: epochs with early stopping and a checkpoint after each; its best weights' validation metrics."""
+    params = request.params
+    device = pick_device(params.device)
     target_mean, target_std = data.target_stats() if spec.problem_type == "regression" else (0.0, 1.0)
     inputs = data.inputs
     config = ModelConfig(
@@ -129,7 +204,6 @@ def train(
         log(f"resuming from {checkpointer.uri} after epoch {progress.epoch}{done}")
     progress = progress or Progress()
     log(f"device={device} params={params.model_dump_json()}")
-
     while not progress.finished:
         epoch = progress.epoch + 1
         train_loss, rows_per_s = train_epoch(model, optimizer, data, loss_fn, config, params.batch_size, epoch, device)
@@ -165,23 +239,4 @@ def train(
     best = progress.history[progress.best_epoch - 1]
     metrics = {**metrics, "loss": valid_loss, "train_loss": best["train_loss"]}
     log(f"best epoch {progress.best_epoch}: " + " ".join(f"valid_{k}={v:.5f}" for k, v in sorted(metrics.items())))
-    baseline = fit_baseline(data, spec.problem_type, max_rows=params.baseline_max_rows, seed=params.seed)
-    log("baseline (HistGradientBoosting): " + " ".join(f"{k}={v:.5f}" for k, v in sorted(baseline.items())))
-
-    lineage = {
-        "model_name": request.model_name, "features_uri": request.features_uri, "data_version": request.data_version,
-        "state_uri": request.state_uri, "state_version": request.state_version, "code_version": request.code_version,
-        "reason": request.reason, "checkpoint_key": request.checkpoint_key, "rows_train": data.rows_train,
-        "rows_valid": data.rows_valid, "best_epoch": progress.best_epoch, "epochs_run": progress.epoch,
-    }  # fmt: skip
-    uri, sha256 = save_bundle(
-        store, artifact_path(request.model_name, "candidates", request.checkpoint_key), model=model, config=config,
-        params=params.model_dump(mode="json"), state=data.state, spec=spec, spec_dict=request.spec, lineage=lineage,
-    )  # fmt: skip
-    log(f"bundle: {uri} (weights sha256 {sha256})")
-    return TrainResult(
-        model_name=request.model_name, artifact_uri=uri, artifact_sha256=sha256, metrics=metrics, baseline_metrics=baseline,
-        epochs_run=progress.epoch, best_epoch=progress.best_epoch, resumed_from_epoch=resumed_from, device=str(device),
-        rows_train=data.rows_train, rows_valid=data.rows_valid, wall_time_s=round(time.perf_counter() - started, 3),
-        features_uri=request.features_uri, data_version=request.data_version, params=params,
-    )  # fmt: skip
+    return NetworkRun(model, config, metrics, progress.epoch, progress.best_epoch, resumed_from, device)

@@ -16,7 +16,11 @@ from aiflow.data.features import output_schema
 from aiflow.evaluation.metrics import compute_metrics
 from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.lake import Lake, Tables
-from aiflow.train.baseline import fit_baseline
+from aiflow.train.baseline import fit_sklearn
+
+
+def fit_baseline(data, problem_type, *, max_rows, seed):
+    return fit_sklearn(data, problem_type, max_rows=max_rows, seed=seed)[1]
 from aiflow.train.contract import TrainParams
 from aiflow.train.data import FeatureData
 from aiflow.train.request import pinned_request

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aiflow.train.contract import TrainParams, TrainResult
-from aiflow.train.selection import best_result, sweep_table
+from aiflow.train.selection import best_family, best_result, sweep_table
 
 
 def result(name: str, metrics: dict[str, float], baseline: dict[str, float] | None = None, **params) -> TrainResult:
@@ -13,8 +13,10 @@ def result(name: str, metrics: dict[str, float], baseline: dict[str, float] | No
         model_name="trips",
         artifact_uri=f"/artifacts/trips/candidates/{name}/",
         artifact_sha256="0" * 64,
+        family="pytorch",
         metrics=metrics,
-        baseline_metrics=baseline or {},
+        family_metrics={"pytorch": metrics},
+        naive_metrics=baseline or {},
         epochs_run=3,
         best_epoch=2,
         device="cpu",
@@ -79,9 +81,30 @@ def test_sweep_table_ranks_candidates_best_first_with_their_baseline_and_params(
     table = sweep_table(candidates, "rmse")
     assert table["candidate"].to_list() == ["b", "a", "c"]  # lower RMSE first
     assert table["rmse"].to_list() == [9.0, 12.0, 20.0]
-    assert table["baseline_rmse"].to_list() == [14.0, 14.0, 14.0]
+    assert table["naive_rmse"].to_list() == [14.0, 14.0, 14.0]
+    assert table["family"].to_list() == ["pytorch"] * 3
     assert table["learning_rate"].to_list() == [3e-3, 1e-3, 1e-2]
     assert table["hidden"].to_list() == ["[16, 8]", "[8]", "[4]"]
 
     auc = sweep_table([result("x", {"roc_auc": 0.6}), result("y", {"roc_auc": 0.9})], "roc_auc")
     assert auc["candidate"].to_list() == ["y", "x"]  # higher ROC AUC first
+
+
+@pytest.mark.parametrize(
+    ("problem_type", "metrics", "winner"),
+    [
+        ("classification", {"pytorch": {"roc_auc": 0.9039}, "sklearn": {"roc_auc": 0.9066}}, "sklearn"),
+        ("classification", {"pytorch": {"roc_auc": 0.91}, "sklearn": {"roc_auc": 0.90}}, "pytorch"),
+        ("regression", {"pytorch": {"rmse": 5.0}, "sklearn": {"rmse": 4.0}}, "sklearn"),
+        ("regression", {"sklearn": {"rmse": 4.0}, "pytorch": {"rmse": 4.0}}, "pytorch"),  # a tie: the first family
+        ("classification", {"pytorch": {"log_loss": 0.3}, "sklearn": {"roc_auc": 0.7}}, "sklearn"),  # undefined loses
+        ("regression", {"sklearn": {"rmse": 4.0}}, "sklearn"),
+    ],
+)
+def test_the_best_family_on_the_primary_metric_is_the_candidate(problem_type, metrics, winner):
+    assert best_family(metrics, problem_type) == winner
+
+
+def test_no_family_is_an_error():
+    with pytest.raises(ValueError, match="no model family"):
+        best_family({}, "classification")

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from aiflow.models.bundle import BundleIntegrityError, load_bundle
+from aiflow.models.bundle import BundleIntegrityError, bundle_digest, load_bundle
 from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
 from aiflow.storage.lake import Lake, Tables
 from aiflow.train.loop import train
@@ -36,8 +36,9 @@ def test_training_reports_real_metrics(trained, lake, train_spec):
         assert math.isfinite(result.metrics[name]), name
     assert 0.0 < result.metrics["roc_auc"] < 1.0
     assert 0.0 < result.metrics["pr_auc"] <= 1.0
-    assert {"roc_auc", "pr_auc", "log_loss"} <= set(result.baseline_metrics)
-    assert 0.0 < result.baseline_metrics["roc_auc"] < 1.0
+    assert {"roc_auc", "pr_auc", "log_loss"} <= set(result.naive_metrics)
+    assert result.naive_metrics["roc_auc"] == pytest.approx(0.5)  # a constant ranks nothing
+    assert result.family == "pytorch" and result.family_metrics == {"pytorch": result.metrics}
     assert result.epochs_run == request.params.epochs and 1 <= result.best_epoch <= result.epochs_run
     assert result.resumed_from_epoch is None and result.device == "cpu"
     assert (result.features_uri, result.data_version) == (request.features_uri, request.data_version)
@@ -61,7 +62,9 @@ def test_bundle_loads_and_reproduces_the_reported_metrics(trained, lake, train_s
     folder = Path(result.artifact_uri)
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.json", "preprocessing.json", "spec.json", "weights.pt"]
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["files"]["weights.pt"]["sha256"] == result.artifact_sha256 == sha256_bytes((folder / "weights.pt").read_bytes())
+    assert manifest["files"]["weights.pt"]["sha256"] == sha256_bytes((folder / "weights.pt").read_bytes())
+    hashes = {p.name: sha256_bytes(p.read_bytes()) for p in folder.iterdir()}
+    assert result.bundle_files == hashes and result.artifact_sha256 == bundle_digest(hashes)
     lineage = manifest["lineage"]
     assert (lineage["features_uri"], lineage["data_version"], lineage["state_version"]) == (
         request.features_uri, request.data_version, request.state_version,
@@ -85,15 +88,15 @@ def test_tampered_bundle_is_refused_naming_the_file(trained, tmp_path, target):
 
 def test_wrong_expected_hash_is_refused(trained):
     _, result, store, _ = trained
-    with pytest.raises(BundleIntegrityError, match=r"weights\.pt has SHA-256 .* expected 0+"):
+    with pytest.raises(BundleIntegrityError, match=r"manifest\.json differs from the registered bundle .* expected 0+"):
         load_bundle(store, result.artifact_uri, "0" * 64)
 
 
 def test_same_seed_gives_the_same_model(trained, lake, train_spec, tmp_path):
     request, result, _, _ = trained
     again = train(make_request(lake, train_spec, tmp_path, "run-b"), log=lambda _: None)
-    assert again.metrics == result.metrics and again.baseline_metrics == result.baseline_metrics
-    assert again.artifact_sha256 == result.artifact_sha256
+    assert again.metrics == result.metrics and again.naive_metrics == result.naive_metrics
+    assert again.bundle_files["weights.pt"] == result.bundle_files["weights.pt"]  # the key differs, so the manifest does
 
 
 def test_max_train_rows_is_honoured(lake, train_spec, tmp_path):
@@ -121,7 +124,7 @@ def test_training_reads_the_pinned_version_only(train_landing, train_spec, tmp_p
 
     after = train(make_request(lake, train_spec, tmp_path / "b", "after", version=pinned, epochs=1), log=lambda _: None)
     assert (after.data_version, after.rows_train, after.rows_valid) == (pinned, before.rows_train, before.rows_valid)
-    assert after.metrics == before.metrics and after.artifact_sha256 == before.artifact_sha256
+    assert after.metrics == before.metrics and after.bundle_files["weights.pt"] == before.bundle_files["weights.pt"]
 
 
 def test_features_of_another_state_version_are_refused(lake, train_spec, tmp_path):
