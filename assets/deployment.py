@@ -1,7 +1,6 @@
 """Deployment stage: register the gated candidate, flip the champion alias, score new partitions."""
 
 import getpass
-import json
 from typing import Literal
 
 import pydantic
@@ -9,8 +8,9 @@ from dagster import AssetExecutionContext, AssetsDefinition, Config, Materialize
 from pydantic import Field
 
 from aiflow.evaluation.validation import ModelRef, load_model
+from aiflow.models.bundle import verify_bundle
 from aiflow.models.candidates import Handoffs
-from aiflow.models.metric_names import BASELINE, prefixed, registry_metrics
+from aiflow.models.metric_names import NAIVE, prefixed, registry_metrics
 from aiflow.models.model_card import model_card
 from aiflow.models.registry import Registry
 from aiflow.serving.batch import score_new_partitions
@@ -74,9 +74,11 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
                 f"evaluation {evaluation.evaluation_id} judged artifact {evaluation.artifact_sha256[:12]} but candidate "
                 f"{cand.candidate_id} is {cand.artifact_sha256[:12]}: the hand-off records disagree"
             )
-        lineage = bundle_lineage(cand.artifact_uri, artifacts.options())
+        bundle = verify_bundle(ArtifactStore(cand.artifact_uri, storage_options=artifacts.options()), "", cand.artifact_sha256)
+        lineage = bundle.manifest.get("lineage") or {}
         registry = Registry(store)
         card_path = f"{spec.name}/cards/{cand.artifact_sha256[:16]}.md"
+        existing = registry.find(spec.name, cand.artifact_sha256)
         version = registry.register(
             spec.name,
             artifact_uri=cand.artifact_uri,
@@ -93,6 +95,10 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
             state_version=lineage.get("state_version"),
             run_id=context.run_id,
             model_card_uri=files.uri(card_path),
+            family=cand.family or bundle.family,
+            family_metrics=cand.family_metrics,
+            bundle_files=bundle.file_hashes,
+            artifact_root=artifacts.uri(),
         )
         handoffs.record_registration(evaluation, run_id=context.run_id, version=version.version)
         champion = None
@@ -106,15 +112,20 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
             champion_test_metrics=evaluation.champion_metrics if champion is not None else None,
         )
         files.put_bytes(card_path, card.encode())
-        context.log.info(f"registered {spec.name} v{version.version} ({version.artifact_uri})")
-        metrics = {**version.metrics, **prefixed(BASELINE, version.baseline_metrics)}
+        if existing is not None:
+            context.log.info(f"{spec.name}: this bundle is identical to v{existing.version} (same digest); nothing new registered")
+        else:
+            context.log.info(f"registered {spec.name} v{version.version} ({version.family}, {version.artifact_uri})")
+        metrics = {**version.metrics, **prefixed(NAIVE, version.baseline_metrics)}
         return MaterializeResult(
             metadata={
                 "model_name": spec.name,
                 "model_version": version.version,
+                "family": version.family or "",
+                "identical_to_existing": existing is not None,
                 "candidate_id": cand.candidate_id,
                 "evaluation_id": evaluation.evaluation_id,
-                "artifact_uri": link(version.artifact_uri),
+                "artifact_uri": link(version.location(artifacts.uri())),
                 "artifact_sha256": version.artifact_sha256,
                 "training_table": version.training_table,
                 "training_version": version.training_version,
@@ -126,12 +137,6 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
         )
 
     return _registered
-
-
-def bundle_lineage(artifact_uri: str, artifact_options: dict[str, str] | None = None) -> dict:
-    """The lineage the training recorded in its bundle manifest (code version, reason, state version...)."""
-    manifest = json.loads(ArtifactStore(artifact_uri, storage_options=artifact_options).get_bytes("manifest.json"))
-    return manifest.get("lineage") or {}
 
 
 PromotionConfig = pydantic.create_model(
@@ -167,13 +172,25 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         alias = "champion" if config.policy == "direct" else "canary"
         before = registry.alias(spec.name, alias)
         registry.promote(spec.name, version, reason=config.reason, actor=actor(context), alias=alias)
-        context.log.info(f"{spec.name} {alias}: v{before} -> v{version}" if before != version else f"{alias} already v{version}")
+        context.log.info(promotion_message(spec.name, alias, before, version))
         meta = {**alias_metadata(registry, spec.name), "promoted_version": version, "policy": config.policy}
         if before is not None:
             meta["previous_version"] = before
         return MaterializeResult(metadata=meta)
 
     return _champion
+
+
+def promotion_message(name: str, alias: str, before: int | None, after: int) -> str:
+    """``flights champion: none -> v1`` (or ``v1 -> v2``, or ``already v2``) for the run log."""
+    if before == after:
+        return f"{name} {alias} already v{after}"
+    return f"{name} {alias}: {'none' if before is None else f'v{before}'} -> v{after}"
+
+
+#: Among steps ready to run, the in-process executor runs the highest ``dagster/priority`` first: scoring
+#: goes last, so a lifecycle run scores with the champion it just promoted, or with the one that stays.
+SCORING_PRIORITY = "-100"
 
 
 class ScoringConfig(Config):
@@ -183,7 +200,10 @@ class ScoringConfig(Config):
 def predictions_asset(spec: DatasetSpec) -> AssetsDefinition:
     @asset(
         key=predictions_key(spec),
-        deps=[champion_key(spec), features_key(spec)],
+        # features only, not the champion: a candidate blocked by its gates skips registration and promotion, never
+        # scoring; the champion is read from the registry alias (the priority puts this step after any promotion)
+        deps=[features_key(spec)],
+        op_tags={"dagster/priority": SCORING_PRIORITY},
         group_name="deployment",
         kinds={"delta", "pytorch"},
         description=f"Batch predictions of the '{spec.name}' champion on new feature partitions, with the model version on every row.",
@@ -191,13 +211,14 @@ def predictions_asset(spec: DatasetSpec) -> AssetsDefinition:
     def _predictions(
         context: AssetExecutionContext, config: ScoringConfig, lake: LakeResource, artifacts: ArtifactsResource
     ) -> MaterializeResult:
+        """New feature partitions scored by the current champion alias, whatever this run's gates said."""
         store = lake.lake()
         registry = Registry(store)
         version = registry.alias(spec.name, "champion")
         if version is None:
             raise RuntimeError(f"'{spec.name}' has no champion yet: promote a model version first")
         mv = registry.get(spec.name, version)
-        model = load_model(ModelRef(f"v{version}", mv.artifact_uri, mv.artifact_sha256, version), artifacts.options())
+        model = load_model(ModelRef.of(mv, artifacts.uri()), artifacts.options())
         report = score_new_partitions(store, spec, model, spec.name, version, rescore_all=config.rescore_all)
         context.log.info(f"scored {report.rows_out} rows over {len(report.dates)} date(s) with v{version}")
         return MaterializeResult(
