@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiflow.models.families import FAMILIES
 from aiflow.models.metric_names import training_metrics
@@ -26,7 +26,7 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    families: list[Family] = Field(
+    families: list[str] = Field(
         default_factory=lambda: list(FAMILIES),
         min_length=1,
         description="Model families to train on the same split; the best on the primary validation metric is the candidate.",
@@ -54,6 +54,14 @@ class TrainParams(BaseModel):
     sklearn_max_leaf_nodes: int = Field(31, ge=2, description="scikit-learn HistGradientBoosting: leaves per tree.")
     sklearn_min_samples_leaf: int = Field(20, ge=1, description="scikit-learn HistGradientBoosting: rows per leaf at least.")
     sklearn_l2_regularization: float = Field(0.0, ge=0, description="scikit-learn HistGradientBoosting: L2 regularization.")
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        unknown = [f for f in value if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown model famil{'y' if len(unknown) == 1 else 'ies'} {unknown}: choose from {list(FAMILIES)}")
+        return list(dict.fromkeys(value))
 
     def sklearn_params(self) -> dict:
         """The scikit-learn model's hyperparameters, as HistGradientBoosting takes them."""
