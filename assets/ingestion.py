@@ -24,7 +24,7 @@ def bronze_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
         key=bronze_key(spec, table),
         group_name="ingestion",
         kinds={"delta", "polars"},
-        pool=f"aiflow_ingest_{table.name}",  # one ingestion of a table at a time (limit set in dagster.yaml)
+        # no pool: the engine commits each file once whatever runs at the same time (aiflow.data.ingest)
         description=f"Raw rows of '{table.name}' from its landing zone, with lineage columns; idempotent by file hash.",
     )
     def _bronze(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource, landing: LandingResource) -> MaterializeResult:
@@ -57,7 +57,7 @@ def bronze_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
             "run_rows_in": report.rows_ingested + report.rows_quarantined,
             "run_rows_out": report.rows_ingested,
             "run_rows_quarantined": report.rows_quarantined,
-            "run_orphan_rows_removed": report.orphans_removed,
+            "run_batches_repaired": report.batches_repaired,
             "run_event_dates_touched": len(report.event_dates),
             "run_changed_table": report.bronze_version is not None,
             "table_files_in_ledger": len(recorded_files(store, table)),
@@ -70,8 +70,9 @@ def bronze_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
             metadata["ledger_version"] = report.ledger_version
         if not_ingested.height:
             metadata["files_not_ingested"] = frame_table(not_ingested, max_rows=50)
-        if not report.files:
-            context.log.info(f"no new files in {zone.uri}: bronze unchanged")
+        if report.batches_repaired:
+            context.log.warning(f"completed {report.batches_repaired} batch(es) of a stopped run (quarantine and ledger)")
+        context.log.info(report.summary())
         return MaterializeResult(metadata=metadata, data_version=table_data_version(store, bronze))
 
     return _bronze

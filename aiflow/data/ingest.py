@@ -1,34 +1,67 @@
-"""Landing → bronze: idempotent, incremental ingestion with lineage, a ledger and a quarantine.
+"""Landing → bronze: exactly-once ingestion with lineage, a ledger and a quarantine, safe under faults.
 
-Each file is hashed; a ledger (a Delta table) records every file seen, its SHA-256, row counts and
-outcome, so the same content ingested twice (re-dropped or renamed) adds no row. Files are taken in
-chunks; each chunk is three Delta commits (bronze, quarantine, ledger). The ledger is the commit
-point: readers only see rows of batches in the ledger; if anything fails before it, the chunk's
-bronze and quarantine rows are deleted again, and rows left by a process killed mid-chunk are
-removed by a later run once they are older than a grace period, so a re-run ingests every file
-exactly once.
+Each file is hashed (SHA-256); the same content ingested twice (re-dropped, renamed, or by two runs at
+once) adds no row. Files are taken in chunks (about ``chunk_rows`` rows); each chunk is a *batch*.
+
+**The commit point is the bronze commit.** A batch's rows are added to ``bronze/<table>`` in one Delta
+commit whose commit metadata (``aiflow.ledger``) carries the batch's ledger entries: every file with its
+SHA-256, size, outcome, row counts and event dates. Rows become visible to any Delta reader (Polars,
+DuckDB, Spark) only through the commit that records them, so no reader ever sees rows of a batch that
+did not commit. Two more writes follow, both keyed by the batch id and both "replace the batch's rows"
+(idempotent): the batch's ingest-stage quarantine rows (``quarantine/<table>``), then its entries in
+``ledger/<table>``. The ledger table is an index derived from bronze's log: if a process stops after
+the bronze commit, the next ingestion (:func:`repair`) writes the missing quarantine rows again from the
+landing files (checked against their SHA-256) and the ledger entries from the commit metadata. Quarantine
+rows are only written after their batch's bronze commit, so none exist for a batch that never committed.
+Nothing is left to undo: a failure before the bronze commit wrote nothing; one after it is repaired.
+
+**Exactly once without any outside lock.** The bronze commit is a Delta overwrite whose predicate
+(``event_date IN (…) AND _source_sha256 IN (…)``, the batch's dates and content hashes) matches no
+existing row, made on top of the version the batch read; Delta's conflict check rejects it when another
+writer committed rows with one of those hashes since (``CommitFailedError``). The loser re-reads the
+commits it missed, marks the files they took as duplicates, drops their rows and tries again. Files
+whose rows all went to quarantine add no bronze rows, so for them the rule is "the earliest bronze
+commit that records a hash owns it": a later claim is recorded as a duplicate and writes no quarantine
+row. A chunk with no ingested file (only duplicates or rejected files) makes no bronze commit: its
+entries go straight to the ledger (there are no rows to make visible).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import logging
+import os
+import signal
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+from deltalake.exceptions import CommitFailedError
 
 from aiflow.data.parse import REASON, RECORD, ROW, RULE, RejectedFile, read_file, split_typed
 from aiflow.spec import EVENT_DATE, TableSpec
-from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.lake import META, Lake, Tables
 from aiflow.storage.landing import LandedFile, LandingZone
 
 log = logging.getLogger(__name__)
 
 INGESTED, DUPLICATE, REJECTED = "ingested", "duplicate", "rejected"
+
+#: Bronze commit metadata key (``aiflow.ledger``) holding the batch's ledger entries as JSON records.
+ENTRIES = "ledger"
+#: Ledger commit metadata key: every bronze batch commit up to this version is in the ledger.
+INDEXED_THROUGH = "indexed_through"
+#: Attempts at committing a chunk while other ingestions take some of its files first.
+CLAIM_ATTEMPTS = 20
+#: Test hooks (see :func:`_after_commit` and :func:`_before_claim`); never set them in production.
+KILL_AFTER_ENV = "AIFLOW_TEST_KILL_AFTER"
+BARRIER_ENV = "AIFLOW_TEST_BARRIER"
 
 LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),
@@ -81,11 +114,13 @@ class FileOutcome:
 class IngestReport:
     table: str
     batch_id: str
+    landing: str = ""
     files: list[FileOutcome] = field(default_factory=list)
+    files_listed: int = 0
     bronze_version: int | None = None
     ledger_version: int | None = None
     quarantine_version: int | None = None
-    orphans_removed: int = 0
+    batches_repaired: int = 0
 
     def count(self, outcome: str) -> int:
         return sum(f.outcome == outcome for f in self.files)
@@ -106,21 +141,21 @@ class IngestReport:
     def event_dates(self) -> list[dt.date]:
         return sorted({d for f in self.files for d in f.event_dates})
 
+    def summary(self) -> str:
+        """One line saying what the run did and where it looked."""
+        if not self.files_listed:
+            return f"{self.table}: no files in landing zone {self.landing}: bronze unchanged"
+        if not self.files:
+            return f"{self.table}: {self.files_listed} file(s) in {self.landing}, none new: bronze unchanged"
+        return (
+            f"{self.table}: {len(self.files)} file(s) from {self.landing}: {self.count(INGESTED)} ingested "
+            f"({self.rows_ingested} rows, {self.rows_quarantined} quarantined), {self.count(DUPLICATE)} duplicate, "
+            f"{self.count(REJECTED)} rejected"
+        )
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def seen_hashes(lake: Lake, table: TableSpec) -> dict[str, str]:
-    """sha256 → file name of every file already ingested.
-
-    Rejected content is not in it: named again (say after the spec was fixed), it is parsed again.
-    """
-    ledger = Tables.ledger(table.name)
-    if not lake.exists(ledger):
-        return {}
-    done = lake.scan(ledger).filter(pl.col("outcome") == INGESTED).select("sha256", "file").collect()
-    return dict(zip(done["sha256"], done["file"], strict=True))
 
 
 def recorded_files(lake: Lake, table: TableSpec) -> set[tuple[str, int, dt.datetime]]:
@@ -142,31 +177,173 @@ def unrecorded_files(lake: Lake, table: TableSpec, files: Sequence[LandedFile]) 
     return [f for f in files if (f.name, f.size, f.modified) not in known]
 
 
-#: A chunk whose bronze commit is older than this and still has no ledger entry was left by a killed
-#: process. Younger ones may belong to an ingestion running right now, so they are left alone
-#: (readers ignore rows of batches that are not in the ledger either way).
-ORPHAN_GRACE = dt.timedelta(hours=1)
-
-
-def remove_orphans(lake: Lake, table: TableSpec, older_than: dt.timedelta = ORPHAN_GRACE) -> int:
-    """Delete bronze/quarantine rows of chunks that never reached the ledger (a killed process)."""
+# ------------------------------------------------------------------------- claims and the index
+def _ledger_state(lake: Lake, table: TableSpec) -> tuple[dict[str, tuple[str, str]], set[str], int | None]:
+    """What the ledger (the index) holds: sha256 → (file, batch) of ingested files, the batches indexed, and
+    the bronze version through which every batch commit is known to be indexed (None: from the start)."""
     ledger = Tables.ledger(table.name)
-    committed = set()
-    if lake.exists(ledger):
-        committed = set(lake.scan(ledger).select("batch_id").unique().collect()["batch_id"])
-    cutoff_ms = (dt.datetime.now(dt.UTC) - older_than).timestamp() * 1000
-    removed = 0
-    for name in (Tables.bronze(table.name), Tables.quarantine(table.name)):
-        if not lake.exists(name):
+    if not lake.exists(ledger):
+        return {}, set(), None
+    frame = lake.scan(ledger).select("sha256", "file", "batch_id", "outcome").collect()
+    done = frame.filter(pl.col("outcome") == INGESTED)
+    owners = {h: (f, b) for h, f, b in zip(done["sha256"], done["file"], done["batch_id"], strict=True)}
+    marks = [int(c[META + INDEXED_THROUGH]) for c in lake.table(ledger).history(limit=20) if META + INDEXED_THROUGH in c]
+    return owners, set(frame["batch_id"]), max(marks) if marks else None
+
+
+def commit_entries(commit: dict) -> pl.DataFrame | None:
+    """The ledger entries a bronze commit recorded (its ``aiflow.ledger`` metadata); None for other commits."""
+    raw = commit.get(META + ENTRIES)
+    return None if raw is None else pl.read_json(io.StringIO(raw), schema=LEDGER_SCHEMA)
+
+
+def _resolve(entries: pl.DataFrame, owners: dict[str, tuple[str, str]]) -> pl.DataFrame:
+    """Apply "the earliest commit that records a content hash owns it" to one commit's entries.
+
+    Commits are taken oldest first. An ``ingested`` entry whose hash another batch owns already becomes a
+    ``duplicate`` of that file; the others are added to ``owners``.
+    """
+    rows = entries.to_dicts()
+    for row in rows:
+        if row["outcome"] != INGESTED:
             continue
-        recent = lake.table(name).history(limit=50)
-        stale = {c.get("aiflow.batch_id") for c in recent if c.get("timestamp", 0) <= cutoff_ms} - {None}
-        for batch in sorted(stale - committed):
-            count = lake.delete(name, f"_batch_id = '{batch}'")
-            if count:
-                log.warning("removed %d rows of unfinished batch %s from %s", count, batch, name)
-            removed += count
-    return removed
+        owner = owners.get(row["sha256"])
+        if owner is None or owner[1] == row["batch_id"]:
+            owners[row["sha256"]] = (row["file"], row["batch_id"])
+            continue
+        row.update(outcome=DUPLICATE, duplicate_of=owner[0], rows_ingested=0, rows_quarantined=0, event_dates=[], new_columns=[])
+    return pl.DataFrame(rows, schema=LEDGER_SCHEMA)
+
+
+class _Claims:
+    """Content hashes owned by committed batches, as of bronze version ``through``."""
+
+    def __init__(self, lake: Lake, table: TableSpec, owners: dict[str, tuple[str, str]], through: int | None):
+        self.lake, self.table, self.owners, self.through = lake, table, owners, through
+
+    @classmethod
+    def load(cls, lake: Lake, table: TableSpec) -> _Claims:
+        owners, _, through = _ledger_state(lake, table)
+        return cls(lake, table, owners, through)
+
+    def advance(self, until: int | None) -> list[tuple[int, str, pl.DataFrame]]:
+        """Take in the bronze commits up to version ``until``; return (version, batch, resolved entries) of each."""
+        if until is None or (self.through is not None and until <= self.through):
+            return []
+        found = []
+        for commit in self.lake.commits(Tables.bronze(self.table.name), self.through, until):
+            entries = commit_entries(commit)
+            if entries is not None:
+                found.append((commit["version"], commit[META + "batch_id"], _resolve(entries, self.owners)))
+        self.through = until
+        return found
+
+
+def seen_hashes(lake: Lake, table: TableSpec) -> dict[str, str]:
+    """sha256 → file name of every file already ingested (the ledger and bronze commits not yet in it).
+
+    Rejected content is not in it: named again (say after the spec was fixed), it is parsed again.
+    """
+    claims = _Claims.load(lake, table)
+    claims.advance(lake.version(Tables.bronze(table.name)))
+    return {h: f for h, (f, _) in claims.owners.items()}
+
+
+def repair(lake: Lake, landing: LandingZone, table: TableSpec) -> int:
+    """Finish batches whose bronze commit happened but whose process stopped before its ledger commit.
+
+    Writes each such batch's quarantine rows (read again from its landing files, checked against their
+    SHA-256) and its ledger entries (from the bronze commit's metadata). Both writes replace the batch's
+    rows, so a repair racing the batch's own process, or another repair, leaves one copy.
+
+    Returns:
+        The number of batches repaired.
+    """
+    return _repair(lake, landing, table)[0]
+
+
+def _repair(lake: Lake, landing: LandingZone, table: TableSpec) -> tuple[int, int | None]:
+    """:func:`repair`; also returns the bronze version through which every batch is now in the ledger."""
+    bronze = Tables.bronze(table.name)
+    if not lake.exists(bronze):
+        return 0, None
+    current = lake.version(bronze)
+    owners, indexed, through = _ledger_state(lake, table)
+    repaired = 0
+    for _, batch, entries in _Claims(lake, table, owners, through).advance(current):
+        if batch in indexed:
+            continue
+        log.warning("%s: batch %s is in bronze but not in the ledger (its run stopped): repairing", table.name, batch)
+        _write_quarantine(lake, table, batch, _quarantine_again(landing, table, batch, entries))
+        _write_ledger(lake, table, batch, entries, current)
+        repaired += 1
+    return repaired, current
+
+
+def _quarantine_again(landing: LandingZone, table: TableSpec, batch: str, entries: pl.DataFrame) -> pl.DataFrame | None:
+    """The ingest-stage quarantine rows of a committed batch, typed again from its landing files."""
+    wanted = entries.filter((pl.col("outcome") == INGESTED) & (pl.col("rows_quarantined") > 0))
+    if not wanted.height:
+        return None
+    chunk = _Chunk(None, table, batch, now=wanted["ingested_at"][0])
+    listed = {f.name: f for f in landing.list()}
+    for entry in wanted.iter_rows(named=True):
+        file = listed.get(entry["file"])
+        data = landing.read_bytes(file.name) if file is not None else None
+        if data is None or sha256(data) != entry["sha256"]:
+            log.error(
+                "%s: cannot rebuild the %d quarantined rows of batch %s: %s is no longer in %s with SHA-256 %s",
+                table.name, entry["rows_quarantined"], batch, entry["file"], landing.uri, entry["sha256"],
+            )  # fmt: skip
+            continue
+        chunk.add_file(file, data, entry["sha256"], landing)
+    chunk._type_pending()
+    return chunk.quarantine_frame()
+
+
+def _write_quarantine(lake: Lake, table: TableSpec, batch: str, frame: pl.DataFrame | None) -> int | None:
+    """Replace the batch's ingest-stage quarantine rows with ``frame`` (idempotent: a repeat leaves one copy)."""
+    if frame is None or not frame.height:
+        return None
+    where = f"_stage = 'ingest' AND _batch_id = '{batch}'"
+    return lake.replace_where(Tables.quarantine(table.name), frame, where, metadata={"batch_id": batch})
+
+
+def _write_ledger(lake: Lake, table: TableSpec, batch: str, entries: pl.DataFrame, indexed_through: int | None) -> int:
+    """Replace the batch's ledger entries (idempotent), recording how far the index is known complete."""
+    metadata: dict[str, object] = {"batch_id": batch}
+    if indexed_through is not None:
+        metadata[INDEXED_THROUGH] = str(indexed_through)
+    return lake.replace_where(Tables.ledger(table.name), entries, f"batch_id = '{batch}'", metadata=metadata)
+
+
+def _after_commit(point: str) -> None:
+    """Test hook: ``AIFLOW_TEST_KILL_AFTER=<point>`` kills this process with SIGKILL right after that commit.
+
+    Only there so that fault tests can place a ``kill -9`` deterministically (points: bronze, quarantine, ledger).
+    """
+    if os.environ.get(KILL_AFTER_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _before_claim() -> None:
+    """Test hook: ``AIFLOW_TEST_BARRIER=<dir>:<n>`` waits before the first bronze commit until n processes got there.
+
+    Only there so that a concurrency test makes two ingestions commit from the same snapshot.
+    """
+    spec = os.environ.pop(BARRIER_ENV, None)
+    if not spec:
+        return
+    folder, count = spec.rsplit(":", 1)
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 60
+    while len(list(Path(folder).iterdir())) < int(count) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------------ ingestion
+class IngestConflict(RuntimeError):
+    """Other ingestions kept committing the same files first."""
 
 
 def ingest(
@@ -178,9 +355,8 @@ def ingest(
     chunk_rows: int = 1_000_000,
     batch_id: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    orphan_grace: dt.timedelta = ORPHAN_GRACE,
 ) -> IngestReport:
-    """Ingest landed files into ``bronze/<table>``.
+    """Ingest landed files into ``bronze/<table>``, each content exactly once (see the module docstring).
 
     Args:
         lake: where the tables live.
@@ -191,12 +367,16 @@ def ingest(
         chunk_rows: rows buffered before a commit; bounds memory.
         batch_id: id recorded on every row and ledger entry; generated when None.
         on_progress: called with (files done, files total).
-        orphan_grace: rows of un-ledgered chunks older than this are removed first (see ``remove_orphans``).
+
+    Raises:
+        FileNotFoundError: a named file is not in the landing zone.
+        IngestConflict: other ingestions kept taking this chunk's files first (``CLAIM_ATTEMPTS`` times).
     """
     batch_id = batch_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    report = IngestReport(table=table.name, batch_id=batch_id)
-    report.orphans_removed = remove_orphans(lake, table, orphan_grace)
+    report = IngestReport(table=table.name, batch_id=batch_id, landing=landing.uri)
+    report.batches_repaired, indexed = _repair(lake, landing, table)
     listed = {f.name: f for f in landing.list()}
+    report.files_listed = len(listed)
     if files is None:
         # every file, except those the ledger already holds unchanged (same name, size and mtime)
         known = recorded_files(lake, table)
@@ -206,33 +386,38 @@ def ingest(
         if missing:
             raise FileNotFoundError(f"not in landing zone {landing.uri}: {', '.join(missing)}")
         todo = [listed[n] for n in sorted(set(files))]
-    seen = seen_hashes(lake, table)
-
-    chunk: _Chunk = _Chunk(lake, table, f"{batch_id}-0000")
-    for i, file in enumerate(todo):
-        data = landing.read_bytes(file.name)
-        digest = sha256(data)
-        if digest in seen:
-            outcome = FileOutcome(file.name, digest, DUPLICATE, duplicate_of=seen[digest])
-            chunk.add_outcome(file, outcome)
-        else:
-            seen[digest] = file.name
-            chunk.add_file(file, data, digest, landing)
-        if chunk.rows >= chunk_rows:
-            report.files += chunk.commit(report)
-            chunk = _Chunk(lake, table, f"{batch_id}-{len(report.files):04d}")
-        if on_progress:
-            on_progress(i + 1, len(todo))
-    report.files += chunk.commit(report)
+    if todo:
+        claims = _Claims.load(lake, table)
+        claims.advance(lake.version(Tables.bronze(table.name)))
+        chunk = _Chunk(lake, table, f"{batch_id}-0000", indexed_through=indexed)
+        taken: dict[str, tuple[str, str]] = {}
+        for i, file in enumerate(todo):
+            data = landing.read_bytes(file.name)
+            digest = sha256(data)
+            owner = claims.owners.get(digest) or taken.get(digest)
+            if owner is not None:
+                chunk.add_outcome(file, FileOutcome(file.name, digest, DUPLICATE, duplicate_of=owner[0]))
+            else:
+                taken[digest] = (file.name, chunk.batch_id)  # a second copy in this run is a duplicate
+                chunk.add_file(file, data, digest, landing)
+            if chunk.rows >= chunk_rows:
+                report.files += chunk.commit(report, claims)
+                chunk = _Chunk(lake, table, f"{batch_id}-{len(report.files):04d}", indexed_through=indexed)
+            if on_progress:
+                on_progress(i + 1, len(todo))
+        report.files += chunk.commit(report, claims)
+    log.info("%s", report.summary())
     return report
 
 
 class _Chunk:
-    """Files buffered for one set of commits."""
+    """Files buffered for one batch: one bronze commit (the commit point), then quarantine and ledger."""
 
-    def __init__(self, lake: Lake, table: TableSpec, batch_id: str):
-        self.lake, self.table, self.batch_id = lake, table, batch_id
-        self.now = dt.datetime.now(dt.UTC)
+    def __init__(
+        self, lake: Lake | None, table: TableSpec, batch_id: str, now: dt.datetime | None = None, indexed_through: int | None = None
+    ):
+        self.lake, self.table, self.batch_id, self.indexed_through = lake, table, batch_id, indexed_through
+        self.now = now or dt.datetime.now(dt.UTC)
         self.good: list[pl.DataFrame] = []
         self.bad: list[pl.DataFrame] = []
         self.outcomes: list[tuple[LandedFile, FileOutcome | None]] = []
@@ -306,7 +491,34 @@ class _Chunk:
                 )
         self.pending = {}
 
-    def _ledger_rows(self) -> pl.DataFrame:
+    def ingested(self) -> list[str]:
+        return [o.sha256 for _, o in self.outcomes if o.outcome == INGESTED]
+
+    def bronze_frame(self) -> pl.DataFrame | None:
+        """The rows of the files still to be ingested (None if there are none at all)."""
+        if not self.good:
+            return None
+        frame = pl.concat(self.good, how="diagonal_relaxed")
+        return frame.filter(pl.col("_source_sha256").is_in(self.ingested()))
+
+    def quarantine_frame(self) -> pl.DataFrame | None:
+        bad = [b for b in self.bad if b.height]
+        if not bad:
+            return None
+        frame = pl.concat(bad, how="diagonal_relaxed").select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
+        return frame.filter(pl.col("_source_sha256").is_in(self.ingested()))
+
+    def _take_back(self, owners: dict[str, tuple[str, str]]) -> list[str]:
+        """Mark files another batch owns as its duplicates; return their hashes."""
+        lost = []
+        for i, (file, o) in enumerate(self.outcomes):
+            owner = owners.get(o.sha256)
+            if o.outcome == INGESTED and owner is not None and owner[1] != self.batch_id:
+                self.outcomes[i] = (file, FileOutcome(o.file, o.sha256, DUPLICATE, duplicate_of=owner[0]))
+                lost.append(o.sha256)
+        return lost
+
+    def ledger_rows(self) -> pl.DataFrame:
         rows = [
             {
                 "file": f.name,
@@ -330,41 +542,73 @@ class _Chunk:
         ]
         return pl.DataFrame(rows, schema=LEDGER_SCHEMA)
 
-    def commit(self, report: IngestReport) -> list[FileOutcome]:
-        """Write bronze, quarantine, then the ledger; undo the first two if anything fails.
+    def _commit_bronze(self, report: IngestReport, claims: _Claims) -> None:
+        """The commit point: add the rows with the batch's ledger entries, unless another writer took the files."""
+        bronze = Tables.bronze(self.table.name)
+        for _ in range(CLAIM_ATTEMPTS):
+            snapshot = self.lake.version(bronze)
+            claims.advance(snapshot)  # batches committed since this run read the ledger own their files
+            self._take_back(claims.owners)
+            if not self.ingested():
+                return
+            _before_claim()
+            rows = self.bronze_frame()
+            if rows is None:
+                rows = pl.DataFrame(schema={"_source_sha256": pl.String(), EVENT_DATE: pl.Date()})
+            dates = sorted(set(rows[EVENT_DATE].drop_nulls()))
+            # the claim: rows with this batch's hashes on its dates (partition pruning keeps its read small)
+            on_dates = f"{EVENT_DATE} IN ({', '.join(repr(d.isoformat()) for d in dates)})" if dates else "false"
+            if rows[EVENT_DATE].null_count():
+                on_dates = f"({on_dates} OR {EVENT_DATE} IS NULL)"
+            claim = f"{on_dates} AND _source_sha256 IN ({', '.join(repr(h) for h in self.ingested())})"
+            metadata = {"batch_id": self.batch_id, ENTRIES: self.ledger_rows().write_json(), "dates": [d.isoformat() for d in dates]}
+            try:
+                version = self.lake.add_claiming(bronze, rows, claim, read_version=snapshot, partition_by=[EVENT_DATE], metadata=metadata)
+            except CommitFailedError as exc:
+                log.info(
+                    "%s: another ingestion committed some of batch %s's files first (%s); re-reading", self.table.name, self.batch_id, exc
+                )
+                continue
+            report.bronze_version = version
+            self._settle(claims, snapshot, version)
+            return
+        raise IngestConflict(f"{self.table.name}: batch {self.batch_id} lost its files to other ingestions {CLAIM_ATTEMPTS} times")
 
-        The undo restores the version before this chunk's commit when nothing was committed since
-        (schema changes included); if another writer committed meanwhile, it deletes only this
-        chunk's rows (by batch id), so the other writer's commit is never undone.
+    def _settle(self, claims: _Claims, snapshot: int | None, version: int) -> None:
+        """After the commit: a batch that committed between ``snapshot`` and ``version`` without conflicting
+        (files whose rows all went to quarantine) owns its hashes; this batch's claims on them become duplicates."""
+        before = claims.through
+        if version - 1 > (before if before is not None else -1):
+            claims.advance(version - 1)
+        lost = self._take_back(claims.owners)
+        for digest in self.ingested():
+            claims.owners[digest] = (next(o.file for _, o in self.outcomes if o.sha256 == digest), self.batch_id)
+        claims.through = version
+        if lost:
+            # only possible when the two runs typed the same file differently (the spec changed between them)
+            removed = self.lake.delete(
+                Tables.bronze(self.table.name), f"_batch_id = '{self.batch_id}' AND _source_sha256 IN ({', '.join(repr(h) for h in lost)})"
+            )
+            log.warning(
+                "%s: batch %s lost %d file(s) to an earlier batch; %d rows removed", self.table.name, self.batch_id, len(lost), removed
+            )
+
+    def commit(self, report: IngestReport, claims: _Claims) -> list[FileOutcome]:
+        """Commit the batch: bronze (the commit point), then its quarantine rows, then its ledger entries.
+
+        A failure before the bronze commit leaves every table as it was; one after it leaves a committed
+        batch that the next ingestion's :func:`repair` completes.
         """
         if not self.outcomes:
             return []
         self._type_pending()
-        lake, name = self.lake, self.table.name
-        written: list[tuple[str, int]] = []
-        meta = {"batch_id": self.batch_id}
-        try:
-            if self.good:
-                bronze = Tables.bronze(name)
-                report.bronze_version = lake.append(
-                    bronze, pl.concat(self.good, how="diagonal_relaxed"), partition_by=[EVENT_DATE], metadata=meta
-                )
-                written.append((bronze, report.bronze_version))
-            bad = [b for b in self.bad if b.height]
-            if bad:
-                quarantine = Tables.quarantine(name)
-                frame = pl.concat(bad, how="diagonal_relaxed").select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
-                report.quarantine_version = lake.append(quarantine, frame, metadata=meta)
-                written.append((quarantine, report.quarantine_version))
-            report.ledger_version = lake.append(Tables.ledger(name), self._ledger_rows(), metadata=meta)
-        except BaseException:
-            for table_name, version in reversed(written):
-                try:
-                    if version > 0 and lake.version(table_name) == version:
-                        lake.restore(table_name, version - 1)
-                    else:
-                        lake.delete(table_name, f"_batch_id = '{self.batch_id}'")
-                except Exception:
-                    log.exception("could not remove batch %s from %s", self.batch_id, table_name)
-            raise
+        if self.ingested():
+            self._commit_bronze(report, claims)
+            _after_commit("bronze")
+        version = _write_quarantine(self.lake, self.table, self.batch_id, self.quarantine_frame())
+        if version is not None:
+            report.quarantine_version = version
+        _after_commit("quarantine")
+        report.ledger_version = _write_ledger(self.lake, self.table, self.batch_id, self.ledger_rows(), self.indexed_through)
+        _after_commit("ledger")
         return [o for _, o in self.outcomes]

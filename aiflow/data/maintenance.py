@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiflow.data.ingest import remove_orphans
 from aiflow.spec import DatasetSpec
 from aiflow.storage.lake import Lake, Tables
 
@@ -42,7 +41,6 @@ class MaintenanceResult:
     files_added_by_compaction: int
     files_vacuumed: int
     version: int | None
-    orphan_rows_removed: int = 0
 
 
 def dataset_tables(spec: DatasetSpec) -> list[str]:
@@ -55,12 +53,15 @@ def dataset_tables(spec: DatasetSpec) -> list[str]:
 
 
 def maintain(lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168) -> list[MaintenanceResult]:
-    """Remove rows of killed ingestions, then compact and vacuum every existing table of the dataset.
+    """Compact and vacuum every existing table of the dataset.
+
+    There are no rows of killed ingestions to remove: ingestion writes nothing a reader can see before
+    its commit point, and the next ingestion completes a batch that was stopped after it
+    (``aiflow.data.ingest``).
 
     ``retention_hours`` keeps files that readers pinned to a recent version may still need (Delta's
     default: 7 days); time travel to versions older than that stops working after a vacuum.
     """
-    orphans = {Tables.bronze(t.name): remove_orphans(lake, t) for t in spec.tables}
     results = []
     for name in dataset_tables(spec):
         if not lake.exists(name):
@@ -74,7 +75,6 @@ def maintain(lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168) -> li
                 int(metrics.get("numFilesAdded", 0)),
                 len(vacuumed),
                 lake.version(name),
-                orphans.get(name, 0),
             )
         )
     return results

@@ -233,6 +233,56 @@ class Lake:
             raise ValueError("replace_dates needs at least one date")
         return self.replace_where(table, df, dates_predicate(dates), partition_by=[EVENT_DATE], metadata=metadata)
 
+    def add_claiming(
+        self,
+        table: str,
+        df: pl.DataFrame,
+        claim: str,
+        *,
+        read_version: int | None,
+        partition_by: list[str] | None = None,
+        metadata: dict[str, object] | None = None,
+    ) -> int:
+        """Add ``df`` in one commit made on top of ``read_version`` that fails if someone else claimed the same rows.
+
+        The commit is a Delta overwrite with predicate ``claim``, which the caller has checked matches no
+        row at ``read_version`` (so nothing is deleted); Delta's conflict check rejects it when a commit
+        since ``read_version`` added rows that may match ``claim``. No retry here: the caller re-reads
+        what was claimed and decides what is left to commit.
+
+        Args:
+            table: the table.
+            df: the rows (may be empty: the commit then only carries ``metadata``).
+            claim: Delta SQL predicate every row of ``df`` satisfies.
+            read_version: the version the caller read; None if the table did not exist then.
+            partition_by: partition columns when this commit creates the table.
+            metadata: ``aiflow.*`` commit metadata.
+
+        Raises:
+            CommitFailedError: a concurrent commit added rows matching ``claim``, or created the table.
+        """
+        if read_version is None:
+            if self._create(table, df, partition_by, metadata) is None:
+                raise CommitFailedError(f"{self.uri(table)} was created by another writer meanwhile")
+            return 0
+        handle = self.table(table, version=read_version)
+        write_deltalake(
+            handle, df.to_arrow(), mode="overwrite", predicate=claim, schema_mode="merge", commit_properties=self._props(metadata)
+        )
+        return handle.version()
+
+    def commits(self, table: str, after: int | None, until: int | None = None) -> list[dict]:
+        """Commits with version in (``after``, ``until``], oldest first (``after`` None: from the first)."""
+        if not self.exists(table):
+            return []
+        handle = self.table(table)
+        until = handle.version() if until is None else until
+        limit = until - (-1 if after is None else after)
+        if limit <= 0:
+            return []
+        found = [c for c in handle.history(limit=limit + handle.version() - until) if c["version"] <= until]
+        return sorted((c for c in found if after is None or c["version"] > after), key=lambda c: c["version"])
+
     @_retry_conflicts
     def overwrite(self, table: str, df: pl.DataFrame, *, metadata: dict[str, object] | None = None) -> int:
         if not self.exists(table):

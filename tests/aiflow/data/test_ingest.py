@@ -210,7 +210,7 @@ def test_unusable_files_are_rejected_with_the_reason(lake, zone, landing_dir, ti
 def test_rejected_file_is_ingested_when_named_again_after_the_spec_is_fixed(lake, zone, landing_dir, tiny_dict):
     from aiflow.spec import parse_spec
 
-    data = b"trip_id,carrier,origin,ts\n1,AA,JFK,2013-01-01T00:00:00Z\n"
+    data = b"trip_id,carrier,origin,delay,ts\n1,AA,JFK,,2013-01-01T00:00:00Z\n"
     write_file(landing_dir, "short.csv", data)
     strict = parse_spec(tiny_dict, "tiny")
     assert [f.outcome for f in ingest(lake, zone, strict).files] == [REJECTED]
@@ -252,8 +252,8 @@ def test_new_unknown_column_is_merged_into_bronze_and_reported(lake, zone, landi
     write_file(landing_dir, "day1.csv", csv_bytes(TRIPS_ROWS))
     first = ingest(lake, zone, tiny_spec)
     assert first.new_columns == []
-    header = "trip_id,carrier,origin,distance,ts,gate"
-    write_file(landing_dir, "day2.csv", csv_bytes(["8,AA,JFK,10,2013-01-05T00:00:00Z,A7"], header))
+    header = "trip_id,carrier,origin,distance,delay,ts,gate"
+    write_file(landing_dir, "day2.csv", csv_bytes(["8,AA,JFK,10,,2013-01-05T00:00:00Z,A7"], header))
     report = ingest(lake, zone, tiny_spec)
 
     assert report.new_columns == ["gate"]
@@ -290,74 +290,74 @@ def test_empty_landing_zone_writes_nothing(lake, zone, tiny_spec):
 
 
 # --------------------------------------------------------------------------- failure injection
-@pytest.mark.parametrize("failing", ["ledger/", "quarantine/"])
 @pytest.mark.parametrize("existing", [True, False], ids=["tables-exist", "first-run"])
-def test_failed_commit_leaves_bronze_and_quarantine_unchanged_and_rerun_ingests_once(
-    lake, zone, landing_dir, tiny_spec, monkeypatch, existing, failing
-):
+def test_failed_bronze_commit_changes_nothing_and_rerun_ingests_once(lake, zone, landing_dir, tiny_spec, monkeypatch, existing):
     if existing:
         write_file(landing_dir, "day1.csv", csv_bytes(TRIPS_ROWS))
         write_file(landing_dir, "day0.csv", csv_bytes(["99,AA,JFK,far,,,,,2013-01-01T00:00:00Z"]))
         ingest(lake, zone, tiny_spec)
     key = ["_source_file", "_source_row"]
-    bronze_before = frame_rows(rows(lake, BRONZE), key)
-    quarantine_before = frame_rows(rows(lake, QUARANTINE), key)
-    ledger_before = ledger(lake).height
-    write_file(landing_dir, "day2.csv", csv_bytes(DAY2))  # good rows and bad rows: both tables are written
-    header = "trip_id,carrier,origin,distance,ts,gate"
-    write_file(landing_dir, "day3.csv", csv_bytes(["8,AA,JFK,10,2013-01-05T00:00:00Z,A7"], header))  # a schema change
+    versions = {t: lake.version(t) for t in (BRONZE, QUARANTINE, LEDGER)}
+    write_file(landing_dir, "day2.csv", csv_bytes(DAY2))  # good rows and bad rows
+    header = "trip_id,carrier,origin,distance,delay,ts,gate"
+    write_file(landing_dir, "day3.csv", csv_bytes(["8,AA,JFK,10,,2013-01-05T00:00:00Z,A7"], header))  # a schema change
 
-    original = Lake.append
+    def failing(self, *args, **kwargs):
+        raise OSError("disk full while writing bronze")
 
-    def failing_append(self, table, df, **kwargs):
-        if table.startswith(failing):
-            raise OSError(f"disk full while writing {table}")
-        return original(self, table, df, **kwargs)
-
-    monkeypatch.setattr(Lake, "append", failing_append)
+    monkeypatch.setattr(Lake, "add_claiming", failing)
     with pytest.raises(OSError, match="disk full"):
         ingest(lake, zone, tiny_spec)
-    monkeypatch.setattr(Lake, "append", original)
-
-    assert frame_rows(rows(lake, BRONZE), key) == bronze_before
-    assert frame_rows(rows(lake, QUARANTINE), key) == quarantine_before
-    assert ledger(lake).height == ledger_before
+    monkeypatch.undo()
+    # the bronze commit is the first write of a batch: nothing was written anywhere
+    assert {t: lake.version(t) for t in versions} == versions
 
     report = ingest(lake, zone, tiny_spec)
-    assert report.count(INGESTED) == 2 and report.orphans_removed == 0
+    assert report.count(INGESTED) == 2 and report.batches_repaired == 0
     bronze = rows(lake, BRONZE)
-    per_file = bronze.group_by("_source_file").len()
-    assert dict(per_file.iter_rows()) == ({"day1.csv": 3} if existing else {}) | {"day2.csv": 1, "day3.csv": 1}
-    assert bronze.select("_source_file", "_source_row").is_duplicated().sum() == 0
+    assert dict(bronze.group_by("_source_file").len().iter_rows()) == ({"day1.csv": 3} if existing else {}) | {"day2.csv": 1, "day3.csv": 1}
+    assert bronze.select(key).is_duplicated().sum() == 0
     assert rows(lake, QUARANTINE).filter(pl.col("_source_file") == "day2.csv").height == 3
     assert ledger(lake).filter(pl.col("file").is_in(["day2.csv", "day3.csv"]))["outcome"].to_list() == [INGESTED, INGESTED]
 
 
-def test_rows_of_a_killed_run_are_removed_by_the_next_run(lake, zone, landing_dir, tiny_spec):
+@pytest.mark.parametrize("failing", ["quarantine/", "ledger/"])
+def test_failure_after_the_bronze_commit_is_completed_by_the_next_run(lake, zone, landing_dir, tiny_spec, monkeypatch, failing):
     write_file(landing_dir, "day1.csv", csv_bytes(TRIPS_ROWS))
     ingest(lake, zone, tiny_spec)
-    good = rows(lake, BRONZE)
-    # a process killed after its bronze and quarantine commits, before the ledger commit
-    orphan = good.with_columns(pl.lit("orphan-x").alias("_batch_id"), pl.lit("day9.csv").alias("_source_file"))
-    lake.append(BRONZE, orphan, metadata={"batch_id": "orphan-x"})
-    quarantined = pl.DataFrame(
-        {"_stage": ["ingest"], "_rule": ["type"], "_reason": ["x"], "_record": ["{}"], "_source_file": ["day9.csv"],
-         "_source_sha256": ["0"], "_source_row": [1], "_batch_id": ["orphan-x"],
-         "_quarantined_at": [dt.datetime.now(dt.UTC)], "event_date": [dt.date(2013, 1, 1)]},
-        schema_overrides={"_quarantined_at": pl.Datetime("us", "UTC")},
-    )
-    lake.append(QUARANTINE, quarantined, metadata={"batch_id": "orphan-x"})
-    assert count(lake, BRONZE) == 2 * good.height
-
     write_file(landing_dir, "day2.csv", csv_bytes(DAY2))
-    # within the grace period the batch may belong to an ingestion still running: it is left alone
+    original = Lake.replace_where
+
+    def failing_write(self, table, *args, **kwargs):
+        if table.startswith(failing):
+            raise OSError(f"disk full while writing {table}")
+        return original(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "replace_where", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        ingest(lake, zone, tiny_spec)
+    monkeypatch.undo()
+    # the batch committed (bronze is its commit point); its ledger entry is not in the ledger yet
+    assert set(rows(lake, BRONZE)["_source_file"]) == {"day1.csv", "day2.csv"}
+    assert "day2.csv" not in set(ledger(lake)["file"])
+
     report = ingest(lake, zone, tiny_spec)
-    assert report.orphans_removed == 0 and count(lake, BRONZE) == 2 * good.height + 1
-    write_file(landing_dir, "day3.csv", csv_bytes(DAY2).replace(b"2013-01-0", b"2013-02-0"))
-    report = ingest(lake, zone, tiny_spec, orphan_grace=dt.timedelta(0))
-    assert report.orphans_removed == good.height + 1
-    bronze = rows(lake, BRONZE)
-    assert "orphan-x" not in set(bronze["_batch_id"])
-    assert bronze.height == len(TRIPS_ROWS) + 2
-    assert "orphan-x" not in set(rows(lake, QUARANTINE)["_batch_id"])
-    assert ingest(lake, zone, tiny_spec, orphan_grace=dt.timedelta(0)).orphans_removed == 0
+    assert report.batches_repaired == 1 and report.files == []  # day2.csv is recorded by the repair, not read again
+    assert rows(lake, BRONZE).group_by("_source_file").len().sort("_source_file").rows() == [("day1.csv", 3), ("day2.csv", 1)]
+    quarantine = rows(lake, QUARANTINE)
+    assert sorted(quarantine["_source_row"]) == [2, 3, 4] and set(quarantine["_source_file"]) == {"day2.csv"}
+    entry = ledger(lake).filter(pl.col("file") == "day2.csv").row(0, named=True)
+    assert (entry["outcome"], entry["rows_ingested"], entry["rows_quarantined"]) == (INGESTED, 1, 3)
+    assert ingest(lake, zone, tiny_spec).batches_repaired == 0
+
+
+def test_empty_landing_zone_says_where_it_looked(lake, zone, landing_dir, tiny_spec, caplog):
+    caplog.set_level("INFO", logger="aiflow.data.ingest")
+    report = ingest(lake, zone, tiny_spec)
+    assert report.files == [] and report.landing == str(landing_dir)
+    assert f"no files in landing zone {landing_dir}" in report.summary()
+    assert report.summary() in caplog.text
+    write_file(landing_dir, "day1.csv", csv_bytes(TRIPS_ROWS))
+    ingest(lake, zone, tiny_spec)
+    again = ingest(lake, zone, tiny_spec)
+    assert again.summary() == f"trips: 1 file(s) in {landing_dir}, none new: bronze unchanged"
