@@ -1,11 +1,14 @@
 """Jobs: per dataset (data plane, whole lifecycle, maintenance) and the same two across every dataset."""
 
+import datetime as dt
+
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
 
 from aiflow.data.maintenance import maintain
+from aiflow.models.cleanup import clean_artifacts
 from aiflow.spec import DatasetSpec
-from resources.storage import LakeResource
+from resources.storage import ArtifactsResource, LakeResource
 
 DATA_PLANE_GROUPS = ("ingestion", "cleansing", "features")
 LIFECYCLE_GROUPS = (*DATA_PLANE_GROUPS, "training", "validation", "deployment")
@@ -52,6 +55,11 @@ class MaintenanceConfig(Config):
     retention_hours: int = Field(168, description="Vacuum keeps unreferenced files younger than this (time travel window).")
 
 
+class ArtifactCleanupConfig(Config):
+    retention_hours: int = Field(168, ge=0, description="Unregistered bundles, checkpoints and plots younger than this are kept.")
+    dry_run: bool = Field(False, description="Only report what would be removed.")
+
+
 def maintenance_job(spec: DatasetSpec):
     @op(name=f"{spec.name}_compact_and_vacuum", description="Compact small files and vacuum unreferenced ones in every table of the dataset.")
     def compact_and_vacuum(context: OpExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> None:
@@ -61,8 +69,27 @@ def maintenance_job(spec: DatasetSpec):
                 f"{r.files_added_by_compaction}; vacuum deleted {r.files_vacuumed}; now version {r.version}"
             )
 
-    @job(name=f"{spec.name}_maintenance_job", description=f"Compact and vacuum the Delta tables of '{spec.name}'.")
+    @op(
+        name=f"{spec.name}_clean_artifacts",
+        description="Remove bundles, checkpoints and plots that no registered model version references, after the retention period.",
+    )
+    def clean_model_artifacts(context: OpExecutionContext, config: ArtifactCleanupConfig, lake: LakeResource, artifacts: ArtifactsResource) -> None:
+        report = clean_artifacts(
+            lake.lake(), artifacts.store(), spec.name, retention=dt.timedelta(hours=config.retention_hours), dry_run=config.dry_run
+        )
+        verb = "would remove" if report.dry_run else "removed"
+        context.log.info(
+            f"{spec.name} artifacts: {verb} {len(report.bundles)} bundle(s), {len(report.checkpoints)} checkpoint(s), "
+            f"{len(report.plots)} plot(s) ({report.bytes_freed:,} bytes); kept {report.kept_referenced} referenced by a "
+            f"registered version and {report.kept_recent} younger than {config.retention_hours} h"
+        )
+
+    @job(
+        name=f"{spec.name}_maintenance_job",
+        description=f"Compact and vacuum the Delta tables of '{spec.name}'; remove model artifacts no registered version needs.",
+    )
     def _maintenance():
         compact_and_vacuum()
+        clean_model_artifacts()
 
     return _maintenance

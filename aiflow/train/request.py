@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 from dataclasses import dataclass
 
@@ -106,3 +108,13 @@ def reusable_candidate(lake: Lake, request: TrainRequest, artifact_options: dict
             continue
         return Reuse(cand, f"candidate {cand.candidate_id} was trained on the same data version, code and hyperparameters")
     return Reuse(None, f"no candidate on version {request.data_version} with these hyperparameters has code version {request.code_version} and an intact bundle")
+
+
+def hand_on(lake: Lake, candidate: Candidate, run_id: str) -> Candidate:
+    """Record ``candidate`` again under ``run_id`` (same artifact, data, metrics; source ``reused:<id>``), so this
+    run's evaluation and registration find it by their run as if it had just been trained."""
+    handoffs = Handoffs(lake)
+    accepted = inspect.signature(handoffs.record_candidate).parameters
+    fields = {f.name: getattr(candidate, f.name) for f in dataclasses.fields(candidate)}
+    carried = {k: v for k, v in fields.items() if k in accepted and k not in ("name", "run_id", "source")}
+    return handoffs.record_candidate(candidate.name, run_id=run_id, source=f"reused:{candidate.candidate_id}", **carried)
