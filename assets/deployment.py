@@ -1,7 +1,6 @@
 """Deployment stage: register the gated candidate, flip the champion alias, score new partitions."""
 
 import getpass
-import json
 from typing import Literal
 
 import pydantic
@@ -9,8 +8,9 @@ from dagster import AssetExecutionContext, AssetsDefinition, Config, Materialize
 from pydantic import Field
 
 from aiflow.evaluation.validation import ModelRef, load_model
+from aiflow.models.bundle import verify_bundle
 from aiflow.models.candidates import Handoffs
-from aiflow.models.metric_names import BASELINE, prefixed, registry_metrics
+from aiflow.models.metric_names import NAIVE, prefixed, registry_metrics
 from aiflow.models.model_card import model_card
 from aiflow.models.registry import Registry
 from aiflow.serving.batch import score_new_partitions
@@ -74,9 +74,11 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
                 f"evaluation {evaluation.evaluation_id} judged artifact {evaluation.artifact_sha256[:12]} but candidate "
                 f"{cand.candidate_id} is {cand.artifact_sha256[:12]}: the hand-off records disagree"
             )
-        lineage = bundle_lineage(cand.artifact_uri, artifacts.options())
+        bundle = verify_bundle(ArtifactStore(cand.artifact_uri, storage_options=artifacts.options()), "", cand.artifact_sha256)
+        lineage = bundle.manifest.get("lineage") or {}
         registry = Registry(store)
         card_path = f"{spec.name}/cards/{cand.artifact_sha256[:16]}.md"
+        existing = registry.find(spec.name, cand.artifact_sha256)
         version = registry.register(
             spec.name,
             artifact_uri=cand.artifact_uri,
@@ -93,6 +95,10 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
             state_version=lineage.get("state_version"),
             run_id=context.run_id,
             model_card_uri=files.uri(card_path),
+            family=cand.family or bundle.family,
+            family_metrics=cand.family_metrics,
+            bundle_files=bundle.file_hashes,
+            artifact_root=artifacts.uri(),
         )
         handoffs.record_registration(evaluation, run_id=context.run_id, version=version.version)
         champion = None
@@ -106,15 +112,20 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
             champion_test_metrics=evaluation.champion_metrics if champion is not None else None,
         )
         files.put_bytes(card_path, card.encode())
-        context.log.info(f"registered {spec.name} v{version.version} ({version.artifact_uri})")
-        metrics = {**version.metrics, **prefixed(BASELINE, version.baseline_metrics)}
+        if existing is not None:
+            context.log.info(f"{spec.name}: this bundle is identical to v{existing.version} (same digest); nothing new registered")
+        else:
+            context.log.info(f"registered {spec.name} v{version.version} ({version.family}, {version.artifact_uri})")
+        metrics = {**version.metrics, **prefixed(NAIVE, version.baseline_metrics)}
         return MaterializeResult(
             metadata={
                 "model_name": spec.name,
                 "model_version": version.version,
+                "family": version.family or "",
+                "identical_to_existing": existing is not None,
                 "candidate_id": cand.candidate_id,
                 "evaluation_id": evaluation.evaluation_id,
-                "artifact_uri": link(version.artifact_uri),
+                "artifact_uri": link(version.location(artifacts.uri())),
                 "artifact_sha256": version.artifact_sha256,
                 "training_table": version.training_table,
                 "training_version": version.training_version,
@@ -126,12 +137,6 @@ def registered_asset(spec: DatasetSpec) -> AssetsDefinition:
         )
 
     return _registered
-
-
-def bundle_lineage(artifact_uri: str, artifact_options: dict[str, str] | None = None) -> dict:
-    """The lineage the training recorded in its bundle manifest (code version, reason, state version...)."""
-    manifest = json.loads(ArtifactStore(artifact_uri, storage_options=artifact_options).get_bytes("manifest.json"))
-    return manifest.get("lineage") or {}
 
 
 PromotionConfig = pydantic.create_model(
@@ -213,7 +218,7 @@ def predictions_asset(spec: DatasetSpec) -> AssetsDefinition:
         if version is None:
             raise RuntimeError(f"'{spec.name}' has no champion yet: promote a model version first")
         mv = registry.get(spec.name, version)
-        model = load_model(ModelRef(f"v{version}", mv.artifact_uri, mv.artifact_sha256, version), artifacts.options())
+        model = load_model(ModelRef.of(mv, artifacts.uri()), artifacts.options())
         report = score_new_partitions(store, spec, model, spec.name, version, rescore_all=config.rescore_all)
         context.log.info(f"scored {report.rows_out} rows over {len(report.dates)} date(s) with v{version}")
         return MaterializeResult(

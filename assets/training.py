@@ -92,7 +92,7 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
         deps=[features_key(spec)],
         group_name="training",
         kinds={"pytorch", "sklearn"},
-        description=f"Candidate PyTorch model for '{spec.name}' (with its scikit-learn baseline), trained on a pinned features version.",
+        description=f"Candidate model for '{spec.name}': the best of the PyTorch network and the scikit-learn model, trained on a pinned features version.",
     )
     def _candidate(
         context: AssetExecutionContext, config: TrainConfig, lake: LakeResource, artifacts: ArtifactsResource, trainer: TrainingLauncher
@@ -119,11 +119,15 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
             features_uri=result.features_uri,
             data_version=result.data_version,
             valid_metrics=validation_only(result.metrics),
-            baseline_metrics=result.baseline_metrics,
+            baseline_metrics=result.naive_metrics,
             params=result.params,
             source="training",
+            family=result.family,
+            family_metrics=result.family_metrics,
         )
-        context.log.info(f"candidate {candidate.candidate_id}: {candidate.artifact_uri} (sha256 {candidate.artifact_sha256[:12]})")
+        context.log.info(
+            f"candidate {candidate.candidate_id} ({result.family}): {candidate.artifact_uri} (digest {candidate.artifact_sha256[:12]})"
+        )
         reported = invocation.get_materialize_result()
         return MaterializeResult(
             metadata={**(reported.metadata or {}), "candidate_id": candidate.candidate_id},
