@@ -73,7 +73,7 @@ def test_card_shows_data_metrics_per_split_gates_lineage_and_artifact(version: M
     assert lines_with(card, "Training table") == ["| Training table | `s3://lake/features/flights` |"]
     assert lines_with(card, "Delta version") == ["| Delta version | 17 |"]
     assert lines_with(card, "Feature state version") == ["| Feature state version | 9 |"]
-    assert lines_with(card, "| metric |") == ["| metric | split | this model | baseline | Δ vs baseline |"]
+    assert lines_with(card, "| metric |") == ["| metric | split | this model | naive reference | Δ vs naive |"]
     # the baseline sits on the validation row of the same metric, and the Δ is filled
     assert lines_with(card, "| roc_auc |") == ["| roc_auc | validation | 0.7412 | 0.7013 | +0.0399 |", "| roc_auc | test | 0.7300 | – |  |"]
     assert lines_with(card, "| loss |") == ["| loss | validation | 0.4051 | – |  |"]
@@ -100,7 +100,7 @@ def test_card_compares_with_the_champion_on_the_same_test_rows_and_lists_slices(
     champion = dataclasses.replace(version, version=2, metrics=registry_metrics({"roc_auc": 0.76}, {"roc_auc": 0.70}))
     slices = {"origin=JFK": {"rows": 1200, "roc_auc": 0.75, "champion_roc_auc": 0.74}, "origin=LGA|EWR": {"rows": 800, "roc_auc": 0.70}}
     card = model_card(version, spec_name="flights", slices=slices, champion=champion, champion_test_metrics={"roc_auc": 0.7450})
-    assert lines_with(card, "| metric |") == ["| metric | split | this model | baseline | Δ vs baseline | champion v2 | Δ vs champion |"]
+    assert lines_with(card, "| metric |") == ["| metric | split | this model | naive reference | Δ vs naive | champion v2 | Δ vs champion |"]
     assert lines_with(card, "| roc_auc |") == [
         "| roc_auc | validation | 0.7412 | 0.7013 | +0.0399 | – |  |",
         "| roc_auc | test | 0.7300 | – |  | 0.7450 | -0.0150 |",

@@ -17,14 +17,16 @@ from aiflow.evaluation.metrics import compute_metrics
 from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.lake import Lake, Tables
 from aiflow.train.baseline import fit_sklearn
-
-
-def fit_baseline(data, problem_type, *, max_rows, seed):
-    return fit_sklearn(data, problem_type, max_rows=max_rows, seed=seed)[1]
 from aiflow.train.contract import TrainParams
 from aiflow.train.data import FeatureData
 from aiflow.train.request import pinned_request
 from tests.aiflow.tiny import TINY
+
+
+def fit_baseline(data, problem_type, *, max_rows, seed):
+    """The scikit-learn family's validation metrics."""
+    return fit_sklearn(data, problem_type, max_rows=max_rows, seed=seed)[1]
+
 
 ROWS = 3000
 START = dt.date(2013, 9, 1)  # the tiny split: train before 1 October, valid until 15 November

@@ -127,7 +127,6 @@ def test_a_copied_home_loads_its_registered_model_by_relative_location(trained):
 
 def test_an_untrusted_type_in_a_skops_file_is_refused(tmp_path):
     import skops.io as sio
-
     from sklearn.preprocessing import FunctionTransformer
 
     data = sio.dumps(FunctionTransformer(print))  # a reference to an arbitrary callable
