@@ -1,0 +1,81 @@
+"""``aiflow serve``: the online server (every dataset's champion over REST and the Open Inference Protocol)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from aiflow.spec import demo_spec_path, load_specs
+
+
+def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``serve`` on the ``aiflow`` CLI's subparsers."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="Serve every dataset's champion over REST (/v1) and the Open Inference Protocol (/v2).",
+        description="Datasets: --spec, else $AIFLOW_DATASETS (paths separated by the OS path separator), else $AIFLOW_DATASET, "
+        "else the demo. Auth: bearer tokens from $AIFLOW_SERVE_TOKEN (comma-separated) and/or a tokens file.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1, loopback only).")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--insecure-dev", action="store_true", help="Start WITHOUT authentication (development only).")
+    serve.add_argument("--tokens-file", default=None, help="File of valid tokens, one per line, re-read on change ($AIFLOW_SERVE_TOKENS_FILE).")
+    serve.add_argument("--reload-interval", type=float, default=5.0, help="Seconds between polls of the registry's alias log.")
+    serve.add_argument("--log-interval", type=float, default=1.0, help="Seconds between inference-log flushes (the most a hard kill loses).")
+    serve.add_argument("--log-batch-rows", type=int, default=1000, help="Rows that trigger an inference-log flush early.")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="Larger request bodies get 413.")
+    serve.add_argument("--tls-cert", default=None, help="TLS certificate file (with --tls-key): serve HTTPS.")
+    serve.add_argument("--tls-key", default=None, help="TLS private key file.")
+    serve.set_defaults(func=cmd_serve)
+
+
+def _locations(args) -> list[str]:
+    if args.spec:
+        return [args.spec]
+    if os.environ.get("AIFLOW_DATASETS"):
+        return [p for p in os.environ["AIFLOW_DATASETS"].split(os.pathsep) if p]
+    return [os.environ.get("AIFLOW_DATASET") or str(demo_spec_path())]
+
+
+def cmd_serve(args) -> int:
+    from aiflow.serving.auth import NoTokenError, TokenSource
+
+    try:
+        tokens = TokenSource.from_env(tokens_file=args.tokens_file)
+    except NoTokenError as exc:
+        print(f"aiflow serve: error: {exc}", file=sys.stderr)
+        return 2
+    if args.insecure_dev:
+        tokens = None
+        print("aiflow serve: WARNING: --insecure-dev: NO AUTHENTICATION. Never expose this server.", file=sys.stderr)
+    elif tokens.count() == 0:
+        print(
+            "aiflow serve: error: refusing to start without a token: set AIFLOW_SERVE_TOKEN (comma-separated for rotation) or "
+            "--tokens-file, or pass --insecure-dev for a local development server without authentication",
+            file=sys.stderr,
+        )
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("aiflow serve: error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from aiflow.serving.online import ServeConfig, create_app
+
+    specs = load_specs(_locations(args))
+    settings = args.settings
+    config = ServeConfig(
+        lake=settings.lake(), artifact_root=settings.artifact_uri, artifact_options=settings.storage_options(),
+        datasets=[s.name for s in specs], tokens=tokens, reload_interval=args.reload_interval, max_body_bytes=args.max_body_bytes,
+        log_interval=args.log_interval, log_batch_rows=args.log_batch_rows,
+    )  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"aiflow serve: serving {', '.join(config.datasets)} on {args.host}:{args.port}", file=sys.stderr)
+    uvicorn.run(
+        create_app(config), host=args.host, port=args.port, log_level="info", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+        timeout_graceful_shutdown=max(10.0, 3 * args.log_interval),
+    )  # fmt: skip
+    return 0

@@ -1,0 +1,133 @@
+"""The inference log: one row per scored record in ``inference_log/<dataset>`` (Delta, partitioned by UTC date).
+
+Rows are buffered in memory and appended in batches off the request path by one background thread: when
+``batch_rows`` rows are waiting, or ``interval`` seconds after the last flush, whichever comes first. Closing
+the log (the server's graceful shutdown, e.g. on SIGTERM) flushes what is left. **Loss bound on a hard kill**
+(``kill -9``, OOM): the rows received since the last flush, i.e. at most one flush interval of traffic (plus
+an append in flight). A failed append keeps its rows for the next flush and counts a flush error. Several
+server processes may append to the same table at once: Delta appends do not conflict.
+
+Columns: ``request_id``, ``time`` (UTC), ``date`` (partition), ``dataset``, ``model_version``, ``variant``,
+``input`` (the record as received, JSON text), ``prediction`` (class or value), ``probability`` (of the
+positive class; null for regression), ``latency_ms`` (of the whole request), ``status``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+
+import polars as pl
+
+from aiflow.storage.lake import Lake
+
+log = logging.getLogger("aiflow.serving")
+
+SCHEMA = {
+    "request_id": pl.String,
+    "time": pl.Datetime("us", "UTC"),
+    "date": pl.Date,
+    "dataset": pl.String,
+    "model_version": pl.Int64,
+    "variant": pl.String,
+    "input": pl.String,
+    "prediction": pl.Float64,
+    "probability": pl.Float64,
+    "latency_ms": pl.Float64,
+    "status": pl.String,
+}
+
+
+def log_table(dataset: str) -> str:
+    """The inference log of ``dataset`` under the lake root."""
+    return f"inference_log/{dataset}"
+
+
+class InferenceLog:
+    """Buffered, batched appends of scored records to the lake.
+
+    Args:
+        lake: where the tables live.
+        interval: seconds between time-triggered flushes (the hard-kill loss bound).
+        batch_rows: rows that trigger a flush before the interval ends.
+        on_flush: called with (rows appended, error or None) after every flush attempt (metrics).
+    """
+
+    def __init__(self, lake: Lake, *, interval: float = 1.0, batch_rows: int = 1000,
+                 on_flush: Callable[[int, Exception | None], None] | None = None):  # fmt: skip
+        self.lake, self.interval, self.batch_rows = lake, interval, batch_rows
+        self._rows: list[dict] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._on_flush = on_flush
+        self._thread: threading.Thread | None = None
+        self._flush_lock = threading.Lock()  # one append at a time (the thread, or close)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+        self._thread.start()
+
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def add(self, rows: list[dict]) -> None:
+        """Queue rows (never blocks on storage)."""
+        with self._cond:
+            self._rows.extend(rows)
+            if len(self._rows) >= self.batch_rows:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._stopping and len(self._rows) < self.batch_rows:
+                    self._cond.wait(self.interval)
+                if self._stopping:
+                    return
+            self.flush()
+
+    def flush(self) -> int:
+        """Append every queued row now (one commit per dataset); return the rows appended."""
+        with self._flush_lock:
+            with self._cond:
+                rows, self._rows = self._rows, []
+            if not rows:
+                return 0
+            frame = pl.DataFrame(rows, schema=SCHEMA)
+            done = 0
+            for (dataset,), part in frame.partition_by("dataset", as_dict=True).items():
+                try:
+                    self.lake.append(log_table(str(dataset)), part, partition_by=["date"], metadata={"writer": "aiflow serve"})
+                    done += part.height
+                except Exception as exc:  # keep the rows for the next flush; the error is counted and logged
+                    log.error("inference log: appending %d rows to %s failed (kept for the next flush): %s",
+                              part.height, self.lake.uri(log_table(str(dataset))), exc)  # fmt: skip
+                    with self._cond:
+                        self._rows[:0] = part.to_dicts()
+                    if self._on_flush:
+                        self._on_flush(0, exc)
+            if self._on_flush and done:
+                self._on_flush(done, None)
+            return done
+
+    def close(self) -> int:
+        """Stop the background thread and flush what is left; return the rows appended by this last flush."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+        return self.flush()
+
+
+def log_rows(*, request_ids: list[str], inputs: list[str], dataset: str, version: int, variant: str, predictions: list[float],
+             probabilities: list[float | None], latency_ms: float, status: str = "ok", now: dt.datetime | None = None) -> list[dict]:  # fmt: skip
+    """Rows for the scored records of one request."""
+    now = now or dt.datetime.now(dt.UTC)
+    return [
+        {"request_id": rid, "time": now, "date": now.date(), "dataset": dataset, "model_version": version, "variant": variant,
+         "input": text, "prediction": pred, "probability": prob, "latency_ms": latency_ms, "status": status}  # fmt: skip
+        for rid, text, pred, prob in zip(request_ids, inputs, predictions, probabilities, strict=True)
+    ]

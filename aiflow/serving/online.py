@@ -1,0 +1,354 @@
+"""The online server (ASGI, FastAPI): each dataset's ``champion`` behind ``/v1`` and the Open Inference Protocol ``/v2``.
+
+Endpoints: ``POST /v1/predict``, ``POST /v1/feedback``, ``GET /v1/models``, ``GET /metrics``, and the OIP REST
+API (``/v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{name}``, ``.../ready``, ``.../infer``,
+also under ``/versions/{v}``). Every endpoint but the health probes needs ``Authorization: Bearer <token>``
+(:mod:`aiflow.serving.auth`). The model name is the dataset's name. Bodies over ``max_body_bytes`` get 413.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from aiflow.serving.auth import TokenSource
+from aiflow.serving.feedback import parse_feedback, record_feedback
+from aiflow.serving.holder import CHAMPION, ModelHolder, Served
+from aiflow.serving.inference_log import InferenceLog, log_rows, log_table
+from aiflow.serving.metrics import ServingMetrics
+from aiflow.serving.schema import RecordError, validate_records
+from aiflow.storage.lake import Lake
+
+log = logging.getLogger("aiflow.serving")
+THRESHOLD = 0.5  # as batch scoring decides a class
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, **extra):
+        self.status, self.message, self.extra = status, message, extra
+
+
+@dataclass
+class ServeConfig:
+    """What the server serves and how (built by ``aiflow serve`` from the profile's settings)."""
+
+    lake: Lake
+    artifact_root: str
+    datasets: list[str]
+    tokens: TokenSource | None  # None: insecure development mode (no auth)
+    artifact_options: dict | None = None
+    reload_interval: float = 5.0
+    max_body_bytes: int = 1_000_000
+    log_interval: float = 1.0
+    log_batch_rows: int = 1000
+    remember_ids: int = 1_000_000  # request ids kept in memory to flag feedback (the log table answers for older ones)
+
+
+class RecentIds:
+    """The request ids this process served lately (bounded), to tell feedback ids known before the log flushes."""
+
+    def __init__(self, limit: int):
+        self.limit, self._ids = limit, OrderedDict()
+
+    def add(self, ids: Iterable[str]) -> None:
+        for rid in ids:
+            self._ids[rid] = None
+        while len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self._ids
+
+
+async def read_json(request: Request, limit: int) -> object:
+    """The request body as JSON; 413 past ``limit`` bytes (checked on the header and while reading), 400 if malformed."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes; send fewer records per request")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPError(413, f"request body is over the limit of {limit} bytes; send fewer records per request")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """The ASGI app; models load at startup, the reload and inference-log threads run for the app's lifetime."""
+    metrics = ServingMetrics()
+
+    def on_load(dataset: str, variant: str, version: int | None, error: Exception | None) -> None:
+        (metrics.load_failures if error else metrics.loads).labels(dataset, variant).inc()
+        if error is None and version is not None:
+            metrics.loaded_version.labels(dataset, variant).set(version)
+
+    def on_flush(rows: int, error: Exception | None) -> None:
+        metrics.log_flushed.inc(rows)
+        if error is not None:
+            metrics.log_errors.inc()
+
+    holder = ModelHolder(config.lake, config.datasets, config.artifact_root, config.artifact_options, on_load=on_load)
+    inference_log = InferenceLog(config.lake, interval=config.log_interval, batch_rows=config.log_batch_rows, on_flush=on_flush)
+    metrics.log_queue.set_function(inference_log.pending)
+    recent = RecentIds(config.remember_ids)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if config.tokens is None:
+            log.warning("aiflow serve: INSECURE DEVELOPMENT MODE: no authentication, anyone who reaches this port can call the models")
+        holder.refresh()
+        holder.start(config.reload_interval)
+        inference_log.start()
+        try:
+            yield
+        finally:
+            holder.stop()
+            flushed = inference_log.close()
+            log.info("aiflow serve: stopped; the last inference-log flush wrote %d rows", flushed)
+
+    app = FastAPI(title="aiflow serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.holder, app.state.inference_log, app.state.metrics = holder, inference_log, metrics
+
+    @app.exception_handler(HTTPError)
+    async def _error(request: Request, exc: HTTPError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": exc.message, **exc.extra}, status_code=exc.status, headers=headers)
+
+    def auth(request: Request) -> None:
+        if config.tokens is not None and not config.tokens.valid(request.headers.get("authorization")):
+            raise HTTPError(401, "missing or invalid bearer token (send 'Authorization: Bearer <token>')")
+
+    def served(name: str) -> Served:
+        if name not in config.datasets:
+            raise HTTPError(404, f"unknown model {name!r}; this server serves {', '.join(config.datasets)}")
+        model = holder.get(name)
+        if model is None:
+            raise HTTPError(503, f"model {name!r} is not loaded yet: {holder.slots[(name, CHAMPION)].last_error}")
+        return model
+
+    def score(model: Served, records: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, probabilities or None) by the shared encoder; 422 when a value does not encode."""
+        try:
+            values = np.asarray(model.model.predict_records(pl.DataFrame(records, infer_schema_length=None)), dtype=np.float64)
+        except (ValueError, pl.exceptions.PolarsError) as exc:
+            raise HTTPError(422, f"records do not fit {model.dataset} v{model.version}: {exc}") from None
+        if model.classification:
+            return (values >= THRESHOLD).astype(np.int64), values
+        return values, None
+
+    def account(model: Served, records: list[dict], preds, probs, started: float, api: str) -> list[str]:
+        ids = [uuid.uuid4().hex for _ in records]
+        latency = time.perf_counter() - started
+        recent.add(ids)
+        inference_log.add(log_rows(
+            request_ids=ids, inputs=[json.dumps(r, default=str) for r in records], dataset=model.dataset, version=model.version,
+            variant=model.variant, predictions=[float(p) for p in preds],
+            probabilities=[float(p) for p in probs] if probs is not None else [None] * len(ids), latency_ms=latency * 1000,
+        ))  # fmt: skip
+        metrics.requests.labels(model.dataset, str(model.version), model.variant, api, "ok").inc()
+        metrics.records.labels(model.dataset, str(model.version), model.variant).inc(len(ids))
+        metrics.latency.labels(model.dataset, model.variant, api).observe(latency)
+        return ids
+
+    def failed(name: str, api: str, status: int) -> None:
+        model = holder.get(name) if name in config.datasets else None
+        metrics.requests.labels(name, str(model.version) if model else "", CHAMPION, api, str(status)).inc()
+
+    # ------------------------------------------------------------------ open: probes
+    @app.get("/v2/health/live")
+    async def live() -> dict:
+        """Liveness: the process answers."""
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        """Readiness: every dataset's champion is loaded."""
+        ok = holder.ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    # ------------------------------------------------------------------ authenticated
+    secured = [Depends(auth)]
+
+    @app.post("/v1/predict", dependencies=secured)
+    async def predict(request: Request) -> dict:
+        """Score one or many raw records with a dataset's champion."""
+        started = time.perf_counter()
+        payload = await read_json(request, config.max_body_bytes)
+        name = payload.get("dataset") if isinstance(payload, dict) else None
+        if not isinstance(name, str):
+            raise HTTPError(422, "the body must be {\"dataset\": <name>, \"records\": [{...}, ...]}: 'dataset' is missing")
+        model = served(name)
+        try:
+            records = validate_records(payload.get("records"), model.fields)
+        except RecordError as exc:
+            failed(name, "v1", 422)
+            raise HTTPError(422, str(exc), problems=exc.details()) from None
+        preds, probs = score(model, records)
+        ids = account(model, records, preds, probs, started, "v1")
+        if model.classification:
+            out = [{"request_id": i, "label": int(p), "probability": float(q)} for i, p, q in zip(ids, preds, probs, strict=True)]
+        else:
+            out = [{"request_id": i, "prediction": float(p)} for i, p in zip(ids, preds, strict=True)]
+        return {"model": name, "version": model.version, "variant": model.variant, "predictions": out}
+
+    @app.post("/v1/feedback", dependencies=secured)
+    async def feedback(request: Request) -> dict:
+        """Ground-truth labels for earlier request ids (idempotent; unknown ids kept and flagged)."""
+        payload = await read_json(request, config.max_body_bytes)
+        name = payload.get("dataset") if isinstance(payload, dict) else None
+        if name not in config.datasets:
+            raise HTTPError(404 if isinstance(name, str) else 422, f"unknown dataset {name!r}; this server serves {', '.join(config.datasets)}")
+        try:
+            pairs = parse_feedback(payload.get("labels"))
+        except RecordError as exc:
+            raise HTTPError(422, str(exc), problems=exc.details()) from None
+
+        def known(ids: Iterable[str]) -> set[str]:
+            ids = list(ids)
+            found = {r for r in ids if r in recent}
+            rest = [r for r in ids if r not in found]
+            table = log_table(name)
+            if rest and config.lake.exists(table):
+                hits = config.lake.scan(table).filter(pl.col("request_id").is_in(rest)).select("request_id").collect()
+                found |= set(hits["request_id"].to_list())
+            return found
+
+        return {"dataset": name, **record_feedback(config.lake, name, pairs, known)}
+
+    @app.get("/v1/models", dependencies=secured)
+    async def models() -> dict:
+        """What is loaded: name, version, variant, artifact hash, since when, last reload error."""
+        return {"models": holder.describe()}
+
+    @app.get("/metrics", dependencies=secured)
+    async def prometheus() -> Response:
+        """Prometheus metrics."""
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/v2", dependencies=secured)
+    async def server_metadata() -> dict:
+        """OIP server metadata."""
+        return {"name": "aiflow", "version": "0.1.0", "extensions": []}
+
+    def model_metadata(model: Served) -> dict:
+        outputs = (
+            [{"name": "probability", "datatype": "FP64", "shape": [-1]}, {"name": "label", "datatype": "INT64", "shape": [-1]}]
+            if model.classification else [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+        )  # fmt: skip
+        return {
+            "name": model.dataset, "versions": [str(model.version)], "platform": f"aiflow-{model.model.family}",
+            "inputs": [{"name": f.name, "datatype": f.datatype, "shape": [-1]} for f in model.fields], "outputs": outputs,
+        }  # fmt: skip
+
+    def oip(fn):
+        """OIP errors are HTTP 400 with {"error": ...} (401 and 413 keep their codes)."""
+
+        async def wrapped(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except HTTPError as exc:
+                if exc.status in (401, 413):
+                    raise
+                return JSONResponse({"error": exc.message}, status_code=400)
+
+        return wrapped
+
+    @app.get("/v2/models/{name}", dependencies=secured)
+    @app.get("/v2/models/{name}/versions/{version}", dependencies=secured)
+    async def metadata(name: str, version: str | None = None):
+        """OIP model metadata: one input per feature column."""
+        return await oip(_metadata)(name, version)
+
+    async def _metadata(name: str, version: str | None) -> dict:
+        model = served(name)
+        _check_version(model, version)
+        return model_metadata(model)
+
+    @app.get("/v2/models/{name}/ready", dependencies=secured)
+    @app.get("/v2/models/{name}/versions/{version}/ready", dependencies=secured)
+    async def model_ready(name: str, version: str | None = None):
+        """OIP model readiness."""
+        model = holder.get(name) if name in config.datasets else None
+        ok = model is not None and (version is None or version == str(model.version))
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
+
+    @app.post("/v2/models/{name}/infer", dependencies=secured)
+    @app.post("/v2/models/{name}/versions/{version}/infer", dependencies=secured)
+    async def infer(request: Request, name: str, version: str | None = None):
+        """OIP inference: one input tensor per feature column, 1-D, one element per record."""
+        return await oip(_infer)(request, name, version)
+
+    async def _infer(request: Request, name: str, version: str | None) -> dict:
+        started = time.perf_counter()
+        payload = await read_json(request, config.max_body_bytes)
+        model = served(name)
+        _check_version(model, version)
+        try:
+            records = validate_records(_oip_records(payload, model), model.fields)
+        except RecordError as exc:
+            failed(name, "v2", 400)
+            raise HTTPError(400, str(exc)) from None
+        preds, probs = score(model, records)
+        ids = account(model, records, preds, probs, started, "v2")
+        n = len(records)
+        if model.classification:
+            outputs = [
+                {"name": "probability", "datatype": "FP64", "shape": [n], "data": [float(p) for p in probs]},
+                {"name": "label", "datatype": "INT64", "shape": [n], "data": [int(p) for p in preds]},
+            ]
+        else:
+            outputs = [{"name": "prediction", "datatype": "FP64", "shape": [n], "data": [float(p) for p in preds]}]
+        wanted = {o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)}
+        if wanted:
+            outputs = [o for o in outputs if o["name"] in wanted]
+        out = {"model_name": name, "model_version": str(model.version), "outputs": outputs, "parameters": {"request_ids": ",".join(ids)}}
+        if payload.get("id") is not None:
+            out["id"] = payload["id"]
+        return out
+
+    return app
+
+
+def _check_version(model: Served, version: str | None) -> None:
+    if version is not None and version != str(model.version):
+        raise HTTPError(400, f"model {model.dataset!r} version {version} is not served (serving version {model.version})")
+
+
+def _oip_records(payload: object, model: Served) -> list[dict]:
+    """OIP ``inputs`` (one 1-D tensor per field) → records; raises HTTPError 400 naming the input."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
+        raise HTTPError(400, "the body must hold 'inputs': a list of {name, shape, datatype, data} tensors")
+    fields = {f.name: f for f in model.fields}
+    columns: dict[str, list] = {}
+    for tensor in payload["inputs"]:
+        name = tensor.get("name") if isinstance(tensor, dict) else None
+        if name not in fields:
+            raise HTTPError(400, f"unknown input {name!r}; the model's inputs are {', '.join(fields)}")
+        shape, data = tensor.get("shape"), tensor.get("data")
+        if not isinstance(shape, list) or not isinstance(data, list) or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise HTTPError(400, f"input {name!r}: expected a 1-D tensor (shape [n] or [n, 1]) with a flat 'data' list")
+        flat = [v for row in data for v in row] if data and isinstance(data[0], list) else data
+        if len(flat) != shape[0]:
+            raise HTTPError(400, f"input {name!r}: shape says {shape[0]} elements, data has {len(flat)}")
+        if tensor.get("datatype") != fields[name].datatype:
+            raise HTTPError(400, f"input {name!r}: datatype must be {fields[name].datatype}, got {tensor.get('datatype')!r}")
+        columns[name] = flat
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) != 1:
+        raise HTTPError(400, f"inputs have different lengths: {', '.join(f'{k}={len(v)}' for k, v in columns.items())}")
+    n = sizes.pop()
+    return [{k: v[i] for k, v in columns.items()} for i in range(n)]
