@@ -171,3 +171,60 @@ def test_empty_landing_zone_is_a_clean_no_op_that_says_where_it_looked(tmp_path)
     assert all(not c.passed and c.severity == AssetCheckSeverity.WARN for c in checks)
     silver_uri = str(Lake(home / "lake").uri(Tables.silver("flights")))
     assert any(silver_uri in c.description for c in checks if c.asset_key == AssetKey(["flights", "silver_flights"]))
+
+
+# A real Dagster run in its own process, killed with SIGKILL right after its bronze commit. The kill is
+# placed by the engine's test hook (AIFLOW_TEST_KILL_AFTER), which is there only to place it deterministically.
+RUN_BRONZE = """
+import sys
+from pathlib import Path
+from dagster import AssetKey, DagsterInstance, materialize
+from tests.dagster_helpers import local_defs
+defs = local_defs(Path(sys.argv[1]))
+bronze = [a for a in defs.assets if AssetKey(["flights", "bronze_flights"]) in a.keys]
+config = {"ops": {"flights__bronze_flights": {"config": {"chunk_rows": 1000}}}}
+result = materialize(bronze, resources=defs.resources, instance=DagsterInstance.get(), run_config=config)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def test_killed_run_does_not_block_the_next_and_every_file_lands_once(tmp_path, demo_landing):
+    """kill -9 of a run in its bronze step: the next run (same instance, shipped dagster.yaml) completes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dagster import DagsterRunStatus
+
+    from aiflow.data.ingest import INGESTED, KILL_AFTER_ENV
+    from tests.aiflow.data.test_ingest_faults import _assert_only_recorded_rows_visible
+
+    root = Path(__file__).resolve().parents[2]
+    home = local_home(tmp_path, demo_landing)
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(root / "deploy" / "dagster.local.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    command = [sys.executable, "-c", RUN_BRONZE, str(home)]
+
+    killed = subprocess.run(command, cwd=root, env={**env, KILL_AFTER_ENV: "bronze"}, capture_output=True, text=True, timeout=180)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    instance = DagsterInstance.from_config(str(dagster_home))
+    assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds > 0
+    assert [r.status for r in instance.get_runs()] == [DagsterRunStatus.STARTED]  # dead, still marked started
+
+    lake = Lake(home / "lake")
+    _assert_only_recorded_rows_visible(lake, "flights")
+    # no pool slot to wait for: the next run starts at once and completes the stopped batch
+    after = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=180)
+    assert after.returncode == 0, after.stderr
+    assert [r.status for r in instance.get_runs()] == [DagsterRunStatus.SUCCESS, DagsterRunStatus.STARTED]
+
+    _assert_only_recorded_rows_visible(lake, "flights")
+    bronze = pl.read_delta(lake.uri(Tables.bronze("flights")))
+    landed = pl.concat([pl.read_csv(p, infer_schema=False) for p in sorted((home / "landing" / "flights").glob("*.csv"))])
+    assert bronze.height == landed.height and bronze.select("_source_file", "_source_row").is_duplicated().sum() == 0
+    ledger = pl.read_delta(lake.uri(Tables.ledger("flights"))).filter(pl.col("outcome") == INGESTED)
+    assert sorted(ledger["file"]) == sorted(p.name for p in (home / "landing" / "flights").glob("*.csv"))
