@@ -113,6 +113,7 @@ def test_failing_quality_check_blocks_downstream_features(tmp_path, demo_landing
     home = local_home(tmp_path, demo_landing)
     data = yaml.safe_load(demo_spec_path().read_text())
     data["quality"]["max_null_rate"]["tailnum"] = 0.0
+    data["slices"].append("tailnum")  # a null-rate limit needs its column carried into features (checked there too)
     strict = tmp_path / "strict.yaml"
     strict.write_text(yaml.safe_dump(data))
     defs = local_defs(home, strict)
