@@ -176,20 +176,23 @@ def start_server(home: Home, *args: str, env: dict | None = None, wait: bool = T
     with open(log_path, "w") as out:
         proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(proc, f"http://127.0.0.1:{port}", log_path)
-    if wait:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"aiflow serve exited with {proc.returncode}:\n{server.output()}")
-            try:
-                if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        server.stop(signal.SIGKILL)
-        raise RuntimeError(f"aiflow serve not ready in 60 s:\n{server.output()}")
-    return server
+    return wait_ready(server) if wait else server
+
+
+def wait_ready(server: Server, timeout: float = 60) -> Server:
+    """Wait until ``/v2/health/ready`` answers 200 (the process killed and its output shown if it does not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"aiflow serve exited with {server.proc.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"aiflow serve not ready in {timeout} s:\n{server.output()}")
 
 
 @pytest.fixture
