@@ -530,7 +530,14 @@ def load_specs(locations: list[str | os.PathLike]) -> list[DatasetSpec]:
             paths += found
         else:
             paths.append(path)
-    specs = [load_spec(p) for p in paths]
+    specs, errors = [], []
+    for p in paths:  # every invalid spec is reported, not only the first
+        try:
+            specs.append(load_spec(p))
+        except SpecError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise SpecError("\n".join(errors))
     seen: dict[str, Path] = {}
     tables: dict[str, tuple[str, Path]] = {}
     for spec, path in zip(specs, paths, strict=True):

@@ -263,3 +263,20 @@ def test_row_id_is_reserved_when_the_engine_generates_it(tiny_dict):
     tiny_dict["columns"]["row_id"] = {"type": "int64"}
     with pytest.raises(SpecError, match=r"columns.row_id: the name is reserved for the row identity"):
         parse_spec(tiny_dict)
+
+
+def test_every_invalid_spec_of_a_folder_is_reported_at_once(tmp_path: Path, demo_dict):
+    from aiflow.spec import load_specs
+
+    for name, broken in (("a.yaml", "timezone"), ("b.yaml", "problem_type")):
+        data = copy.deepcopy(demo_dict)
+        data["name"] = name[0]
+        data["side_tables"] = []
+        data["joins"] = []
+        data[broken] = "nonsense"
+        (tmp_path / name).write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as exc:
+        load_specs([tmp_path])
+    message = str(exc.value)
+    assert f"invalid dataset spec {tmp_path / 'a.yaml'}:" in message and "timezone: unknown timezone 'nonsense'" in message
+    assert f"invalid dataset spec {tmp_path / 'b.yaml'}:" in message and "problem_type: Input should be" in message
