@@ -393,8 +393,9 @@ def dataset_problems(data: dict) -> list[str]:
     if isinstance(source, str):
         if source not in known:
             problems.append(f"target.source: column {source!r} is not declared in columns")
-        elif kind in ("threshold", "identity") and type_of(source) not in (*NUMERIC_TYPES, None):
-            problems.append(f"target.source: column {source!r} is {type_of(source)}; a {kind} target needs a numeric column")
+        elif kind in ("threshold", "identity") and type_of(source) not in (*NUMERIC_TYPES, *(("bool",) if kind == "threshold" else ()), None):
+            needs = "a numeric or bool column" if kind == "threshold" else "a numeric column"
+            problems.append(f"target.source: column {source!r} is {type_of(source)}; {'an' if kind == 'identity' else 'a'} {kind} target needs {needs}")
     if target.get("name") in known:
         problems.append(f"target.name: {target.get('name')!r} clashes with a declared column")
     if kind == "threshold" and problem_type == "regression":

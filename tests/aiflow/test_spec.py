@@ -100,6 +100,8 @@ INVALID = [
     pytest.param(_set("quality.max_null_rate.dep_delay", 0.1), ["quality.max_null_rate.dep_delay", "not carried into the features"],
                  id="null-rate-on-dropped-column"),
     pytest.param(_set("quality.max_null_rate.origin", 1.5), ["quality.max_null_rate.origin", "between 0 and 1"], id="null-rate-over-one"),
+    pytest.param(_set("target.source", "carrier"), ["target.source: column 'carrier' is string; a threshold target needs a numeric or bool column"],
+                 id="threshold-on-text"),
     pytest.param(_set("features.numeric[0]", "carrier"), ["features.numeric[0]", "'carrier' is string"], id="numeric-feature-text"),
     pytest.param(_set("columns.event_date", {"type": "date"}), ["columns.event_date", "reserved", "source: 'event_date'"], id="reserved-event-date"),
     pytest.param(_set("columns.dest.source", "origin"), ["columns.dest.source: the file column 'origin' is already read as column 'origin'"], id="source-read-twice"),
@@ -280,3 +282,13 @@ def test_every_invalid_spec_of_a_folder_is_reported_at_once(tmp_path: Path, demo
     message = str(exc.value)
     assert f"invalid dataset spec {tmp_path / 'a.yaml'}:" in message and "timezone: unknown timezone 'nonsense'" in message
     assert f"invalid dataset spec {tmp_path / 'b.yaml'}:" in message and "problem_type: Input should be" in message
+
+
+def test_a_bool_label_column_can_be_a_threshold_target(tiny_dict):
+    tiny_dict["columns"]["delay"]["type"] = "bool"
+    tiny_dict["target"]["threshold"] = 0.5
+    assert parse_spec(tiny_dict).target.source == "delay"
+    tiny_dict["problem_type"] = "regression"
+    tiny_dict["target"] = {"name": "late", "source": "delay", "kind": "identity"}
+    with pytest.raises(SpecError, match="target.source: column 'delay' is bool; an identity target needs a numeric column"):
+        parse_spec(tiny_dict)
