@@ -131,4 +131,4 @@ def test_cleanup_removes_only_what_no_registered_version_needs_after_the_retenti
     evaluations = {e.evaluation_id: e for e in Handoffs(lake).evaluations("trips")}
     kept = {Path(evaluations[_meta(world[run], EVAL)["evaluation_id"]].plot_uri).name for run in ("first", "again")}
     assert _folders(home, "evaluations") == kept  # the plots of registered evaluations; the forced run's is gone
-    assert ArtifactStore(v1.artifact_uri).exists("manifest.json")
+    assert ArtifactStore(v1.location(str(home / "artifacts"))).exists("manifest.json")

@@ -22,6 +22,7 @@ from aiflow.data.ingest import ingest
 from aiflow.data.refine import refresh_features, refresh_silver
 from aiflow.data.split import Windows, pinned_windows, split_windows
 from aiflow.evaluation.validation import held_out_rows
+from aiflow.models.bundle import MODEL_FILE
 from aiflow.spec import EVENT_DATE, DatasetSpec, SpecError, Split, parse_spec
 from aiflow.storage.artifacts import sha256_bytes
 from aiflow.storage.lake import Lake, Tables
@@ -154,8 +155,9 @@ def test_retraining_after_an_append_trains_on_the_new_window_and_the_weights_dif
                    .select(EVENT_DATE).unique().collect().to_series()}  # fmt: skip
     assert min(train_dates) == D(2013, 2, 8) and max(train_dates) == D(2013, 2, 27)
     assert r1.rows_train == r2.rows_train == 20 * 40 and r1.rows_valid == r2.rows_valid == 7 * 40
-    w1 = Path(r1.artifact_uri, "weights.pt").read_bytes()
-    w2 = Path(r2.artifact_uri, "weights.pt").read_bytes()
+    # the model file of the winning family (network weights or the scikit-learn model), not the manifest's lineage
+    w1 = Path(r1.artifact_uri, MODEL_FILE[r1.family]).read_bytes()
+    w2 = Path(r2.artifact_uri, MODEL_FILE[r2.family]).read_bytes()
     assert sha256_bytes(w1) != sha256_bytes(w2)
 
 
