@@ -179,3 +179,31 @@ def test_demo_file_without_arr_delay_is_rejected_at_ingestion(tmp_path, lake: La
     assert [f.outcome for f in report.files] == [REJECTED]
     assert "missing required column 'arr_delay'" in report.files[0].error
     assert not lake.exists(Tables.bronze("flights"))
+
+
+#: A regression dataset with other column names and another time zone than the tiny spec.
+METERS = {
+    "name": "meters",
+    "landing": {"uri": "landing/meters"},
+    "columns": {"meter": {"type": "string"}, "kwh": {"type": "float64", "required": False}, "taken_at": {"type": "datetime"}},
+    "key": ["meter", "taken_at"],
+    "event_time": "taken_at",
+    "timezone": "Asia/Tokyo",
+    "problem_type": "regression",
+    "target": {"name": "load", "source": "kwh", "kind": "identity"},
+    "known_after_event": ["kwh"],
+    "features": {"categorical": ["meter"], "calendar": ["hour"]},
+    "split": {"valid_from": "2024-03-01", "test_from": "2024-03-15"},
+}
+
+
+def test_regression_spec_requires_its_target_source_and_quarantines_bad_lines():
+    from aiflow.spec import parse_spec
+
+    spec = parse_spec(METERS, "meters")
+    with pytest.raises(RejectedFile, match=r"^m.jsonl: missing required column 'kwh' \(the target's source"):
+        parse_file(_jsonl(['{"meter": "M1", "taken_at": "2024-03-01T01:00:00+09:00"}']), "jsonl", spec, "m.jsonl")
+    rows = ["M1,1.5,2024-03-01T01:00:00+09:00", "M1;2.5;2024-03-01T02:00:00+09:00", "M2,,2024-03-01T03:00:00+09:00"]
+    parsed = parse_file(csv_bytes(rows, "meter,kwh,taken_at"), "csv", spec, "m.csv")
+    assert parsed.good["meter"].to_list() == ["M1", "M2"] and parsed.good["kwh"].to_list() == [1.5, None]
+    assert _bad(parsed) == [{"_source_row": 2, "_rule": MALFORMED, "_reason": "line 3: 1 field, expected 3", "_record": rows[1]}]
