@@ -58,7 +58,7 @@ class Caller(threading.Thread):
 
 
 def test_hot_reload_under_traffic_refuses_a_tampered_version_and_logs_every_request_on_sigterm(home: Home, serve):
-    server = serve(home)
+    server = serve(home, "--log-interval", "60")  # no timed flush in this test: the log is written at shutdown
     registry = Registry(home.lake)
     caller = Caller(server)
     caller.start()
