@@ -1,9 +1,10 @@
-"""`aiflow models` run as real subprocesses against a registry in tmp_path: tables printed, promote/rollback move the alias, bad input exits non-zero with a clear message."""
+"""Scope: `aiflow models` run as real subprocesses against a registry in tmp_path: tables printed, promote/rollback move the alias, verify checks a real bundle of either family against the registry, bad input exits non-zero with a clear message."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -151,3 +152,63 @@ def test_champion_prints_headline_metrics_next_to_the_baseline(tmp_path: Path):
     assert "champion: v1" in out.stdout
     assert rows(out.stdout, "roc_auc") == [["roc_auc", "0.6812", "0.6775", "0.6634"]]
     assert rows(out.stdout, "log_loss")[0][:3] == ["log_loss", "0.44", "0.45"]
+
+
+def _register_trained(home: Path, spec, families: list[str], key: str) -> int:
+    """Train ``families`` on a small planted-signal features table of ``spec`` under <home>; register the candidate."""
+    from aiflow.train.contract import TrainParams
+    from aiflow.train.loop import train
+    from aiflow.train.request import pinned_request
+    from tests.aiflow.train.test_baseline import write_features
+
+    write_features(home, spec, "categorical")
+    lake = Lake(home / "lake")
+    params = TrainParams(epochs=1, batch_size=512, hidden=[4], embedding_dim=2, baseline_max_rows=2000, families=families)
+    request = pinned_request(lake, spec, params, str(home / "artifacts"), key, "test")
+    result = train(request, log=lambda _: None)
+    mv = Registry(lake).register(
+        spec.name, artifact_uri=result.artifact_uri, artifact_sha256=result.artifact_sha256, training_table=request.features_uri,
+        training_version=request.data_version, metrics={}, baseline_metrics=result.naive_metrics, params=result.params,
+        gate_results={}, gates_passed=True, reason="test", family=result.family, family_metrics=result.family_metrics,
+        bundle_files=result.bundle_files, artifact_root=str(home / "artifacts"),
+    )  # fmt: skip
+    assert mv.family == families[0] and not mv.artifact_uri.startswith("/")
+    return mv.version
+
+
+def test_verify_checks_the_champion_or_a_version_and_names_the_edited_file(tmp_path: Path, tiny_spec):
+    from tests.aiflow.train.test_baseline import regression_spec
+
+    home = tmp_path / "home"
+    assert _register_trained(home, tiny_spec, ["sklearn"], "trees") == 1  # classification, scikit-learn
+    assert _register_trained(home, regression_spec(), ["pytorch"], "net") == 2  # regression, the network
+    no_champion = aiflow(home, "verify", "trips")
+    assert no_champion.returncode == 1 and "'trips' has no champion; name a version" in no_champion.stderr
+    registry(home).promote("trips", 1, reason="test", actor="tester")
+
+    champion, second = aiflow_concurrently(home, ["verify", "trips"], ["verify", "trips", "2"])
+    assert champion.returncode == 0, champion.stderr
+    assert champion.stdout.startswith("trips v1 (sklearn) verified: 5 files match digest ")
+    assert registry(home).get("trips", 1).artifact_sha256 in champion.stdout
+    assert second.returncode == 0 and second.stdout.startswith("trips v2 (pytorch) verified"), second.stderr
+
+    # a copied home verifies in its new place (locations are relative to the artifact root)
+    shutil.copytree(home, tmp_path / "copy")
+    # one byte of one file of each bundle changed in the original home
+    v1 = home / "artifacts" / registry(home).get("trips", 1).artifact_uri
+    v2 = home / "artifacts" / registry(home).get("trips", 2).artifact_uri
+    meta = (v1 / "model.json").read_text()
+    (v1 / "model.json").write_text(meta.replace('"classification"', '"regression"'))
+    weights = bytearray((v2 / "weights.pt").read_bytes())
+    weights[-100] ^= 1
+    (v2 / "weights.pt").write_bytes(bytes(weights))
+
+    with ThreadPoolExecutor(3) as pool:
+        checks = [(home, "verify", "trips"), (home, "verify", "trips", "2"), (tmp_path / "copy", "verify", "trips")]
+        edited, edited_weights, copied = pool.map(lambda args: aiflow(*args), checks)
+    assert edited.returncode == 1 and edited.stdout == ""
+    assert "trips v1 FAILED" in edited.stderr and f"{v1}: model.json differs from the registered bundle" in edited.stderr
+    assert edited_weights.returncode == 1 and "weights.pt differs from the registered bundle" in edited_weights.stderr
+    assert "model.json" not in edited_weights.stderr and "Traceback" not in edited.stderr + edited_weights.stderr
+    assert copied.returncode == 0 and copied.stdout.startswith("trips v1 (sklearn) verified"), copied.stderr
+    assert str(tmp_path / "copy" / "artifacts") in copied.stdout
