@@ -220,3 +220,28 @@ def test_two_concurrent_ingestions_commit_each_file_once(tmp_path, name, table):
     assert _content(lake, table) == _reference(tmp_path, name, table, files)
     ledger = _polars(lake, Tables.ledger(table)).filter(pl.col("outcome") == INGESTED)
     assert ledger.height == len(files) and ledger["sha256"].n_unique() == len(files)
+
+
+def test_two_concurrent_ingestions_of_a_file_with_only_bad_rows_quarantine_it_once(tmp_path):
+    """No bronze rows to conflict on: the earliest bronze commit that records the hash owns the file."""
+    files = _files("meters", "meters")
+    zone = _land(tmp_path / "landing", {"m00.csv": files["m00.csv"]})
+    lake = Lake(tmp_path / "lake")
+    ingest(lake, zone, _table("meters", "meters"))
+    write_file(tmp_path / "landing", "z_bad.csv", files["z_bad.csv"])
+    (tmp_path / "barrier").mkdir()
+    barrier = {BARRIER_ENV: f"{tmp_path / 'barrier'}:2"}
+    procs = [_run("meters", "meters", tmp_path / "lake", tmp_path / "landing", 1, **barrier) for _ in range(2)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
+
+    outcomes = sorted(json.loads(out.strip().splitlines()[-1])["z_bad.csv"] for out, _ in outputs)
+    assert outcomes == [DUPLICATE, INGESTED]
+    # both claims reached bronze's log (neither conflicted); only the earlier one counts
+    claims = [k for k, v in _recorded(lake, "meters").items() if k[1] == "z_bad.csv" and v[0] == INGESTED]
+    assert len(claims) == 2
+    quarantine = _polars(lake, Tables.quarantine("meters"))
+    assert quarantine.height == 2 and quarantine["_batch_id"].n_unique() == 1
+    ledger = _polars(lake, Tables.ledger("meters")).filter(pl.col("file") == "z_bad.csv")
+    assert sorted(ledger["outcome"]) == [DUPLICATE, INGESTED]
+    assert ledger.filter(pl.col("outcome") == INGESTED)["batch_id"].to_list() == quarantine["_batch_id"].unique().to_list()
