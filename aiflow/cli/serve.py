@@ -26,6 +26,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-interval", type=float, default=1.0, help="Seconds between inference-log flushes (the most a hard kill loses).")
     serve.add_argument("--log-batch-rows", type=int, default=1000, help="Rows that trigger an inference-log flush early.")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="Larger request bodies get 413.")
+    serve.add_argument("--canary-fraction", type=float, default=0.1,
+                       help="Share of requests the 'canary' alias answers when set (sticky per X-Request-Key header).")
     serve.add_argument("--tls-cert", default=None, help="TLS certificate file (with --tls-key): serve HTTPS.")
     serve.add_argument("--tls-key", default=None, help="TLS private key file.")
     serve.set_defaults(func=cmd_serve)
@@ -57,6 +59,9 @@ def cmd_serve(args) -> int:
             file=sys.stderr,
         )
         return 2
+    if not 0.0 <= args.canary_fraction <= 1.0:
+        print(f"aiflow serve: error: --canary-fraction must be between 0 and 1, got {args.canary_fraction}", file=sys.stderr)
+        return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("aiflow serve: error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -70,7 +75,7 @@ def cmd_serve(args) -> int:
     config = ServeConfig(
         lake=settings.lake(), artifact_root=settings.artifact_uri, artifact_options=settings.storage_options(),
         datasets=[s.name for s in specs], tokens=tokens, reload_interval=args.reload_interval, max_body_bytes=args.max_body_bytes,
-        log_interval=args.log_interval, log_batch_rows=args.log_batch_rows,
+        log_interval=args.log_interval, log_batch_rows=args.log_batch_rows, canary_fraction=args.canary_fraction,
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"aiflow serve: serving {', '.join(config.datasets)} on {args.host}:{args.port}", file=sys.stderr)

@@ -28,7 +28,9 @@ from aiflow.storage.lake import Lake, Tables
 
 log = logging.getLogger("aiflow.serving")
 
-CHAMPION = "champion"
+CHAMPION, CANARY, CHALLENGER = "champion", "canary", "challenger"
+#: The aliases served: the champion answers, the canary answers a share of traffic, the challenger scores in shadow.
+VARIANTS = (CHAMPION, CANARY, CHALLENGER)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def warm(model: LoadedModel) -> None:
 
 
 class ModelHolder:
-    """Loaded models per dataset (variant ``champion``), reloaded when the registry's aliases change.
+    """Loaded models per dataset and variant (champion, canary, challenger), reloaded when the registry's aliases change.
 
     Args:
         lake: the lake holding the registry.
@@ -77,7 +79,7 @@ class ModelHolder:
                  on_load: Callable[[str, str, int | None, Exception | None], None] | None = None):  # fmt: skip
         self.lake, self.registry = lake, Registry(lake)
         self.datasets, self.artifact_root, self.artifact_options = list(datasets), artifact_root, artifact_options
-        self.slots: dict[tuple[str, str], Slot] = {(d, CHAMPION): Slot() for d in self.datasets}
+        self.slots: dict[tuple[str, str], Slot] = {(d, v): Slot() for d in self.datasets for v in VARIANTS}
         self._on_load = on_load
         self._seen: int | None = -1
         self._stop = threading.Event()
@@ -96,6 +98,8 @@ class ModelHolder:
         out = []
         for (dataset, variant), slot in sorted(self.slots.items()):
             s = slot.served
+            if variant != CHAMPION and s is None and slot.last_error is None:
+                continue  # an optional alias that is not set
             out.append({
                 "name": dataset, "variant": variant, "version": s.version if s else None,
                 "family": s.model.family if s else None, "artifact_sha256": s.model.digest if s else None,
@@ -111,15 +115,19 @@ class ModelHolder:
             return False
         self._seen = version
         for dataset in self.datasets:
-            self._sync(dataset, CHAMPION)
+            for variant in VARIANTS:
+                self._sync(dataset, variant)
         return True
 
     def _sync(self, dataset: str, variant: str) -> None:
         slot = self.slots[(dataset, variant)]
         wanted = self.registry.alias(dataset, variant) if self._seen is not None else None
         if wanted is None:
-            if slot.served is None:
-                slot.last_error = f"no {variant!r} alias for {dataset!r} in the registry yet"
+            if variant == CHAMPION:  # the champion keeps serving; a removed canary or challenger stops
+                if slot.served is None:
+                    slot.last_error = f"no {variant!r} alias for {dataset!r} in the registry yet"
+            else:
+                slot.served, slot.last_error = None, None
             return
         if slot.served is not None and slot.served.version == wanted:
             return

@@ -32,6 +32,9 @@ class ServingMetrics:
         self.load_failures = Counter(
             "aiflow_model_load_failures_total", "Model versions that failed to load or verify.", ["dataset", "variant"], registry=r
         )
+        self.shadow_skipped = Counter(
+            "aiflow_shadow_skipped_total", "Requests not shadowed because shadow scoring was at its limit.", ["dataset"], registry=r
+        )
         self.loaded_version = Gauge("aiflow_model_version", "The version being served.", ["dataset", "variant"], registry=r)
 
     def render(self) -> bytes:

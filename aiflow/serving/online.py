@@ -1,6 +1,7 @@
 """The online server (ASGI, FastAPI): each dataset's ``champion`` behind ``/v1`` and the Open Inference Protocol ``/v2``.
 
-Endpoints: ``POST /v1/predict``, ``POST /v1/feedback``, ``GET /v1/models``, ``GET /metrics``, and the OIP REST
+Traffic: the ``canary`` alias answers ``canary_fraction`` of requests (sticky per ``X-Request-Key``), the
+``challenger`` scores in shadow (:mod:`aiflow.serving.traffic`). Endpoints: ``POST /v1/predict``, ``POST /v1/feedback``, ``GET /v1/models``, ``GET /metrics``, and the OIP REST
 API (``/v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{name}``, ``.../ready``, ``.../infer``,
 also under ``/versions/{v}``). Every endpoint but the health probes needs ``Authorization: Bearer <token>``
 (:mod:`aiflow.serving.auth`). The model name is the dataset's name. Bodies over ``max_body_bytes`` get 413.
@@ -21,13 +22,15 @@ import numpy as np
 import polars as pl
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from aiflow.serving.auth import TokenSource
 from aiflow.serving.feedback import parse_feedback, record_feedback
-from aiflow.serving.holder import CHAMPION, ModelHolder, Served
+from aiflow.serving.holder import CANARY, CHALLENGER, CHAMPION, ModelHolder, Served
 from aiflow.serving.inference_log import InferenceLog, log_rows, log_table
 from aiflow.serving.metrics import ServingMetrics
 from aiflow.serving.schema import RecordError, validate_records
+from aiflow.serving.traffic import KEY_HEADER, ShadowGate, choose_variant
 from aiflow.storage.lake import Lake
 
 log = logging.getLogger("aiflow.serving")
@@ -52,6 +55,8 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     log_interval: float = 1.0
     log_batch_rows: int = 1000
+    canary_fraction: float = 0.1  # share of requests answered by the canary alias, when one is set
+    shadow_max_pending: int = 4  # shadow scorings running or waiting at once; more requests are not shadowed
     remember_ids: int = 1_000_000  # request ids kept in memory to flag feedback (the log table answers for older ones)
 
 
@@ -105,6 +110,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     inference_log = InferenceLog(config.lake, interval=config.log_interval, batch_rows=config.log_batch_rows, on_flush=on_flush)
     metrics.log_queue.set_function(inference_log.pending)
     recent = RecentIds(config.remember_ids)
+    gate = ShadowGate(config.shadow_max_pending)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -139,6 +145,47 @@ def create_app(config: ServeConfig) -> FastAPI:
         if model is None:
             raise HTTPError(503, f"model {name!r} is not loaded yet: {holder.slots[(name, CHAMPION)].last_error}")
         return model
+
+    def route(name: str, request: Request, version: str | None = None) -> Served:
+        """The champion, or the canary for its share of requests; with ``version``, whichever of them serves it."""
+        champion, canary = served(name), holder.get(name, CANARY)
+        if version is not None:
+            for model in (champion, canary):
+                if model is not None and version == str(model.version):
+                    return model
+            _check_version(champion, version)
+        if choose_variant(request.headers.get(KEY_HEADER), config.canary_fraction, canary is not None) == CANARY and canary is not None:
+            return canary
+        return champion
+
+    def shadow_task(name: str, records: list[dict], ids: list[str], api: str) -> BackgroundTask | None:
+        """The challenger's scoring of the same records, to run after the response (None: no challenger, or too busy)."""
+        challenger = holder.get(name, CHALLENGER)
+        if challenger is None:
+            return None
+        if not gate.try_enter():
+            metrics.shadow_skipped.labels(name).inc()
+            return None
+
+        def run() -> None:
+            started = time.perf_counter()
+            try:
+                preds, probs = score(challenger, validate_records(records, challenger.fields))
+                inference_log.add(log_rows(
+                    request_ids=ids, inputs=[json.dumps(r, default=str) for r in records], dataset=name, version=challenger.version,
+                    variant="shadow", predictions=[float(p) for p in preds],
+                    probabilities=[float(p) for p in probs] if probs is not None else [None] * len(ids),
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                ))  # fmt: skip
+                metrics.requests.labels(name, str(challenger.version), "shadow", api, "ok").inc()
+            except (HTTPError, RecordError) as exc:  # counted and logged; the client already has its answer
+                metrics.requests.labels(name, str(challenger.version), "shadow", api, "error").inc()
+                log.error("shadow: %s challenger v%s could not score %d records: %s", name, challenger.version, len(records),
+                          getattr(exc, "message", exc))  # fmt: skip
+            finally:
+                gate.leave()
+
+        return BackgroundTask(run)
 
     def score(model: Served, records: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, probabilities or None) by the shared encoder; 422 when a value does not encode."""
@@ -184,14 +231,14 @@ def create_app(config: ServeConfig) -> FastAPI:
     secured = [Depends(auth)]
 
     @app.post("/v1/predict", dependencies=secured)
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request) -> JSONResponse:
         """Score one or many raw records with a dataset's champion."""
         started = time.perf_counter()
         payload = await read_json(request, config.max_body_bytes)
         name = payload.get("dataset") if isinstance(payload, dict) else None
         if not isinstance(name, str):
             raise HTTPError(422, "the body must be {\"dataset\": <name>, \"records\": [{...}, ...]}: 'dataset' is missing")
-        model = served(name)
+        model = route(name, request)
         try:
             records = validate_records(payload.get("records"), model.fields)
         except RecordError as exc:
@@ -203,7 +250,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             out = [{"request_id": i, "label": int(p), "probability": float(q)} for i, p, q in zip(ids, preds, probs, strict=True)]
         else:
             out = [{"request_id": i, "prediction": float(p)} for i, p in zip(ids, preds, strict=True)]
-        return {"model": name, "version": model.version, "variant": model.variant, "predictions": out}
+        body = {"model": name, "version": model.version, "variant": model.variant, "predictions": out}
+        return JSONResponse(body, background=shadow_task(name, records, ids, "v1"))
 
     @app.post("/v1/feedback", dependencies=secured)
     async def feedback(request: Request) -> dict:
@@ -283,7 +331,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def model_ready(name: str, version: str | None = None):
         """OIP model readiness."""
         model = holder.get(name) if name in config.datasets else None
-        ok = model is not None and (version is None or version == str(model.version))
+        canary = holder.get(name, CANARY) if model is not None else None
+        ok = model is not None and (version is None or version in {str(m.version) for m in (model, canary) if m is not None})
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
 
     @app.post("/v2/models/{name}/infer", dependencies=secured)
@@ -295,8 +344,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def _infer(request: Request, name: str, version: str | None) -> dict:
         started = time.perf_counter()
         payload = await read_json(request, config.max_body_bytes)
-        model = served(name)
-        _check_version(model, version)
+        model = route(name, request, version)
         try:
             records = validate_records(_oip_records(payload, model), model.fields)
         except RecordError as exc:
@@ -318,7 +366,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         out = {"model_name": name, "model_version": str(model.version), "outputs": outputs, "parameters": {"request_ids": ",".join(ids)}}
         if payload.get("id") is not None:
             out["id"] = payload["id"]
-        return out
+        return JSONResponse(out, background=shadow_task(name, records, ids, "v2"))
 
     return app
 
