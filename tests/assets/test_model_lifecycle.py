@@ -191,7 +191,9 @@ def test_crippled_candidate_is_blocked_and_the_champion_kept(world, crippled):
     assert regression.metadata["value"].value == pytest.approx(evaluation["test_roc_auc"].value, abs=1e-5)
     assert regression.metadata["threshold"].value == pytest.approx(evaluation["champion_test_roc_auc"].value, abs=1e-5)
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
-    assert materialized == {AssetKey(["flights", "evaluation"])}
+    # registration and promotion are blocked; scoring is not (it runs with the champion that stays)
+    assert materialized == {AssetKey(["flights", "evaluation"]), AssetKey(["flights", "predictions"])}
+    assert _meta(result, "flights__predictions")["model_version"].value == 1
     assert registry.alias("flights", "champion") == 1
     assert registry.versions("flights").height == 1
 
