@@ -52,7 +52,7 @@ def sweep_job(spec: DatasetSpec):
     def plan_sweep(context: OpExecutionContext, config: SweepConfig, lake: LakeResource, artifacts: ArtifactsResource):
         run = context.dagster_run
         for i, variant in enumerate(config.variants):
-            params = TrainParams(**variant.model_dump(exclude={"reason"}))
+            params = TrainParams(**variant.model_dump(exclude={"reason", "force_retrain"}))
             request = pinned_request(
                 lake.lake(), spec, params, artifacts.uri(), f"{run.root_run_id or run.run_id}-c{i}", "sweep", code_version=code_version()
             )
