@@ -36,7 +36,7 @@ def test_materialization_carries_metrics_lineage_and_artifact(lake, train_spec, 
     meta = {k: v.value for k, v in materialization.metadata.items()}
 
     assert 0.0 < meta["valid_roc_auc"] < 1.0
-    for name in ("valid_pr_auc", "valid_log_loss", "valid_loss", "train_loss", "baseline_roc_auc", "baseline_log_loss"):
+    for name in ("valid_pr_auc", "valid_log_loss", "valid_loss", "train_loss", "naive_roc_auc", "naive_log_loss"):
         assert isinstance(meta[name], float), name
     assert (meta["epochs_run"], meta["device"], meta["resumed_from_epoch"]) == (2, "cpu", None)
     assert (meta["features_uri"], meta["data_version"]) == (request.features_uri, request.data_version)
