@@ -31,6 +31,10 @@ POLARS_TYPES: dict[str, pl.DataType] = {
 
 #: Partition column every table carries, derived from the event time (UTC calendar date).
 EVENT_DATE = "event_date"
+#: Partition column of tables partitioned by month (the first day of the event date's month); reserved.
+EVENT_MONTH = "event_month"
+#: How a table's files are partitioned: by month (the default), by event date, or not at all.
+Partitioning = Literal["none", "month", "day"]
 #: Lineage columns added at ingestion.
 LINEAGE_COLUMNS = ["_source_file", "_source_sha256", "_source_row", "_batch_id", "_ingested_at"]
 #: Column the engine adds to a table without a natural key (``row_identity``); it is then the table's key.
@@ -103,7 +107,12 @@ class TableSpec(_Strict):
         "file name and row (a corrected file landed under the same name replaces its rows); content_hash: a hash "
         "of every declared column (identical rows are one row).",
     )
-    event_time: str = Field(description="Timestamp column; its UTC date partitions every table.")
+    event_time: str = Field(description="Timestamp column; its UTC date (event_date) drives incremental runs and the split.")
+    partitioning: Partitioning = Field(
+        "month",
+        description="Partitions of the tables created for this table (existing tables keep theirs): month "
+        "(event_month), day (event_date), or none (files sorted by event time; statistics prune date filters).",
+    )
     quality: Quality = Field(default_factory=Quality)
 
     @model_validator(mode="before")
@@ -364,9 +373,9 @@ def table_problems(data: dict) -> list[str]:
             problems.append(f"{where}: {limit} is not a share between 0 and 1")
     reads: dict[str, str] = {}
     for name, column in columns.items():
-        if not (name == ROW_ID and identity) and (name.startswith("_") or name == EVENT_DATE):
+        if not (name == ROW_ID and identity) and (name.startswith("_") or name in (EVENT_DATE, EVENT_MONTH)):
             problems.append(
-                f"columns.{name}: names starting with '_' and {EVENT_DATE!r} are reserved: give the column another "
+                f"columns.{name}: names starting with '_', {EVENT_DATE!r} and {EVENT_MONTH!r} are reserved: give the column another "
                 f"name and map the file's column to it with source: {name!r}"
             )
         source = _d(column).get("source")

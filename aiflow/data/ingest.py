@@ -46,7 +46,7 @@ from deltalake.exceptions import CommitFailedError
 
 from aiflow.data.parse import REASON, RECORD, ROW, RULE, RejectedFile, read_file, split_typed
 from aiflow.spec import EVENT_DATE, TableSpec
-from aiflow.storage.lake import META, Lake, Tables
+from aiflow.storage.lake import META, Lake, Tables, partition_columns
 from aiflow.storage.landing import LandedFile, LandingZone
 
 log = logging.getLogger(__name__)
@@ -556,14 +556,15 @@ class _Chunk:
             if rows is None:
                 rows = pl.DataFrame(schema={"_source_sha256": pl.String(), EVENT_DATE: pl.Date()})
             dates = sorted(set(rows[EVENT_DATE].drop_nulls()))
-            # the claim: rows with this batch's hashes on its dates (partition pruning keeps its read small)
+            # the claim: rows with this batch's hashes on its dates (partitions or file statistics keep its read small)
             on_dates = f"{EVENT_DATE} IN ({', '.join(repr(d.isoformat()) for d in dates)})" if dates else "false"
             if rows[EVENT_DATE].null_count():
                 on_dates = f"({on_dates} OR {EVENT_DATE} IS NULL)"
             claim = f"{on_dates} AND _source_sha256 IN ({', '.join(repr(h) for h in self.ingested())})"
             metadata = {"batch_id": self.batch_id, ENTRIES: self.ledger_rows().write_json(), "dates": [d.isoformat() for d in dates]}
             try:
-                version = self.lake.add_claiming(bronze, rows, claim, read_version=snapshot, partition_by=[EVENT_DATE], metadata=metadata)
+                partition_by = partition_columns(self.table.partitioning)
+                version = self.lake.add_claiming(bronze, rows, claim, read_version=snapshot, partition_by=partition_by, metadata=metadata)
             except CommitFailedError as exc:
                 log.info(
                     "%s: another ingestion committed some of batch %s's files first (%s); re-reading", self.table.name, self.batch_id, exc

@@ -141,7 +141,9 @@ def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False, batch_da
                 rows_quarantined=report.rows_quarantined,
                 rows_superseded=report.rows_superseded,
             )
-        report.version = lake.replace_dates(silver, valid.select(silver_columns(table)), dates, metadata=metadata)
+        report.version = lake.replace_dates(
+            silver, valid.select(silver_columns(table)), dates, partitioning=table.partitioning, metadata=metadata
+        )
     return report
 
 
@@ -232,5 +234,5 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False, batc
         metadata: dict[str, object] = {"state_version": str(state_version), "dates": [d.isoformat() for d in batch]}
         if i == len(batches) - 1:
             metadata.update(silver_version=str(silver_version), side_versions=json.dumps(side_versions), rows_out=report.rows_out)
-        report.version = lake.replace_dates(features, out, batch, metadata=metadata)
+        report.version = lake.replace_dates(features, out, batch, partitioning=spec.partitioning, metadata=metadata)
     return report

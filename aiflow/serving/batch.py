@@ -75,6 +75,7 @@ def score_new_partitions(
         predictions,
         out,
         dates,
+        partitioning=spec.partitioning,
         metadata={"features_version": str(version), "model_version": str(model_version), "dates": [d.isoformat() for d in dates]},
     )
     return report

@@ -1,7 +1,15 @@
 """The lake: every table is a Delta table under one root (a local folder or an s3:// prefix).
 
-Writes go through delta-rs (one atomic commit each); reads are lazy Polars scans. Overwrites of
-partitions retry on commit conflicts, so concurrent runs never corrupt a table.
+Writes go through delta-rs (one atomic commit each); reads are lazy Polars scans. Overwrites retry on
+commit conflicts, so concurrent runs never corrupt a table.
+
+**Partitioning.** A table is created with the partitions its spec asks for (``partitioning``: ``month``
+adds an ``event_month`` partition column, ``day`` partitions by ``event_date``, ``none`` has no partition
+column); every later write follows what the table was created with, read from its Delta metadata, so
+lakes written with daily partitions keep working. Rows are written sorted by ``event_date``, so each
+file's statistics cover a narrow date range and date filters (Polars, delta-rs predicates) skip the
+other files whatever the partitioning. ``event_date`` is a regular column everywhere; ``event_month``
+is a storage detail that :meth:`Lake.scan` leaves out.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from aiflow.spec import EVENT_DATE
+from aiflow.spec import EVENT_DATE, EVENT_MONTH, Partitioning
 
 #: Prefix of the custom commit metadata the engine writes (watermarks, dates touched).
 META = "aiflow."
@@ -26,6 +34,13 @@ META = "aiflow."
 #: opening a table cheap: each open replays the commits since the last checkpoint, and a daily
 #: ingest + refresh opens ~30 tables (benchmarks/README.md, incremental cost).
 TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+
+#: Partition columns of a table created with each ``partitioning`` of the spec.
+PARTITION_COLUMNS: dict[str, list[str]] = {"none": [], "month": [EVENT_MONTH], "day": [EVENT_DATE]}
+#: Partition columns the lake derives from ``event_date`` when it writes (never part of a stage's output).
+DERIVED_COLUMNS = {EVENT_MONTH: lambda: pl.col(EVENT_DATE).dt.truncate("1mo")}
+#: Files maintenance compacts to (delta-rs ``optimize.compact(target_size=...)``).
+TARGET_FILE_BYTES = 128 * 2**20
 
 _retry_conflicts = retry(
     retry=retry_if_exception_type(CommitFailedError),
@@ -78,9 +93,34 @@ class Tables:
 
 
 def dates_predicate(dates: Iterable[dt.date], column: str = EVENT_DATE) -> str:
-    """A Delta SQL predicate selecting the given partition dates."""
+    """A Delta SQL predicate selecting the rows of the given event dates."""
     values = ", ".join(f"'{d.isoformat()}'" for d in sorted(set(dates)))
     return f"{column} IN ({values})"
+
+
+def partition_columns(partitioning: Partitioning) -> list[str]:
+    """The partition columns a new table gets for the spec's ``partitioning`` (``none``, ``month``, ``day``)."""
+    try:
+        return list(PARTITION_COLUMNS[partitioning])
+    except KeyError:
+        raise ValueError(f"partitioning {partitioning!r} is not one of {sorted(PARTITION_COLUMNS)}") from None
+
+
+def laid_out(df: pl.DataFrame, partition_by: Iterable[str]) -> pl.DataFrame:
+    """``df`` as written into a table partitioned by ``partition_by``: derived partition columns added, rows
+    sorted by ``event_date`` (unless the table is partitioned by it) so file statistics prune date filters."""
+    partition_by = list(partition_by)
+    missing = [c for c in partition_by if c not in df.columns and c not in DERIVED_COLUMNS]
+    if missing:
+        raise ValueError(f"the rows lack the table's partition column(s) {missing}")
+    derived = [DERIVED_COLUMNS[c]().alias(c) for c in partition_by if c in DERIVED_COLUMNS]
+    if derived:
+        if EVENT_DATE not in df.columns:
+            raise ValueError(f"the table is partitioned by {partition_by}, derived from {EVENT_DATE!r}, which the rows lack")
+        df = df.with_columns(derived)
+    if EVENT_DATE in df.columns and EVENT_DATE not in partition_by and df.height > 1:
+        df = df.sort(EVENT_DATE, nulls_last=True)
+    return df
 
 
 def as_dates(values) -> list[dt.date]:
@@ -125,8 +165,17 @@ class Lake:
         return self.table(table).version() if self.exists(table) else None
 
     def scan(self, table: str, version: int | None = None) -> pl.LazyFrame:
-        """A lazy scan of the table (at ``version`` when given: reads are pinned, never 'latest' by accident)."""
-        return pl.scan_delta(self.uri(table), version=version, storage_options=self.storage_options or None)
+        """A lazy scan of the table (at ``version`` when given: reads are pinned, never 'latest' by accident).
+
+        Partition columns the lake derives (``event_month``) are left out: stages see the same columns
+        whatever the table's partitioning.
+        """
+        frame = pl.scan_delta(self.uri(table), version=version, storage_options=self.storage_options or None)
+        return frame.drop(list(DERIVED_COLUMNS), strict=False)
+
+    def partition_columns(self, table: str) -> list[str]:
+        """The partition columns ``table`` was created with (whatever the spec says now)."""
+        return list(self.table(table).metadata().partition_columns)
 
     def scan_or_empty(self, table: str, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
         return self.scan(table) if self.exists(table) else pl.LazyFrame(schema=schema)
@@ -167,12 +216,13 @@ class Lake:
 
     def _create(self, table: str, df: pl.DataFrame, partition_by: list[str] | None, metadata) -> int | None:
         """Create the table with ``df`` as version 0; None if another writer created it first."""
+        partition_by = list(partition_by or [])
         try:
             write_deltalake(
                 self.uri(table),
-                df.to_arrow(),
+                laid_out(df, partition_by).to_arrow(),
                 mode="error",
-                partition_by=partition_by,
+                partition_by=partition_by or None,
                 configuration=TABLE_PROPERTIES,
                 storage_options=self.storage_options,
                 commit_properties=self._props(metadata),
@@ -186,7 +236,8 @@ class Lake:
     def _write(self, table: str, df: pl.DataFrame, metadata, **options) -> int:
         """Write through a DeltaTable handle, so the version returned is the one this commit made."""
         handle = self.table(table)
-        write_deltalake(handle, df.to_arrow(), commit_properties=self._props(metadata), **options)
+        rows = laid_out(df, handle.metadata().partition_columns)
+        write_deltalake(handle, rows.to_arrow(), commit_properties=self._props(metadata), **options)
         return handle.version()
 
     def append(
@@ -226,12 +277,26 @@ class Lake:
                 return created
         return self._write(table, df, metadata, mode="overwrite", predicate=predicate, schema_mode="merge")
 
-    def replace_dates(self, table: str, df: pl.DataFrame, dates: Iterable[dt.date], *, metadata=None) -> int:
-        """Replace whole event-date partitions: incremental and idempotent."""
+    def replace_dates(
+        self, table: str, df: pl.DataFrame, dates: Iterable[dt.date], *, partitioning: Partitioning = "month", metadata=None
+    ) -> int:
+        """Replace every row of the given event dates with ``df``, in one atomic commit: incremental and idempotent.
+
+        The predicate names the dates (``event_date IN (...)``), which works whatever the table's
+        partitioning: delta-rs rewrites only the files whose statistics or partition may hold those dates.
+
+        Args:
+            table: the table.
+            df: the new rows of those dates (each with an ``event_date`` among them).
+            dates: the event dates replaced.
+            partitioning: the spec's granularity, used only if this commit creates the table.
+            metadata: ``aiflow.*`` commit metadata.
+        """
         dates = sorted(set(dates))
         if not dates:
             raise ValueError("replace_dates needs at least one date")
-        return self.replace_where(table, df, dates_predicate(dates), partition_by=[EVENT_DATE], metadata=metadata)
+        columns = partition_columns(partitioning)
+        return self.replace_where(table, df, dates_predicate(dates), partition_by=columns, metadata=metadata)
 
     def add_claiming(
         self,
@@ -266,8 +331,9 @@ class Lake:
                 raise CommitFailedError(f"{self.uri(table)} was created by another writer meanwhile")
             return 0
         handle = self.table(table, version=read_version)
+        rows = laid_out(df, handle.metadata().partition_columns)
         write_deltalake(
-            handle, df.to_arrow(), mode="overwrite", predicate=claim, schema_mode="merge", commit_properties=self._props(metadata)
+            handle, rows.to_arrow(), mode="overwrite", predicate=claim, schema_mode="merge", commit_properties=self._props(metadata)
         )
         return handle.version()
 
@@ -312,8 +378,10 @@ class Lake:
             self.table(table).restore(version)
 
     # ------------------------------------------------------------ maintenance
-    def compact(self, table: str) -> dict:
-        return self.table(table).optimize.compact()
+    def compact(self, table: str, target_size: int = TARGET_FILE_BYTES) -> dict:
+        """Rewrite the small files of each partition into files of about ``target_size`` bytes (a maintenance
+        commit: rows unchanged); returns delta-rs's metrics (``numFilesRemoved``, ``numFilesAdded``...)."""
+        return self.table(table).optimize.compact(target_size=target_size)
 
     def vacuum(self, table: str, retention_hours: int = 168) -> list[str]:
         # the caller chose the retention; below Delta's 7-day default, readers pinned to older versions lose them
