@@ -79,7 +79,7 @@ def test_lineage_columns_name_the_file_its_hash_batch_and_row(lake, zone, landin
 
 def test_bronze_is_partitioned_by_event_date(lake, zone, landing_dir, tiny_spec):
     write_file(landing_dir, "day1.csv", csv_bytes(TRIPS_ROWS))
-    ingest(lake, zone, tiny_spec)
+    ingest(lake, zone, tiny_spec.model_copy(update={"partitioning": "day"}))
     table = lake.table(BRONZE)
     assert table.metadata().partition_columns == ["event_date"]
     partitions = {p["event_date"] for p in table.partitions()}
