@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiflow.spec import DatasetSpec
-from aiflow.storage.lake import Lake, Tables
+from aiflow.storage.lake import TARGET_FILE_BYTES, Lake, Tables
 
 #: Delta operations that rewrite or delete files without changing a table's rows.
 MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
@@ -52,8 +52,14 @@ def dataset_tables(spec: DatasetSpec) -> list[str]:
     return names
 
 
-def maintain(lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168) -> list[MaintenanceResult]:
+def maintain(
+    lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168, target_file_bytes: int = TARGET_FILE_BYTES
+) -> list[MaintenanceResult]:
     """Compact and vacuum every existing table of the dataset.
+
+    Compaction rewrites the small files of each partition (each ``event_month`` by default; the whole table
+    when unpartitioned) into files of about ``target_file_bytes`` (default 128 MiB): daily increments
+    leave one small file per commit, compaction folds them back.
 
     There are no rows of killed ingestions to remove: ingestion writes nothing a reader can see before
     its commit point, and the next ingestion completes a batch that was stopped after it
@@ -66,7 +72,7 @@ def maintain(lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168) -> li
     for name in dataset_tables(spec):
         if not lake.exists(name):
             continue
-        metrics = lake.compact(name)
+        metrics = lake.compact(name, target_size=target_file_bytes)
         vacuumed = lake.vacuum(name, retention_hours=retention_hours)
         results.append(
             MaintenanceResult(
