@@ -53,6 +53,7 @@ def lifecycle_job(spec: DatasetSpec | None = None):
 
 class MaintenanceConfig(Config):
     retention_hours: int = Field(168, description="Vacuum keeps unreferenced files younger than this (time travel window).")
+    target_file_mb: int = Field(128, ge=1, description="Compaction rewrites small files into files of about this size (MiB).")
 
 
 class ArtifactCleanupConfig(Config):
@@ -63,7 +64,7 @@ class ArtifactCleanupConfig(Config):
 def maintenance_job(spec: DatasetSpec):
     @op(name=f"{spec.name}_compact_and_vacuum", description="Compact small files and vacuum unreferenced ones in every table of the dataset.")
     def compact_and_vacuum(context: OpExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> None:
-        for r in maintain(lake.lake(), spec, retention_hours=config.retention_hours):
+        for r in maintain(lake.lake(), spec, retention_hours=config.retention_hours, target_file_bytes=config.target_file_mb * 2**20):
             context.log.info(
                 f"{r.table}: compaction removed {r.files_removed_by_compaction} files, added "
                 f"{r.files_added_by_compaction}; vacuum deleted {r.files_vacuumed}; now version {r.version}"
