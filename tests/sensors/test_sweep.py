@@ -59,6 +59,12 @@ def test_sweep_records_every_candidate_and_materializes_the_best(tmp_path):
     assert isinstance(metadata["valid_roc_auc"], FloatMetadataValue)
     assert metadata["valid_roc_auc"].value == pytest.approx(best.metrics["roc_auc"], abs=1e-6)
     assert metadata["selected_by"].value == "roc_auc"
+    # every variant trained both families; the best variant's winning family is recorded with both families' metrics
+    assert all(set(r.family_metrics) == {"pytorch", "sklearn"} for r in results)
+    assert candidate.family == best.family == metadata["family"].value and candidate.family_metrics == best.family_metrics
+    assert metadata["naive_roc_auc"].value == pytest.approx(best.naive_metrics["roc_auc"], abs=1e-6)
+    for family in ("pytorch", "sklearn"):
+        assert metadata[f"{family}_valid_roc_auc"].value == pytest.approx(best.family_metrics[family]["roc_auc"], abs=1e-6)
     table = metadata["sweep_candidates"]
     assert isinstance(table, TableMetadataValue) and len(table.records) == 2  # one row per variant, inline in the UI
     assert lake.scan(Tables.features("flights")).select(pl.len()).collect().item() > 0
