@@ -91,6 +91,8 @@ def build_lake(root: Path, landing: Path, spec) -> tuple[Lake, float]:
 
 
 def request_for(lake: Lake, spec, artifacts: Path, key: str, **params) -> TrainRequest:
+    """A request for the network alone (what these figures measure); the families are compared in ``benchmarks.families``."""
+    params.setdefault("families", ["pytorch"])
     features = Tables.features(spec.name)
     version = lake.version(features)
     state = [int(v) for c, v in lake.commit_metadata(features, "state_version") if c <= version][-1]
@@ -252,7 +254,7 @@ def bench_resume(lake: Lake, spec, work: Path, epochs: int, rows: int) -> dict:
         "interrupted_total_s": round(total, 2), "ratio_total_vs_uninterrupted": round(total / straight["wall_s"], 2),
         "ratio_resumed_only_vs_uninterrupted": round(resumed["wall_s"] / straight["wall_s"], 2),
         "resumed_from_epoch": resumed["result"]["resumed_from_epoch"],
-        "same_weights_as_uninterrupted": resumed["result"]["artifact_sha256"] == straight["result"]["artifact_sha256"],
+        "same_weights_as_uninterrupted": resumed["result"]["bundle_files"]["weights.pt"] == straight["result"]["bundle_files"]["weights.pt"],
     }  # fmt: skip
 
 
@@ -263,7 +265,7 @@ def summary(run: dict) -> dict:
         "epoch_rows_per_s": run["epoch_rows_per_s"], "median_rows_per_s": statistics.median(run["epoch_rows_per_s"]),
         "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "cpu_s": run["cpu_s"],
         "other_processes_cpu_share": run["other_processes_cpu_share"], "loadavg_before": run["loadavg_before"],
-        "valid_roc_auc": round(result["metrics"]["roc_auc"], 4), "baseline_roc_auc": round(result["baseline_metrics"]["roc_auc"], 4),
+        "valid_roc_auc": round(result["family_metrics"]["pytorch"]["roc_auc"], 4), "naive_roc_auc": round(result["naive_metrics"]["roc_auc"], 4),
         "device": result["device"],
     }  # fmt: skip
 
