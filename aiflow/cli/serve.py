@@ -25,6 +25,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--reload-interval", type=float, default=5.0, help="Seconds between polls of the registry's alias log.")
     serve.add_argument("--log-interval", type=float, default=1.0, help="Seconds between inference-log flushes (the most a hard kill loses).")
     serve.add_argument("--log-batch-rows", type=int, default=1000, help="Rows that trigger an inference-log flush early.")
+    serve.add_argument("--no-inference-log", action="store_true", help="Do not write the inference log (for measurements).")
+    serve.add_argument("--max-batch-records", type=int, default=256, help="Most records of concurrent requests scored in one call.")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="Larger request bodies get 413.")
     serve.add_argument("--canary-fraction", type=float, default=0.1,
                        help="Share of requests the 'canary' alias answers when set (sticky per X-Request-Key header).")
@@ -76,6 +78,7 @@ def cmd_serve(args) -> int:
         lake=settings.lake(), artifact_root=settings.artifact_uri, artifact_options=settings.storage_options(),
         datasets=[s.name for s in specs], tokens=tokens, reload_interval=args.reload_interval, max_body_bytes=args.max_body_bytes,
         log_interval=args.log_interval, log_batch_rows=args.log_batch_rows, canary_fraction=args.canary_fraction,
+        inference_log=not args.no_inference_log, max_batch_records=args.max_batch_records,
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"aiflow serve: serving {', '.join(config.datasets)} on {args.host}:{args.port}", file=sys.stderr)

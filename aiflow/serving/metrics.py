@@ -32,6 +32,8 @@ class ServingMetrics:
         self.load_failures = Counter(
             "aiflow_model_load_failures_total", "Model versions that failed to load or verify.", ["dataset", "variant"], registry=r
         )
+        self.batches = Counter("aiflow_scoring_batches_total", "Scoring calls (micro-batches of concurrent requests).", ["dataset"], registry=r)
+        self.batch_requests = Counter("aiflow_scoring_batched_requests_total", "Requests scored in those calls.", ["dataset"], registry=r)
         self.shadow_skipped = Counter(
             "aiflow_shadow_skipped_total", "Requests not shadowed because shadow scoring was at its limit.", ["dataset"], registry=r
         )

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from aiflow.serving.auth import TokenSource
+from aiflow.serving.batcher import MicroBatcher
 from aiflow.serving.feedback import parse_feedback, record_feedback
 from aiflow.serving.holder import CANARY, CHALLENGER, CHAMPION, ModelHolder, Served
 from aiflow.serving.inference_log import InferenceLog, log_rows, log_table
@@ -57,6 +58,8 @@ class ServeConfig:
     log_batch_rows: int = 1000
     canary_fraction: float = 0.1  # share of requests answered by the canary alias, when one is set
     shadow_max_pending: int = 4  # shadow scorings running or waiting at once; more requests are not shadowed
+    inference_log: bool = True  # False: no inference log (measurements only; feedback then knows this process's ids only)
+    max_batch_records: int = 256  # micro-batching: the most records of concurrent requests scored in one call
     remember_ids: int = 1_000_000  # request ids kept in memory to flag feedback (the log table answers for older ones)
 
 
@@ -171,12 +174,14 @@ def create_app(config: ServeConfig) -> FastAPI:
             started = time.perf_counter()
             try:
                 preds, probs = score(challenger, validate_records(records, challenger.fields))
-                inference_log.add(log_rows(
+                rows = log_rows(
                     request_ids=ids, inputs=[json.dumps(r, default=str) for r in records], dataset=name, version=challenger.version,
                     variant="shadow", predictions=[float(p) for p in preds],
                     probabilities=[float(p) for p in probs] if probs is not None else [None] * len(ids),
                     latency_ms=(time.perf_counter() - started) * 1000,
-                ))  # fmt: skip
+                )  # fmt: skip
+                if config.inference_log:
+                    inference_log.add(rows)
                 metrics.requests.labels(name, str(challenger.version), "shadow", api, "ok").inc()
             except (HTTPError, RecordError) as exc:  # counted and logged; the client already has its answer
                 metrics.requests.labels(name, str(challenger.version), "shadow", api, "error").inc()
@@ -187,25 +192,55 @@ def create_app(config: ServeConfig) -> FastAPI:
 
         return BackgroundTask(run)
 
-    def score(model: Served, records: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(predictions, probabilities or None) by the shared encoder; 422 when a value does not encode."""
-        try:
-            values = np.asarray(model.model.predict_records(pl.DataFrame(records, infer_schema_length=None)), dtype=np.float64)
-        except (ValueError, pl.exceptions.PolarsError) as exc:
-            raise HTTPError(422, f"records do not fit {model.dataset} v{model.version}: {exc}") from None
+    def decide(model: Served, values) -> tuple[np.ndarray, np.ndarray | None]:
+        values = np.asarray(values, dtype=np.float64)
         if model.classification:
             return (values >= THRESHOLD).astype(np.int64), values
         return values, None
+
+    def inputs_only(model: Served, records: list[dict]) -> list[dict]:
+        """The model's input fields of each record (extra fields stay in the log, not in the encoder)."""
+        return [{f.name: r.get(f.name) for f in model.fields} for r in records]
+
+    def score(model: Served, records: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, probabilities or None) by the shared encoder, on this thread (shadow scoring)."""
+        try:
+            return decide(model, model.model.predict_records(inputs_only(model, records)))
+        except (ValueError, pl.exceptions.PolarsError) as exc:
+            raise HTTPError(422, f"records do not fit {model.dataset} v{model.version}: {exc}") from None
+
+    batchers: dict[tuple[str, str], tuple[Served, MicroBatcher]] = {}
+
+    def counted(dataset: str):
+        def on_batch(requests: int, records: int) -> None:
+            metrics.batches.labels(dataset).inc()
+            metrics.batch_requests.labels(dataset).inc(requests)
+
+        return on_batch
+
+    async def score_batched(model: Served, records: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
+        """As :func:`score`, micro-batched with the concurrent requests for the same model; 422 when a value does not encode."""
+        key = (model.dataset, model.variant)
+        current = batchers.get(key)
+        if current is None or current[0] is not model:  # first use, or the model was swapped: a new batcher
+            if current is not None:
+                current[1].close()
+            current = batchers[key] = (model, MicroBatcher(model.model.predict_records, config.max_batch_records, on_batch=counted(model.dataset)))
+        try:
+            return decide(model, await current[1].submit(inputs_only(model, records)))
+        except (ValueError, pl.exceptions.PolarsError) as exc:
+            raise HTTPError(422, f"records do not fit {model.dataset} v{model.version}: {exc}") from None
 
     def account(model: Served, records: list[dict], preds, probs, started: float, api: str) -> list[str]:
         ids = [uuid.uuid4().hex for _ in records]
         latency = time.perf_counter() - started
         recent.add(ids)
-        inference_log.add(log_rows(
-            request_ids=ids, inputs=[json.dumps(r, default=str) for r in records], dataset=model.dataset, version=model.version,
-            variant=model.variant, predictions=[float(p) for p in preds],
-            probabilities=[float(p) for p in probs] if probs is not None else [None] * len(ids), latency_ms=latency * 1000,
-        ))  # fmt: skip
+        if config.inference_log:
+            inference_log.add(log_rows(
+                request_ids=ids, inputs=[json.dumps(r, default=str) for r in records], dataset=model.dataset, version=model.version,
+                variant=model.variant, predictions=[float(p) for p in preds],
+                probabilities=[float(p) for p in probs] if probs is not None else [None] * len(ids), latency_ms=latency * 1000,
+            ))  # fmt: skip
         metrics.requests.labels(model.dataset, str(model.version), model.variant, api, "ok").inc()
         metrics.records.labels(model.dataset, str(model.version), model.variant).inc(len(ids))
         metrics.latency.labels(model.dataset, model.variant, api).observe(latency)
@@ -244,7 +279,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         except RecordError as exc:
             failed(name, "v1", 422)
             raise HTTPError(422, str(exc), problems=exc.details()) from None
-        preds, probs = score(model, records)
+        preds, probs = await score_batched(model, records)
         ids = account(model, records, preds, probs, started, "v1")
         if model.classification:
             out = [{"request_id": i, "label": int(p), "probability": float(q)} for i, p, q in zip(ids, preds, probs, strict=True)]
@@ -350,7 +385,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         except RecordError as exc:
             failed(name, "v2", 400)
             raise HTTPError(400, str(exc)) from None
-        preds, probs = score(model, records)
+        preds, probs = await score_batched(model, records)
         ids = account(model, records, preds, probs, started, "v2")
         n = len(records)
         if model.classification:
