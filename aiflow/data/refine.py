@@ -42,8 +42,12 @@ from aiflow.storage.lake import as_dates as _dates
 
 log = logging.getLogger(__name__)
 
-#: Event dates read, transformed and committed together (bounds memory on large refreshes).
-BATCH_DATES = 92
+#: Rows read, transformed and committed together (bounds memory on large refreshes): whole event dates
+#: are grouped until a batch would pass this many rows. Each batch is one commit (one file per partition it
+#: touches), so small datasets take one batch and large ones few (benchmarks/README.md, partitioning).
+BATCH_ROWS = 1_000_000
+#: At most this many event dates per batch (None: no limit; the rows decide).
+BATCH_DATES: int | None = None
 
 
 @dataclass
@@ -77,13 +81,15 @@ def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None, until: in
     return _dates(current.select(pl.col("event_dates").explode()).collect().to_series().to_list())
 
 
-def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False, batch_dates: int = BATCH_DATES) -> StageReport:
+def refresh_silver(
+    lake: Lake, table: TableSpec, *, full: bool = False, batch_dates: int | None = BATCH_DATES, batch_rows: int = BATCH_ROWS
+) -> StageReport:
     """Cleanse the bronze partitions that changed since the last run into ``silver/<table>``.
 
     Rows failing a rule go to ``quarantine/<table>`` with the rule's name (stage ``cleanse``);
     duplicates on the key keep the latest ingested row. Dates are processed and committed in
-    batches of ``batch_dates``; only the last commit advances the watermark, so a run that fails
-    half-way is redone from the same dates next time.
+    batches of whole dates (up to ``batch_rows`` rows, ``batch_dates`` dates); only the last commit
+    advances the watermark, so a run that fails half-way is redone from the same dates next time.
     """
     bronze, silver, ledger = Tables.bronze(table.name), Tables.silver(table.name), Tables.ledger(table.name)
     report = StageReport(table=silver)
@@ -107,7 +113,7 @@ def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False, batch_da
         return report
 
     committed = lake.scan(ledger, ledger_version).select("batch_id").unique().collect().to_series()
-    batches = date_batches(report.dates, batch_dates)
+    batches = row_batches(report.dates, rows_per_date(lake.scan(bronze, bronze_version), report.dates), batch_rows, batch_dates)
     for i, dates in enumerate(batches):
         rows = (
             lake.scan(bronze, bronze_version)
@@ -147,12 +153,30 @@ def refresh_silver(lake: Lake, table: TableSpec, *, full: bool = False, batch_da
     return report
 
 
-def date_batches(dates: list[dt.date], size: int) -> list[list[dt.date]]:
-    """Consecutive groups of at most ``size`` dates: each is read, transformed and committed on its own,
-    so memory is bounded by a batch, not by the whole table (a full refresh of 10M rows needed > 18 GB)."""
-    if size < 1:
-        raise ValueError("batch_dates must be at least 1")
-    return [dates[i : i + size] for i in range(0, len(dates), size)]
+def rows_per_date(frame: pl.LazyFrame, dates: list[dt.date]) -> dict[dt.date, int]:
+    """Rows of each of ``dates`` in ``frame`` (one column read)."""
+    counts = frame.filter(pl.col(EVENT_DATE).is_in(dates)).group_by(EVENT_DATE).len().collect()
+    return dict(counts.iter_rows())
+
+
+def row_batches(dates: list[dt.date], counts: dict[dt.date, int], max_rows: int, max_dates: int | None = None) -> list[list[dt.date]]:
+    """Consecutive groups of whole dates, each of at most ``max_rows`` rows (a larger date alone) and
+    ``max_dates`` dates: each is read, transformed and committed on its own, so memory is bounded by a
+    batch, not by the whole table (a full refresh of 10M rows needed > 18 GB), while a small table is one
+    commit (one file per partition) rather than one per few dates."""
+    if max_rows < 1 or (max_dates is not None and max_dates < 1):
+        raise ValueError("batch_rows and batch_dates must be at least 1")
+    batches: list[list[dt.date]] = []
+    rows = 0
+    for date in dates:
+        n = counts.get(date, 0)
+        if batches and rows + n <= max_rows and (max_dates is None or len(batches[-1]) < max_dates):
+            batches[-1].append(date)
+            rows += n
+        else:
+            batches.append([date])
+            rows = n
+    return batches
 
 
 # ---------------------------------------------------------------------------------------- features
@@ -161,7 +185,9 @@ def load_state(lake: Lake, spec: DatasetSpec, version: int | None = None) -> Fea
     return FeatureState.from_frame(lake.scan(name, version).collect()) if lake.exists(name) else None
 
 
-def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False, batch_dates: int = BATCH_DATES) -> StageReport:
+def refresh_features(
+    lake: Lake, spec: DatasetSpec, *, refit: bool = False, batch_dates: int | None = BATCH_DATES, batch_rows: int = BATCH_ROWS
+) -> StageReport:
     """Build features for the silver partitions that changed (or whose side-table rows changed).
 
     The encoders are fitted once (on the training window of the split) and stored; ``refit=True``
@@ -220,7 +246,7 @@ def refresh_features(lake: Lake, spec: DatasetSpec, *, refit: bool = False, batc
         )  # fmt: skip
         report.state_refitted = True
 
-    batches = date_batches(dates, batch_dates)
+    batches = row_batches(dates, rows_per_date(lake.scan(silver, silver_version), dates), batch_rows, batch_dates)
     for i, batch in enumerate(batches):
         rows = lake.scan(silver, silver_version).filter(pl.col(EVENT_DATE).is_in(batch))
         side_frames = {}
