@@ -29,7 +29,7 @@ POLARS_TYPES: dict[str, pl.DataType] = {
     "datetime": pl.Datetime("us", "UTC"),
 }
 
-#: Partition column every table carries, derived from the event time (UTC calendar date).
+#: Column every table carries, derived from the event time (UTC calendar date); incremental stages replace by it.
 EVENT_DATE = "event_date"
 #: Partition column of tables partitioned by month (the first day of the event date's month); reserved.
 EVENT_MONTH = "event_month"
