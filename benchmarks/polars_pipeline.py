@@ -14,8 +14,8 @@ import time
 
 import polars as pl
 
-from aiflow import cleanse as C
-from aiflow import features as F
+from aiflow.data import cleanse as C
+from aiflow.data import features as F
 from aiflow.spec import DatasetSpec
 
 
