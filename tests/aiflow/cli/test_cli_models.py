@@ -63,10 +63,14 @@ def test_list_and_show_print_tables(home: Path):
     listed, shown, card = aiflow_concurrently(home, ["list"], ["show", "flights", "3"], ["show", "flights", "2", "--card"])
     assert listed.returncode == 0, listed.stderr
     header = listed.stdout.splitlines()[1]
-    for column in ("name", "version", "aliases", "gates_passed", "reason", "data", "metrics", "sha256"):
+    for column in ("name", "version", "family", "aliases", "gates_passed", "reason", "data", "metrics", "sha256"):
         assert column in header
     listed_rows = rows(listed.stdout, "flights")
-    assert [r[:2] for r in listed_rows] == [["flights", "1"], ["flights", "2"], ["flights", "3"]]
+    assert [r[:3] for r in listed_rows] == [
+        ["flights", "1", "pytorch"],
+        ["flights", "2", "pytorch"],
+        ["flights", "3", "pytorch"],
+    ]  # rows without a family were networks
     assert "features/flights@7" in listed_rows[0] and "auc=0.74" in listed_rows[0]
 
     assert shown.returncode == 0, shown.stderr
@@ -194,6 +198,8 @@ def test_verify_checks_the_champion_or_a_version_and_names_the_edited_file(tmp_p
 
     # a copied home verifies in its new place (locations are relative to the artifact root)
     shutil.copytree(home, tmp_path / "copy")
+    shutil.copytree(home, tmp_path / "gone")
+    shutil.rmtree(tmp_path / "gone" / "artifacts" / registry(home).get("trips", 2).artifact_uri)
     # one byte of one file of each bundle changed in the original home
     v1 = home / "artifacts" / registry(home).get("trips", 1).artifact_uri
     v2 = home / "artifacts" / registry(home).get("trips", 2).artifact_uri
@@ -203,12 +209,18 @@ def test_verify_checks_the_champion_or_a_version_and_names_the_edited_file(tmp_p
     weights[-100] ^= 1
     (v2 / "weights.pt").write_bytes(bytes(weights))
 
-    with ThreadPoolExecutor(3) as pool:
-        checks = [(home, "verify", "trips"), (home, "verify", "trips", "2"), (tmp_path / "copy", "verify", "trips")]
-        edited, edited_weights, copied = pool.map(lambda args: aiflow(*args), checks)
+    with ThreadPoolExecutor(4) as pool:
+        checks = [
+            (home, "verify", "trips"),
+            (home, "verify", "trips", "2"),
+            (tmp_path / "copy", "verify", "trips"),
+            (tmp_path / "gone", "verify", "trips", "2"),
+        ]
+        edited, edited_weights, copied, gone = pool.map(lambda args: aiflow(*args), checks)
     assert edited.returncode == 1 and edited.stdout == ""
     assert "trips v1 FAILED" in edited.stderr and f"{v1}: model.json differs from the registered bundle" in edited.stderr
     assert edited_weights.returncode == 1 and "weights.pt differs from the registered bundle" in edited_weights.stderr
     assert "model.json" not in edited_weights.stderr and "Traceback" not in edited.stderr + edited_weights.stderr
     assert copied.returncode == 0 and copied.stdout.startswith("trips v1 (sklearn) verified"), copied.stderr
     assert str(tmp_path / "copy" / "artifacts") in copied.stdout
+    assert gone.returncode == 1 and "is incomplete: manifest.json is missing" in gone.stderr and "Traceback" not in gone.stderr
