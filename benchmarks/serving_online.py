@@ -1,0 +1,186 @@
+"""Online-serving benchmark (issue 11): ``aiflow serve`` with auth, metrics and the inference log on, against floors
+measured in the same run. An open-loop, fixed-rate generator (asyncio + httpx): request *i* is due at ``t0 + i / rate``
+and its latency is counted from when it was due, so a slow server cannot hide its tail by slowing the generator
+(coordinated omission); the report shows how far sends lagged behind schedule, i.e. whether the generator held the rate.
+
+    .venv/bin/python -m benchmarks.serving_online [--seconds 8] [--rates 200,400,600,800] [--out results.json]
+
+Figures and the command: benchmarks/README.md, section "Online serving".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tests.aiflow.serving.conftest import TOKEN, Home, Server, free_port, make_home, record, register, start_server, tiny_spec, wait_ready
+
+
+async def open_loop(url: str, rate: float, seconds: float, body: dict, headers: dict) -> dict:
+    """Fixed-rate requests for ``seconds``; latencies from each request's due time."""
+    n = int(rate * seconds)
+    latencies, failures, lags = [], 0, []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10, limits=httpx.Limits(max_connections=256)) as client:
+        t0 = time.perf_counter() + 0.2
+
+        async def one(i: int) -> None:
+            nonlocal failures
+            due = t0 + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            lags.append(time.perf_counter() - due)
+            try:
+                r = await client.post("/v1/predict", json=body)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - due)
+            failures += not ok
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - t0
+    ms = np.array(latencies) * 1000
+    return {"rate": rate, "requests": n, "failed": failures, "achieved_rps": round(n / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2), "send_lag_p99_ms": round(float(np.percentile(np.array(lags) * 1000, 99)), 2)}  # fmt: skip
+
+
+async def closed_loop(url: str, concurrency: int, seconds: float, body: dict, headers: dict) -> dict:
+    """``concurrency`` clients sending back to back for ``seconds``: the capacity (requests/s) under the same load."""
+    latencies, failures = [], 0
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        end = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal failures
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                try:
+                    failures += (await client.post("/v1/predict", json=body)).status_code != 200
+                except httpx.HTTPError:
+                    failures += 1
+                latencies.append(time.perf_counter() - t)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    ms = np.array(latencies) * 1000
+    return {"concurrency": concurrency, "requests": len(latencies), "failed": failures, "rps": round(len(latencies) / wall, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}  # fmt: skip
+
+
+def start_floor(home: Home) -> Server:
+    import subprocess
+
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIFLOW_")}, "AIFLOW_HOME": str(home.root), "BENCH_DATASET": "trips",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    log = home.root / "floor.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "benchmarks.serving_floor:app", "--port", str(port), "--log-level", "warning"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    return wait_ready(Server(proc, f"http://127.0.0.1:{port}", log))
+
+
+def max_rate(url: str, rates: list[float], seconds: float, body: dict, headers: dict) -> tuple[float, list[dict]]:
+    """The highest of ``rates`` held with p99 < 50 ms and no failure (0 if none)."""
+    runs, best = [], 0.0
+    for rate in rates:
+        run = asyncio.run(open_loop(url, rate, seconds, body, headers))
+        runs.append(run)
+        if run["p99_ms"] < 50 and run["failed"] == 0:
+            best = rate
+        else:
+            break
+    return best, runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rates", default="50,100,200,300,400,600")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        home = make_home(Path(tmp) / "home", [tiny_spec()])
+        single = {"dataset": "trips", "records": [record(1)]}
+        hundred = {"dataset": "trips", "records": [record(i % 9) for i in range(100)]}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+
+        floor = start_floor(home)
+        try:
+            results["floor_capacity"] = asyncio.run(closed_loop(floor.url, 16, args.seconds, single, {}))
+            results["floor_max_rate"], results["floor_runs"] = max_rate(floor.url, rates, args.seconds, single, {})
+        finally:
+            floor.stop(signal.SIGTERM)
+
+        server = start_server(home, "--log-interval", "1", "--reload-interval", "1")
+        try:
+            results["serve_capacity"] = asyncio.run(closed_loop(server.url, 16, args.seconds, single, auth))
+            results["capacity_ratio_to_floor"] = round(results["serve_capacity"]["rps"] / results["floor_capacity"]["rps"], 2)
+            results["serve_200rps"] = asyncio.run(open_loop(server.url, 200, args.seconds, single, auth))
+            results["serve_max_rate"], results["serve_runs"] = max_rate(server.url, rates, args.seconds, single, auth)
+            results["max_rate_ratio_to_floor"] = round(results["serve_max_rate"] / results["floor_max_rate"], 2) if results["floor_max_rate"] else None
+
+            # 100-record requests, one at a time: scored rows/s vs the bare in-process predict on the same records
+            from aiflow.evaluation.validation import ModelRef, load_model
+            from aiflow.models.registry import Registry
+
+            model = load_model(ModelRef.of(Registry(home.lake).get("trips", 1), str(home.artifacts)))
+            model.predict_records(hundred["records"])
+            t = time.perf_counter()
+            for _ in range(200):
+                model.predict_records(hundred["records"])
+            inproc = 200 * 100 / (time.perf_counter() - t)
+            with httpx.Client(base_url=server.url, headers=auth) as c:
+                c.post("/v1/predict", json=hundred)
+                t = time.perf_counter()
+                for _ in range(200):
+                    assert c.post("/v1/predict", json=hundred).status_code == 200
+                served = 200 * 100 / (time.perf_counter() - t)
+            results["batch100"] = {"served_rows_per_s": round(served), "in_process_rows_per_s": round(inproc), "ratio": round(served / inproc, 2)}
+
+            # a hot swap during 200 req/s
+            async def swap_run() -> dict:
+                async def promote() -> None:
+                    await asyncio.sleep(args.seconds / 3)
+                    await asyncio.to_thread(register, home.lake, home.specs["trips"], home.artifacts, 7)
+
+                run, _ = await asyncio.gather(open_loop(server.url, 200, args.seconds, single, auth), promote())
+                return run
+
+            results["hot_swap_200rps"] = asyncio.run(swap_run())
+            with httpx.Client(base_url=server.url, headers=auth) as c:
+                results["hot_swap_200rps"]["version_after"] = c.post("/v1/predict", json=single).json()["version"]
+        finally:
+            server.stop(signal.SIGTERM)
+
+        # the inference log's cost: the same search with it off
+        quiet = start_server(home, "--no-inference-log", "--reload-interval", "1")
+        try:
+            results["no_log_capacity"] = asyncio.run(closed_loop(quiet.url, 16, args.seconds, single, auth))
+            results["log_on_vs_off_capacity_ratio"] = round(results["serve_capacity"]["rps"] / results["no_log_capacity"]["rps"], 2)
+            results["no_log_max_rate"], results["no_log_runs"] = max_rate(quiet.url, rates, args.seconds, single, auth)
+        finally:
+            quiet.stop(signal.SIGTERM)
+        if results["no_log_max_rate"]:
+            results["log_on_vs_off_ratio"] = round(results["serve_max_rate"] / results["no_log_max_rate"], 2)
+        results["load_avg_after"] = os.getloadavg()
+    print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
