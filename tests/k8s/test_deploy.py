@@ -13,6 +13,7 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_k8s import K8sRunLauncher
 
+from aiflow.storage.settings import Settings
 from resources.k8s_tags import GPU_RUN_TAGS, GPU_TAG_KEY
 from resources.k8s_training import K8sTrainingLauncher
 
@@ -44,6 +45,10 @@ def test_helm_values_point_the_code_location_at_definitions_and_limit_gpu_runs()
     args = deployment["dagsterApiGrpcArgs"]
     assert args[args.index("-f") + 1] == "definitions.py" and (ROOT / "definitions.py").exists()
     assert {"name": "AIFLOW_PROFILE", "value": "k8s"} in deployment["env"]
+    # the code location's environment is complete for the k8s profile (secrets aside: they come from envSecrets)
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    settings = Settings.from_env(env)
+    assert (settings.profile, settings.lake_uri, settings.artifact_uri) == ("k8s", env["AIFLOW_LAKE_URI"], env["AIFLOW_ARTIFACT_URI"])
     assert {"name": "aiflow-aws"} in deployment["envSecrets"]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
