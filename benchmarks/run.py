@@ -436,11 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-work", action="store_true")
     ap.add_argument("--max-rss-gb", type=float, default=MAX_RSS_GB, help="kill a worker past this RSS (protects the shared machine)")
     ap.add_argument("--summarize", type=Path, metavar="JSON", help="only print the table of an earlier results file")
+    ap.add_argument("--partitioning", choices=["day", "month", "none"], help="the demo spec's partitioning in every worker (default: the spec's)")
     opts = ap.parse_args(argv)
     if opts.summarize:
         print_table(summary_rows(json.loads(opts.summarize.read_text())))
         return 0
     MAX_RSS_GB = opts.max_rss_gb
+    if opts.partitioning:
+        os.environ["AIFLOW_BENCH_PARTITIONING"] = opts.partitioning  # inherited by every worker (benchmarks.worker.bench_spec)
     skip = {s.strip() for s in opts.skip.split(",") if s.strip()}
     scales = ["1m", "10m"] if opts.rows == "both" else [opts.rows]
     started = dt.datetime.now().astimezone()
@@ -451,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "code": code_state(),
         "goals": GOALS,
+        "partitioning": opts.partitioning or "spec default",
         "scales": {},
     }
     t0 = time.perf_counter()

@@ -23,6 +23,19 @@ import psutil
 
 from aiflow.spec import demo_spec_path, load_spec
 
+#: Environment variable the runner sets (``--partitioning``): the granularity every worker's demo spec uses.
+PARTITIONING_ENV = "AIFLOW_BENCH_PARTITIONING"
+
+
+def bench_spec():
+    """The demo spec, with ``partitioning`` (main and side tables) from ``AIFLOW_BENCH_PARTITIONING`` when set."""
+    spec = load_spec(demo_spec_path())
+    granularity = os.environ.get(PARTITIONING_ENV)
+    if not granularity:
+        return spec
+    sides = [t.model_copy(update={"partitioning": granularity}) for t in spec.side_tables]
+    return spec.model_copy(update={"partitioning": granularity, "side_tables": sides})
+
 
 def _rss() -> int:
     return psutil.Process().memory_info().rss
@@ -97,7 +110,7 @@ def task_ingest_engine(args: dict) -> dict:
     from aiflow.storage.lake import Lake
     from aiflow.storage.landing import LocalLandingZone
 
-    spec = load_spec(demo_spec_path())
+    spec = bench_spec()
     table = spec if args["table"] == spec.name else spec.side(args["table"])
     lake_root = Path(args["lake"])
     if args.get("fresh", True):
@@ -146,7 +159,7 @@ def task_ingest_floor(args: dict) -> dict:
 
     from aiflow.storage.landing import LocalLandingZone
 
-    spec = load_spec(demo_spec_path())
+    spec = bench_spec()
     table = spec if args["table"] == spec.name else spec.side(args["table"])
     out = Path(args["out"])
     shutil.rmtree(out, ignore_errors=True)
@@ -228,7 +241,7 @@ def _after_load() -> dict:
 def task_pipeline_polars(args: dict) -> dict:
     from benchmarks import polars_pipeline
 
-    spec = load_spec(demo_spec_path())
+    spec = bench_spec()
     flights, sides = _load_bronze(args["lake"], spec)
     loaded = _after_load()
     start = time.perf_counter()
@@ -244,7 +257,7 @@ def task_pipeline_polars(args: dict) -> dict:
 def task_pipeline_pandas(args: dict) -> dict:
     from benchmarks import pandas_pipeline
 
-    spec = load_spec(demo_spec_path())
+    spec = bench_spec()
     flights_pl, sides_pl = _load_bronze(args["lake"], spec)
     flights = flights_pl.to_pandas()
     sides = {k: v.to_pandas() for k, v in sides_pl.items()}
@@ -266,7 +279,7 @@ def task_refresh(args: dict) -> dict:
     from aiflow.data.refine import refresh_features, refresh_silver
     from aiflow.storage.lake import Lake
 
-    spec = load_spec(demo_spec_path())
+    spec = bench_spec()
     clone_lake(Path(args["source_lake"]), Path(args["lake"]))
     for sub in ("silver", "features", "state"):
         shutil.rmtree(Path(args["lake"]) / sub, ignore_errors=True)
@@ -333,7 +346,7 @@ def task_incremental(args: dict) -> dict:
     from aiflow.storage.lake import Lake
     from aiflow.storage.landing import LocalLandingZone
 
-    spec = load_spec(demo_spec_path())
+    spec = bench_spec()
     zone, work = Path(args["zone"]), Path(args["work"])
     history, repeats = args["history_days"], args["repeats"]
     shutil.rmtree(work, ignore_errors=True)
