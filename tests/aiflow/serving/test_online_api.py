@@ -37,6 +37,11 @@ def api(home_template: Home, tmp_path_factory):
     server.stop(signal.SIGKILL)
 
 
+def ids_of(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [p["request_id"] for p in response.json()["predictions"]]
+
+
 def own_model(home: Home, dataset: str):
     mv = Registry(home.lake).get(dataset, 1)
     return load_model(ModelRef.of(mv, str(home.artifacts)))
@@ -192,6 +197,11 @@ def test_feedback_is_idempotent_latest_wins_and_unknown_ids_are_flagged(api):
         assert again.status_code == 200 and again.json()["unknown"] == []
         bad = c.post("/v1/feedback", json={"dataset": "trips", "labels": [{"request_id": ids[0], "label": "late"}]})
         assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "label"
+        fare = ids_of(c.post("/v1/predict", json={"dataset": "fares", "records": [record(4)]}))[0]
+        for value in (12.5, 14.25):  # a regression label: the value; sent twice, the latest wins
+            assert c.post("/v1/feedback", json={"dataset": "fares", "labels": [{"request_id": fare, "label": value}]}).status_code == 200
+        assert c.post("/v1/feedback", json={"dataset": "planes", "labels": [{"request_id": fare, "label": 1}]}).status_code == 404
+    assert read_labels(home.lake, "fares").select("request_id", "label", "known").rows() == [(fare, 14.25, True)]
     labels = read_labels(home.lake, "trips").sort("request_id")
     rows = {r["request_id"]: (r["label"], r["known"]) for r in labels.iter_rows(named=True)}
     assert labels.height == 3 == len(rows)  # one row per id

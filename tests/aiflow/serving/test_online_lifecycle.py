@@ -60,6 +60,8 @@ class Caller(threading.Thread):
 def test_hot_reload_under_traffic_refuses_a_tampered_version_and_logs_every_request_on_sigterm(home: Home, serve):
     server = serve(home, "--log-interval", "60")  # no timed flush in this test: the log is written at shutdown
     registry = Registry(home.lake)
+    with server.client() as c:  # the regression dataset (Tokyo, other side-column names) is logged too
+        fares = c.post("/v1/predict", json={"dataset": "fares", "records": [record(i) | {"fares_weather_temp": 1.5} for i in range(3)]})
     caller = Caller(server)
     caller.start()
     try:
@@ -104,6 +106,10 @@ def test_hot_reload_under_traffic_refuses_a_tampered_version_and_logs_every_requ
     assert row["time"].tzinfo is not None and row["date"] == row["time"].date()
     assert '"carrier"' in row["input"] and 0.0 <= row["probability"] <= 1.0 and row["prediction"] in (0.0, 1.0)
     assert not log["input"].str.contains(TOKEN).any() and TOKEN not in server.output()
+    fares_log = logged(home, "fares").sort("request_id")
+    answers = sorted((p["request_id"], p["prediction"]) for p in fares.json()["predictions"])
+    assert list(zip(fares_log["request_id"], fares_log["prediction"], strict=True)) == answers
+    assert fares_log["probability"].null_count() == 3 and fares_log["input"].str.contains("fares_weather_temp").all()
 
 
 def test_two_processes_append_to_one_log_and_kill_9_loses_at_most_one_flush_interval(home: Home, serve):
