@@ -26,21 +26,18 @@ from starlette.background import BackgroundTask
 
 from aiflow.serving.auth import TokenSource
 from aiflow.serving.batcher import MicroBatcher
+from aiflow.serving.errors import HTTPError
 from aiflow.serving.feedback import parse_feedback, record_feedback
 from aiflow.serving.holder import CANARY, CHALLENGER, CHAMPION, ModelHolder, Served
 from aiflow.serving.inference_log import InferenceLog, log_rows, log_table
 from aiflow.serving.metrics import ServingMetrics
+from aiflow.serving.oip import check_version, infer_response, model_metadata, oip_records
 from aiflow.serving.schema import RecordError, validate_records
 from aiflow.serving.traffic import KEY_HEADER, ShadowGate, choose_variant
 from aiflow.storage.lake import Lake
 
 log = logging.getLogger("aiflow.serving")
 THRESHOLD = 0.5  # as batch scoring decides a class
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, **extra):
-        self.status, self.message, self.extra = status, message, extra
 
 
 @dataclass
@@ -156,7 +153,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             for model in (champion, canary):
                 if model is not None and version == str(model.version):
                     return model
-            _check_version(champion, version)
+            check_version(champion, version)
         if choose_variant(request.headers.get(KEY_HEADER), config.canary_fraction, canary is not None) == CANARY and canary is not None:
             return canary
         return champion
@@ -327,16 +324,6 @@ def create_app(config: ServeConfig) -> FastAPI:
         """OIP server metadata."""
         return {"name": "aiflow", "version": "0.1.0", "extensions": []}
 
-    def model_metadata(model: Served) -> dict:
-        outputs = (
-            [{"name": "probability", "datatype": "FP64", "shape": [-1]}, {"name": "label", "datatype": "INT64", "shape": [-1]}]
-            if model.classification else [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
-        )  # fmt: skip
-        return {
-            "name": model.dataset, "versions": [str(model.version)], "platform": f"aiflow-{model.model.family}",
-            "inputs": [{"name": f.name, "datatype": f.datatype, "shape": [-1]} for f in model.fields], "outputs": outputs,
-        }  # fmt: skip
-
     def oip(fn):
         """OIP errors are HTTP 400 with {"error": ...} (401 and 413 keep their codes)."""
 
@@ -358,7 +345,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     async def _metadata(name: str, version: str | None) -> dict:
         model = served(name)
-        _check_version(model, version)
+        check_version(model, version)
         return model_metadata(model)
 
     @app.get("/v2/models/{name}/ready", dependencies=secured)
@@ -381,57 +368,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         payload = await read_json(request, config.max_body_bytes)
         model = route(name, request, version)
         try:
-            records = validate_records(_oip_records(payload, model), model.fields)
+            records = validate_records(oip_records(payload, model), model.fields)
         except RecordError as exc:
             failed(name, "v2", 400)
             raise HTTPError(400, str(exc)) from None
         preds, probs = await score_batched(model, records)
         ids = account(model, records, preds, probs, started, "v2")
-        n = len(records)
-        if model.classification:
-            outputs = [
-                {"name": "probability", "datatype": "FP64", "shape": [n], "data": [float(p) for p in probs]},
-                {"name": "label", "datatype": "INT64", "shape": [n], "data": [int(p) for p in preds]},
-            ]
-        else:
-            outputs = [{"name": "prediction", "datatype": "FP64", "shape": [n], "data": [float(p) for p in preds]}]
-        wanted = {o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)}
-        if wanted:
-            outputs = [o for o in outputs if o["name"] in wanted]
-        out = {"model_name": name, "model_version": str(model.version), "outputs": outputs, "parameters": {"request_ids": ",".join(ids)}}
-        if payload.get("id") is not None:
-            out["id"] = payload["id"]
-        return JSONResponse(out, background=shadow_task(name, records, ids, "v2"))
+        return JSONResponse(infer_response(payload, model, preds, probs, ids), background=shadow_task(name, records, ids, "v2"))
 
     return app
-
-
-def _check_version(model: Served, version: str | None) -> None:
-    if version is not None and version != str(model.version):
-        raise HTTPError(400, f"model {model.dataset!r} version {version} is not served (serving version {model.version})")
-
-
-def _oip_records(payload: object, model: Served) -> list[dict]:
-    """OIP ``inputs`` (one 1-D tensor per field) → records; raises HTTPError 400 naming the input."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
-        raise HTTPError(400, "the body must hold 'inputs': a list of {name, shape, datatype, data} tensors")
-    fields = {f.name: f for f in model.fields}
-    columns: dict[str, list] = {}
-    for tensor in payload["inputs"]:
-        name = tensor.get("name") if isinstance(tensor, dict) else None
-        if name not in fields:
-            raise HTTPError(400, f"unknown input {name!r}; the model's inputs are {', '.join(fields)}")
-        shape, data = tensor.get("shape"), tensor.get("data")
-        if not isinstance(shape, list) or not isinstance(data, list) or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-            raise HTTPError(400, f"input {name!r}: expected a 1-D tensor (shape [n] or [n, 1]) with a flat 'data' list")
-        flat = [v for row in data for v in row] if data and isinstance(data[0], list) else data
-        if len(flat) != shape[0]:
-            raise HTTPError(400, f"input {name!r}: shape says {shape[0]} elements, data has {len(flat)}")
-        if tensor.get("datatype") != fields[name].datatype:
-            raise HTTPError(400, f"input {name!r}: datatype must be {fields[name].datatype}, got {tensor.get('datatype')!r}")
-        columns[name] = flat
-    sizes = {len(v) for v in columns.values()}
-    if len(sizes) != 1:
-        raise HTTPError(400, f"inputs have different lengths: {', '.join(f'{k}={len(v)}' for k, v in columns.items())}")
-    n = sizes.pop()
-    return [{k: v[i] for k, v in columns.items()} for i in range(n)]

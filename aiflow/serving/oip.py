@@ -1,0 +1,73 @@
+"""The Open Inference Protocol (REST) shapes: model metadata, request tensors to records, records' answers to tensors.
+
+Spec: kserve/open-inference-protocol ``specification/protocol/inference_rest.md``. One input per feature field,
+1-D (``[n]``, or ``[n, 1]``), one element per record; outputs ``probability`` (FP64) and ``label`` (INT64) for
+classification, ``prediction`` (FP64) for regression. Errors are :class:`HTTPError` 400 naming the input.
+"""
+
+from __future__ import annotations
+
+from aiflow.serving.errors import HTTPError
+from aiflow.serving.holder import Served
+
+
+def model_metadata(model: Served) -> dict:
+    """``GET /v2/models/{name}``: one input per feature column (shape ``[-1]``), the outputs by problem type."""
+    outputs = (
+        [{"name": "probability", "datatype": "FP64", "shape": [-1]}, {"name": "label", "datatype": "INT64", "shape": [-1]}]
+        if model.classification else [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+    )  # fmt: skip
+    return {
+        "name": model.dataset, "versions": [str(model.version)], "platform": f"aiflow-{model.model.family}",
+        "inputs": [{"name": f.name, "datatype": f.datatype, "shape": [-1]} for f in model.fields], "outputs": outputs,
+    }  # fmt: skip
+
+
+def infer_response(payload: dict, model: Served, preds, probs, ids: list[str]) -> dict:
+    """The inference response: the requested outputs (all by default), the request ``id`` echoed, request ids as a parameter."""
+    n = len(ids)
+    if model.classification:
+        outputs = [
+            {"name": "probability", "datatype": "FP64", "shape": [n], "data": [float(p) for p in probs]},
+            {"name": "label", "datatype": "INT64", "shape": [n], "data": [int(p) for p in preds]},
+        ]
+    else:
+        outputs = [{"name": "prediction", "datatype": "FP64", "shape": [n], "data": [float(p) for p in preds]}]
+    wanted = {o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)}
+    if wanted:
+        outputs = [o for o in outputs if o["name"] in wanted]
+    out = {"model_name": model.dataset, "model_version": str(model.version), "outputs": outputs, "parameters": {"request_ids": ",".join(ids)}}
+    if payload.get("id") is not None:
+        out["id"] = payload["id"]
+    return out
+
+
+def check_version(model: Served, version: str | None) -> None:
+    if version is not None and version != str(model.version):
+        raise HTTPError(400, f"model {model.dataset!r} version {version} is not served (serving version {model.version})")
+
+
+def oip_records(payload: object, model: Served) -> list[dict]:
+    """OIP ``inputs`` (one 1-D tensor per field) → records; raises HTTPError 400 naming the input."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
+        raise HTTPError(400, "the body must hold 'inputs': a list of {name, shape, datatype, data} tensors")
+    fields = {f.name: f for f in model.fields}
+    columns: dict[str, list] = {}
+    for tensor in payload["inputs"]:
+        name = tensor.get("name") if isinstance(tensor, dict) else None
+        if name not in fields:
+            raise HTTPError(400, f"unknown input {name!r}; the model's inputs are {', '.join(fields)}")
+        shape, data = tensor.get("shape"), tensor.get("data")
+        if not isinstance(shape, list) or not isinstance(data, list) or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise HTTPError(400, f"input {name!r}: expected a 1-D tensor (shape [n] or [n, 1]) with a flat 'data' list")
+        flat = [v for row in data for v in row] if data and isinstance(data[0], list) else data
+        if len(flat) != shape[0]:
+            raise HTTPError(400, f"input {name!r}: shape says {shape[0]} elements, data has {len(flat)}")
+        if tensor.get("datatype") != fields[name].datatype:
+            raise HTTPError(400, f"input {name!r}: datatype must be {fields[name].datatype}, got {tensor.get('datatype')!r}")
+        columns[name] = flat
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) != 1:
+        raise HTTPError(400, f"inputs have different lengths: {', '.join(f'{k}={len(v)}' for k, v in columns.items())}")
+    n = sizes.pop()
+    return [{k: v[i] for k, v in columns.items()} for i in range(n)]
