@@ -179,14 +179,14 @@ def start_server(home: Home, *args: str, env: dict | None = None, wait: bool = T
     return wait_ready(server) if wait else server
 
 
-def wait_ready(server: Server, timeout: float = 60) -> Server:
+def wait_ready(server: Server, timeout: float = 60, verify=True) -> Server:
     """Wait until ``/v2/health/ready`` answers 200 (the process killed and its output shown if it does not)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise RuntimeError(f"aiflow serve exited with {server.proc.returncode}:\n{server.output()}")
         try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1, verify=verify).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
