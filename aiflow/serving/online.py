@@ -9,6 +9,7 @@ also under ``/versions/{v}``). Every endpoint but the health probes needs ``Auth
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -307,7 +308,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                 found |= set(hits["request_id"].to_list())
             return found
 
-        return {"dataset": name, **record_feedback(config.lake, name, pairs, known)}
+        # a Delta merge (and a scan of the log): off the event loop, so scoring goes on meanwhile
+        return {"dataset": name, **await asyncio.to_thread(record_feedback, config.lake, name, pairs, known)}
 
     @app.get("/v1/models", dependencies=secured)
     async def models() -> dict:
