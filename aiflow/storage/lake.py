@@ -6,9 +6,9 @@ commit conflicts, so concurrent runs never corrupt a table.
 **Partitioning.** A table is created with the partitions its spec asks for (``partitioning``: ``month``
 adds an ``event_month`` partition column, ``day`` partitions by ``event_date``, ``none`` has no partition
 column); every later write follows what the table was created with, read from its Delta metadata, so
-lakes written with daily partitions keep working. Rows are written sorted by ``event_date``, so each
-file's statistics cover a narrow date range and date filters (Polars, delta-rs predicates) skip the
-other files whatever the partitioning. ``event_date`` is a regular column everywhere; ``event_month``
+lakes written with daily partitions keep working. Unpartitioned tables get their rows sorted by
+``event_date``, so each file's (and row group's) statistics cover a narrow date range and date filters
+(Polars, delta-rs predicates) skip the others; partitioned tables are pruned by partition first. ``event_date`` is a regular column everywhere; ``event_month``
 is a storage detail that :meth:`Lake.scan` leaves out.
 """
 
@@ -107,8 +107,9 @@ def partition_columns(partitioning: Partitioning) -> list[str]:
 
 
 def laid_out(df: pl.DataFrame, partition_by: Iterable[str]) -> pl.DataFrame:
-    """``df`` as written into a table partitioned by ``partition_by``: derived partition columns added, rows
-    sorted by ``event_date`` (unless the table is partitioned by it) so file statistics prune date filters."""
+    """``df`` as written into a table partitioned by ``partition_by``: derived partition columns added; rows
+    sorted by ``event_date`` when the table has no partition (so statistics prune date filters; a partitioned
+    table is pruned by partition, and sorting 1M rows cost ~0.1 s per write for nothing)."""
     partition_by = list(partition_by)
     missing = [c for c in partition_by if c not in df.columns and c not in DERIVED_COLUMNS]
     if missing:
@@ -118,7 +119,7 @@ def laid_out(df: pl.DataFrame, partition_by: Iterable[str]) -> pl.DataFrame:
         if EVENT_DATE not in df.columns:
             raise ValueError(f"the table is partitioned by {partition_by}, derived from {EVENT_DATE!r}, which the rows lack")
         df = df.with_columns(derived)
-    if EVENT_DATE in df.columns and EVENT_DATE not in partition_by and df.height > 1:
+    if EVENT_DATE in df.columns and not partition_by and df.height > 1:
         df = df.sort(EVENT_DATE, nulls_last=True)
     return df
 
