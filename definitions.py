@@ -18,11 +18,12 @@ from assets.cleansing import cleansing_assets, cleansing_checks
 from assets.deployment import deployment_assets
 from assets.features import feature_assets, feature_checks
 from assets.ingestion import ingestion_assets
+from assets.monitoring import monitoring_assets
 from assets.training import training_assets
 from assets.validation import validation_assets, validation_checks
 from resources.executors import executor_for
 from resources.profiles import resources_for
-from sensors.jobs import data_plane_job, lifecycle_job, maintenance_job
+from sensors.jobs import canary_job, data_plane_job, lifecycle_job, maintenance_job
 from sensors.landing import landing_sensor
 from sensors.rollback import rollback_job
 from sensors.schedules import maintenance_schedule
@@ -47,9 +48,10 @@ def dataset_definitions(spec: DatasetSpec) -> Definitions:
             *training_assets(spec),
             *validation_assets(spec),
             *deployment_assets(spec),
+            *monitoring_assets(spec),
         ],
         asset_checks=[*cleansing_checks(spec), *feature_checks(spec), *validation_checks(spec)],
-        jobs=[data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec)],
+        jobs=[data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec), canary_job(spec)],
         sensors=[landing_sensor(spec)],
         schedules=[maintenance_schedule(maintenance)],
     )

@@ -42,6 +42,18 @@ def predictions_key(spec: DatasetSpec) -> AssetKey:
     return AssetKey([spec.name, "predictions"])
 
 
+def inference_log_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "inference_log"])
+
+
+def labels_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "labels"])
+
+
+def canary_analysis_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "canary_analysis"])
+
+
 def op_name(key: AssetKey) -> str:
     """The op (node) name Dagster derives from an asset key: its components joined by ``__``."""
     return "__".join(key.path)

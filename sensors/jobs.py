@@ -51,6 +51,21 @@ def lifecycle_job(spec: DatasetSpec | None = None):
     )
 
 
+def canary_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_canary_job"
+
+
+def canary_job(spec: DatasetSpec):
+    """Observe the inference log and labels of one dataset, then run the canary analysis (promote, roll back or wait)."""
+    return define_asset_job(
+        canary_job_name(spec),
+        selection=AssetSelection.groups("monitoring", include_sources=True)
+        & AssetSelection.key_prefixes([spec.name], include_sources=True),
+        description=f"Observe the inference log and labels of '{spec.name}' and compare its canary with the champion "
+        "(promote, roll back or wait under the configured policy).",
+    )
+
+
 class MaintenanceConfig(Config):
     retention_hours: int = Field(168, description="Vacuum keeps unreferenced files younger than this (time travel window).")
     target_file_mb: int = Field(128, ge=1, description="Compaction rewrites small files into files of about this size (MiB).")
