@@ -23,6 +23,7 @@ from assets.training import training_assets
 from assets.validation import validation_assets, validation_checks
 from resources.executors import executor_for
 from resources.profiles import resources_for
+from sensors.canary import canary_sensor
 from sensors.jobs import canary_job, data_plane_job, lifecycle_job, maintenance_job
 from sensors.landing import landing_sensor
 from sensors.rollback import rollback_job
@@ -52,7 +53,7 @@ def dataset_definitions(spec: DatasetSpec) -> Definitions:
         ],
         asset_checks=[*cleansing_checks(spec), *feature_checks(spec), *validation_checks(spec)],
         jobs=[data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec), canary_job(spec)],
-        sensors=[landing_sensor(spec)],
+        sensors=[landing_sensor(spec), canary_sensor(spec)],
         schedules=[maintenance_schedule(maintenance)],
     )
 

@@ -6,7 +6,7 @@ import datetime as dt
 import warnings
 
 import pytest
-from dagster import DagsterInstance, Definitions, materialize
+from dagster import DagsterInstance, DefaultSensorStatus, Definitions, RunRequest, SkipReason, build_sensor_context, materialize
 
 from aiflow.models.registry import Registry
 from aiflow.serving.inference_log import log_table
@@ -16,6 +16,7 @@ from assets.monitoring import monitoring_assets
 from definitions import dataset_definitions
 from resources.profiles import local_resources
 from resources.storage import LocalLakeResource
+from sensors.canary import canary_sensor
 from sensors.jobs import canary_job_name
 from tests.aiflow.models.test_registry import register
 from tests.aiflow.serving.conftest import tiny_spec
@@ -127,3 +128,14 @@ def test_canary_job_observes_the_delta_versions(tmp_path):
     versions = {key: observed_version(instance, key) for key in (inference_log_key(FARES), labels_key(FARES))}
     assert versions == {inference_log_key(FARES): "v1", labels_key(FARES): "v0"}
     assert registry.aliases(FARES.name) == {"champion": 2}  # equal quality within tolerance: promoted
+
+
+def test_canary_sensor_requests_runs_only_while_a_canary_is_set(tmp_path):
+    lake, registry = with_canary(tmp_path, TRIPS.name)
+    sensor_def = canary_sensor(TRIPS)
+    assert sensor_def.default_status == DefaultSensorStatus.STOPPED and sensor_def.minimum_interval_seconds == 15 * 60
+    resources = {"lake": LocalLakeResource(root=str(tmp_path / "lake"))}
+    request = sensor_def(build_sensor_context(resources=resources))
+    assert isinstance(request, RunRequest) and request.tags["aiflow/canary_version"] == "2"
+    registry.remove_alias(TRIPS.name, "canary", reason="test", actor="test")
+    assert isinstance(sensor_def(build_sensor_context(resources=resources)), SkipReason)
