@@ -20,6 +20,7 @@ of ``weights.pt`` and checked against their manifest, as they were.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from aiflow.data.encoding import FeatureState, ModelInputs, feature_columns, raw_to_arrays, to_arrays
+from aiflow.data.encoding import Encoder, FeatureState, ModelInputs, feature_columns, to_arrays
 from aiflow.models.families import PYTORCH, SKLEARN, dump_sklearn, load_sklearn, sklearn_predict
 from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
@@ -148,9 +149,14 @@ class LoadedModel:
         mi = self.model_inputs
         return to_arrays(features, mi.categorical, mi.cardinalities, mi.numeric)
 
+    @functools.cached_property
+    def encoder(self) -> Encoder:
+        """The one encoder compiled once for this model (vocabulary dicts, statistics, clip bounds, timezone)."""
+        return Encoder.compile(parse_spec(self.spec, f"{self.uri}/{SPEC}"), self.feature_state(), self.model_inputs)
+
     def raw_inputs(self, records: pl.DataFrame | Sequence[Mapping[str, object]]) -> tuple[np.ndarray, np.ndarray]:
         """Model input arrays for raw records (spec columns, plus ``<table>_<column>`` side values), as training saw them."""
-        return raw_to_arrays(records, self.feature_state(), parse_spec(self.spec, f"{self.uri}/{SPEC}"), self.model_inputs)
+        return self.encoder.arrays(records)
 
     def predict_arrays(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
         """Probabilities of the positive class (classification) or values (regression) for model input arrays."""

@@ -1,5 +1,7 @@
 """The one encoder: the same rows give identical model inputs through every path (features table → training
-batches, LoadedModel inputs for evaluation and batch scoring, raw records → arrays), demo and tiny specs."""
+batches, LoadedModel inputs for evaluation and batch scoring, raw records → arrays by the Polars path and by the
+compiled fast path, one record at a time too), demo and tiny specs; the fast path against the Polars path on
+1,000 seeded random records per spec shape; the same errors for values that do not parse."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 import yaml
 
 from aiflow.data.demo import write_landing
-from aiflow.data.encoding import FeatureState, model_inputs, raw_to_arrays, to_arrays
+from aiflow.data.encoding import FAST_PATH_MAX_RECORDS, Encoder, FeatureState, model_inputs, polars_raw_to_arrays, raw_to_arrays, to_arrays
 from aiflow.data.ingest import ingest
 from aiflow.data.refine import refresh_features, refresh_silver
 from aiflow.models.bundle import LoadedModel, load_bundle, save_bundle
@@ -217,6 +219,9 @@ class Paths:
     predict: tuple[np.ndarray, np.ndarray]  # LoadedModel.inputs (what predict() scores: evaluation, batch scoring)
     raw: tuple[np.ndarray, np.ndarray]  # raw_to_arrays on the raw records
     bundle_raw: tuple[np.ndarray, np.ndarray]  # LoadedModel.raw_inputs (online serving)
+    polars: tuple[np.ndarray, np.ndarray]  # the Polars path of raw_to_arrays
+    fast: tuple[np.ndarray, np.ndarray]  # the compiled fast path (asserted to have taken the batch)
+    fast_one_by_one: tuple[np.ndarray, np.ndarray]  # the fast path, one record per call (single-record serving)
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +243,13 @@ def paths(case: Case) -> Paths:
     model = load_bundle(store, uri, sha)
 
     frame = lake.scan(Tables.features(spec.name)).filter(pl.col(EVENT_DATE) == case.day).collect().sort(pl.col(case.id_column).cast(pl.Int64))
-    return Paths(frame, data.state, model, training, model.inputs(frame), raw_to_arrays(case.records, data.state, spec), model.raw_inputs(case.records))
+    fast = model.encoder.fast_arrays(case.records)
+    singles = [model.encoder.fast_arrays([r]) for r in case.records]
+    assert fast is not None and all(s is not None for s in singles), "the fast path must take these records itself"
+    one_by_one = (np.concatenate([s[0] for s in singles]), np.concatenate([s[1] for s in singles]))
+    polars = polars_raw_to_arrays(case.records, data.state, spec, model.model_inputs)
+    return Paths(frame, data.state, model, training, model.inputs(frame), raw_to_arrays(case.records, data.state, spec),
+                 model.raw_inputs(case.records), polars, fast, one_by_one)  # fmt: skip
 
 
 def canonical(cat: np.ndarray, num: np.ndarray) -> np.ndarray:
@@ -251,7 +262,9 @@ def canonical(cat: np.ndarray, num: np.ndarray) -> np.ndarray:
 def test_every_path_gives_identical_model_inputs(case, paths):
     cat, num = paths.predict
     assert cat.dtype == np.int64 and num.dtype == np.float32 and cat.shape[0] == num.shape[0] == len(case.records)
-    for name, (c, n) in {"raw_to_arrays": paths.raw, "LoadedModel.raw_inputs": paths.bundle_raw}.items():
+    others = {"raw_to_arrays": paths.raw, "LoadedModel.raw_inputs": paths.bundle_raw, "Polars path": paths.polars,
+              "fast path": paths.fast, "fast path, one record a call": paths.fast_one_by_one}  # fmt: skip
+    for name, (c, n) in others.items():
         assert np.array_equal(c, cat), f"{name}: categorical codes differ from the features-table path"
         assert np.array_equal(n, num), f"{name}: numerics differ from the features-table path"
     assert len(np.unique(canonical(cat, num), axis=0)) == len(case.records)  # distinct rows: the multiset check below is exact
@@ -339,3 +352,170 @@ def test_raw_records_are_typed_like_ingestion_and_bad_values_are_refused(tiny_sp
         raw_to_arrays([texts[0] | {"distance": "far"}], state, tiny_spec)
     with pytest.raises(ValueError, match="event time"):
         raw_to_arrays([{"carrier": "AA", "distance": "1"}], state, tiny_spec)
+
+
+# ------------------------------------------------------------------ the fast path against the Polars path
+SHAPES = ["demo", "tiny-kolkata", "tiny-lord-howe"]
+
+
+def shape_spec(shape: str) -> DatasetSpec:
+    """The demo spec (New York), the tiny spec in Kolkata, and a tiny variant in Lord Howe (half-hour DST) with other
+    column types (float32 distance, a bool category, an int category) and a minimum clip bound."""
+    if shape == "demo":
+        return parse_spec(yaml.safe_load(demo_spec_path().read_text()), "demo")
+    data = copy.deepcopy(TINY)
+    if shape == "tiny-kolkata":
+        data["timezone"] = "Asia/Kolkata"
+    else:
+        data["timezone"] = "Australia/Lord_Howe"
+        data["columns"]["distance"]["type"] = "float32"
+        data["features"]["categorical"] = ["carrier", "origin", "refundable", "seats"]
+        data["features"]["numeric"] = ["distance"]
+        data["quality"]["clip"] = {"distance": {"min": 10, "max": 5000}}
+    return parse_spec(data, shape)
+
+
+def shape_state(spec: DatasetSpec) -> FeatureState:
+    vocab = {c: [f"{c[:2].upper()}{i}" for i in range(5)] for c in spec.features.categorical}
+    if "refundable" in vocab:
+        vocab["refundable"] = ["true"]
+        vocab["seats"] = ["150", "7", "-3"]
+    stats = {c: (1.5 + i, 0.5 + i) for i, c in enumerate(model_inputs(spec, FeatureState()).numeric)}
+    stats = {c.removeprefix("num_"): v for c, v in stats.items()}
+    return FeatureState(vocab=vocab, stats=stats, rows=100)
+
+
+# DST edges: New York (2013-03-10 07:00Z, 2013-11-03 06:00Z), Lord Howe (half-hour shifts), plus year ends
+EDGES = [dt.datetime(2013, 3, 10, 7, tzinfo=dt.UTC), dt.datetime(2013, 11, 3, 6, tzinfo=dt.UTC), dt.datetime(2013, 4, 6, 15, tzinfo=dt.UTC),
+         dt.datetime(2013, 10, 5, 15, 30, tzinfo=dt.UTC), dt.datetime(2012, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+         dt.datetime(2016, 2, 29, 18, 30, tzinfo=dt.UTC)]  # fmt: skip
+# (values both paths type, values the fast path leaves to the Polars path: it types or refuses them)
+NUMBER_TEXTS = (["12", " 7 ", "+3.5", "-0", ".5", "5.", "1e3", "1E-3", "1e400", "-1e400", "nan", "NaN", "inf", "-inf", "+Infinity",
+                 "6000", "-20", "4999.9999999", "0.1", "99999999999999999999"],
+                ["1_0", "x", "\u00a012", "", "+nan", "0x10"])  # fmt: skip
+INT_TEXTS = (["12", "+7", "012", "-3", " 150 ", "150", "7"], ["12.0", "12.5", "2147483648", "x", ""])
+TIME_TEXTS = ["2013-02-30T10:00:00Z", "yesterday", "2013-01-01T10:00Z", " 2013-01-01T10:00:00Z ", "2013-01-01T10:00:00-0500"]
+UNSAFE = 0.004  # share of values drawn from the second list: about one batch in five holds one
+
+
+def pick(rng: np.random.Generator, values: tuple[list, list]) -> object:
+    safe, unsafe = values
+    return unsafe[rng.integers(len(unsafe))] if rng.random() < UNSAFE else safe[rng.integers(len(safe))]
+
+
+def random_time(rng: np.random.Generator, style: str, zone: str | None) -> object:
+    moment = EDGES[rng.integers(len(EDGES))] + dt.timedelta(minutes=int(rng.integers(-90, 91)), seconds=int(rng.integers(0, 60)),
+                                                            microseconds=int(rng.integers(0, 1_000_000)) * int(rng.integers(0, 2)))  # fmt: skip
+    if style == "typed":
+        return moment.replace(tzinfo=None) if zone is None else moment.astimezone(zoneinfo.ZoneInfo(zone))
+    if rng.random() < UNSAFE:
+        return TIME_TEXTS[rng.integers(len(TIME_TEXTS))]
+    pick = rng.integers(6)
+    if pick == 0:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if pick == 1:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    if pick == 2:
+        return moment.isoformat().replace("+00:00", "Z")
+    if pick == 3:
+        return moment.astimezone(dt.timezone(dt.timedelta(hours=5, minutes=30))).isoformat()
+    if pick == 4:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # nanoseconds: truncated to microseconds
+    return moment.strftime("%Y-%m-%d")
+
+
+def random_value(rng: np.random.Generator, kind: str, style: str, vocab: list[str]) -> object:
+    if rng.random() < 0.1:
+        return None
+    if kind == "string":
+        if style == "typed" and rng.random() < UNSAFE:
+            return 5  # a number in a text column: Polars gives it a supertype, the fast path leaves it to Polars
+        return [*vocab, "UNSEEN", "", " " + (vocab[0] if vocab else "A")][rng.integers(len(vocab) + 3)]
+    if kind in ("int32", "int64"):
+        return pick(rng, ([0, 7, 150, -3, -(2**31)], [2**31, 2**40, 12.5, 12.0])) if style == "typed" else pick(rng, INT_TEXTS)
+    if kind in ("float64", "float32"):
+        typed = ([float(rng.normal(0, 1e3)), int(rng.integers(-10, 7000)), math.nan, math.inf, -math.inf, 1e300, 6000.0, 2**63 - 1], [2**63])
+        return pick(rng, typed) if style == "typed" else pick(rng, NUMBER_TEXTS)
+    if kind == "bool":
+        return pick(rng, ([True, False], [1, 0])) if style == "typed" else pick(rng, (["yes", " No ", "TRUE", "f", "1"], ["maybe", "2"]))
+    if kind == "date":
+        return dt.date(2012, 12, int(rng.integers(1, 32))) if style == "typed" else pick(rng, (["2012-12-01", "2013-01-31"], ["2013-02-30", "2012-1-1"]))
+    raise AssertionError(kind)
+
+
+def random_batches(spec: DatasetSpec, state: FeatureState, seed: int, records: int = 1000) -> list[list[dict]]:
+    """Seeded random batches (1-8 records, each batch all text or all typed values): nulls, unseen, extremes, DST edges."""
+    rng = np.random.default_rng(seed)
+    sides = [c for c in model_inputs(spec, state).numeric if c.removeprefix("num_") not in spec.columns]
+    batches, made = [], 0
+    while made < records:
+        size, style = int(rng.integers(1, 9)), ["text", "typed"][rng.integers(2)]
+        zone = [None, "America/New_York", "Asia/Kolkata", "UTC"][rng.integers(4)]  # one per batch: Polars refuses a mix
+        batch = []
+        for _ in range(size):
+            record = {}
+            for name, column in spec.columns.items():
+                if column.type == "datetime":
+                    record[name] = random_time(rng, style, zone) if rng.random() > 0.002 else None
+                else:
+                    record[name] = random_value(rng, column.type, style, state.vocab.get(name, []))
+            for side in sides:
+                record[side.removeprefix("num_")] = [None, 4.5, -1e300, math.nan, math.inf, 3][rng.integers(6)]
+            batch.append(record)
+        batches.append(batch)
+        made += size
+    return batches
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fast_path_matches_the_polars_path_on_random_records(shape):
+    spec = shape_spec(shape)
+    state = shape_state(spec)
+    encoder = Encoder.compile(spec, state)
+    assert encoder.fast
+    fast_batches = refused = 0
+    for batch in random_batches(spec, state, seed=SHAPES.index(shape)):
+        fast = encoder.fast_arrays(batch)
+        try:
+            expected = polars_raw_to_arrays(batch, state, spec, encoder.inputs)
+        except ValueError:
+            refused += 1
+            assert fast is None, f"the fast path accepted a batch the Polars path refuses: {batch}"
+            continue
+        if fast is not None:
+            fast_batches += 1
+            assert np.array_equal(fast[0], expected[0]), f"categorical codes differ for {batch}:\n{fast[0]}\n{expected[0]}"
+            assert np.array_equal(fast[1], expected[1]), f"numerics differ for {batch}:\n{fast[1]}\n{expected[1]}"
+            assert fast[0].dtype == expected[0].dtype and fast[1].dtype == expected[1].dtype
+        assert all(np.array_equal(a, b) for a, b in zip(encoder.arrays(batch), expected, strict=True))
+    # the comparison means something only if both kinds of batch occurred often enough
+    assert fast_batches >= 40 and refused >= 20, (fast_batches, refused)
+
+
+def test_a_value_that_does_not_parse_raises_the_same_error_on_every_path(tiny_spec):
+    state = shape_state(tiny_spec)
+    encoder = Encoder.compile(tiny_spec, state)
+    good = {"trip_id": "1", "carrier": "CA0", "origin": "OR1", "distance": "110", "ts": "2013-01-01T10:00:00Z"}
+    assert encoder.fast_arrays([good]) is not None
+    bad = [{"distance": "far"}, {"seats": "12.5"}, {"refundable": "maybe"}, {"booked": "2013-02-30"}, {"seats": 2**40}, {"seats": 12.5},
+           {"ts": None}, {"ts": "soon"}, {"delay": "1,5"}]  # fmt: skip
+    for change in bad:
+        records = [good, good | change]
+        with pytest.raises(ValueError) as polars_error:
+            polars_raw_to_arrays(records, state, tiny_spec, encoder.inputs)
+        with pytest.raises(ValueError) as fast_error:
+            encoder.arrays(records)
+        assert str(fast_error.value) == str(polars_error.value)
+        field = next(iter(change))
+        assert "record 1" in str(fast_error.value) and (field in str(fast_error.value) or field == "ts")
+
+
+def test_large_batches_and_frames_take_the_polars_path(tiny_spec):
+    state = shape_state(tiny_spec)
+    encoder = Encoder.compile(tiny_spec, state)
+    record = {"trip_id": "1", "carrier": "CA0", "origin": "OR1", "distance": "6000", "ts": "2013-01-01T10:00:00Z"}
+    assert encoder.fast_arrays([record] * FAST_PATH_MAX_RECORDS) is not None
+    assert encoder.fast_arrays([record] * (FAST_PATH_MAX_RECORDS + 1)) is None
+    assert encoder.fast_arrays(pl.DataFrame([record])) is None
+    big = encoder.arrays([record] * (FAST_PATH_MAX_RECORDS + 1))
+    assert np.array_equal(big[0][:1], encoder.fast_arrays([record])[0]) and np.array_equal(big[1][:1], encoder.fast_arrays([record])[1])
