@@ -207,7 +207,7 @@ def test_better_candidate_is_promoted(world, better):
     assert v2.artifact_sha256 == _meta(better, "flights__candidate")["artifact_sha256"].value
     assert v2.metrics["test_roc_auc"] >= registry.get("flights", 1).metrics["test_roc_auc"] - GATES["champion_tolerance"]
     card = Path(v2.model_card_uri).read_text()
-    assert card.startswith("# Model card: flights v2") and "| metric | split | this model | baseline | Δ vs baseline | champion v1 | Δ vs champion |" in card
+    assert card.startswith("# Model card: flights v2") and "| metric | split | this model | naive reference | Δ vs naive | champion v1 | Δ vs champion |" in card
     champion = _meta(better, "flights__champion")
     assert champion["previous_version"].value == 1 and champion["champion_version"].value == 2
 
