@@ -179,10 +179,10 @@ def test_empty_landing_zone_is_a_clean_no_op_that_says_where_it_looked(tmp_path)
 RUN_BRONZE = """
 import sys
 from pathlib import Path
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, AssetsDefinition, DagsterInstance, materialize
 from tests.dagster_helpers import local_defs
 defs = local_defs(Path(sys.argv[1]))
-bronze = [a for a in defs.assets if AssetKey(["flights", "bronze_flights"]) in a.keys]
+bronze = [a for a in defs.assets if isinstance(a, AssetsDefinition) and AssetKey(["flights", "bronze_flights"]) in a.keys]
 config = {"ops": {"flights__bronze_flights": {"config": {"chunk_rows": 1000}}}}
 result = materialize(bronze, resources=defs.resources, instance=DagsterInstance.get(), run_config=config)
 sys.exit(0 if result.success else 1)
