@@ -247,13 +247,13 @@ def cmd_champion(args) -> int:
     mv = registry.get(args.name, version)
     valid, test = unprefixed(VALID, mv.metrics), unprefixed(TEST, mv.metrics)
     names = sorted(set(valid) & set(mv.baseline_metrics))
-    print(f"{args.name} champion: v{version} ({mv.artifact_uri}, trained on {mv.training_table}@{mv.training_version})")
+    print(f"{args.name} champion: v{version} ({mv.family or 'unknown'} family, {mv.artifact_uri}, trained on {mv.training_table}@{mv.training_version})")
     _print(
         pl.DataFrame(
             {
                 "metric": names,
                 "model (validation)": [valid[n] for n in names],
-                "baseline (validation)": [mv.baseline_metrics[n] for n in names],
+                "naive reference (validation)": [mv.baseline_metrics[n] for n in names],
                 "model (test)": [test.get(n) for n in names],
             }
         )

@@ -153,7 +153,7 @@ def test_champion_prints_headline_metrics_next_to_the_baseline(tmp_path: Path):
     reg.promote("flights", 1, reason="test", actor="tester")
     out = aiflow(tmp_path, "champion", "flights")
     assert out.returncode == 0, out.stderr
-    assert "champion: v1" in out.stdout
+    assert "champion: v1" in out.stdout and "naive reference (validation)" in out.stdout
     assert rows(out.stdout, "roc_auc") == [["roc_auc", "0.6812", "0.6775", "0.6634"]]
     assert rows(out.stdout, "log_loss")[0][:3] == ["log_loss", "0.44", "0.45"]
 
