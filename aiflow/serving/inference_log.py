@@ -15,9 +15,11 @@ positive class; null for regression), ``latency_ms`` (of the whole request), ``s
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -40,6 +42,47 @@ SCHEMA = {
 }
 
 
+_dumps = json.JSONEncoder(default=str).encode  # one encoder for every record (json.dumps builds one per call)
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """The scored records of one request, column-wise; the records become JSON text at flush, off the request path."""
+
+    request_ids: list[str]
+    records: list[dict]  # as received (not mutated afterwards)
+    dataset: str
+    version: int
+    variant: str
+    predictions: list[float]
+    probabilities: list[float | None]
+    latency_ms: float
+    time: dt.datetime
+    status: str = "ok"
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+
+def _columns(batches: list[LogBatch]) -> dict[str, list]:
+    """The log columns of ``batches``, concatenated."""
+    cols: dict[str, list] = {name: [] for name in SCHEMA}
+    for b in batches:
+        n = len(b)
+        cols["request_id"] += b.request_ids
+        cols["time"] += [b.time] * n
+        cols["date"] += [b.time.date()] * n
+        cols["dataset"] += [b.dataset] * n
+        cols["model_version"] += [b.version] * n
+        cols["variant"] += [b.variant] * n
+        cols["input"] += [_dumps(r) for r in b.records]
+        cols["prediction"] += b.predictions
+        cols["probability"] += b.probabilities
+        cols["latency_ms"] += [b.latency_ms] * n
+        cols["status"] += [b.status] * n
+    return cols
+
+
 def log_table(dataset: str) -> str:
     """The inference log of ``dataset`` under the lake root."""
     return f"inference_log/{dataset}"
@@ -58,7 +101,8 @@ class InferenceLog:
     def __init__(self, lake: Lake, *, interval: float = 1.0, batch_rows: int = 1000,
                  on_flush: Callable[[int, Exception | None], None] | None = None):  # fmt: skip
         self.lake, self.interval, self.batch_rows = lake, interval, batch_rows
-        self._rows: list[dict] = []
+        self._rows: list[dict | LogBatch] = []  # row dicts, or one LogBatch per request
+        self._pending = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._on_flush = on_flush
@@ -70,19 +114,28 @@ class InferenceLog:
         self._thread.start()
 
     def pending(self) -> int:
-        return len(self._rows)
+        return self._pending
 
     def add(self, rows: list[dict]) -> None:
         """Queue rows (never blocks on storage)."""
         with self._cond:
             self._rows.extend(rows)
-            if len(self._rows) >= self.batch_rows:
+            self._pending += len(rows)
+            if self._pending >= self.batch_rows:
+                self._cond.notify()
+
+    def add_batch(self, batch: LogBatch) -> None:
+        """Queue the rows of one request, column-wise (never blocks on storage; JSON text is made at flush)."""
+        with self._cond:
+            self._rows.append(batch)
+            self._pending += len(batch)
+            if self._pending >= self.batch_rows:
                 self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._stopping and len(self._rows) < self.batch_rows:
+                if not self._stopping and self._pending < self.batch_rows:
                     self._cond.wait(self.interval)
                 if self._stopping:
                     return
@@ -92,10 +145,15 @@ class InferenceLog:
         """Append every queued row now (one commit per dataset); return the rows appended."""
         with self._flush_lock:
             with self._cond:
-                rows, self._rows = self._rows, []
-            if not rows:
+                items, self._rows, self._pending = self._rows, [], 0
+            if not items:
                 return 0
-            frame = pl.DataFrame(rows, schema=SCHEMA)
+            rows = [i for i in items if isinstance(i, dict)]
+            batches = [i for i in items if isinstance(i, LogBatch)]
+            frames = [pl.DataFrame(rows, schema=SCHEMA)] if rows else []
+            if batches:
+                frames.append(pl.DataFrame(_columns(batches), schema=SCHEMA))
+            frame = pl.concat(frames) if len(frames) > 1 else frames[0]
             done = 0
             for (dataset,), part in frame.partition_by("dataset", as_dict=True).items():
                 try:
@@ -106,6 +164,7 @@ class InferenceLog:
                               part.height, self.lake.uri(log_table(str(dataset))), exc)  # fmt: skip
                     with self._cond:
                         self._rows[:0] = part.to_dicts()
+                        self._pending += part.height
                     if self._on_flush:
                         self._on_flush(0, exc)
             if self._on_flush and done:

@@ -10,8 +10,10 @@ also under ``/versions/{v}``). Every endpoint but the health probes needs ``Auth
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -30,7 +32,7 @@ from aiflow.serving.batcher import MicroBatcher
 from aiflow.serving.errors import HTTPError
 from aiflow.serving.feedback import parse_feedback, record_feedback
 from aiflow.serving.holder import CANARY, CHALLENGER, CHAMPION, ModelHolder, Served
-from aiflow.serving.inference_log import InferenceLog, log_rows, log_table
+from aiflow.serving.inference_log import InferenceLog, LogBatch, log_table
 from aiflow.serving.metrics import ServingMetrics
 from aiflow.serving.oip import check_version, infer_response, model_metadata, oip_records
 from aiflow.serving.schema import RecordError, validate_records
@@ -68,13 +70,26 @@ class RecentIds:
         self.limit, self._ids = limit, OrderedDict()
 
     def add(self, ids: Iterable[str]) -> None:
-        for rid in ids:
-            self._ids[rid] = None
+        self._ids.update(dict.fromkeys(ids))
         while len(self._ids) > self.limit:
             self._ids.popitem(last=False)
 
     def __contains__(self, rid: str) -> bool:
         return rid in self._ids
+
+
+class RequestIds:
+    """Unique request ids, cheaply: a random 64-bit prefix per app and a counter, as 32 hex digits (uuid4's length)."""
+
+    def __init__(self) -> None:
+        self._prefix, self._next, self._lock = uuid.uuid4().hex[:16], 0, threading.Lock()
+
+    def take(self, n: int) -> list[str]:
+        """``n`` ids never handed out before by this app."""
+        with self._lock:
+            start, self._next = self._next, self._next + n
+        prefix = self._prefix
+        return [f"{prefix}{i:016x}" for i in range(start, start + n)]
 
 
 async def read_json(request: Request, limit: int) -> object:
@@ -111,6 +126,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     inference_log = InferenceLog(config.lake, interval=config.log_interval, batch_rows=config.log_batch_rows, on_flush=on_flush)
     metrics.log_queue.set_function(inference_log.pending)
     recent = RecentIds(config.remember_ids)
+    request_ids = RequestIds()
     gate = ShadowGate(config.shadow_max_pending)
 
     @asynccontextmanager
@@ -172,14 +188,13 @@ def create_app(config: ServeConfig) -> FastAPI:
             started = time.perf_counter()
             try:
                 preds, probs = score(challenger, validate_records(records, challenger.fields))
-                rows = log_rows(
-                    request_ids=ids, inputs=[json.dumps(r, default=str) for r in records], dataset=name, version=challenger.version,
-                    variant="shadow", predictions=[float(p) for p in preds],
-                    probabilities=[float(p) for p in probs] if probs is not None else [None] * len(ids),
-                    latency_ms=(time.perf_counter() - started) * 1000,
+                batch = LogBatch(
+                    request_ids=ids, records=records, dataset=name, version=challenger.version, variant="shadow",
+                    predictions=preds.astype(np.float64).tolist(), probabilities=probs.tolist() if probs is not None else [None] * len(ids),
+                    latency_ms=(time.perf_counter() - started) * 1000, time=dt.datetime.now(dt.UTC),
                 )  # fmt: skip
                 if config.inference_log:
-                    inference_log.add(rows)
+                    inference_log.add_batch(batch)
                 metrics.requests.labels(name, str(challenger.version), "shadow", api, "ok").inc()
             except (HTTPError, RecordError) as exc:  # counted and logged; the client already has its answer
                 metrics.requests.labels(name, str(challenger.version), "shadow", api, "error").inc()
@@ -198,7 +213,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     def inputs_only(model: Served, records: list[dict]) -> list[dict]:
         """The model's input fields of each record (extra fields stay in the log, not in the encoder)."""
-        return [{f.name: r.get(f.name) for f in model.fields} for r in records]
+        names = [f.name for f in model.fields]
+        return [{n: r.get(n) for n in names} for r in records]
 
     def score(model: Served, records: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, probabilities or None) by the shared encoder, on this thread (shadow scoring)."""
@@ -230,14 +246,14 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise HTTPError(422, f"records do not fit {model.dataset} v{model.version}: {exc}") from None
 
     def account(model: Served, records: list[dict], preds, probs, started: float, api: str) -> list[str]:
-        ids = [uuid.uuid4().hex for _ in records]
+        ids = request_ids.take(len(records))
         latency = time.perf_counter() - started
         recent.add(ids)
         if config.inference_log:
-            inference_log.add(log_rows(
-                request_ids=ids, inputs=[json.dumps(r, default=str) for r in records], dataset=model.dataset, version=model.version,
-                variant=model.variant, predictions=[float(p) for p in preds],
-                probabilities=[float(p) for p in probs] if probs is not None else [None] * len(ids), latency_ms=latency * 1000,
+            inference_log.add_batch(LogBatch(
+                request_ids=ids, records=records, dataset=model.dataset, version=model.version, variant=model.variant,
+                predictions=preds.astype(np.float64).tolist(), probabilities=probs.tolist() if probs is not None else [None] * len(ids),
+                latency_ms=latency * 1000, time=dt.datetime.now(dt.UTC),
             ))  # fmt: skip
         metrics.requests.labels(model.dataset, str(model.version), model.variant, api, "ok").inc()
         metrics.records.labels(model.dataset, str(model.version), model.variant).inc(len(ids))
@@ -280,9 +296,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         preds, probs = await score_batched(model, records)
         ids = account(model, records, preds, probs, started, "v1")
         if model.classification:
-            out = [{"request_id": i, "label": int(p), "probability": float(q)} for i, p, q in zip(ids, preds, probs, strict=True)]
+            out = [{"request_id": i, "label": p, "probability": q} for i, p, q in zip(ids, preds.tolist(), probs.tolist(), strict=True)]
         else:
-            out = [{"request_id": i, "prediction": float(p)} for i, p in zip(ids, preds, strict=True)]
+            out = [{"request_id": i, "prediction": p} for i, p in zip(ids, preds.astype(np.float64).tolist(), strict=True)]
         body = {"model": name, "version": model.version, "variant": model.variant, "predictions": out}
         return JSONResponse(body, background=shadow_task(name, records, ids, "v1"))
 

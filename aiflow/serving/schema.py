@@ -92,8 +92,38 @@ def _problem(value: object, kind: str) -> str | None:
     return f"unsupported column type {kind}"
 
 
+_FAST_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "date": (str,), "datetime": (str,), "bool": (bool,),
+    "int32": (int,), "int64": (int,), "float32": (int, float), "float64": (int, float),
+}  # fmt: skip
+
+
+def _column_fits(values: list, f: Field) -> bool:
+    """Whether every value of one field across the batch surely fits (True), or the record-by-record check must say (False).
+
+    Only exact types are accepted here (``bool`` is not an ``int``; an integral float for an integer column goes
+    to the slow path), and date/datetime text is parsed once per distinct value.
+    """
+    allowed = _FAST_TYPES.get(f.type)
+    if allowed is None:
+        return False
+    present = [v for v in values if v is not None]
+    if f.required and len(present) != len(values):
+        return False
+    if not all(type(v) in allowed for v in present):
+        return False
+    if f.type in ("float32", "float64"):
+        return all(math.isfinite(v) for v in present if type(v) is float)
+    if f.type in ("date", "datetime"):
+        return all(_problem(v, f.type) is None for v in set(present))
+    return True
+
+
 def validate_records(records: object, fields: Sequence[Field]) -> list[dict]:
     """Check decoded JSON ``records`` against ``fields``; return them as a list of dicts.
+
+    The batch is checked field by field over all records first; only when that finds something does the
+    record-by-record check run, to name every problem.
 
     Raises:
         RecordError: every problem found, each naming the record index and the field.
@@ -102,6 +132,8 @@ def validate_records(records: object, fields: Sequence[Field]) -> list[dict]:
         records = [records]
     if not isinstance(records, list) or not records:
         raise RecordError([(0, "records", "expected a non-empty list of JSON objects (or one object)")])
+    if all(type(r) is dict for r in records) and all(_column_fits([r.get(f.name) for r in records], f) for f in fields):
+        return [dict(r) for r in records]
     problems: list[tuple[int, str, str]] = []
     for index, record in enumerate(records):
         if not isinstance(record, Mapping):
