@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.aiflow.serving.conftest import TOKEN, Home, Server, free_port, make_home, record, register, start_server, tiny_spec, wait_ready
+from tests.aiflow.serving.conftest import TOKEN, Home, Server, free_port, make_home, record, start_server, tiny_spec, wait_ready
 
 
 async def open_loop(url: str, rate: float, seconds: float, body: dict, headers: dict) -> dict:
@@ -153,8 +153,13 @@ def main() -> int:
             # a hot swap during 200 req/s
             async def swap_run() -> dict:
                 async def promote() -> None:
+                    # in another process: registering (torch, Delta commits) from this one would starve the generator's loop
                     await asyncio.sleep(args.seconds / 3)
-                    await asyncio.to_thread(register, home.lake, home.specs["trips"], home.artifacts, 7)
+                    code = ("import sys; from pathlib import Path; from tests.aiflow.serving.conftest import Home, register, tiny_spec; "
+                            "home = Home(Path(sys.argv[1]), {}, []); register(home.lake, tiny_spec(), home.artifacts, 7)")  # fmt: skip
+                    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(home.root), env={**os.environ, "OMP_NUM_THREADS": "1"})
+                    if await proc.wait() != 0:
+                        raise RuntimeError("registering the new version for the hot swap failed (see the output above)")
 
                 run, _ = await asyncio.gather(open_loop(server.url, 200, args.seconds, single, auth), promote())
                 return run
