@@ -6,12 +6,10 @@ import pydantic
 from dagster import AssetExecutionContext, AssetsDefinition, Config, DataVersion, MaterializeResult, MetadataValue, asset
 from pydantic import BaseModel, Field
 
-from aiflow.models.candidates import Handoffs
 from aiflow.models.lineage import code_version
-from aiflow.models.metric_names import validation_only
 from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams
-from aiflow.train.request import hand_on, pinned_request, request_windows, reusable_candidate
+from aiflow.train.request import hand_on, pinned_request, record_trained, request_windows, reusable_candidate
 from assets.keys import candidate_key, features_key
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher, train_result
@@ -111,20 +109,7 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
             return skipped
         invocation = trainer.launch(context, request)
         result = train_result(invocation)
-        candidate = Handoffs(store).record_candidate(
-            spec.name,
-            run_id=context.run_id,
-            artifact_uri=result.artifact_uri,
-            artifact_sha256=result.artifact_sha256,
-            features_uri=result.features_uri,
-            data_version=result.data_version,
-            valid_metrics=validation_only(result.metrics),
-            baseline_metrics=result.naive_metrics,
-            params=result.params,
-            source="training",
-            family=result.family,
-            family_metrics=result.family_metrics,
-        )
+        candidate = record_trained(store, spec.name, result, run_id=context.run_id, source="training")
         context.log.info(
             f"candidate {candidate.candidate_id} ({result.family}): {candidate.artifact_uri} (digest {candidate.artifact_sha256[:12]})"
         )

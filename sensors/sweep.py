@@ -20,12 +20,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from aiflow.models.candidates import Handoffs
 from aiflow.models.lineage import code_version
-from aiflow.models.metric_names import training_metrics, validation_only
+from aiflow.models.metric_names import training_metrics
 from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams, TrainRequest, TrainResult
-from aiflow.train.request import pinned_request
+from aiflow.train.request import pinned_request, record_trained
 from aiflow.train.selection import best_result, sweep_table
 from assets.keys import candidate_key
 from assets.metadata import frame_table
@@ -73,20 +72,7 @@ def sweep_job(spec: DatasetSpec):
         parsed = [TrainResult.model_validate_json(r) for r in results]
         best, metric = best_result(parsed, spec.problem_type)
         table = sweep_table(parsed, metric)
-        candidate = Handoffs(lake.lake()).record_candidate(
-            spec.name,
-            run_id=context.run_id,
-            artifact_uri=best.artifact_uri,
-            artifact_sha256=best.artifact_sha256,
-            features_uri=best.features_uri,
-            data_version=best.data_version,
-            valid_metrics=validation_only(best.metrics),
-            baseline_metrics=best.naive_metrics,
-            params=best.params,
-            source="sweep",
-            family=best.family,
-            family_metrics=best.family_metrics,
-        )
+        candidate = record_trained(lake.lake(), spec.name, best, run_id=context.run_id, source="sweep")
         context.log.info(f"best of {len(parsed)} by {metric}: {best.artifact_uri}, recorded as candidate {candidate.candidate_id}")
         context.log_event(
             AssetMaterialization(

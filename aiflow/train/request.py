@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from aiflow.data.split import Windows, pinned_windows, split_windows
 from aiflow.models.candidates import Candidate, Handoffs
+from aiflow.models.metric_names import validation_only
 from aiflow.spec import DatasetSpec, Split
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake, Tables
-from aiflow.train.contract import TrainParams, TrainRequest
+from aiflow.train.contract import TrainParams, TrainRequest, TrainResult
 
 #: Candidate sources that are real training runs of the candidate asset (a sweep's or a drill's are not reused).
 REUSABLE_SOURCES = ("training",)
@@ -118,3 +119,21 @@ def hand_on(lake: Lake, candidate: Candidate, run_id: str) -> Candidate:
     fields = {f.name: getattr(candidate, f.name) for f in dataclasses.fields(candidate)}
     carried = {k: v for k, v in fields.items() if k in accepted and k not in ("name", "run_id", "source")}
     return handoffs.record_candidate(candidate.name, run_id=run_id, source=f"reused:{candidate.candidate_id}", **carried)
+
+
+def record_trained(lake: Lake, name: str, result: TrainResult, *, run_id: str, source: str) -> Candidate:
+    """Record a finished training's winning family as a candidate of ``name`` (the candidate asset and the sweep)."""
+    return Handoffs(lake).record_candidate(
+        name,
+        run_id=run_id,
+        artifact_uri=result.artifact_uri,
+        artifact_sha256=result.artifact_sha256,
+        features_uri=result.features_uri,
+        data_version=result.data_version,
+        valid_metrics=validation_only(result.metrics),
+        baseline_metrics=result.naive_metrics,
+        params=result.params,
+        source=source,
+        family=result.family,
+        family_metrics=result.family_metrics,
+    )
