@@ -245,6 +245,42 @@ class Gates(_Strict):
     off: list[GateName] = Field(default_factory=list, description="Gates not required: recorded as 'not required', never 'passed'.")
 
 
+class DriftSettings(_Strict):
+    """How drift is decided (Evidently's per-column stat tests; see the README's "Monitoring" section)."""
+
+    stattest: str | None = Field(
+        None, description="One Evidently stat test for every column (psi, ks, wasserstein, jensenshannon, chisquare…); unset: Evidently's choice per column."
+    )
+    stattests: dict[str, str] = Field(default_factory=dict, description="Per feature (its spec name, e.g. carrier, distance, hour): an Evidently stat test.")
+    threshold: float | None = Field(None, gt=0, description="Drift threshold for every column (unset: the stat test's default).")
+    max_rows: int = Field(100_000, ge=1_000, description="A window larger than this is compared on a seeded sample of this many rows.")
+
+
+class RetrainSettings(_Strict):
+    """When the retraining sensor asks for a retrain (see the README's "The retraining policy")."""
+
+    signals: list[Literal["drift", "estimated", "realized"]] = Field(
+        default_factory=lambda: ["estimated", "realized"],
+        description="Signals that may fire: importance-weighted drift share, estimated (CBPE) or realized metric drop.",
+    )
+    min_rows: int = Field(500, ge=1, description="Scored rows a window needs before any signal counts.")
+    min_labels: int = Field(200, ge=1, description="Labelled rows a window needs before its realized metric counts.")
+    hysteresis: int = Field(2, ge=1, description="Windows in a row a signal must hold before it fires.")
+    cooldown_days: int = Field(28, ge=0, description="Days of data after a retrain during which no other retrain fires.")
+    budget: int = Field(4, ge=1, description="At most this many retrains in any budget_days of data.")
+    budget_days: int = Field(120, ge=1, description="The period the retrain budget counts over (days of data).")
+    calibration_chunks: int = Field(8, ge=3, description="Chunks of the training window the alarm thresholds are calibrated on.")
+    calibration_k: float = Field(3.0, gt=0, description="Threshold = mean + k standard deviations of the signal over the chunks.")
+
+
+class Monitoring(_Strict):
+    """Drift, live performance and the retraining policy of one dataset."""
+
+    window_days: int = Field(7, ge=1, description="Length of a monitoring window in days of data (event time), starting on a Monday for 7.")
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+
+
 class DatasetSpec(TableSpec):
     """The main table plus everything the lifecycle needs to learn from it."""
 
@@ -260,6 +296,7 @@ class DatasetSpec(TableSpec):
     split: Split
     gates: Gates = Field(default_factory=Gates, description="Model-gate settings for this dataset (see the README's Gates section).")
     slices: list[str] = Field(default_factory=list, description="Columns to report metrics per value of.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Drift, live performance and retraining policy.")
 
     @field_validator("timezone")
     @classmethod
@@ -422,6 +459,13 @@ def dataset_problems(data: dict) -> list[str]:
                 problems.append(f"{where}: column {name!r} is {type_of(name)}; numeric features need an int, float or bool column")
             if name in after_event or name == source:
                 problems.append(f"{where}: column {name!r} is known only after the event (target leakage)")
+    joined = [f"{j.get('table')}_{c}" for j in (data.get("joins") or []) if isinstance(j, dict) for c in _names(j.get("columns"))]
+    model_features = {*_names(features.get("categorical")), *_names(features.get("numeric")), *_names(features.get("calendar")), *joined}
+    for name in _d(_d(_d(data.get("monitoring")).get("drift")).get("stattests")):
+        if name not in model_features:
+            problems.append(
+                f"monitoring.drift.stattests.{name}: {name!r} is not a model feature (features: {', '.join(sorted(model_features)) or 'none'})"
+            )
     event_time = data.get("event_time")
     if "hour" in _names(features.get("calendar")) and isinstance(event_time, str) and type_of(event_time) == "date":
         problems.append(f"features.calendar: 'hour' needs a datetime event_time; {event_time!r} is a date")

@@ -1,0 +1,139 @@
+"""The monitoring history of a dataset, as Delta tables any reader can query (Polars, DuckDB, Spark).
+
+* ``monitoring/<dataset>/drift``: one row per (source, window, column): the Evidently method, score,
+  threshold and verdict, the column's importance, the model version whose reference it was compared with.
+  Append-only; a window is computed once per source and model version.
+* ``monitoring/<dataset>/performance``: one row per (window, model version): rows, labelled rows, label
+  delay, realized and estimated metrics. Rewritten whole on each computation (labels keep arriving, so
+  a window's realized metric changes); small (windows × versions).
+* ``monitoring/<dataset>/thresholds``: the alarm thresholds calibrated on each model version's reference.
+* ``monitoring/<dataset>/decisions``: every evaluation of the retraining policy, fired or skipped, with
+  the signal values, the thresholds and the reason. Append-only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import polars as pl
+
+from aiflow.storage.lake import Lake
+
+DRIFT_SCHEMA = {
+    "source": pl.String, "window_start": pl.Date, "window_end": pl.Date, "model_version": pl.Int64, "column": pl.String,
+    "kind": pl.String, "method": pl.String, "score": pl.Float64, "threshold": pl.Float64, "drifted": pl.Boolean,
+    "importance": pl.Float64, "reference_rows": pl.Int64, "current_rows": pl.Int64, "computed_at": pl.Datetime("us", "UTC"),
+}  # fmt: skip
+THRESHOLDS_SCHEMA = {
+    "model_version": pl.Int64, "drift_share": pl.Float64, "estimated_drop": pl.Float64, "realized_drop": pl.Float64,
+    "reference_metric": pl.Float64, "how": pl.String, "chunks": pl.Int64, "computed_at": pl.Datetime("us", "UTC"),
+}  # fmt: skip
+DECISIONS_SCHEMA = {
+    "window_start": pl.Date, "window_end": pl.Date, "model_version": pl.Int64, "action": pl.String, "reason": pl.String,
+    "fired": pl.String, "signals": pl.String, "thresholds": pl.String, "run_key": pl.String, "evaluator": pl.String,
+    "evaluated_at": pl.Datetime("us", "UTC"),
+}  # fmt: skip
+
+
+def drift_table(dataset: str) -> str:
+    return f"monitoring/{dataset}/drift"
+
+
+def performance_table(dataset: str) -> str:
+    return f"monitoring/{dataset}/performance"
+
+
+def thresholds_table(dataset: str) -> str:
+    return f"monitoring/{dataset}/thresholds"
+
+
+def decisions_table(dataset: str) -> str:
+    return f"monitoring/{dataset}/decisions"
+
+
+def reports_path(dataset: str, source: str, window_start: dt.date, model_version: int) -> str:
+    """Where a window's Evidently HTML report goes, relative to the lake root."""
+    return f"monitoring/{dataset}/reports/{source}-{window_start.isoformat()}-v{model_version}.html"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def read(lake: Lake, table: str, schema: dict) -> pl.DataFrame:
+    """The whole table (empty with ``schema`` when it does not exist yet)."""
+    return lake.scan_or_empty(table, schema).collect()
+
+
+def append_drift(lake: Lake, dataset: str, rows: pl.DataFrame) -> int:
+    """Append one window's per-column drift rows (``DRIFT_SCHEMA`` without ``computed_at``)."""
+    frame = rows.with_columns(pl.lit(_now()).alias("computed_at")).select(
+        [pl.col(c).cast(t) for c, t in DRIFT_SCHEMA.items()]
+    )
+    return lake.append(drift_table(dataset), frame, metadata={"writer": "aiflow monitoring"})
+
+
+def computed_windows(lake: Lake, dataset: str, source: str) -> set[tuple[dt.date, int]]:
+    """(window_start, model_version) pairs already in the drift table for ``source``."""
+    done = read(lake, drift_table(dataset), DRIFT_SCHEMA).filter(pl.col("source") == source)
+    return set(done.select("window_start", "model_version").unique().iter_rows())
+
+
+def drift_summary(lake: Lake, dataset: str, importance: dict[int, dict[str, float]] | None = None) -> pl.DataFrame:
+    """Per (source, window, model version): columns, drifted columns, share and importance-weighted share."""
+    drift = read(lake, drift_table(dataset), DRIFT_SCHEMA).filter(~pl.col("column").is_in(["prediction", "label"]))
+    return (
+        drift.group_by("source", "window_start", "window_end", "model_version")
+        .agg(
+            pl.len().alias("columns"),
+            pl.col("drifted").sum().alias("drifted"),
+            pl.col("drifted").mean().alias("drift_share"),
+            pl.when(pl.col("importance").sum() > 0)
+            .then((pl.col("importance") * pl.col("drifted").cast(pl.Float64)).sum() / pl.col("importance").sum())
+            .otherwise(pl.col("drifted").mean())
+            .alias("weighted_drift_share"),
+            pl.col("current_rows").max().alias("rows"),
+        )
+        .sort("source", "window_start", "model_version")
+    )
+
+
+def write_performance(lake: Lake, dataset: str, frame: pl.DataFrame) -> int:
+    """Replace the performance table by ``frame`` (one commit)."""
+    table = performance_table(dataset)
+    if not lake.exists(table):
+        return lake.append(table, frame, metadata={"writer": "aiflow monitoring"})
+    return lake.overwrite(table, frame, metadata={"writer": "aiflow monitoring"})
+
+
+def read_performance(lake: Lake, dataset: str) -> pl.DataFrame:
+    table = performance_table(dataset)
+    return lake.scan(table).collect() if lake.exists(table) else pl.DataFrame()
+
+
+def save_thresholds(lake: Lake, dataset: str, model_version: int, thresholds: dict) -> int:
+    row = {**{k: thresholds.get(k) for k in THRESHOLDS_SCHEMA}, "model_version": model_version, "computed_at": _now()}
+    return lake.append(thresholds_table(dataset), pl.DataFrame([row], schema=THRESHOLDS_SCHEMA), metadata={"writer": "aiflow monitoring"})
+
+
+def read_thresholds(lake: Lake, dataset: str, model_version: int) -> dict | None:
+    """The thresholds calibrated for ``model_version`` (the latest computation), or None."""
+    rows = read(lake, thresholds_table(dataset), THRESHOLDS_SCHEMA).filter(pl.col("model_version") == model_version)
+    return rows.sort("computed_at").row(-1, named=True) if rows.height else None
+
+
+def append_decision(lake: Lake, dataset: str, decision: dict) -> int:
+    """Append one policy evaluation (``DECISIONS_SCHEMA`` fields; ``signals``/``thresholds`` may be dicts)."""
+    row = {k: decision.get(k) for k in DECISIONS_SCHEMA}
+    for key in ("signals", "thresholds"):
+        if not isinstance(row[key], str | None):
+            row[key] = json.dumps(row[key], sort_keys=True, default=str)
+    if isinstance(row["fired"], list | tuple):
+        row["fired"] = ",".join(row["fired"])
+    row["evaluated_at"] = row["evaluated_at"] or _now()
+    return lake.append(decisions_table(dataset), pl.DataFrame([row], schema=DECISIONS_SCHEMA), metadata={"writer": "aiflow monitoring"})
+
+
+def read_decisions(lake: Lake, dataset: str) -> pl.DataFrame:
+    return read(lake, decisions_table(dataset), DECISIONS_SCHEMA).sort("window_start", "evaluated_at")

@@ -1,0 +1,114 @@
+"""Monitoring windows in data time: the inference log cut by the event time of the records it scored.
+
+A window is ``window_days`` days of event dates (UTC, as ``event_date`` everywhere in the lake); 7-day
+windows start on a Monday. Decisions are keyed on these windows, never on the wall clock, so replaying
+the same data gives the same windows. A window is *complete* once the log holds a record of a later
+window (data time moved past it); only complete windows are monitored, each once per model version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from aiflow.data.encoding import encode_raw, feature_columns
+from aiflow.serving.feedback import labels_table
+from aiflow.serving.inference_log import SCHEMA as LOG_SCHEMA
+from aiflow.serving.inference_log import log_table
+from aiflow.spec import DatasetSpec
+from aiflow.storage.lake import Lake
+
+#: A Monday: 7-day windows start on Mondays; other lengths count from here.
+EPOCH = dt.date(1970, 1, 5)
+EVENT = "event_time"
+
+
+def window_start(day: dt.date, window_days: int) -> dt.date:
+    return EPOCH + dt.timedelta(days=((day - EPOCH).days // window_days) * window_days)
+
+
+def window_bounds(day: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
+    """First and last event date of the window holding ``day``."""
+    start = window_start(day, window_days)
+    return start, start + dt.timedelta(days=window_days - 1)
+
+
+def window_expr(date: pl.Expr, window_days: int) -> pl.Expr:
+    """Polars: the start of the window of each date."""
+    days = (date - pl.lit(EPOCH)).dt.total_days()
+    return pl.lit(EPOCH) + pl.duration(days=(days // window_days) * window_days)
+
+
+def scored_log(lake: Lake, spec: DatasetSpec, *, variants: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """The successful rows of the inference log with their event time, event date and window.
+
+    Columns: the log's (``aiflow.serving.inference_log.SCHEMA``) plus ``event_time`` (UTC), ``event_date``,
+    ``window_start`` and ``window_end``. Records whose event time cannot be read are dropped from
+    monitoring (they cannot be placed in data time) — the count is in the ``unplaced`` attribute of the
+    frame's caller via :func:`unplaced_rows`.
+    """
+    table = log_table(spec.name)
+    if not lake.exists(table):
+        return pl.DataFrame(schema={**LOG_SCHEMA, EVENT: pl.Datetime("us", "UTC"), "event_date": pl.Date, "window_start": pl.Date, "window_end": pl.Date})
+    lf = lake.scan(table).filter(pl.col("status") == "ok")
+    if variants:
+        lf = lf.filter(pl.col("variant").is_in(list(variants)))
+    n = spec.monitoring.window_days
+    event = pl.col("input").str.json_path_match(f"$.{spec.event_time}")
+    return (
+        lf.with_columns(_parse_time(event).alias(EVENT))
+        .with_columns(pl.col(EVENT).dt.date().alias("event_date"))
+        .with_columns(window_expr(pl.col("event_date"), n).alias("window_start"))
+        .with_columns((pl.col("window_start") + pl.duration(days=n - 1)).alias("window_end"))
+        .collect()
+    )
+
+
+def _parse_time(text: pl.Expr) -> pl.Expr:
+    """ISO-8601 text → UTC datetime (with or without an offset; naive times are UTC, as at ingestion)."""
+    return pl.coalesce(
+        text.str.to_datetime(time_zone="UTC", strict=False, format="%Y-%m-%dT%H:%M:%S%.f%#z"),
+        text.str.to_datetime(strict=False).dt.replace_time_zone("UTC"),
+        text.str.to_date(strict=False).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+    )
+
+
+def unplaced_rows(log: pl.DataFrame) -> int:
+    """Logged records without a readable event time (not monitored)."""
+    return int(log[EVENT].null_count())
+
+
+def complete_windows(log: pl.DataFrame) -> list[dt.date]:
+    """Window starts the log has moved past (a later window holds records), oldest first."""
+    placed = log.filter(pl.col(EVENT).is_not_null())
+    if not placed.height:
+        return []
+    newest = placed["window_start"].max()
+    return sorted(w for w in placed["window_start"].unique().to_list() if w < newest)
+
+
+def serving_version(rows: pl.DataFrame) -> int:
+    """The champion version that scored most of ``rows`` (the one whose reference they are compared with)."""
+    champion = rows.filter(pl.col("variant") == "champion")
+    counts = (champion if champion.height else rows).group_by("model_version").len().sort(["len", "model_version"], descending=True)
+    return int(counts["model_version"][0])
+
+
+def features_of(rows: pl.DataFrame, spec: DatasetSpec, state) -> pl.DataFrame:
+    """The logged records (their ``input`` JSON) → the features-table columns the model saw (the one encoder).
+
+    Raises:
+        ValueError: a logged record no longer fits the spec's types (named by its position).
+    """
+    if not rows.height:
+        return pl.DataFrame(schema={c: pl.Float64 for c in feature_columns(spec).all})
+    records = pl.read_ndjson("\n".join(rows["input"].to_list()).encode(), infer_schema_length=None)
+    return encode_raw(records, state, spec)
+
+
+def labels_frame(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
+    """The labels table (empty with its schema when no label came yet)."""
+    from aiflow.serving.feedback import SCHEMA as LABEL_SCHEMA
+
+    return lake.scan_or_empty(labels_table(spec.name), LABEL_SCHEMA).collect()
