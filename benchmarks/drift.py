@@ -119,9 +119,9 @@ def prepare(cache: Path, label: str, n_columns: int) -> Path:
 
 def worker(mode: str, where: Path, n_columns: int) -> dict:
     """Run one measurement in this process; returns times, verdicts and this process's peak RSS."""
+    import evidently.legacy.calculations.stattests  # noqa: F401  (import cost kept out of the timing)
     import polars as pl
 
-    import evidently.legacy.calculations.stattests  # noqa: F401  (import cost kept out of the timing)
     from aiflow.monitoring.drift import detect_drift, preset_verdicts
 
     kinds = _kinds(n_columns)
@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache)
     results = []
     print(f"load average at start: {os.getloadavg()}")
-    header = f"{'size':>10} {'ours s':>8} {'ours GB':>8} {'preset s':>9} {'preset GB':>9} {'speed-up':>8} {'agree':>6} {'shifted found':>13}"
+    header = (
+        f"{'size':>10} {'ours s':>8} {'ours GB':>8} {'preset s':>9} {'preset GB':>9} {'speed-up':>8} {'agree':>6} {'shifted found':>13}"
+    )
     print(header)
     for label in args.sizes.split(","):
         for n_columns in (int(c) for c in args.columns.split(",")):

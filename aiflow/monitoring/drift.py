@@ -96,9 +96,7 @@ def _check_kinds(kinds: Mapping[str, str]) -> None:
         raise ValueError(f"unknown column kind(s) {bad}: each column is one of {list(KINDS)}")
 
 
-def _resolve_overrides(
-    kinds: Mapping[str, str], stattests: Mapping[str, str] | None, stattest: str | None
-) -> dict[str, Any]:
+def _resolve_overrides(kinds: Mapping[str, str], stattests: Mapping[str, str] | None, stattest: str | None) -> dict[str, Any]:
     """The Evidently ``StatTest`` forced on each column (absent: Evidently's default choice)."""
     from evidently.legacy.calculations.stattests.registry import get_registered_stattest
 
@@ -255,9 +253,7 @@ def preset_verdicts(reference: pl.DataFrame, current: pl.DataFrame, kinds: Mappi
     from evidently.presets import DataDriftPreset
 
     _check_kinds(kinds)
-    snapshot = Report([DataDriftPreset(include_tests=True)], include_tests=True).run(
-        _dataset(current, kinds), _dataset(reference, kinds)
-    )
+    snapshot = Report([DataDriftPreset(include_tests=True)], include_tests=True).run(_dataset(current, kinds), _dataset(reference, kinds))
     verdicts: dict[str, bool] = {}
     prefix = "Value Drift for column "
     for test in snapshot.dict()["tests"]:
