@@ -1,0 +1,283 @@
+"""The retrain policy: given the signals of the newest monitoring window, retrain or skip, and say why.
+
+Pure functions, no I/O, deterministic. Everything is keyed on data time (the windows' dates), never on the wall
+clock: replaying the same history and past decisions gives the same decision.
+
+Signals (each may be switched off): the weighted drift share of the window, the drop of the CBPE-estimated metric
+and the drop of the realized metric below the model's reference metric. The drop is ``reference - metric`` for a
+higher-is-better metric (ROC AUC) and the relative increase ``(metric - reference) / reference`` for an error
+(RMSE, MAE). Guardrails, in the order they are checked: enough rows in the window, a signal over its threshold,
+held for ``hysteresis`` windows in a row (of the same model version), outside the cooldown after the last
+retrain, within the budget, and no retrain already running.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+SIGNALS = ("drift", "estimated", "realized")
+#: Whether a higher value of each monitored metric is better.
+HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "rmse": False, "mae": False}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When a monitoring window may start a retrain.
+
+    Attributes:
+        min_rows: scored rows a window needs before any of its signals counts.
+        min_labels: labelled rows a window needs before its realized metric counts.
+        use_drift: whether the weighted drift share may fire.
+        use_estimated: whether the drop of the CBPE-estimated metric may fire.
+        use_realized: whether the drop of the realized metric may fire.
+        hysteresis: windows in a row (same model version) in which a signal must be over its threshold.
+        cooldown_days: days of data time after a retrain's window end during which nothing fires.
+        budget: at most this many retrains in any ``budget_days`` of data time.
+        budget_days: the budget's span in days of data time.
+        fallback_drift_share: drift-share threshold when the reference cannot be calibrated.
+        fallback_drop: metric-drop threshold when it cannot be calibrated (absolute for ROC AUC / accuracy).
+        fallback_relative_increase: relative-increase threshold for RMSE / MAE when it cannot be calibrated.
+        min_drift_share: floor of a calibrated drift-share threshold (a perfectly stable reference gives 0).
+        min_drop: floor of a calibrated drop threshold (absolute, or relative for RMSE / MAE).
+    """
+
+    min_rows: int = 500
+    min_labels: int = 200
+    use_drift: bool = True
+    use_estimated: bool = True
+    use_realized: bool = True
+    hysteresis: int = 2
+    cooldown_days: int = 14
+    budget: int = 4
+    budget_days: int = 90
+    fallback_drift_share: float = 0.3
+    fallback_drop: float = 0.03
+    fallback_relative_increase: float = 0.1
+    min_drift_share: float = 0.05
+    min_drop: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("min_rows", "min_labels", "cooldown_days"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"policy field {name!r} must be >= 0, got {getattr(self, name)}")
+        for name in ("hysteresis", "budget", "budget_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"policy field {name!r} must be >= 1, got {getattr(self, name)}")
+        for name in ("fallback_drift_share", "fallback_drop", "fallback_relative_increase", "min_drift_share", "min_drop"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"policy field {name!r} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class WindowSignals:
+    """What monitoring measured on one window of data time (``window_start`` inclusive, ``window_end`` exclusive)."""
+
+    window_start: dt.date
+    window_end: dt.date
+    model_version: int
+    rows: int
+    labelled: int = 0
+    drift_share: float | None = None  # importance-weighted share of drifted columns
+    estimated_metric: float | None = None  # CBPE (classification only)
+    realized_metric: float | None = None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The thresholds the signals are judged by, and how they were obtained.
+
+    Attributes:
+        metric: the monitored metric (``roc_auc`` for classification, ``rmse`` for regression).
+        drift_share: a window's weighted drift share fires above this.
+        estimated_drop: the estimated metric's drop below ``reference_metric`` fires above this.
+        realized_drop: the realized metric's drop below ``reference_metric`` fires above this.
+        reference_metric: the metric on the reference's valid rows (None: metric signals cannot fire).
+        source: ``"calibrated"`` (from reference chunks) or ``"fallback"`` (the policy's fixed values).
+        chunks: reference chunks the calibration used (0 for fallback).
+    """
+
+    metric: str
+    drift_share: float
+    estimated_drop: float
+    realized_drop: float
+    reference_metric: float | None
+    source: str = "fallback"
+    chunks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"thresholds field 'metric' must be one of {sorted(HIGHER_IS_BETTER)}, got {self.metric!r}")
+        if self.source not in ("calibrated", "fallback"):
+            raise ValueError(f"thresholds field 'source' must be 'calibrated' or 'fallback', got {self.source!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Thresholds:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def fallback_thresholds(policy: Policy, metric: str, reference_metric: float | None = None) -> Thresholds:
+    """The policy's fixed thresholds, for when the reference is too small to calibrate on."""
+    drop = policy.fallback_drop if HIGHER_IS_BETTER.get(metric, True) else policy.fallback_relative_increase
+    return Thresholds(metric, policy.fallback_drift_share, drop, drop, reference_metric, "fallback", 0)
+
+
+def metric_drop(metric: str, reference: float, value: float) -> float:
+    """How far ``value`` fell below ``reference``: absolute for higher-is-better metrics, relative increase for errors."""
+    if HIGHER_IS_BETTER[metric]:
+        return reference - value
+    return (value - reference) / reference if reference > 0 else value - reference
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's verdict on one window, with a readable reason and the numbers behind it."""
+
+    window_start: dt.date
+    window_end: dt.date
+    model_version: int
+    action: str  # "retrain" | "skip"
+    reason: str
+    signals: dict[str, float | None] = field(default_factory=dict)  # drift_share, estimated_drop, realized_drop
+    thresholds: Thresholds | None = None
+    fired: tuple[str, ...] = ()
+
+    def to_row(self) -> dict:
+        """A flat row for a decisions table (thresholds and signals as columns)."""
+        t = self.thresholds
+        return {
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "model_version": self.model_version,
+            "action": self.action,
+            "reason": self.reason,
+            "fired": ",".join(self.fired),
+            **{f"signal_{k}": self.signals.get(k) for k in ("drift_share", "estimated_drop", "realized_drop")},
+            "threshold_metric": t.metric if t else None,
+            "threshold_drift_share": t.drift_share if t else None,
+            "threshold_estimated_drop": t.estimated_drop if t else None,
+            "threshold_realized_drop": t.realized_drop if t else None,
+            "reference_metric": t.reference_metric if t else None,
+            "threshold_source": t.source if t else None,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> Decision:
+        """A past decision read back from a decisions-table row (what :func:`decide` needs of it)."""
+        fired = tuple(s for s in (row.get("fired") or "").split(",") if s)
+        return cls(row["window_start"], row["window_end"], int(row["model_version"]), row["action"], row.get("reason", ""), fired=fired)
+
+
+def _signal_values(s: WindowSignals, t: Thresholds) -> dict[str, float | None]:
+    ref = t.reference_metric
+
+    def drop(value: float | None) -> float | None:
+        return None if value is None or ref is None else metric_drop(t.metric, ref, value)
+
+    return {"drift_share": s.drift_share, "estimated_drop": drop(s.estimated_metric), "realized_drop": drop(s.realized_metric)}
+
+
+def _fired(policy: Policy, t: Thresholds, s: WindowSignals) -> tuple[list[str], list[str]]:
+    """The signals over their thresholds in window ``s``, and one phrase per signal saying where it stands."""
+    if s.rows < policy.min_rows:
+        return [], []
+    values = _signal_values(s, t)
+    fired, notes = [], []
+    checks = [
+        ("drift", policy.use_drift, values["drift_share"], t.drift_share, "weighted drift share", True),
+        ("estimated", policy.use_estimated, values["estimated_drop"], t.estimated_drop, f"estimated {t.metric} drop", True),
+        ("realized", policy.use_realized, values["realized_drop"], t.realized_drop, f"realized {t.metric} drop",
+         s.labelled >= policy.min_labels),
+    ]  # fmt: skip
+    for name, enabled, value, limit, label, enough in checks:
+        if not enabled:
+            continue
+        if name == "realized" and not enough:
+            notes.append(f"{label} not counted ({s.labelled} labels < {policy.min_labels})")
+        elif value is None:
+            notes.append(f"{label} not available")
+        elif value > limit:
+            fired.append(name)
+            notes.append(f"{label} {value:.3f} > {limit:.3f}")
+        else:
+            notes.append(f"{label} {value:.3f} <= {limit:.3f}")
+    return fired, notes
+
+
+def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSignals], past: Sequence[Decision], *,
+           running: bool) -> Decision:  # fmt: skip
+    """Retrain or skip for the newest window of ``history``.
+
+    Args:
+        policy: the guardrails.
+        thresholds: the serving model's thresholds (calibrated on its reference, or fallback).
+        history: the monitoring windows in data-time order, newest last (earlier ones count for hysteresis).
+        past: earlier decisions (only retrains matter: cooldown and budget); decisions about windows ending after
+            the newest window are ignored, so replaying history gives the same answers.
+        running: whether a retrain of this dataset is in progress now.
+
+    Returns:
+        The decision, with one readable sentence saying why, the signal values and the thresholds.
+    """
+    if not history:
+        raise ValueError("decide needs at least one monitoring window in history")
+    now = history[-1]
+    values = _signal_values(now, thresholds)
+
+    def verdict(action: str, reason: str, fired: Sequence[str] = ()) -> Decision:
+        return Decision(now.window_start, now.window_end, now.model_version, action, reason, values, thresholds, tuple(fired))
+
+    span = f"window {now.window_start} to {now.window_end}"
+    if now.rows < policy.min_rows:
+        return verdict("skip", f"skip: {span} has too few rows to judge ({now.rows} < {policy.min_rows}).")
+    fired, notes = _fired(policy, thresholds, now)
+    if not fired:
+        said = "; ".join(notes) or "every signal is switched off"
+        return verdict("skip", f"skip: no signal crossed its threshold in {span} ({said}).")
+    # hysteresis: the trailing windows of the same model version in which each signal fired
+    held: dict[str, int] = {}
+    for name in fired:
+        run = 0
+        for s in reversed(history):
+            if s.model_version != now.model_version or name not in _fired(policy, thresholds, s)[0]:
+                break
+            run += 1
+            if run == policy.hysteresis:
+                break
+        held[name] = run
+    holding = [n for n in fired if held[n] >= policy.hysteresis]
+    if not holding:
+        waits = ", ".join(f"{n} held {held[n]} of {policy.hysteresis} windows" for n in fired)
+        return verdict("skip", f"skip: signals crossed but hysteresis not yet met in {span} ({waits}; {'; '.join(notes)}).", fired)
+    retrains = sorted((d for d in past if d.action == "retrain" and d.window_end <= now.window_end), key=lambda d: d.window_end)
+    if retrains:
+        until = retrains[-1].window_end + dt.timedelta(days=policy.cooldown_days)
+        if now.window_end < until:
+            return verdict(
+                "skip",
+                f"skip: cooldown until {until} after the retrain for the window ending {retrains[-1].window_end} "
+                f"({', '.join(holding)} fired in {span}).",
+                holding,
+            )
+    since = now.window_end - dt.timedelta(days=policy.budget_days)
+    recent = [d for d in retrains if d.window_end > since]
+    if len(recent) >= policy.budget:
+        return verdict(
+            "skip",
+            f"skip: retrain budget exhausted ({len(recent)} retrains in the last {policy.budget_days} days of data time, "
+            f"since {since}; budget {policy.budget}) although {', '.join(holding)} fired in {span}.",
+            holding,
+        )
+    fired_notes = "; ".join(n for n in notes if any(n.startswith(p) for p in _labels(thresholds, holding)))
+    if running:
+        return verdict("skip", f"skip: a retrain is already running ({fired_notes} in {span}).", holding)
+    return verdict("retrain", f"retrain: {fired_notes} in {span}, held {policy.hysteresis} window(s).", holding)
+
+
+def _labels(t: Thresholds, names: Sequence[str]) -> list[str]:
+    label = {"drift": "weighted drift share", "estimated": f"estimated {t.metric} drop", "realized": f"realized {t.metric} drop"}
+    return [label[n] + " " for n in names]
