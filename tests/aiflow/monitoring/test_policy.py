@@ -1,0 +1,141 @@
+"""Scope: the retrain policy's decisions on the newest monitoring window: each signal firing with its numbers in the
+reason, each guardrail (too few rows, too few labels, hysteresis, cooldown, budget, a retrain running) blocking with
+the right reason, determinism on data time, a regression policy on RMSE, and decisions surviving a table row."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, fallback_thresholds, metric_drop
+
+D0 = dt.date(2024, 1, 1)
+POLICY = Policy(min_rows=100, min_labels=50, hysteresis=2, cooldown_days=14, budget=2, budget_days=60)
+AUC = Thresholds("roc_auc", drift_share=0.3, estimated_drop=0.05, realized_drop=0.05, reference_metric=0.8, source="calibrated", chunks=8)
+
+
+def window(i: int, *, version: int = 1, rows: int = 1000, labelled: int = 0, drift: float | None = 0.1,
+           estimated: float | None = 0.79, realized: float | None = None, days: int = 7) -> WindowSignals:  # fmt: skip
+    """The i-th weekly window after D0."""
+    start = D0 + dt.timedelta(days=days * i)
+    return WindowSignals(start, start + dt.timedelta(days=days), version, rows, labelled, drift, estimated, realized)
+
+
+def retrain_at(end: dt.date) -> Decision:
+    return Decision(end - dt.timedelta(days=7), end, 1, "retrain", "retrain: earlier")
+
+
+def test_drift_over_its_threshold_for_two_windows_retrains_with_its_numbers():
+    d = decide(POLICY, AUC, [window(0, drift=0.5), window(1, drift=0.42)], [], running=False)
+    assert d.action == "retrain"
+    assert d.fired == ("drift",)
+    assert "weighted drift share 0.420 > 0.300" in d.reason
+    assert d.signals["drift_share"] == 0.42 and d.signals["estimated_drop"] == pytest.approx(0.01)
+    assert (d.window_start, d.window_end, d.model_version, d.thresholds) == (D0 + dt.timedelta(days=7), D0 + dt.timedelta(days=14), 1, AUC)
+
+
+def test_estimated_and_realized_drops_fire_together():
+    history = [window(i, estimated=0.70, realized=0.72, labelled=80) for i in range(2)]
+    d = decide(POLICY, AUC, history, [], running=False)
+    assert d.action == "retrain" and d.fired == ("estimated", "realized")
+    assert "estimated roc_auc drop 0.100 > 0.050" in d.reason and "realized roc_auc drop 0.080 > 0.050" in d.reason
+
+
+def test_below_every_threshold_skips_saying_where_each_signal_stands():
+    d = decide(POLICY, AUC, [window(0), window(1)], [], running=False)
+    assert d.action == "skip" and d.fired == ()
+    assert "no signal crossed" in d.reason and "weighted drift share 0.100 <= 0.300" in d.reason
+    assert "estimated roc_auc drop 0.010 <= 0.050" in d.reason
+
+
+def test_realized_metric_needs_enough_labels():
+    history = [window(i, estimated=None, realized=0.6, labelled=10) for i in range(2)]
+    d = decide(POLICY, AUC, history, [], running=False)
+    assert d.action == "skip" and "realized roc_auc drop not counted (10 labels < 50)" in d.reason
+
+
+def test_too_few_rows_skip_with_the_counts():
+    d = decide(POLICY, AUC, [window(0, drift=0.9), window(1, rows=60, drift=0.9)], [], running=False)
+    assert d.action == "skip" and "too few rows to judge (60 < 100)" in d.reason
+
+
+def test_hysteresis_waits_for_windows_in_a_row_of_the_same_model_version():
+    d = decide(POLICY, AUC, [window(0), window(1, drift=0.5)], [], running=False)
+    assert d.action == "skip" and "drift held 1 of 2 windows" in d.reason and d.fired == ("drift",)
+    # the previous window crossed too, but under another model version: it does not count
+    d = decide(POLICY, AUC, [window(0, version=1, drift=0.5), window(1, version=2, drift=0.5)], [], running=False)
+    assert d.action == "skip" and "1 of 2" in d.reason
+    three = Policy(min_rows=100, hysteresis=3)
+    d = decide(three, AUC, [window(0), window(1, drift=0.5), window(2, drift=0.5)], [], running=False)
+    assert d.action == "skip" and "drift held 2 of 3 windows" in d.reason
+
+
+def test_cooldown_blocks_until_its_date_then_lets_through():
+    history = [window(4, drift=0.5), window(5, drift=0.5)]  # ends D0 + 42
+    past = [retrain_at(D0 + dt.timedelta(days=35))]
+    d = decide(POLICY, AUC, history, past, running=False)
+    assert d.action == "skip" and "cooldown until 2024-02-19" in d.reason  # 35 + 14 days after D0
+    later = [window(6, drift=0.5), window(7, drift=0.5)]  # ends D0 + 56 >= the cooldown end
+    assert decide(POLICY, AUC, later, past, running=False).action == "retrain"
+
+
+def test_budget_blocks_when_k_retrains_fell_in_the_last_d_days():
+    history = [window(10, drift=0.5), window(11, drift=0.5)]  # ends D0 + 84
+    past = [retrain_at(D0 + dt.timedelta(days=30)), retrain_at(D0 + dt.timedelta(days=60))]
+    d = decide(POLICY, AUC, history, past, running=False)
+    assert d.action == "skip" and "budget exhausted (2 retrains in the last 60 days" in d.reason
+    older = [retrain_at(D0 + dt.timedelta(days=20)), retrain_at(D0 + dt.timedelta(days=60))]  # one left the span
+    assert decide(POLICY, AUC, history, older, running=False).action == "retrain"
+
+
+def test_a_running_retrain_is_not_started_twice():
+    d = decide(POLICY, AUC, [window(0, drift=0.5), window(1, drift=0.5)], [], running=True)
+    assert d.action == "skip" and "a retrain is already running" in d.reason and d.fired == ("drift",)
+
+
+def test_switched_off_signals_never_fire():
+    quiet = Policy(min_rows=100, hysteresis=1, use_drift=False, use_estimated=False)
+    d = decide(quiet, AUC, [window(0, drift=0.9, estimated=0.5)], [], running=False)
+    assert d.action == "skip" and "drift" not in d.reason
+
+
+def test_same_history_gives_the_same_decision_and_future_decisions_are_ignored():
+    history = [window(4, drift=0.5), window(5, drift=0.5)]
+    future = [retrain_at(D0 + dt.timedelta(days=100))]  # a decision about later data (a replay): not counted
+    first = decide(POLICY, AUC, history, future, running=False)
+    assert first == decide(POLICY, AUC, list(history), list(future), running=False)
+    assert first.action == "retrain"
+
+
+def test_regression_policy_judges_the_relative_rmse_increase():
+    rmse = Thresholds("rmse", 0.3, 0.1, 0.1, reference_metric=2.0, source="calibrated", chunks=8)
+    policy = Policy(min_rows=100, min_labels=50, hysteresis=1, use_drift=False)
+    worse = decide(policy, rmse, [window(0, estimated=None, realized=2.3, labelled=60)], [], running=False)
+    assert worse.action == "retrain" and "realized rmse drop 0.150 > 0.100" in worse.reason
+    fine = decide(policy, rmse, [window(0, estimated=None, realized=2.1, labelled=60)], [], running=False)
+    assert fine.action == "skip" and "realized rmse drop 0.050 <= 0.100" in fine.reason
+    assert metric_drop("rmse", 2.0, 1.5) == pytest.approx(-0.25)  # better than the reference: negative drop
+
+
+def test_decisions_survive_a_table_row_and_feed_the_cooldown():
+    d = decide(POLICY, AUC, [window(0, drift=0.5), window(1, drift=0.5)], [], running=False)
+    row = d.to_row()
+    assert row["action"] == "retrain" and row["fired"] == "drift" and row["threshold_source"] == "calibrated"
+    back = Decision.from_row(row)
+    assert (back.window_end, back.action, back.fired) == (d.window_end, "retrain", ("drift",))
+    nxt = decide(POLICY, AUC, [window(1, drift=0.5), window(2, drift=0.5)], [back], running=False)
+    assert nxt.action == "skip" and "cooldown" in nxt.reason
+    assert Thresholds.from_dict(AUC.to_dict()) == AUC
+
+
+def test_fallback_thresholds_and_bad_policies():
+    t = fallback_thresholds(POLICY, "rmse", 3.0)
+    assert (t.source, t.chunks, t.realized_drop, t.reference_metric) == ("fallback", 0, POLICY.fallback_relative_increase, 3.0)
+    assert fallback_thresholds(POLICY, "roc_auc").estimated_drop == POLICY.fallback_drop
+    with pytest.raises(ValueError, match="'hysteresis' must be >= 1"):
+        Policy(hysteresis=0)
+    with pytest.raises(ValueError, match="'metric'"):
+        Thresholds("f2", 0.3, 0.1, 0.1, None)
+    with pytest.raises(ValueError, match="at least one monitoring window"):
+        decide(POLICY, AUC, [], [], running=False)
