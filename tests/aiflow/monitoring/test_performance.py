@@ -19,7 +19,7 @@ from aiflow.monitoring.performance import (
     scored_with_labels,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
