@@ -8,6 +8,7 @@
 * ``model.json`` – the family, its inputs (architecture for the network) and the run's params;
 * ``preprocessing.json`` – the feature state (vocabularies, scaling statistics) and feature columns;
 * ``spec.json`` – the dataset spec;
+* extra files the caller adds: the reference profile (:mod:`aiflow.models.reference`);
 * ``manifest.json`` – the family, SHA-256 and size of each file above, plus the data lineage. Written
   last: a bundle without a manifest is incomplete.
 
@@ -69,8 +70,15 @@ def preprocessing_dict(state: FeatureState, spec: DatasetSpec) -> dict:
     }
 
 
-def _write(store: ArtifactStore, path: str, family: str, model_files: dict[str, bytes], *, state, spec, spec_dict, lineage) -> tuple[str, str]:
+def _write(
+    store: ArtifactStore, path: str, family: str, model_files: dict[str, bytes], *, state, spec, spec_dict, lineage,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> tuple[str, str]:  # fmt: skip
     files = {**model_files, PREPROCESSING: _json(preprocessing_dict(state, spec)), SPEC: _json(spec_dict)}
+    clash = sorted(set(extra_files or {}) & {*files, MANIFEST})
+    if clash:
+        raise ValueError(f"extra bundle file(s) {clash} would replace the bundle's own")
+    files |= dict(extra_files or {})  # e.g. the reference profile: in the manifest and the digest like the rest
     for name, data in files.items():
         store.put_bytes(f"{path}/{name}", data)
     manifest = _json(
@@ -86,22 +94,25 @@ def _write(store: ArtifactStore, path: str, family: str, model_files: dict[str, 
     return store.uri(path), bundle_digest(hashes)
 
 
-def save_bundle(store: ArtifactStore, path: str, *, model, config, params: dict, state: FeatureState, spec: DatasetSpec, spec_dict: dict, lineage: dict) -> tuple[str, str]:
-    """Write a PyTorch-family bundle under ``path`` (manifest last); return its URI and its digest."""
+def save_bundle(
+    store: ArtifactStore, path: str, *, model, config, params: dict, state: FeatureState, spec: DatasetSpec, spec_dict: dict,
+    lineage: dict, extra_files: Mapping[str, bytes] | None = None,
+) -> tuple[str, str]:  # fmt: skip
+    """Write a PyTorch-family bundle (plus ``extra_files``) under ``path`` (manifest last); return its URI and its digest."""
     import torch
 
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
     meta = {"format": FORMAT, "family": PYTORCH, "architecture": config.to_dict(), "params": params, "torch": torch.__version__}
     files = {WEIGHTS: buffer.getvalue(), MODEL: _json(meta)}
-    return _write(store, path, PYTORCH, files, state=state, spec=spec, spec_dict=spec_dict, lineage=lineage)
+    return _write(store, path, PYTORCH, files, state=state, spec=spec, spec_dict=spec_dict, lineage=lineage, extra_files=extra_files)
 
 
 def save_sklearn_bundle(
     store: ArtifactStore, path: str, *, model, inputs: ModelInputs, target: str, params: dict, state: FeatureState,
-    spec: DatasetSpec, spec_dict: dict, lineage: dict,
+    spec: DatasetSpec, spec_dict: dict, lineage: dict, extra_files: Mapping[str, bytes] | None = None,
 ) -> tuple[str, str]:  # fmt: skip
-    """Write a scikit-learn-family bundle (skops, no pickle) under ``path``; return its URI and its digest."""
+    """Write a scikit-learn-family bundle (skops, no pickle; plus ``extra_files``) under ``path``; return its URI and its digest."""
     import sklearn
 
     meta = {
@@ -110,7 +121,7 @@ def save_sklearn_bundle(
         "params": params, "sklearn": sklearn.__version__,
     }  # fmt: skip
     files = {SKOPS: dump_sklearn(model), MODEL: _json(meta)}
-    return _write(store, path, SKLEARN, files, state=state, spec=spec, spec_dict=spec_dict, lineage=lineage)
+    return _write(store, path, SKLEARN, files, state=state, spec=spec, spec_dict=spec_dict, lineage=lineage, extra_files=extra_files)
 
 
 @dataclass
