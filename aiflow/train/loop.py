@@ -16,19 +16,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import torch
 
 from aiflow.data.encoding import ModelInputs
 from aiflow.evaluation.metrics import PRIMARY, compute_metrics
 from aiflow.models.bundle import save_bundle, save_sklearn_bundle
-from aiflow.models.families import PYTORCH, SKLEARN
-from aiflow.models.network import ModelConfig, TabularModel, loss_function, pick_device, seed_everything, to_predictions, to_target
-from aiflow.spec import parse_spec
+from aiflow.models.families import PYTORCH, SKLEARN, sklearn_predict
+from aiflow.models.network import (
+    ModelConfig,
+    TabularModel,
+    loss_function,
+    pick_device,
+    predict_raw,
+    seed_everything,
+    to_predictions,
+    to_target,
+)
+from aiflow.models.reference import Predictor, build_reference, reference_rows, windows_dict
+from aiflow.spec import EVENT_DATE, DatasetSpec, parse_spec
 from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
 from aiflow.train.baseline import fit_sklearn, naive_reference
 from aiflow.train.checkpoint import Checkpointer, Progress, artifact_path, request_fingerprint
 from aiflow.train.contract import TrainRequest, TrainResult
-from aiflow.train.data import FeatureData
+from aiflow.train.data import FeatureData, storage_options
 from aiflow.train.selection import best_family
 
 Log = Callable[[str], None]
@@ -143,16 +154,16 @@ def train(
         "rows_valid": data.rows_valid, "family": family,
         "best_epoch": network.best_epoch if network else None, "epochs_run": network.epochs_run if network else 0,
     }  # fmt: skip
-    common = dict(params=params.model_dump(mode="json"), state=data.state, spec=spec, spec_dict=request.spec, lineage=lineage)
+    inputs = ModelInputs(data.inputs.categorical, data.inputs.cardinalities, data.inputs.numeric)
+    reference = _reference(request, spec, data, inputs, _predictor(network if family == PYTORCH else None, forest, spec.problem_type), log)
+    common = dict(
+        params=params.model_dump(mode="json"), state=data.state, spec=spec, spec_dict=request.spec, lineage=lineage, extra_files=reference
+    )  # fmt: skip
     path = artifact_path(request.model_name, "candidates", request.checkpoint_key)
     if family == PYTORCH:
         uri, digest = save_bundle(store, path, model=network.model, config=network.config, **common)
     else:
-        inputs = data.inputs
-        uri, digest = save_sklearn_bundle(
-            store, path, model=forest, inputs=ModelInputs(inputs.categorical, inputs.cardinalities, inputs.numeric),
-            target=inputs.target, **common,
-        )  # fmt: skip
+        uri, digest = save_sklearn_bundle(store, path, model=forest, inputs=inputs, target=data.inputs.target, **common)
     manifest = json.loads(store.get_bytes(f"{path}/manifest.json"))
     files = {name: entry["sha256"] for name, entry in manifest["files"].items()}
     files["manifest.json"] = sha256_bytes(store.get_bytes(f"{path}/manifest.json"))
@@ -165,6 +176,31 @@ def train(
         rows_train=data.rows_train, rows_valid=data.rows_valid, wall_time_s=round(time.perf_counter() - started, 3),
         features_uri=request.features_uri, data_version=request.data_version, params=params,
     )  # fmt: skip
+
+
+def _predictor(network: NetworkRun | None, forest, problem_type: str) -> Predictor:
+    """The candidate's in-memory predictor: the network's (when given) or the scikit-learn model's."""
+    if network is not None:
+        return lambda cat, num: to_predictions(predict_raw(network.model, cat, num, network.device), network.config)
+    return lambda cat, num: sklearn_predict(forest, cat, num, problem_type)
+
+
+def _reference(request: TrainRequest, spec: DatasetSpec, data: FeatureData, inputs: ModelInputs, predictor: Predictor, log: Log) -> dict[str, bytes]:
+    """The reference profile files of the candidate (:mod:`aiflow.models.reference`), from the pinned version's train and valid windows."""
+    started = time.perf_counter()
+    uri, seed, windows = request.features_uri, request.params.seed, data.windows
+    lf = pl.scan_delta(uri, version=request.data_version, storage_options=storage_options(uri))
+    limits = {"train": 20_000, "valid": 10_000}
+    rows = reference_rows(
+        lf, {"train": windows.train(), "valid": windows.valid()}, columns=[EVENT_DATE, *inputs.categorical, *inputs.numeric],
+        target=data.inputs.target, seed=seed, limits=limits, counts={"train": data.rows_train_available, "valid": data.rows_valid},
+    )  # fmt: skip
+    files = build_reference(
+        rows, predictor, inputs, spec, problem_type=spec.problem_type, target=data.inputs.target, seed=seed,
+        max_train_rows=limits["train"], max_valid_rows=limits["valid"], windows=windows_dict(windows),
+    )  # fmt: skip
+    log(f"reference: {rows.height} candidate rows, {sum(map(len, files.values())):,} bytes ({time.perf_counter() - started:.2f} s)")
+    return files
 
 
 @dataclass
