@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import polars as pl
 
@@ -26,13 +25,17 @@ DRIFT_SCHEMA = {
     "importance": pl.Float64, "reference_rows": pl.Int64, "current_rows": pl.Int64, "computed_at": pl.Datetime("us", "UTC"),
 }  # fmt: skip
 THRESHOLDS_SCHEMA = {
-    "model_version": pl.Int64, "drift_share": pl.Float64, "estimated_drop": pl.Float64, "realized_drop": pl.Float64,
-    "reference_metric": pl.Float64, "how": pl.String, "chunks": pl.Int64, "computed_at": pl.Datetime("us", "UTC"),
+    "model_version": pl.Int64, "metric": pl.String, "drift_share": pl.Float64, "estimated_drop": pl.Float64,
+    "realized_drop": pl.Float64, "reference_metric": pl.Float64, "source": pl.String, "chunks": pl.Int64,
+    "computed_at": pl.Datetime("us", "UTC"),
 }  # fmt: skip
+#: ``aiflow.monitoring.policy.Decision.to_row()`` plus how and when it was evaluated and the run it requested.
 DECISIONS_SCHEMA = {
     "window_start": pl.Date, "window_end": pl.Date, "model_version": pl.Int64, "action": pl.String, "reason": pl.String,
-    "fired": pl.String, "signals": pl.String, "thresholds": pl.String, "run_key": pl.String, "evaluator": pl.String,
-    "evaluated_at": pl.Datetime("us", "UTC"),
+    "fired": pl.String, "signal_drift_share": pl.Float64, "signal_estimated_drop": pl.Float64, "signal_realized_drop": pl.Float64,
+    "threshold_metric": pl.String, "threshold_drift_share": pl.Float64, "threshold_estimated_drop": pl.Float64,
+    "threshold_realized_drop": pl.Float64, "reference_metric": pl.Float64, "threshold_source": pl.String,
+    "run_key": pl.String, "evaluator": pl.String, "evaluated_at": pl.Datetime("us", "UTC"),
 }  # fmt: skip
 
 
@@ -123,16 +126,13 @@ def read_thresholds(lake: Lake, dataset: str, model_version: int) -> dict | None
     return rows.sort("computed_at").row(-1, named=True) if rows.height else None
 
 
-def append_decision(lake: Lake, dataset: str, decision: dict) -> int:
-    """Append one policy evaluation (``DECISIONS_SCHEMA`` fields; ``signals``/``thresholds`` may be dicts)."""
-    row = {k: decision.get(k) for k in DECISIONS_SCHEMA}
-    for key in ("signals", "thresholds"):
-        if not isinstance(row[key], str | None):
-            row[key] = json.dumps(row[key], sort_keys=True, default=str)
-    if isinstance(row["fired"], list | tuple):
-        row["fired"] = ",".join(row["fired"])
-    row["evaluated_at"] = row["evaluated_at"] or _now()
-    return lake.append(decisions_table(dataset), pl.DataFrame([row], schema=DECISIONS_SCHEMA), metadata={"writer": "aiflow monitoring"})
+def append_decisions(lake: Lake, dataset: str, rows: list[dict]) -> int | None:
+    """Append policy evaluations (``DECISIONS_SCHEMA`` fields) in one commit."""
+    if not rows:
+        return None
+    now = _now()
+    frame = pl.DataFrame([{k: r.get(k) for k in DECISIONS_SCHEMA} | {"evaluated_at": r.get("evaluated_at") or now} for r in rows], schema=DECISIONS_SCHEMA)
+    return lake.append(decisions_table(dataset), frame, metadata={"writer": "aiflow monitoring"})
 
 
 def read_decisions(lake: Lake, dataset: str) -> pl.DataFrame:

@@ -1,0 +1,251 @@
+"""One monitoring pass over a dataset's inference log: drift per new window, live performance, thresholds.
+
+Each complete window (data time, :mod:`aiflow.monitoring.windows`) is compared once with the reference
+profile of the champion version that served it (the reference moves when the champion changes): its
+input features, its predictions and, where labels came back, its labels. Results go to the history
+tables (:mod:`aiflow.monitoring.history`); the newest window also gets Evidently's HTML report under the
+lake root. Live performance is recomputed over the whole log (labels arrive late). Alarm thresholds are
+calibrated once per model version on its reference (:mod:`aiflow.monitoring.calibration`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from aiflow.data.encoding import FeatureState, feature_columns
+from aiflow.models.bundle import PREPROCESSING, verify_bundle
+from aiflow.models.reference import Reference, read_reference
+from aiflow.models.registry import Registry, UnknownVersionError
+from aiflow.monitoring import history, windows
+from aiflow.monitoring.calibration import calibrate
+from aiflow.monitoring.drift import detect_drift, drift_report_html, weighted_share
+from aiflow.monitoring.performance import Calibrator, live_performance, scored_with_labels
+from aiflow.monitoring.policy import Policy, Thresholds
+from aiflow.spec import DatasetSpec
+from aiflow.storage.artifacts import ArtifactStore
+from aiflow.storage.lake import Lake
+
+log = logging.getLogger("aiflow.monitoring")
+
+PREDICTION, LABEL = "prediction", "label"
+ONLINE = "online"
+#: Labelled rows a window needs before its labels are compared with the reference's (label drift).
+MIN_LABELS_FOR_DRIFT = 30
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What monitoring needs of one registered version: its reference profile and its fitted encoder state."""
+
+    version: int
+    reference: Reference
+    state: FeatureState
+    calibrator: Calibrator
+
+
+@dataclass
+class WindowDrift:
+    source: str
+    window_start: dt.date
+    window_end: dt.date
+    model_version: int
+    rows: int
+    share: float
+    weighted_share: float
+    columns: pl.DataFrame  # column, kind, method, score, threshold, drifted, importance
+    report_uri: str | None = None
+
+
+@dataclass
+class PassResult:
+    """What one monitoring pass did, for the asset's metadata and log."""
+
+    windows: list[WindowDrift] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one readable reason per window not computed
+    thresholds: dict[int, Thresholds] = field(default_factory=dict)
+
+
+class References:
+    """Loads (verified) and caches each model version's monitoring context from the registry."""
+
+    def __init__(self, lake: Lake, name: str, artifact_root: str, artifact_options: dict | None = None):
+        self.registry = Registry(lake)
+        self.name, self.root = name, artifact_root
+        self.store = ArtifactStore(artifact_root, storage_options=artifact_options)
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 — one References per pass; versions are immutable
+    def get(self, version: int) -> ModelContext | None:
+        """The context of ``version``; None when its bundle has no reference profile (trained before it existed)."""
+        try:
+            mv = self.registry.get(self.name, version)
+        except UnknownVersionError:
+            return None
+        bundle = verify_bundle(self.store, mv.location(self.root), mv.artifact_sha256, mv.bundle_files or None)
+        reference = read_reference(bundle.raw)
+        if reference is None:
+            return None
+        pre = json.loads(bundle.raw[PREPROCESSING])
+        state = FeatureState(
+            vocab=pre["vocab"], stats={c: (s["mean"], s["std"]) for c, s in pre["stats"].items()}, rows=pre["fitted_rows"]
+        )
+        valid = reference.valid()
+        calibrator = Calibrator.fit(valid[PREDICTION].to_numpy(), valid[LABEL].to_numpy()) if reference.problem_type == "classification" else None
+        return ModelContext(version, reference, state, calibrator)
+
+
+def stattests_by_column(spec: DatasetSpec) -> dict[str, str]:
+    """The spec's per-feature stat tests, keyed by features-table column."""
+    cols = feature_columns(spec)
+    by_name = {c.split("_", 1)[1]: c for c in cols.all}
+    return {by_name[name]: method for name, method in spec.monitoring.drift.stattests.items() if name in by_name}
+
+
+def _kinds(ctx: ModelContext, with_label: bool, problem_type: str) -> dict[str, str]:
+    kinds = dict(ctx.reference.columns)
+    kinds[PREDICTION] = "numeric"
+    if with_label:
+        kinds[LABEL] = "categorical" if problem_type == "classification" else "numeric"
+    return kinds
+
+
+def _drift_fn(spec: DatasetSpec, importance: dict[str, float], kinds: dict[str, str]) -> Callable[[pl.DataFrame, pl.DataFrame], float]:
+    def share(reference: pl.DataFrame, current: pl.DataFrame) -> float:
+        result = detect_drift(reference, current, kinds, **_drift_options(spec))
+        return weighted_share(result, importance)
+
+    return share
+
+
+def _drift_options(spec: DatasetSpec) -> dict:
+    d = spec.monitoring.drift
+    return {"stattests": stattests_by_column(spec) or None, "stattest": d.stattest, "threshold": d.threshold, "max_rows": d.max_rows}
+
+
+def policy_of(spec: DatasetSpec) -> Policy:
+    """The spec's retrain settings as the policy the sensor applies."""
+    r = spec.monitoring.retrain
+    return Policy(
+        min_rows=r.min_rows, min_labels=r.min_labels, use_drift="drift" in r.signals, use_estimated="estimated" in r.signals,
+        use_realized="realized" in r.signals, hysteresis=r.hysteresis, cooldown_days=r.cooldown_days, budget=r.budget,
+        budget_days=r.budget_days,
+    )  # fmt: skip
+
+
+def thresholds_for(lake: Lake, spec: DatasetSpec, ctx: ModelContext) -> Thresholds:
+    """The alarm thresholds of ``ctx``'s version: read back, or calibrated on its reference now and saved."""
+    saved = history.read_thresholds(lake, spec.name, ctx.version)
+    if saved is not None:
+        return Thresholds.from_dict(saved)
+    r = spec.monitoring.retrain
+    feature_kinds = dict(ctx.reference.columns)
+    found = calibrate(
+        ctx.reference.sample, problem_type=ctx.reference.problem_type, kinds=feature_kinds,
+        drift_fn=_drift_fn(spec, ctx.reference.importance, feature_kinds), importance=ctx.reference.importance,
+        calibrator=ctx.calibrator, chunks=r.calibration_chunks, k=r.calibration_k, policy=policy_of(spec),
+        threshold=ctx.reference.threshold or 0.5,
+    )  # fmt: skip
+    history.save_thresholds(lake, spec.name, ctx.version, found.to_dict())
+    log.info("%s v%d: thresholds (%s on %d chunks): %s", spec.name, ctx.version, found.source, found.chunks, found.to_dict())
+    return found
+
+
+def online_pass(
+    lake: Lake, spec: DatasetSpec, refs: References, *, report_store: ArtifactStore | None = None, max_windows: int | None = None
+) -> PassResult:
+    """Drift for every complete window of the inference log not computed yet (the oldest first).
+
+    Args:
+        report_store: where the newest window's Evidently HTML report is written (the lake root); None: no report.
+        max_windows: compute at most this many; the rest wait for the next pass.
+    """
+    result = PassResult()
+    scored = _scored(lake, spec)
+    if not scored.height:
+        result.skipped.append(f"the inference log of '{spec.name}' has no scored record yet")
+        return result
+    done = history.computed_windows(lake, spec.name, ONLINE)
+    todo = []
+    for start in windows.complete_windows(scored):
+        rows = scored.filter(pl.col("window_start") == start)
+        version = windows.serving_version(rows)
+        if (start, version) not in done:
+            todo.append((start, rows.filter(pl.col("model_version") == version), version))
+    if not todo:
+        result.skipped.append("no new complete window (a window is monitored once the log holds data from a later one)")
+    for i, (start, rows, version) in enumerate(todo[:max_windows] if max_windows is not None else todo):
+        ctx = refs.get(version)
+        if ctx is None:
+            result.skipped.append(f"window {start}: model version {version} has no reference profile (trained before profiles existed)")
+            continue
+        result.thresholds.setdefault(version, thresholds_for(lake, spec, ctx))
+        newest = i == len(todo) - 1
+        result.windows.append(_window_drift(lake, spec, ctx, start, rows, report_store if newest else None))
+    return result
+
+
+def _scored(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
+    """The champion's logged records with their window and, where it came back, their label."""
+    log_rows = windows.scored_log(lake, spec, variants=("champion",))
+    return scored_with_labels(log_rows, windows.labels_frame(lake, spec)) if log_rows.height else log_rows
+
+
+def performance_pass(lake: Lake, spec: DatasetSpec, refs: References) -> pl.DataFrame:
+    """Live performance per (window, model version) over the whole log, written to the history table."""
+    frame = performance(_scored(lake, spec), spec, refs)
+    if frame.height:
+        history.write_performance(lake, spec.name, frame)
+    return frame
+
+
+def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, rows: pl.DataFrame, report_store) -> WindowDrift:
+    end = start + dt.timedelta(days=spec.monitoring.window_days - 1)
+    current = windows.features_of(rows, spec, ctx.state)
+    prediction = rows["probability"] if ctx.reference.problem_type == "classification" else rows[PREDICTION]
+    current = current.with_columns(prediction.alias(PREDICTION), rows[LABEL].alias(LABEL))
+    with_label = int(rows[LABEL].is_not_null().sum()) >= MIN_LABELS_FOR_DRIFT
+    kinds = _kinds(ctx, with_label, ctx.reference.problem_type)
+    reference = ctx.reference.train()
+    drift = detect_drift(reference, current, {k: v for k, v in kinds.items() if k != LABEL}, **_drift_options(spec))
+    frames = [drift.columns]
+    if with_label:  # label drift on the labelled rows only
+        frames.append(detect_drift(reference, current.filter(pl.col(LABEL).is_not_null()), {LABEL: kinds[LABEL]}, **_drift_options(spec)).columns)
+    columns = pl.concat(frames, how="diagonal_relaxed").with_columns(
+        pl.col("column").replace_strict(ctx.reference.importance, default=0.0, return_dtype=pl.Float64).alias("importance")
+    )
+    features = columns.filter(~pl.col("column").is_in([PREDICTION, LABEL]))
+    share = float(features["drifted"].mean() or 0.0)
+    weighted = weighted_share(drift, ctx.reference.importance)
+    history.append_drift(
+        lake, spec.name,
+        columns.with_columns(
+            pl.lit(ONLINE).alias("source"), pl.lit(start).alias("window_start"), pl.lit(end).alias("window_end"),
+            pl.lit(ctx.version).alias("model_version"), pl.lit(reference.height).alias("reference_rows"),
+            pl.lit(rows.height).alias("current_rows"),
+        ),
+    )  # fmt: skip
+    report_uri = None
+    if report_store is not None:
+        html = drift_report_html(reference, current, {k: v for k, v in kinds.items() if k != LABEL}, **_drift_options(spec) | {"max_rows": 20_000})
+        report_uri = report_store.put_bytes(history.reports_path(spec.name, ONLINE, start, ctx.version), html.encode())
+    log.info("%s window %s..%s (v%d, %d rows): drift share %.2f, weighted %.2f", spec.name, start, end, ctx.version, rows.height, share, weighted)
+    return WindowDrift(ONLINE, start, end, ctx.version, rows.height, share, weighted, columns, report_uri)
+
+
+def performance(scored: pl.DataFrame, spec: DatasetSpec, refs: References) -> pl.DataFrame:
+    """Live performance per (window, model version): realized from labels, estimated (CBPE) from probabilities."""
+    parts = []
+    for (version,), rows in scored.filter(pl.col("window_start").is_not_null()).partition_by("model_version", as_dict=True).items():
+        ctx = refs.get(int(version))
+        calibrator = ctx.calibrator if ctx else None
+        threshold = (ctx.reference.threshold if ctx else None) or 0.5
+        parts.append(
+            live_performance(rows, spec.problem_type, by=("window_start", "window_end", "model_version"), threshold=threshold, calibrator=calibrator)
+        )
+    return pl.concat(parts, how="diagonal_relaxed").sort("window_start", "model_version") if parts else pl.DataFrame()
