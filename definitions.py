@@ -25,8 +25,9 @@ from assets.validation import validation_assets, validation_checks
 from resources.executors import executor_for
 from resources.profiles import resources_for
 from sensors.canary import canary_sensor
-from sensors.jobs import canary_job, data_plane_job, lifecycle_job, maintenance_job
+from sensors.jobs import canary_job, data_plane_job, lifecycle_job, maintenance_job, monitoring_job, retrain_job
 from sensors.landing import landing_sensor
+from sensors.retrain import retrain_schedule, retrain_sensor, run_failure_alert
 from sensors.rollback import rollback_job
 from sensors.schedules import maintenance_schedule
 from sensors.sweep import sweep_job
@@ -45,7 +46,7 @@ def spec_locations() -> list[str]:
 
 def dataset_definitions(spec: DatasetSpec) -> Definitions:
     """Everything one dataset brings: its assets, checks, jobs, sensor and schedule."""
-    maintenance = maintenance_job(spec)
+    maintenance, retrain = maintenance_job(spec), retrain_job(spec)
     return Definitions(
         assets=[
             *ingestion_assets(spec),
@@ -57,9 +58,12 @@ def dataset_definitions(spec: DatasetSpec) -> Definitions:
             *monitoring_assets(spec),
         ],
         asset_checks=[*cleansing_checks(spec), *feature_checks(spec), *validation_checks(spec)],
-        jobs=[data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec), canary_job(spec)],
-        sensors=[landing_sensor(spec), canary_sensor(spec)],
-        schedules=[maintenance_schedule(maintenance)],
+        jobs=[
+            data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec), canary_job(spec),
+            monitoring_job(spec), retrain,
+        ],  # fmt: skip
+        sensors=[landing_sensor(spec), canary_sensor(spec), retrain_sensor(spec, retrain)],
+        schedules=[maintenance_schedule(maintenance), retrain_schedule(spec, retrain)],
     )
 
 
@@ -78,6 +82,7 @@ def build_definitions(
         *(dataset_definitions(spec) for spec in specs),
         Definitions(
             jobs=[data_plane_job(), lifecycle_job()],
+            sensors=[run_failure_alert],
             resources=resources if resources is not None else resources_for(),
             executor=executor_for(os.environ.get("AIFLOW_PROFILE", "local"), os.environ.get("AIFLOW_EXECUTOR") or None),
         ),

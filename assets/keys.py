@@ -54,6 +54,14 @@ def canary_analysis_key(spec: DatasetSpec) -> AssetKey:
     return AssetKey([spec.name, "canary_analysis"])
 
 
+def drift_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "drift"])
+
+
+def live_performance_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "live_performance"])
+
+
 def op_name(key: AssetKey) -> str:
     """The op (node) name Dagster derives from an asset key: its components joined by ``__``."""
     return "__".join(key.path)

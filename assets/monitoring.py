@@ -1,5 +1,6 @@
-"""Monitoring stage: the online server's inference log and labels as observed source assets, and the canary analysis."""
+"""Monitoring stage: the inference log and labels (observed), drift and live performance per window, the canary analysis."""
 
+import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -15,14 +16,18 @@ from dagster import (
 from pydantic import Field
 
 from aiflow.models.registry import Registry
+from aiflow.monitoring import history
+from aiflow.monitoring.monitor import References, online_pass, performance_pass
 from aiflow.serving.canary import CanaryPolicy, analyse, apply_decision
 from aiflow.serving.feedback import labels_table
 from aiflow.serving.inference_log import log_table
 from aiflow.spec import DatasetSpec
+from aiflow.storage.artifacts import ArtifactStore
 from assets.deployment import actor, alias_metadata
-from assets.keys import canary_analysis_key, inference_log_key, labels_key
-from assets.metadata import frame_table, table_data_version, table_metadata
-from resources.storage import LakeResource
+from assets.keys import canary_analysis_key, drift_key, inference_log_key, labels_key, live_performance_key
+from assets.metadata import frame_table, table_data_version, table_metadata, uri_value
+from resources.notify import NotifierResource
+from resources.storage import ArtifactsResource, LakeResource
 
 GROUP = "monitoring"
 
@@ -90,4 +95,76 @@ def monitoring_assets(spec: DatasetSpec) -> list[AssetsDefinition | SourceAsset]
                     meta[f"{row['variant']}_{name}"] = value
         return MaterializeResult(metadata={**meta, **alias_metadata(registry, spec.name)})
 
-    return [inference_log, labels, _canary_analysis]
+    return [inference_log, labels, _canary_analysis, drift_asset(spec), live_performance_asset(spec)]
+
+
+def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
+    @asset(
+        key=drift_key(spec),
+        deps=[inference_log_key(spec), labels_key(spec)],
+        group_name=GROUP,
+        kinds={"evidently", "delta"},
+        description=f"Drift of '{spec.name}' per window of served records (data time) against the serving model's reference "
+        "profile: Evidently's verdict per input feature, on the predictions and on the labels that came back.",
+    )
+    def _drift(context: AssetExecutionContext, lake: LakeResource, artifacts: ArtifactsResource, notifier: NotifierResource) -> MaterializeResult:
+        """Compare every new complete window of the inference log with the serving version's reference; history in Delta."""
+        store = lake.lake()
+        refs = References(store, spec.name, artifacts.uri(), artifacts.options())
+        reports = ArtifactStore(store.root, storage_options=store.storage_options or None)
+        result = online_pass(store, spec, refs, report_store=reports)
+        for reason in result.skipped:
+            context.log.info(f"{spec.name} drift: {reason}")
+        summary = history.drift_summary(store, spec.name)
+        meta: dict = {"windows_computed": len(result.windows), "history": frame_table(summary.tail(30)), "table": store.uri(history.drift_table(spec.name))}
+        if result.windows:
+            newest = result.windows[-1]
+            meta |= {
+                "window": f"{newest.window_start} .. {newest.window_end}", "model_version": newest.model_version,
+                "rows": newest.rows, "drift_share": newest.share, "weighted_drift_share": newest.weighted_share,
+                "drifted_columns": int(newest.columns.filter(pl.col("drifted"))["column"].len()),
+                "columns": frame_table(newest.columns.select("column", "kind", "method", "score", "threshold", "drifted", "importance")),
+            }  # fmt: skip
+            if newest.report_uri:
+                meta["report"] = uri_value(newest.report_uri)
+            for w in result.windows:
+                thresholds = result.thresholds.get(w.model_version)
+                if thresholds is not None and w.weighted_share > thresholds.drift_share:
+                    notifier.notifier().send(
+                        "drift", f"{spec.name}: drift in window {w.window_start}..{w.window_end} (model v{w.model_version})",
+                        {"weighted_drift_share": round(w.weighted_share, 3), "threshold": round(thresholds.drift_share, 3)},
+                    )  # fmt: skip
+        else:
+            meta["skipped"] = MetadataValue.text("; ".join(result.skipped))
+        return MaterializeResult(metadata=meta)
+
+    return _drift
+
+
+def live_performance_asset(spec: DatasetSpec) -> AssetsDefinition:
+    @asset(
+        key=live_performance_key(spec),
+        deps=[inference_log_key(spec), labels_key(spec)],
+        group_name=GROUP,
+        kinds={"delta"},
+        description=f"Live performance of '{spec.name}' per window and model version: realized from the labels that came back, "
+        "estimated from calibrated probabilities (CBPE) before they do, with labelled rows and label delay.",
+    )
+    def _live_performance(context: AssetExecutionContext, lake: LakeResource, artifacts: ArtifactsResource) -> MaterializeResult:
+        """Labels joined to the inference log: the metric per window and model version, realized and estimated."""
+        store = lake.lake()
+        refs = References(store, spec.name, artifacts.uri(), artifacts.options())
+        frame = performance_pass(store, spec, refs)
+        meta: dict = {"windows": frame.height, "table": store.uri(history.performance_table(spec.name))}
+        if frame.height:
+            meta["performance"] = frame_table(frame.tail(30))
+            newest = frame.row(-1, named=True)
+            for name, value in newest.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+                    meta[f"latest_{name}"] = value
+            meta["latest_window"] = str(newest["window_start"])
+        else:
+            context.log.info(f"{spec.name} live performance: no scored record in the inference log yet")
+        return MaterializeResult(metadata=meta)
+
+    return _live_performance

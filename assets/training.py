@@ -45,6 +45,10 @@ TrainConfig = pydantic.create_model(
 )
 
 
+#: Run tag carrying why a run trains (set by the retrain sensor and schedule); recorded as the model's reason.
+REASON_TAG = "aiflow/reason"
+
+
 def run_ids(context) -> list[str]:
     """This run's id, then its parent's and root's: a re-execution finds what the original run recorded."""
     run = context.run  # asset and asset-check contexts both have it
@@ -100,9 +104,9 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
         # the root run id survives retries and re-executions: a restarted training resumes its checkpoint
         run = context.dagster_run
         store = lake.lake()
-        request = pinned_request(
-            store, spec, params, artifacts.uri(), run.root_run_id or run.run_id, config.reason, code_version=code_version()
-        )
+        # an explicit launchpad reason wins; otherwise the reason the retrain sensor or schedule put on the run
+        reason = config.reason if config.reason != "manual" else run.tags.get(REASON_TAG, "manual")
+        request = pinned_request(store, spec, params, artifacts.uri(), run.root_run_id or run.run_id, reason, code_version=code_version())
         context.log.info(f"training on {request.features_uri} at version {request.data_version} (key {request.checkpoint_key})")
         skipped = skip_retraining(context, store, request, artifacts, force=config.force_retrain)
         if skipped is not None:

@@ -13,6 +13,7 @@ from dagster import EnvVar, FilesystemIOManager
 from dagster_aws.s3 import S3Resource
 
 from aiflow.storage import settings as cfg
+from resources.notify import NotifierResource
 from resources.storage import (
     ArtifactsResource,
     LocalLakeResource,
@@ -25,6 +26,15 @@ from resources.training import SubprocessTrainingLauncher
 PROFILES = cfg.PROFILES
 
 
+#: Environment variable holding the webhook URL (a secret: Dagster resolves it at run time, it is never logged).
+WEBHOOK_URL = "AIFLOW_WEBHOOK_URL"
+
+
+def notifier_resource() -> NotifierResource:
+    """The webhook from ``AIFLOW_WEBHOOK_URL`` when it is set (resolved by Dagster as an ``EnvVar``); off otherwise."""
+    return NotifierResource(url=EnvVar(WEBHOOK_URL)) if os.environ.get(WEBHOOK_URL) else NotifierResource()
+
+
 def local_resources(home: str = cfg.DEFAULT_HOME) -> dict:
     """Everything on this machine: Delta tables, landing zones and artifacts under ``home``; local training."""
     lake, landing, artifacts = cfg.local_layout(home)  # refuses an s3:// home (it would be a folder named "s3:")
@@ -33,6 +43,7 @@ def local_resources(home: str = cfg.DEFAULT_HOME) -> dict:
         "landing": LocalLandingResource(root=landing),
         "artifacts": ArtifactsResource(root=artifacts),
         "trainer": SubprocessTrainingLauncher(),
+        "notifier": notifier_resource(),
         # Dagster's default, declared so its config is typed: the implicit one breaks `dagster job scaffold_config`
         "io_manager": FilesystemIOManager(),
     }
@@ -73,6 +84,7 @@ def s3_resources() -> dict:
         "landing": S3LandingResource(s3=s3, root_uri=EnvVar(cfg.LANDING_URI)),
         "artifacts": ArtifactsResource(root=EnvVar(cfg.ARTIFACT_URI), **access),
         "trainer": SubprocessTrainingLauncher(),
+        "notifier": notifier_resource(),
         "io_manager": FilesystemIOManager(),  # as in local_resources
     }
 

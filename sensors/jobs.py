@@ -8,6 +8,7 @@ from pydantic import Field
 from aiflow.data.maintenance import maintain
 from aiflow.models.cleanup import clean_artifacts
 from aiflow.spec import DatasetSpec
+from assets.keys import canary_analysis_key, drift_key, inference_log_key, labels_key, live_performance_key
 from resources.storage import ArtifactsResource, LakeResource
 
 DATA_PLANE_GROUPS = ("ingestion", "cleansing", "features")
@@ -59,10 +60,44 @@ def canary_job(spec: DatasetSpec):
     """Observe the inference log and labels of one dataset, then run the canary analysis (promote, roll back or wait)."""
     return define_asset_job(
         canary_job_name(spec),
-        selection=AssetSelection.groups("monitoring", include_sources=True)
-        & AssetSelection.key_prefixes([spec.name], include_sources=True),
+        selection=AssetSelection.assets(inference_log_key(spec), labels_key(spec), canary_analysis_key(spec)),
         description=f"Observe the inference log and labels of '{spec.name}' and compare its canary with the champion "
         "(promote, roll back or wait under the configured policy).",
+    )
+
+
+MODEL_GROUPS = ("training", "validation", "deployment")
+#: Run tag naming the model a retrain is for: the run queue allows one such run per model at a time
+#: (``tag_concurrency_limits`` in deploy/dagster.local.yaml and the Helm values).
+RETRAIN_TAG = "aiflow/retrain"
+
+
+def monitoring_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_monitoring_job"
+
+
+def monitoring_job(spec: DatasetSpec):
+    """Observe the inference log and labels, then compute drift and live performance for the new windows."""
+    return define_asset_job(
+        monitoring_job_name(spec),
+        selection=AssetSelection.assets(inference_log_key(spec), labels_key(spec), drift_key(spec), live_performance_key(spec)),
+        description=f"Observe the inference log and labels of '{spec.name}', then compute drift (Evidently) and live "
+        "performance (realized and estimated) for every new window.",
+    )
+
+
+def retrain_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_retrain_job"
+
+
+def retrain_job(spec: DatasetSpec):
+    """Train on the newest features, gate against the champion, register, promote, score: what the retrain sensor starts."""
+    return define_asset_job(
+        retrain_job_name(spec),
+        selection=_of(spec, MODEL_GROUPS),
+        tags={RETRAIN_TAG: spec.name},
+        description=f"Retrain '{spec.name}' on the newest features (moving windows), gate the candidate against the champion, "
+        "register it, promote it when it passes and score. Started by the retrain sensor or schedule; one at a time per model.",
     )
 
 
