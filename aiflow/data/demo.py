@@ -51,7 +51,7 @@ def write_landing(
     on_progress: Callable[[int, int], None] | None = None,
     storage_options: dict[str, str] | None = None,
 ) -> list[str]:
-    """Write the demo into ``<landing_root>/flights/YYYY-MM-DD.csv`` and ``<landing_root>/weather/weather-YYYY.csv``.
+    """Write the demo into ``<landing_root>/flights/YYYY-MM-DD.csv`` and ``<landing_root>/weather/weather-YYYY.csv`` (``weather-YYYY-MM-DD.csv`` when ``start`` is not 1 January).
 
     Every file is written whole (a local file appears by an atomic rename, an S3 object by one PUT),
     so a landing sensor never sees half a file.
@@ -81,7 +81,10 @@ def write_landing(
     weather_days = weather.with_columns(date.alias("_date")).filter(pl.col("_date") >= first - dt.timedelta(days=1))
     if last is not None:
         weather_days = weather_days.filter(pl.col("_date") <= last)
-    store.put_bytes(f"weather/weather-{first.year}.csv", _csv(weather_days.drop("_date")))
+    # one weather file per call: named by year for a call from 1 January, else by its first day, so that
+    # landing the year piece by piece (the closed-loop demo) never rewrites a file already ingested
+    weather_name = f"weather-{first.year}.csv" if (first.month, first.day) == (1, 1) else f"weather-{first.isoformat()}.csv"
+    store.put_bytes(f"weather/{weather_name}", _csv(weather_days.drop("_date")))
 
     written = []
     groups = flights.partition_by("_date", as_dict=True, maintain_order=True)

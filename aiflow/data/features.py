@@ -141,3 +141,12 @@ def side_dates_affected(side_dates: list[dt.date], spec: DatasetSpec, join_table
     """Main-table dates whose features change when these side-table dates change."""
     reach = _reach_days(spec, join_table)
     return sorted({d + dt.timedelta(days=k) for d in side_dates for k in range(reach + 1)})
+
+
+def serving_rows(silver: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: DatasetSpec) -> pl.DataFrame:
+    """Silver rows as an application sends them to the online server: the raw feature columns, the event
+    time and each side value as of the event (``<table>_<column>``), plus the key and the target (to send
+    back later as feedback). ``sides`` must cover the rows' event times back to the joins' tolerance."""
+    cols = list(dict.fromkeys([*spec.key, spec.event_time, *spec.features.categorical, *spec.features.numeric]))
+    joined = [f"{j.table}_{c}" for j in spec.joins for c in j.columns]
+    return join_side_tables(silver, sides, spec).select(*cols, *joined, spec.target.name).collect()
