@@ -133,16 +133,16 @@ def expected_roc_auc(p_calibrated: np.ndarray) -> float | None:
     At each distinct threshold ``t`` (rows with ``p >= t`` predicted positive) the expected true positives are
     ``Σ p`` and false positives ``Σ (1 - p)`` over the predicted positives (false negatives ``Σ p``, true
     negatives ``Σ (1 - p)`` over the rest); the curve closes at (0, 0), the threshold above every probability.
+    Rows are taken one at a time: the points inside a run of tied probabilities lie on the straight segment
+    between the run's ends, so the area is the same as with one point per distinct threshold.
     None when the expected positives or negatives are zero (every ``p`` is 0, or every ``p`` is 1).
     """
-    p = np.sort(np.asarray(p_calibrated, dtype=np.float64))[::-1]  # descending: each distinct value adds a point
+    p = np.sort(np.asarray(p_calibrated, dtype=np.float64))[::-1]  # descending: lowering the threshold adds rows
     positives, negatives = p.sum(), (1.0 - p).sum()
     if len(p) == 0 or positives <= 0 or negatives <= 0:
         return None
-    tp, fp = np.cumsum(p), np.cumsum(1.0 - p)
-    last_of_value = np.append(p[1:] != p[:-1], True)  # ties share one threshold
-    tpr = np.concatenate([[0.0], tp[last_of_value] / positives])
-    fpr = np.concatenate([[0.0], fp[last_of_value] / negatives])
+    tpr = np.concatenate([[0.0], np.cumsum(p) / positives])
+    fpr = np.concatenate([[0.0], np.cumsum(1.0 - p) / negatives])
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 

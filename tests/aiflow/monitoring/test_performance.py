@@ -159,6 +159,15 @@ def test_cbpe_matches_realized_metrics_when_calibrated_and_falls_when_confidence
     assert expected_roc_auc(unsure) == pytest.approx(roc_auc_score(y_unsure, unsure), abs=0.015)
 
 
+def test_cbpe_roc_auc_with_ties_and_degenerate_probabilities():
+    # ties: p = [0.8, 0.8, 0.4]; positives 2.0, negatives 1.0; thresholds 0.8, 0.4 give (FPR, TPR) = (0.4, 0.8), (1, 1)
+    # area from (0, 0): 0.4 * 0.8 / 2 + 0.6 * (0.8 + 1) / 2 = 0.16 + 0.54
+    assert expected_roc_auc(np.array([0.8, 0.4, 0.8])) == pytest.approx(0.70)
+    assert expected_roc_auc(np.full(4, 0.3)) == pytest.approx(0.5)  # no ranking information: the diagonal
+    assert expected_roc_auc(np.ones(3)) is None and expected_roc_auc(np.array([])) is None
+    assert expected_accuracy(np.array([]), np.array([])) is None
+
+
 def test_calibrator_repairs_an_overconfident_model_and_round_trips_through_json():
     from sklearn.metrics import accuracy_score
 
