@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 
@@ -34,10 +35,17 @@ class Notifier:
         timeout: seconds per attempt.
         retries: further attempts after a failed one.
         backoff: seconds before the first retry (doubled for each next one).
+
+    Raises:
+        ValueError: the URL is not an http(s) URL (a configuration error, raised at once; the value is not shown).
     """
 
     def __init__(self, url: str | None, *, timeout: float = 5, retries: int = 2, backoff: float = 0.5):
         self._url = url or None
+        if self._url is not None:
+            parts = urllib.parse.urlsplit(self._url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("the webhook URL must be an http:// or https:// URL with a host (value not shown: it is a secret)")
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
 
     @property
@@ -65,7 +73,7 @@ class Notifier:
                     problem = f"HTTP {answer.status}"
             except urllib.error.HTTPError as exc:
                 problem = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError, ValueError) as exc:  # refused, timed out, DNS, bad URL
+            except (urllib.error.URLError, OSError) as exc:  # refused, timed out, DNS
                 reason = getattr(exc, "reason", exc)
                 problem = f"{type(reason).__name__}: {reason}".replace(self._url, "<webhook>")
         log.warning("webhook: event %r not delivered after %d attempt(s) (%s)", event, self.retries + 1, problem)
