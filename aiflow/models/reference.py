@@ -257,8 +257,7 @@ def build_reference(
     meta = {
         "format": FORMAT, "dataset": spec.name, "problem_type": problem_type, "target": target,
         "threshold": 0.5 if problem_type == "classification" else None, "columns": kinds, "importance": importance,
-        "rows": {TRAIN: int((~is_valid).sum()), VALID: int(is_valid.sum()), "importance": len(order),
-                 "available": {s: int((rows[SPLIT] == s).sum()) for s in (TRAIN, VALID)}},
+        "rows": {TRAIN: int((~is_valid).sum()), VALID: int(is_valid.sum()), "importance": len(order)},
         "seed": seed, "windows": dict(windows), "stats": column_stats(sample, kinds),
     }  # fmt: skip
     buffer = io.BytesIO()
