@@ -225,6 +225,20 @@ def test_a_column_the_model_depends_on_outweighs_noise(problem):
     assert flat == {n: 0.25 for n in names}  # no column matters: equal weights
 
 
+def test_a_column_whose_shuffle_lowers_the_loss_gets_zero_weight_not_a_negative_one():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=2000)
+    noise = rng.normal(size=2000)
+    y = 2.0 * x + noise
+    num = np.stack([x, -noise], axis=1).astype(np.float32)  # the model reads the second column the wrong way round
+
+    def predictor(c, n):
+        return 2.0 * n[:, 0] + 1.5 * n[:, 1]
+
+    imp = permutation_importance(predictor, np.zeros((2000, 0), np.int64), num, y, ["num_x", "num_harm"], problem_type="regression", seed=0)
+    assert imp == {"num_x": 1.0, "num_harm": 0.0}
+
+
 def test_column_statistics():
     sample = pl.DataFrame(
         {"num_x": pl.Series([float(v) for v in range(101)] + [None, float("nan")], dtype=pl.Float32),
