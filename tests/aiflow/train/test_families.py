@@ -58,7 +58,7 @@ def test_the_better_sklearn_model_is_the_candidate_and_beats_the_naive_reference
     assert (trees > naive + 0.1) if higher else (trees < 0.5 * naive)
 
     folder = tmp_path_of(result)
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.json", "model.skops", "preprocessing.json", "spec.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.json", "model.skops", "preprocessing.json", "reference.json", "reference.parquet", "spec.json"]
     assert json.loads((folder / "manifest.json").read_text())["family"] == "sklearn"
 
     def refuse(*args, **kwargs):

@@ -60,7 +60,7 @@ def test_bundle_loads_and_reproduces_the_reported_metrics(trained, lake, train_s
     assert log_loss(y, proba) == pytest.approx(result.metrics["log_loss"], abs=1e-5)
 
     folder = Path(result.artifact_uri)
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.json", "preprocessing.json", "spec.json", "weights.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.json", "preprocessing.json", "reference.json", "reference.parquet", "spec.json", "weights.pt"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["files"]["weights.pt"]["sha256"] == sha256_bytes((folder / "weights.pt").read_bytes())
     hashes = {p.name: sha256_bytes(p.read_bytes()) for p in folder.iterdir()}
