@@ -66,11 +66,13 @@ def scored_log(lake: Lake, spec: DatasetSpec, *, variants: tuple[str, ...] | Non
 
 
 def _parse_time(text: pl.Expr) -> pl.Expr:
-    """ISO-8601 text → UTC datetime (with or without an offset; naive times are UTC, as at ingestion)."""
+    """ISO-8601 text → UTC datetime: with an offset or ``Z``, naive (taken as UTC, as at ingestion), or a date."""
+    t = text.str.replace(r"Z$", "+00:00")
     return pl.coalesce(
-        text.str.to_datetime(time_zone="UTC", strict=False, format="%Y-%m-%dT%H:%M:%S%.f%#z"),
-        text.str.to_datetime(strict=False).dt.replace_time_zone("UTC"),
-        text.str.to_date(strict=False).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+        t.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC"),
+        t.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f", strict=False).dt.replace_time_zone("UTC"),
+        t.str.to_datetime(format="%Y-%m-%d %H:%M:%S%.f", strict=False).dt.replace_time_zone("UTC"),
+        t.str.to_date(format="%Y-%m-%d", strict=False).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
     )
 
 

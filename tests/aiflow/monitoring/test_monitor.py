@@ -1,0 +1,130 @@
+"""The monitoring pass and the retrain decisions on a real world (lake, trained champion with its reference, an
+inference log and labels as the server writes them): a shifted window drifts and a same-distribution one does not,
+windows are monitored once and only when complete, history lands in Delta, live performance matches a hand
+computation, thresholds are calibrated once per version, decisions are recorded once per window and replay the same.
+Classification and regression ("rides": other column names, Asia/Tokyo)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from aiflow.evaluation.metrics import compute_metrics
+from aiflow.monitoring import history
+from aiflow.monitoring.monitor import References, online_pass, performance_pass
+from aiflow.monitoring.retrain import evaluate_pending
+from aiflow.monitoring.windows import scored_log
+from aiflow.storage.artifacts import ArtifactStore
+from tests.aiflow.monitoring.world import SERVED, World, build_world, rides_spec, serve_week
+
+DRIFT_ONLY = {"retrain": {"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "cooldown_days": 0}}
+
+
+@pytest.fixture(scope="module", params=["classification", "regression"])
+def built(request, tmp_path_factory) -> World:
+    spec = rides_spec(request.param, **DRIFT_ONLY)
+    return build_world(tmp_path_factory.mktemp(f"world-{request.param}"), spec)
+
+
+@pytest.fixture
+def world(built: World, tmp_path) -> World:
+    shutil.copytree(built.home, tmp_path / "home")
+    return World(tmp_path / "home", built.spec, built.version)
+
+
+def refs(world: World) -> References:
+    return References(world.lake, world.spec.name, str(world.artifacts))
+
+
+def test_a_shifted_window_drifts_and_a_same_distribution_window_does_not(world: World):
+    serve_week(world, 0, shifted=False)
+    serve_week(world, 1, shifted=True)
+    serve_week(world, 2, shifted=False)  # makes week 1 complete; itself incomplete
+    reports = ArtifactStore(world.lake.root)
+    result = online_pass(world.lake, world.spec, refs(world), report_store=reports)
+    assert [w.window_start for w in result.windows] == [SERVED, SERVED + dt.timedelta(days=7)]
+    same, shifted = result.windows
+    assert same.share <= 0.25, same.columns
+    assert shifted.share >= 0.4, shifted.columns  # 3 of the 7 inputs move: carrier, distance, temperature
+    drifted = set(shifted.columns.filter(pl.col("drifted"))["column"])
+    assert {"num_distance", "num_rides_weather_temp", "cat_carrier", "prediction"} <= drifted
+    assert "label" in set(shifted.columns["column"])  # labels came back: label drift is judged too
+    assert shifted.weighted_share > same.weighted_share
+    # the newest window's Evidently report is under the lake root and names the columns
+    assert shifted.report_uri and same.report_uri is None
+    html = (world.home / "lake" / "monitoring" / world.spec.name / "reports").glob("*.html")
+    assert "num_distance" in next(html).read_text()
+    # history in Delta: one row per (window, column), readable by any reader
+    table = pl.read_delta(world.lake.uri(history.drift_table(world.spec.name)))
+    assert table.group_by("window_start").len().sort("window_start")["len"].to_list() == [len(same.columns), len(shifted.columns)]
+    assert set(table["model_version"]) == {world.version} and set(table["method"]) - {None}
+    # thresholds calibrated on the reference, once per version
+    saved = history.read_thresholds(world.lake, world.spec.name, world.version)
+    assert saved["source"] == "calibrated" and saved["chunks"] == 8 and 0 < saved["drift_share"] < 1
+
+
+def test_windows_are_monitored_once_and_only_when_complete(world: World):
+    serve_week(world, 0, shifted=False)
+    first = online_pass(world.lake, world.spec, refs(world))
+    assert first.windows == [] and "no new complete window" in first.skipped[0]
+    serve_week(world, 1, shifted=False)
+    assert [w.window_start for w in online_pass(world.lake, world.spec, refs(world)).windows] == [SERVED]
+    again = online_pass(world.lake, world.spec, refs(world))
+    assert again.windows == []
+    assert pl.read_delta(world.lake.uri(history.drift_table(world.spec.name)))["window_start"].unique().to_list() == [SERVED]
+
+
+def test_live_performance_equals_a_hand_computation(world: World):
+    serve_week(world, 0, shifted=False)
+    serve_week(world, 1, shifted=True, labels=False)  # no label back yet for the second week
+    frame = performance_pass(world.lake, world.spec, refs(world))
+    assert frame["window_start"].to_list() == [SERVED, SERVED + dt.timedelta(days=7)]
+    first, second = frame.row(0, named=True), frame.row(1, named=True)
+    assert (first["rows"], first["labelled"], second["labelled"]) == (7 * 150, 7 * 150, 0)
+    log = scored_log(world.lake, world.spec).filter(pl.col("window_start") == SERVED)
+    labels = pl.read_delta(world.lake.uri(f"labels/{world.spec.name}"))
+    joined = log.join(labels, on="request_id")
+    classification = world.spec.problem_type == "classification"
+    scores = joined["probability" if classification else "prediction"].to_numpy()
+    expected = compute_metrics(joined["label"].to_numpy(), scores, world.spec.problem_type, 0.5)
+    metric = "roc_auc" if classification else "rmse"
+    assert first[metric] == pytest.approx(expected[metric], rel=1e-9)
+    assert second[metric] is None
+    if classification:  # before the labels, the estimate (CBPE) is there
+        assert 0.5 < second["estimated_roc_auc"] <= 1.0
+    assert pl.read_delta(world.lake.uri(history.performance_table(world.spec.name))).height == 2
+
+
+def test_each_window_gets_one_recorded_decision_that_replays_the_same(world: World):
+    serve_week(world, 0, shifted=False)
+    serve_week(world, 1, shifted=True)
+    serve_week(world, 2, shifted=False)
+    online_pass(world.lake, world.spec, refs(world))
+    performance_pass(world.lake, world.spec, refs(world))
+    decisions = evaluate_pending(world.lake, world.spec, running=False, evaluator="test")
+    assert [(d.window_start, d.action) for d in decisions] == [(SERVED, "skip"), (SERVED + dt.timedelta(days=7), "retrain")]
+    assert decisions[1].run_key == f"rides-retrain-{SERVED + dt.timedelta(days=7)}" and decisions[0].run_key is None
+    assert "drift" in decisions[1].reason and decisions[1].fired == ("drift",)
+    assert evaluate_pending(world.lake, world.spec, running=False, evaluator="test") == []  # nothing new: nothing decided
+    table = history.read_decisions(world.lake, world.spec.name)
+    assert table["action"].to_list() == ["skip", "retrain"] and table["evaluator"].to_list() == ["test", "test"]
+    assert np.isfinite(table["signal_drift_share"].to_numpy()).all()
+    # same data, a fresh decisions table: the same decisions (data time, not the wall clock)
+    world.lake.delete(history.decisions_table(world.spec.name), "true")
+    replay = evaluate_pending(world.lake, world.spec, running=False, evaluator="test")
+    assert [(d.window_start, d.action, d.reason) for d in replay] == [(d.window_start, d.action, d.reason) for d in decisions]
+
+
+def test_a_running_retrain_and_too_few_rows_are_skips_with_their_reason(world: World):
+    serve_week(world, 0, shifted=True, rows_per_day=20)  # 140 rows < min_rows 300
+    serve_week(world, 1, shifted=True)
+    serve_week(world, 2, shifted=True)
+    online_pass(world.lake, world.spec, refs(world))
+    decisions = evaluate_pending(world.lake, world.spec, running=True, evaluator="test")
+    assert [d.action for d in decisions] == ["skip", "skip"]
+    assert "too few rows" in decisions[0].reason and "140" in decisions[0].reason
+    assert "running" in decisions[1].reason
