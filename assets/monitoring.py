@@ -98,6 +98,10 @@ def monitoring_assets(spec: DatasetSpec) -> list[AssetsDefinition | SourceAsset]
     return [inference_log, labels, _canary_analysis, drift_asset(spec), live_performance_asset(spec)]
 
 
+class DriftConfig(Config):
+    report: bool = Field(True, description="Write Evidently's HTML report for the newest window computed (a few seconds).")
+
+
 def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
     @asset(
         key=drift_key(spec),
@@ -107,12 +111,14 @@ def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
         description=f"Drift of '{spec.name}' per window of served records (data time) against the serving model's reference "
         "profile: Evidently's verdict per input feature, on the predictions and on the labels that came back.",
     )
-    def _drift(context: AssetExecutionContext, lake: LakeResource, artifacts: ArtifactsResource, notifier: NotifierResource) -> MaterializeResult:
+    def _drift(
+        context: AssetExecutionContext, config: DriftConfig, lake: LakeResource, artifacts: ArtifactsResource, notifier: NotifierResource
+    ) -> MaterializeResult:
         """Compare every new complete window of the inference log with the serving version's reference; history in Delta."""
         store = lake.lake()
         refs = References(store, spec.name, artifacts.uri(), artifacts.options())
         reports = ArtifactStore(store.root, storage_options=store.storage_options or None)
-        result = online_pass(store, spec, refs, report_store=reports)
+        result = online_pass(store, spec, refs, report_store=reports if config.report else None)
         for reason in result.skipped:
             context.log.info(f"{spec.name} drift: {reason}")
         summary = history.drift_summary(store, spec.name)

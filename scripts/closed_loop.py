@@ -122,13 +122,18 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = load_spec(demo_spec_path())
     name = spec.name
-    lake_root, landing_root, _ = local_layout(str(home))
+    lake_root, home_root, _ = local_layout(str(home))
+    landing_root = Path(home_root) / "landing"  # the demo spec's landing URIs are landing/flights and landing/weather
     lake = Lake(lake_root)
     defs = definitions.defs
     instance = DagsterInstance.get()
 
-    def run_job(job: str, tags: dict | None = None) -> bool:
-        result = defs.get_job_def(job).execute_in_process(instance=instance, tags=tags or {}, raise_on_error=False)
+    spent: dict[str, float] = {}
+
+    def run_job(job: str, tags: dict | None = None, run_config: dict | None = None, phase: str = "") -> bool:
+        t0 = time.monotonic()
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags or {}, run_config=run_config, raise_on_error=False)
+        spent[phase or job] = spent.get(phase or job, 0.0) + time.monotonic() - t0
         return result.success
 
     say(f"[{_clock(started)}] landing {FIRST_DAY} .. {FIRST_DAY + dt.timedelta(days=FIRST_TRAIN_DAYS - 1)} and training the first model")
@@ -158,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             days = min(7, (args.until - week).days + 1)
             dates = [week + dt.timedelta(days=i) for i in range(days)]
             write_landing(landing_root, start=week, days=days)
-            run_job(f"{name}_data_plane_job", {"aiflow/trigger": "closed_loop_demo"})
+            run_job(f"{name}_data_plane_job", {"aiflow/trigger": "closed_loop_demo"}, phase="data plane")
+            t0 = time.monotonic()
             silver = lake.scan(Tables.silver(name)).filter(pl.col(EVENT_DATE).is_in(dates))
             sides = {j.table: lake.scan(Tables.silver(j.table)) for j in spec.joins}
             frame = serving_rows(silver, sides, spec)
@@ -175,18 +181,26 @@ def main(argv: list[str] | None = None) -> int:
                     client.call("POST", "/v1/feedback", {"dataset": name, "labels": pending_labels[i : i + 2000]})
             pending_labels = [{"request_id": r, "label": float(y)} for r, y in zip(ids, labels, strict=True) if y is not None]
             _wait_logged(lake, log_table(name), sent)
-            run_job(f"{name}_monitoring_job", {"aiflow/trigger": "closed_loop_demo"})
-            context = build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name)
+            spent["scoring and feedback"] = spent.get("scoring and feedback", 0.0) + time.monotonic() - t0
+            # Evidently's HTML report (a few seconds) for the window that closes each month, and the last one
+            month_end = (week + dt.timedelta(days=7)).month != week.month or week + dt.timedelta(days=7) > args.until
+            drift_config = {"ops": {f"{name}__drift": {"config": {"report": month_end}}}}
+            run_job(f"{name}_monitoring_job", {"aiflow/trigger": "closed_loop_demo"}, drift_config, phase="monitoring")
+            t0 = time.monotonic()
+            context = build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name, resources=defs.resources)
             tick = sensor.evaluate_tick(context)
             for request in tick.run_requests or []:
                 key = request.run_key
                 if key and instance.get_run_records(RunsFilter(tags={"dagster/run_key": key}), limit=1):
                     continue  # the daemon never launches a run key twice
                 say(f"[{_clock(started)}]   retrain requested: {request.tags.get('aiflow/reason', '')}")
-                ok = run_job(f"{name}_retrain_job", {**request.tags, "dagster/run_key": key or "", "dagster/sensor_name": sensor.name})
+                ok = run_job(
+                    f"{name}_retrain_job", {**request.tags, "dagster/run_key": key or "", "dagster/sensor_name": sensor.name}, phase="retrain"
+                )
                 champion = Registry(lake).alias(name, "champion")
                 say(f"[{_clock(started)}]   retrain run {'succeeded' if ok else 'was rejected (gates) — the champion keeps serving'}: champion v{champion}")
                 _wait_champion(client, name, champion)
+            spent["sensor"] = spent.get("sensor", 0.0) + time.monotonic() - t0
             decided = history.read_decisions(lake, name)
             if decided.height:
                 last = decided.row(-1, named=True)
@@ -206,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
     png = Path(args.png) if args.png else home / "closed_loop.png"
     chart(table, png)
-    retrains = sum(1 for r in rows_out if r["decision"] == "retrain")
+    retrains = sum(1 for r in rows_out if r.get("decision") == "retrain")
+    say("time by phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items()))
     say(f"\n{len(rows_out)} windows monitored, {retrains} retrain(s) requested, {_clock(started)} in all. Chart: {png}")
     say(f"Drift, performance and decisions: Delta tables under {lake_root}/monitoring/{name}/ (Polars: pl.read_delta(...)).")
     say(f"The same runs in the UI: DAGSTER_HOME={dagster_home} .venv/bin/dagster dev   # http://127.0.0.1:3000")
