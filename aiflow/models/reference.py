@@ -117,16 +117,16 @@ def reference_rows(
     parts = []
     for name, where in splits.items():
         split = base.filter(where)
-        total = counts[name] if counts and name in counts else split.select(pl.len()).collect().item()
+        total = counts[name] if counts and name in counts else split.select(pl.len()).collect(engine="streaming").item()
         limit = limits[name]
         part = split.with_columns(sample_key(wanted, seed))
         if total > limit:
             margin = limit + 6 * math.sqrt(limit) + 32  # under the limit about once in 10^9 draws
             threshold = min(int(margin / total * 2**64), 2**64 - 1)
             part = part.filter(pl.col(_KEY) < pl.lit(threshold, dtype=pl.UInt64))
-        frame = part.collect()
+        frame = part.collect(engine="streaming")  # measured: the default engine held a 10M-row window whole
         if frame.height < min(limit, total):  # the threshold left too few: read the split whole (rare)
-            frame = split.with_columns(sample_key(wanted, seed)).collect()
+            frame = split.with_columns(sample_key(wanted, seed)).collect(engine="streaming")
         parts.append(frame.drop(_KEY).with_columns(pl.lit(name).alias(SPLIT)))
     return pl.concat(parts, how="vertical") if parts else pl.DataFrame()
 
