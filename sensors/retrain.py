@@ -57,9 +57,9 @@ def retrain_sensor(spec: DatasetSpec, job):
             return SkipReason(f"{spec.name}: no newly monitored window since the last decision")
         requests = []
         for d in decisions:
-            context.log.info(f"{spec.name} window {d.window_start}..{d.window_end} (v{d.model_version}): {d.action}: {d.reason}")
+            context.log.info(f"{spec.name} window {d.window_start}..{d.window_end} (v{d.model_version}): {d.reason}")
             if d.action == "retrain":
-                notifier.notifier().send("retrain", f"{spec.name}: retrain requested for window {d.window_start}: {d.reason}", d.signals)
+                notifier.notifier().send("retrain", f"{spec.name}: {d.reason}", d.signals)
                 requests.append(
                     RunRequest(
                         run_key=d.run_key,
