@@ -235,11 +235,11 @@ class Windows:
 # ---------------------------------------------------------------------------------------------- replay
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """A row of the table: a policy (None for the monthly schedule) or no retrain at all."""
+    """A row of the table: a retrain policy (the sensor), the monthly schedule, both, or neither (never retrain)."""
 
     name: str
     policy: Policy | None
-    schedule: bool = False
+    schedule: bool = False  # also retrain at the first window of each month, whatever the sensor says
     fixed_drift: float | None = None  # judge drift by this fixed share instead of the calibrated threshold
 
 
@@ -266,6 +266,7 @@ def candidates(spec: DatasetSpec) -> list[Candidate]:
         Candidate("estimated + realized", signals("estimated", "realized")),
         Candidate("drift + estimated + realized", signals("drift", "estimated", "realized")),
         Candidate("estimated + realized, hysteresis 1", signals("estimated", "realized", hysteresis=1)),
+        Candidate("estimated + realized + monthly schedule", signals("estimated", "realized"), schedule=True),
     ]
 
 
@@ -306,16 +307,15 @@ def replay(candidate: Candidate, models: Models, windows: Windows, spec: Dataset
         if candidate.fixed_drift is not None:
             thresholds = dataclasses.replace(thresholds, drift_share=candidate.fixed_drift)
         drift_fired = measured.signals.rows >= spec.monitoring.retrain.min_rows and measured.signals.drift_share > thresholds.drift_share
-        if candidate.schedule:  # the first window of each month (the first model was trained for April's)
-            retrain = start.day <= 7 and start != LOOP_START
-            action, reason = ("retrain", "monthly schedule") if retrain else ("skip", "not the first window of a month")
-        elif candidate.policy is None:
-            action, reason = "skip", "never retrains"
-        else:
+        action, reason = "skip", "never retrains"
+        if candidate.policy is not None:
             own = [s for s in history if s.model_version == serving.version]  # the serving version's windows (hysteresis)
             decision = decide(candidate.policy, thresholds, own, past, running=False)
-            past.append(decision)
+            past.append(decision)  # the sensor's decisions table: a scheduled retrain is not in it (as in the main job)
             action, reason = decision.action, decision.reason
+        # the schedule: the first window of each month (the first model was trained for April's)
+        if candidate.schedule and action != "retrain" and start.day <= 7 and start != LOOP_START:
+            action, reason = "retrain", "monthly schedule"
         out.append({
             "window_start": start, "model_week": serving.week, "rows": measured.signals.rows, "roc_auc": measured.realized,
             "estimated_roc_auc": measured.signals.estimated_metric, "drift_share": measured.signals.drift_share,

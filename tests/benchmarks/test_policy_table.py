@@ -99,3 +99,12 @@ def test_a_table_row_weights_the_mean_by_rows_and_names_the_worst_window():
     assert row["mean ROC AUC"] == pytest.approx(0.75)  # (100 * 0.6 + 300 * 0.8) / 400, the unscored window left out
     assert row["worst window ROC AUC"] == "0.6000 (04-01)"
     assert (row["retrains"], row["retrain windows"], row["drift fired"]) == (1, "04-01", "33%")
+
+
+def test_the_schedule_adds_its_retrains_to_the_sensor_s(spec):
+    realized_only = dataclasses.replace(policy_of(spec), use_drift=False, use_estimated=False, use_realized=True)
+    outcome = replay(Candidate("realized + monthly", realized_only, schedule=True), FakeModels(), FakeWindows(), spec)
+    # the sensor at 29 April (as alone); the schedule on 6 May and 3 June, its models served from the week after
+    assert outcome.retrains == [D(2013, 4, 29), D(2013, 5, 6), D(2013, 6, 3)]
+    assert [w["reason"] for w in outcome.windows if w["action"] == "retrain"][1:] == ["monthly schedule"] * 2
+    assert [w["model_week"] for w in outcome.windows][4:7] == [LOOP_START, D(2013, 5, 6), D(2013, 5, 13)]
