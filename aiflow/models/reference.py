@@ -77,21 +77,20 @@ def column_kinds(inputs: ModelInputs) -> dict[str, str]:
 
 
 def sample_key(columns: Sequence[str], seed: int) -> pl.Expr:
-    """A seeded 64-bit hash of a row's ``columns``: the sample keeps the smallest keys (order-independent).
+    """A seeded 64-bit hash of a row's ``columns``: the sample keeps the smallest keys (independent of row order).
 
-    Polars guarantees the hash within one Polars version, which is what byte-identical re-exports need.
+    The columns are hashed in name order, so any order of ``columns`` gives the same key. Polars guarantees
+    the hash within one Polars version, which is what byte-identical re-exports need.
     """
-    return pl.struct(list(columns)).hash(seed=seed).alias(_KEY)
+    return pl.struct(sorted(set(columns))).hash(seed=seed).alias(_KEY)
 
 
 def windows_dict(windows: Windows) -> dict[str, dict[str, str | None]]:
     """The train and valid windows as JSON (``from`` inclusive, ``until`` exclusive; None is unbounded)."""
-    def iso(d):
-        return d.isoformat() if d else None
-
+    start = windows.train_from.isoformat() if windows.train_from else None
     return {
-        TRAIN: {"from": iso(windows.train_from), "until": iso(windows.valid_from)},
-        VALID: {"from": iso(windows.valid_from), "until": iso(windows.test_from)},
+        TRAIN: {"from": start, "until": windows.valid_from.isoformat()},
+        VALID: {"from": windows.valid_from.isoformat(), "until": windows.test_from.isoformat()},
     }
 
 
