@@ -96,10 +96,15 @@ class Client:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     home = Path(args.home).resolve()
-    if home.exists() and not args.keep:
+    marker = home / ".closed_loop_demo"
+    if home.exists() and any(home.iterdir()) and not args.keep:
+        if not marker.exists():
+            say(f"{home} exists and was not made by this demo: pass another --home (or AIFLOW_HOME), or --keep to continue in it")
+            return 2
         shutil.rmtree(home)  # the demo's own home: every run replays the year from the start
     dagster_home = home / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     shutil.copy(ROOT / "deploy" / "dagster.local.yaml", dagster_home / "dagster.yaml")
     os.environ.update(AIFLOW_HOME=str(home), DAGSTER_HOME=str(dagster_home), AIFLOW_PROFILE="local")
     os.environ.pop("AIFLOW_DATASETS", None)
