@@ -192,7 +192,7 @@ def test_verify_checks_the_champion_or_a_version_and_names_the_edited_file(tmp_p
 
     champion, second = aiflow_concurrently(home, ["verify", "trips"], ["verify", "trips", "2"])
     assert champion.returncode == 0, champion.stderr
-    assert champion.stdout.startswith("trips v1 (sklearn) verified: 5 files match digest ")
+    assert champion.stdout.startswith("trips v1 (sklearn) verified: 7 files match digest ")  # model, model.json, preprocessing, spec, reference x2, manifest
     assert registry(home).get("trips", 1).artifact_sha256 in champion.stdout
     assert second.returncode == 0 and second.stdout.startswith("trips v2 (pytorch) verified"), second.stderr
 
