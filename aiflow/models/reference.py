@@ -228,7 +228,7 @@ def build_reference(
     if other or rows[SPLIT].null_count():
         raise ValueError(f"reference rows of {spec.name}: split must be 'train' or 'valid', found {other or [None]}")
     values = list(dict.fromkeys([EVENT_DATE, *kinds, target]))
-    keyed = rows.select(*values, SPLIT).with_columns(sample_key(values, seed))
+    keyed = rows.select(*values, SPLIT).filter(pl.col(target).is_not_null()).with_columns(sample_key(values, seed))
     limits = {TRAIN: max_train_rows, VALID: max_valid_rows}
     sample = pl.concat(
         [keyed.filter(pl.col(SPLIT) == s).sort([_KEY, *values], nulls_last=True).head(limits[s]) for s in (TRAIN, VALID)]
@@ -269,7 +269,7 @@ def read_reference(raw: Mapping[str, bytes]) -> Reference | None:
     """The reference of a bundle's files (e.g. ``VerifiedBundle.raw``); None for a bundle written before references.
 
     Raises:
-        ValueError: only one of the two files is present, or ``reference.json`` is not a reference this code reads.
+        ValueError: only one of the two files is present, or either is not what this code reads (the message names it).
     """
     present = [name for name in FILES if name in raw]
     if not present:
@@ -279,15 +279,19 @@ def read_reference(raw: Mapping[str, bytes]) -> Reference | None:
     try:
         meta = json.loads(raw[JSON])
         fmt = meta["format"]
+        if fmt != FORMAT:
+            raise ValueError(f"format {fmt!r}; this code reads format {FORMAT}")
+        columns, importance, problem_type = dict(meta["columns"]), dict(meta["importance"]), meta["problem_type"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{JSON} is not a reference profile ({exc})") from None
-    if fmt != FORMAT:
-        raise ValueError(f"{JSON} has format {fmt!r}; this code reads format {FORMAT}")
-    sample = pl.read_parquet(io.BytesIO(raw[PARQUET]))
-    return Reference(
-        sample=sample, columns=dict(meta["columns"]), importance=dict(meta["importance"]), problem_type=meta["problem_type"],
-        threshold=meta.get("threshold"), meta=meta,
-    )  # fmt: skip
+        raise ValueError(f"{JSON} is not a reference profile this code reads ({exc})") from None
+    try:
+        sample = pl.read_parquet(io.BytesIO(raw[PARQUET]))
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ValueError(f"{PARQUET} is not a readable Parquet file ({exc})") from None
+    missing = [c for c in [EVENT_DATE, SPLIT, *columns, LABEL, PREDICTION] if c not in sample.columns]
+    if missing:
+        raise ValueError(f"{PARQUET} lacks the column(s) {missing} that {JSON} names")
+    return Reference(sample=sample, columns=columns, importance=importance, problem_type=problem_type, threshold=meta.get("threshold"), meta=meta)
 
 
 def load_reference(store: ArtifactStore, path: str, digest: str, files: Mapping[str, str] | None = None) -> Reference | None:

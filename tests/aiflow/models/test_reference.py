@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import datetime as dt
+import io
 import json
 import shutil
 
@@ -189,6 +190,28 @@ def test_rows_read_from_delta_with_a_key_threshold_give_the_sample_of_a_full_rea
     full = reference_rows(lf, splits, columns=columns, target="amount", seed=7, limits={"train": 10**9, "valid": 10**9})
     assert full.height == rows.height
     assert _build(read, max_train_rows=300, max_valid_rows=150) == _build(full, max_train_rows=300, max_valid_rows=150)
+
+
+def test_rows_without_a_label_are_left_out_of_the_sample():
+    rows = _rows(300, 200).with_columns(pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("amount")).alias("amount"))
+    ref = read_reference(_build(rows))
+    assert ref.sample.height == rows["amount"].count() and ref.sample["label"].null_count() == 0
+
+
+def test_unreadable_reference_files_are_refused_naming_them():
+    files = _build(_rows(100, 50))
+    with pytest.raises(ValueError, match=r"reference\.parquet is not a readable"):
+        read_reference({**files, PARQUET: b"PAR1 not parquet"})
+    with pytest.raises(ValueError, match=r"reference\.json .*format 9"):
+        read_reference({**files, JSON: json.dumps({**json.loads(files[JSON]), "format": 9}).encode()})
+    with pytest.raises(ValueError, match=r"reference\.parquet lacks the column\(s\) \['num_price'\]"):
+        read_reference({**files, PARQUET: _parquet(read_reference(files).sample.drop("num_price"))})
+
+
+def _parquet(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
 
 
 def test_bad_rows_are_refused_naming_the_column():
