@@ -20,6 +20,7 @@ window whole.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import math
@@ -214,7 +215,8 @@ def build_reference(
         seed: the sample (smallest :func:`sample_key` per split) and the importance shuffles.
         max_train_rows, max_valid_rows: rows kept per split; importance_rows: rows the importance is
             measured on (validation rows first, then training rows).
-        windows: the split windows to record (default: each split's first and last event date).
+        windows: the split windows to record, ``{split: {"from": date, "until": date (exclusive)}}``
+            (default: the dates the sampled rows span).
 
     Raises:
         ValueError: ``rows`` lacks a column, or holds a split other than train and valid.
@@ -233,7 +235,7 @@ def build_reference(
     sample = pl.concat(
         [keyed.filter(pl.col(SPLIT) == s).sort([_KEY, *values], nulls_last=True).head(limits[s]) for s in (TRAIN, VALID)]
     )
-    sample = sample.sort([SPLIT, EVENT_DATE, _KEY], descending=[True, False, False]).drop(_KEY)  # train first
+    sample = sample.sort([SPLIT, EVENT_DATE, _KEY]).drop(_KEY)  # train first, then by date
     cat, num = to_arrays(sample, model_inputs.categorical, model_inputs.cardinalities, model_inputs.numeric)
     label = sample[target].cast(pl.Float64)
     prediction = np.asarray(predictor(cat, num), dtype=np.float64)
@@ -250,7 +252,7 @@ def build_reference(
     )  # fmt: skip
     if windows is None:
         windows = {
-            s: {"first": str(part[EVENT_DATE].min()), "last": str(part[EVENT_DATE].max())}
+            s: {"from": part[EVENT_DATE].min().isoformat(), "until": (part[EVENT_DATE].max() + dt.timedelta(days=1)).isoformat()}
             for s in (TRAIN, VALID) if (part := sample.filter(pl.col(SPLIT) == s)).height
         }  # fmt: skip
     meta = {

@@ -165,6 +165,9 @@ def test_the_sample_is_bounded_seeded_and_independent_of_row_order():
     files = _build(rows, max_train_rows=200, max_valid_rows=100, importance_rows=150)
     ref = read_reference(files)
     assert (ref.train().height, ref.valid().height) == (200, 100)
+    assert ref.sample["split"].to_list() == ["train"] * 200 + ["valid"] * 100 and ref.train()["event_date"].is_sorted()
+    first, last = ref.valid()["event_date"].min(), ref.valid()["event_date"].max()
+    assert ref.meta["windows"]["valid"] == {"from": first.isoformat(), "until": (last + dt.timedelta(days=1)).isoformat()}
     assert ref.meta["rows"] == {"train": 200, "valid": 100, "importance": 150}
     assert ref.sample.join(rows, on=["event_date", "cat_shop", "cal_weekday", "num_price", "num_noise"]).height == 300
     assert files == _build(rows.sample(fraction=1.0, shuffle=True, seed=3), max_train_rows=200, max_valid_rows=100, importance_rows=150)
