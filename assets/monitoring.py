@@ -17,14 +17,14 @@ from pydantic import Field
 
 from aiflow.models.registry import Registry
 from aiflow.monitoring import history
-from aiflow.monitoring.monitor import References, online_pass, performance_pass
+from aiflow.monitoring.monitor import References, batch_pass, online_pass, performance_pass
 from aiflow.serving.canary import CanaryPolicy, analyse, apply_decision
 from aiflow.serving.feedback import labels_table
 from aiflow.serving.inference_log import log_table
 from aiflow.spec import DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
 from assets.deployment import actor, alias_metadata
-from assets.keys import canary_analysis_key, drift_key, inference_log_key, labels_key, live_performance_key
+from assets.keys import canary_analysis_key, drift_key, inference_log_key, labels_key, live_performance_key, predictions_key
 from assets.metadata import frame_table, table_data_version, table_metadata, uri_value
 from resources.notify import NotifierResource
 from resources.storage import ArtifactsResource, LakeResource
@@ -105,11 +105,12 @@ class DriftConfig(Config):
 def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
     @asset(
         key=drift_key(spec),
-        deps=[inference_log_key(spec), labels_key(spec)],
+        deps=[inference_log_key(spec), labels_key(spec), predictions_key(spec)],
         group_name=GROUP,
         kinds={"evidently", "delta"},
-        description=f"Drift of '{spec.name}' per window of served records (data time) against the serving model's reference "
-        "profile: Evidently's verdict per input feature, on the predictions and on the labels that came back.",
+        description=f"Drift of '{spec.name}' per window (data time) of served records and of batch-scored partitions, against "
+        "the reference profile of the model version that scored them: Evidently's verdict per input feature, on the "
+        "predictions and on the labels.",
     )
     def _drift(
         context: AssetExecutionContext, config: DriftConfig, lake: LakeResource, artifacts: ArtifactsResource, notifier: NotifierResource
@@ -119,10 +120,16 @@ def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
         refs = References(store, spec.name, artifacts.uri(), artifacts.options())
         reports = ArtifactStore(store.root, storage_options=store.storage_options or None)
         result = online_pass(store, spec, refs, report_store=reports if config.report else None)
-        for reason in result.skipped:
+        batch = batch_pass(store, spec, refs, report_store=reports if config.report else None)
+        for reason in [*result.skipped, *batch.skipped]:
             context.log.info(f"{spec.name} drift: {reason}")
+        for w in batch.windows:
+            context.log.info(f"{spec.name} batch window {w.window_start}: drift share {w.share:.2f} (v{w.model_version}, {w.rows} rows)")
         summary = history.drift_summary(store, spec.name)
-        meta: dict = {"windows_computed": len(result.windows), "history": frame_table(summary.tail(30)), "table": store.uri(history.drift_table(spec.name))}
+        meta: dict = {
+            "windows_computed": len(result.windows), "batch_windows_computed": len(batch.windows),
+            "history": frame_table(summary.tail(30)), "table": store.uri(history.drift_table(spec.name)),
+        }  # fmt: skip
         if result.windows:
             newest = result.windows[-1]
             meta |= {

@@ -28,14 +28,15 @@ from aiflow.monitoring.calibration import calibrate
 from aiflow.monitoring.drift import detect_drift, drift_report_html, weighted_share
 from aiflow.monitoring.performance import Calibrator, live_performance, scored_with_labels
 from aiflow.monitoring.policy import Policy, Thresholds
-from aiflow.spec import DatasetSpec
+from aiflow.serving.batch import SCORE
+from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
-from aiflow.storage.lake import Lake
+from aiflow.storage.lake import Lake, Tables
 
 log = logging.getLogger("aiflow.monitoring")
 
 PREDICTION, LABEL = "prediction", "label"
-ONLINE = "online"
+ONLINE, BATCH = "online", "batch"
 #: Labelled rows a window needs before its labels are compared with the reference's (label drift).
 MIN_LABELS_FOR_DRIFT = 30
 
@@ -190,6 +191,41 @@ def online_pass(
     return result
 
 
+def batch_pass(lake: Lake, spec: DatasetSpec, refs: References, *, report_store: ArtifactStore | None = None) -> PassResult:
+    """Drift of batch scoring: every complete window of ``predictions/<dataset>`` not computed yet, against the
+    reference of the version that scored it (its feature rows, its scores and their labels from the features table)."""
+    result = PassResult()
+    predictions, features = Tables.predictions(spec.name), Tables.features(spec.name)
+    if not lake.exists(predictions):
+        result.skipped.append(f"no batch predictions of '{spec.name}' yet")
+        return result
+    n = spec.monitoring.window_days
+    ids = [*dict.fromkeys([*spec.key, EVENT_DATE])]
+    scored = lake.scan(predictions).select(*ids, SCORE, "model_version").with_columns(windows.window_expr(pl.col(EVENT_DATE), n).alias("window_start")).collect()
+    if not scored.height:
+        return result
+    newest = scored["window_start"].max()
+    done = history.computed_windows(lake, spec.name, BATCH)
+    todo = sorted({(w, int(v)) for w, v in scored.select("window_start", "model_version").unique().iter_rows() if w < newest} - done)
+    for i, (start, version) in enumerate(todo):
+        ctx = refs.get(version)
+        if ctx is None:
+            result.skipped.append(f"batch window {start}: model version {version} has no reference profile")
+            continue
+        end = start + dt.timedelta(days=n - 1)
+        part = scored.filter((pl.col("window_start") == start) & (pl.col("model_version") == version)).drop("window_start", "model_version")
+        rows = (
+            lake.scan(features).filter(pl.col(EVENT_DATE).is_between(start, end))
+            .select(*ids, *ctx.reference.columns, pl.col(spec.target.name).cast(pl.Float64).alias(LABEL)).collect()
+            .join(part, on=ids, how="inner")
+        )  # fmt: skip
+        current = rows.select(*ctx.reference.columns, pl.col(SCORE).alias(PREDICTION), LABEL)
+        result.thresholds.setdefault(version, thresholds_for(lake, spec, ctx))
+        newest_window = i == len(todo) - 1
+        result.windows.append(_compare(lake, spec, ctx, start, current, BATCH, report_store if newest_window else None))
+    return result
+
+
 def _scored(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
     """The champion's logged records with their window and, where it came back, their label."""
     log_rows = windows.scored_log(lake, spec, variants=("champion",))
@@ -205,10 +241,17 @@ def performance_pass(lake: Lake, spec: DatasetSpec, refs: References) -> pl.Data
 
 
 def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, rows: pl.DataFrame, report_store) -> WindowDrift:
-    end = start + dt.timedelta(days=spec.monitoring.window_days - 1)
+    """Drift of one window of logged records (their inputs re-encoded by the serving version's encoder)."""
     current = windows.features_of(rows, spec, ctx.state)
     prediction = rows["probability"] if ctx.reference.problem_type == "classification" else rows[PREDICTION]
     current = current.with_columns(prediction.alias(PREDICTION), rows[LABEL].alias(LABEL))
+    return _compare(lake, spec, ctx, start, current, ONLINE, report_store)
+
+
+def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, current: pl.DataFrame, source: str, report_store) -> WindowDrift:
+    """Compare ``current`` (feature columns, ``prediction``, ``label``) with the reference; record and report it."""
+    end = start + dt.timedelta(days=spec.monitoring.window_days - 1)
+    rows = current
     with_label = int(rows[LABEL].is_not_null().sum()) >= MIN_LABELS_FOR_DRIFT
     kinds = _kinds(ctx, with_label, ctx.reference.problem_type)
     reference = ctx.reference.train()
@@ -225,7 +268,7 @@ def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.da
     history.append_drift(
         lake, spec.name,
         columns.with_columns(
-            pl.lit(ONLINE).alias("source"), pl.lit(start).alias("window_start"), pl.lit(end).alias("window_end"),
+            pl.lit(source).alias("source"), pl.lit(start).alias("window_start"), pl.lit(end).alias("window_end"),
             pl.lit(ctx.version).alias("model_version"), pl.lit(reference.height).alias("reference_rows"),
             pl.lit(rows.height).alias("current_rows"),
         ),
@@ -233,9 +276,9 @@ def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.da
     report_uri = None
     if report_store is not None:
         html = drift_report_html(reference, current, {k: v for k, v in kinds.items() if k != LABEL}, **_drift_options(spec) | {"max_rows": 20_000})
-        report_uri = report_store.put_bytes(history.reports_path(spec.name, ONLINE, start, ctx.version), html.encode())
-    log.info("%s window %s..%s (v%d, %d rows): drift share %.2f, weighted %.2f", spec.name, start, end, ctx.version, rows.height, share, weighted)
-    return WindowDrift(ONLINE, start, end, ctx.version, rows.height, share, weighted, columns, report_uri)
+        report_uri = report_store.put_bytes(history.reports_path(spec.name, source, start, ctx.version), html.encode())
+    log.info("%s %s window %s..%s (v%d, %d rows): drift share %.2f, weighted %.2f", spec.name, source, start, end, ctx.version, rows.height, share, weighted)
+    return WindowDrift(source, start, end, ctx.version, rows.height, share, weighted, columns, report_uri)
 
 
 def performance(scored: pl.DataFrame, spec: DatasetSpec, refs: References) -> pl.DataFrame:

@@ -128,3 +128,28 @@ def test_a_running_retrain_and_too_few_rows_are_skips_with_their_reason(world: W
     assert [d.action for d in decisions] == ["skip", "skip"]
     assert "too few rows" in decisions[0].reason and "140" in decisions[0].reason
     assert "running" in decisions[1].reason
+
+
+def test_batch_scored_partitions_are_compared_with_the_reference_of_the_version_that_scored_them(world: World):
+    from aiflow.monitoring.monitor import batch_pass
+    from aiflow.serving.batch import score_new_partitions
+    from tests.aiflow.monitoring.world import ROWS_PER_DAY, rides, weather
+    from tests.aiflow.train.conftest import run_data_plane
+
+    landing = world.home / "landing"
+    for d in range(15):  # a same-distribution week, a shifted week, one day of the week after
+        day = SERVED + dt.timedelta(days=d)
+        rides(day, ROWS_PER_DAY, seed=500 + d, shifted=7 <= d < 14).write_csv(landing / "rides" / f"{day}.csv")
+    weather(SERVED - dt.timedelta(days=1), 8).write_csv(landing / "rides_weather" / "same.csv")
+    weather(SERVED + dt.timedelta(days=7), 8, shifted=True).write_csv(landing / "rides_weather" / "shifted.csv")
+    run_data_plane(world.lake, landing, world.spec)
+    score_new_partitions(world.lake, world.spec, world.model(), world.spec.name, world.version)
+    result = batch_pass(world.lake, world.spec, refs(world))
+    by_start = {w.window_start: w for w in result.windows}
+    assert set(by_start) >= {SERVED, SERVED + dt.timedelta(days=7)} and max(by_start) < SERVED + dt.timedelta(days=14)
+    same, shifted = by_start[SERVED], by_start[SERVED + dt.timedelta(days=7)]
+    assert same.share <= 0.25 < 0.4 <= shifted.share
+    assert {"label", "prediction", "num_distance"} <= set(shifted.columns.filter(pl.col("drifted"))["column"])
+    assert batch_pass(world.lake, world.spec, refs(world)).windows == []  # each window once
+    table = pl.read_delta(world.lake.uri(history.drift_table(world.spec.name)))
+    assert set(table["source"]) == {"batch"}
