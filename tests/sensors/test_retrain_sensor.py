@@ -128,3 +128,23 @@ def test_the_reason_of_the_request_reaches_the_model_it_produces(built: World, t
     assert len(produced) == 1, "the retrain run trained no candidate"
     bundle = verify_bundle(ArtifactStore(world.artifacts), produced[0].artifact_uri, produced[0].artifact_sha256)
     assert bundle.manifest["lineage"]["reason"] == reason
+
+
+def test_the_shipped_instance_config_runs_one_retrain_per_model_at_a_time(tmp_path):
+    from pathlib import Path
+
+    from sensors.jobs import RETRAIN_TAG
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copy(root / "deploy" / "dagster.local.yaml", tmp_path / "dagster.yaml")
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert {"key": RETRAIN_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    defs = build_definitions(rides_spec_path(tmp_path), resources=local_resources(str(tmp_path / "home")))
+    assert defs.resolve_job_def("rides_retrain_job").tags[RETRAIN_TAG] == "rides"
+
+
+def rides_spec_path(folder) -> str:
+    path = folder / "rides.yaml"
+    path.write_text(yaml.safe_dump(rides_spec(**POLICY).model_dump(mode="json", exclude_none=True)))
+    return str(path)
