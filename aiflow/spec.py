@@ -269,6 +269,9 @@ class RetrainSettings(_Strict):
     cooldown_days: int = Field(28, ge=0, description="Days of data after a retrain during which no other retrain fires.")
     budget: int = Field(4, ge=1, description="At most this many retrains in any budget_days of data.")
     budget_days: int = Field(120, ge=1, description="The period the retrain budget counts over (days of data).")
+    max_age_days: int | None = Field(
+        35, ge=1, description="Fallback schedule: retrain when the champion is older than this (wall clock); null: never."
+    )
     calibration_chunks: int = Field(8, ge=3, description="Chunks of the training window the alarm thresholds are calibrated on.")
     calibration_k: float = Field(3.0, gt=0, description="Threshold = mean + k standard deviations of the signal over the chunks.")
 

@@ -21,6 +21,7 @@ from assets.keys import champion_key, evaluation_key, features_key, predictions_
 from assets.metadata import frame_table, table_metadata
 from assets.training import link, run_ids
 from assets.validation import CANDIDATE_ID, USE_LATEST
+from resources.notify import NotifierResource
 from resources.storage import ArtifactsResource, LakeResource
 
 
@@ -160,7 +161,7 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         kinds={"delta"},
         description=f"Which '{spec.name}' version serves: the champion alias, flipped atomically under the promotion policy.",
     )
-    def _champion(context: AssetExecutionContext, config: PromotionConfig, lake: LakeResource) -> MaterializeResult:
+    def _champion(context: AssetExecutionContext, config: PromotionConfig, lake: LakeResource, notifier: NotifierResource) -> MaterializeResult:
         """The version registered in this run (or the configured candidate's) promoted under the policy."""
         store = lake.lake()
         registry = Registry(store)
@@ -173,6 +174,8 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         before = registry.alias(spec.name, alias)
         registry.promote(spec.name, version, reason=config.reason, actor=actor(context), alias=alias)
         context.log.info(promotion_message(spec.name, alias, before, version))
+        if before != version:
+            notifier.notifier().send("promotion", promotion_message(spec.name, alias, before, version), {"version": version, "reason": config.reason})
         meta = {**alias_metadata(registry, spec.name), "promoted_version": version, "policy": config.policy}
         if before is not None:
             meta["previous_version"] = before

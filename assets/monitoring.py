@@ -73,13 +73,16 @@ def monitoring_assets(spec: DatasetSpec) -> list[AssetsDefinition | SourceAsset]
         group_name=GROUP,
         description=f"Canary vs champion of '{spec.name}' on the traffic logged since the canary was set: promote, roll back or wait.",
     )
-    def _canary_analysis(context: AssetExecutionContext, config: CanaryConfig, lake: LakeResource) -> MaterializeResult:
+    def _canary_analysis(context: AssetExecutionContext, config: CanaryConfig, lake: LakeResource, notifier: NotifierResource) -> MaterializeResult:
         """Compare canary and champion on logged traffic and apply the policy's decision to the aliases."""
         store = lake.lake()
         decision = analyse(store, spec.name, spec.problem_type, config.policy())
         context.log.info(f"{spec.name} canary analysis: {decision.action}: {decision.reason}")
         registry = Registry(store)
         applied = [] if config.dry_run else apply_decision(registry, spec.name, decision, actor=actor(context))
+        if applied and decision.action in ("promote", "rollback"):
+            event = "promotion" if decision.action == "promote" else "rollback"
+            notifier.notifier().send(event, f"{spec.name} canary {decision.action}: {decision.reason}", {"action": decision.action})
         meta: dict = {
             "decision": decision.action,
             "reason": MetadataValue.text(decision.reason),

@@ -8,6 +8,8 @@ history (the skip reason, or the run request's tags). A retrain run has the run 
 the run queue limits to one run per model (``deploy/dagster.local.yaml``).
 """
 
+import datetime as dt
+
 from dagster import (
     DagsterRunStatus,
     DefaultScheduleStatus,
@@ -24,6 +26,7 @@ from dagster import (
     sensor,
 )
 
+from aiflow.models.registry import Registry
 from aiflow.monitoring.retrain import evaluate_pending
 from aiflow.spec import DatasetSpec
 from assets.training import REASON_TAG
@@ -74,25 +77,41 @@ def retrain_sensor(spec: DatasetSpec, job):
 
 
 def retrain_schedule(spec: DatasetSpec, job):
+    max_age = spec.monitoring.retrain.max_age_days
+
     @schedule(
         name=f"{spec.name}_retrain_schedule",
         job=job,
-        cron_schedule="0 4 1 * *",
-        default_status=DefaultScheduleStatus.STOPPED,
-        description=f"Fallback: retrain '{spec.name}' on the first of every month at 04:00 even when no signal fired "
-        "(skipped while a retrain runs). Off by default: turn it on where labels or traffic are too sparse for the sensor.",
+        cron_schedule="0 4 * * *",
+        default_status=DefaultScheduleStatus.RUNNING if max_age else DefaultScheduleStatus.STOPPED,
+        description=f"Fallback: every day at 04:00, retrain '{spec.name}' if its champion is older than "
+        f"monitoring.retrain.max_age_days ({max_age}) — whatever the signals say (skipped while a retrain runs).",
     )
-    def _schedule(context: ScheduleEvaluationContext):
-        """Request the monthly fallback retrain unless one is already running."""
+    def _schedule(context: ScheduleEvaluationContext, lake: LakeResource):
+        """Request a retrain when the champion is older than the spec's maximum age."""
         if retrain_running(context.instance, job.name):
             return SkipReason(f"{spec.name}: a retrain is already running")
         when = context.scheduled_execution_time
+        age = champion_age_days(lake.lake(), spec.name, when)
+        if age is None:
+            return SkipReason(f"{spec.name}: no champion yet (the lifecycle job trains the first)")
+        if max_age is None or age <= max_age:
+            return SkipReason(f"{spec.name}: the champion is {age:.1f} days old (retrained after {max_age} days)")
         return RunRequest(
             run_key=f"{spec.name}-scheduled-{when:%Y-%m-%d}",
-            tags={REASON_TAG: f"scheduled fallback retrain ({when:%Y-%m-%d})", TRIGGER_TAG: "retrain_schedule"},
+            tags={REASON_TAG: f"scheduled fallback: the champion is {age:.0f} days old (> {max_age})", TRIGGER_TAG: "retrain_schedule"},
         )
 
     return _schedule
+
+
+def champion_age_days(lake, name: str, now: dt.datetime) -> float | None:
+    """Days since the champion version was registered (None without a champion)."""
+    registry = Registry(lake)
+    version = registry.alias(name, "champion")
+    if version is None:
+        return None
+    return (now - registry.get(name, version).created_at).total_seconds() / 86400
 
 
 @run_failure_sensor(name="aiflow_run_failure_sensor", default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60)

@@ -7,6 +7,7 @@ from aiflow.models.registry import Registry
 from aiflow.spec import DatasetSpec
 from assets.deployment import actor, alias_metadata
 from assets.keys import champion_key
+from resources.notify import NotifierResource
 from resources.storage import LakeResource
 
 
@@ -19,11 +20,12 @@ class RollbackConfig(Config):
 
 def rollback_job(spec: DatasetSpec):
     @op(name=f"{spec.name}_rollback_alias", description="Move the alias back to its previous version and record the event.")
-    def rollback_alias(context: OpExecutionContext, config: RollbackConfig, lake: LakeResource) -> int:
+    def rollback_alias(context: OpExecutionContext, config: RollbackConfig, lake: LakeResource, notifier: NotifierResource) -> int:
         registry = Registry(lake.lake())
         before = registry.alias(spec.name, config.alias)
         after = registry.rollback(spec.name, reason=config.reason, actor=actor(context), alias=config.alias)
         context.log.info(f"{spec.name} {config.alias}: v{before} -> v{after} ({config.reason})")
+        notifier.notifier().send("rollback", f"{spec.name} {config.alias} rolled back: v{before} -> v{after} ({config.reason})", {"version": after})
         if config.alias == "champion":
             context.log_event(
                 AssetMaterialization(

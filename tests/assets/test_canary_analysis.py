@@ -14,8 +14,9 @@ from aiflow.storage.lake import Lake
 from assets.keys import canary_analysis_key, inference_log_key, labels_key
 from assets.monitoring import monitoring_assets
 from definitions import dataset_definitions
+from resources.notify import NotifierResource
 from resources.profiles import local_resources
-from resources.storage import LocalLakeResource
+from resources.storage import ArtifactsResource, LocalLakeResource
 from sensors.canary import canary_sensor
 from sensors.jobs import canary_job_name
 from tests.aiflow.models.test_registry import register
@@ -53,7 +54,10 @@ def log_traffic(lake: Lake, name: str, *, champion: dict, canary: dict, regressi
 def run_analysis(tmp_path, spec, config=CONFIG):
     result = materialize(
         monitoring_assets(spec),
-        resources={"lake": LocalLakeResource(root=str(tmp_path / "lake"))},
+        resources={
+            "lake": LocalLakeResource(root=str(tmp_path / "lake")), "notifier": NotifierResource(),
+            "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
+        },  # fmt: skip
         selection=[canary_analysis_key(spec)],
         run_config={"ops": {f"{spec.name}__canary_analysis": {"config": config}}},
         instance=DagsterInstance.ephemeral(),

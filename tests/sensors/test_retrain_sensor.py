@@ -17,6 +17,7 @@ from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
 
 from aiflow.models.bundle import verify_bundle
 from aiflow.models.candidates import Handoffs
+from aiflow.models.registry import Registry
 from aiflow.monitoring import history
 from aiflow.storage.artifacts import ArtifactStore
 from definitions import build_definitions
@@ -148,3 +149,22 @@ def rides_spec_path(folder) -> str:
     path = folder / "rides.yaml"
     path.write_text(yaml.safe_dump(rides_spec(**POLICY).model_dump(mode="json", exclude_none=True)))
     return str(path)
+
+
+def test_the_fallback_schedule_retrains_a_champion_older_than_the_maximum_age(built: World, tmp_path):
+    from dagster import build_schedule_context
+
+    defs = build_definitions(rides_spec_path(tmp_path), resources=local_resources(str(built.home)))  # read-only use of the world
+    schedule = defs.get_schedule_def("rides_retrain_schedule")
+    registered = Registry(built.lake).get("rides", built.version).created_at
+    (tmp_path / "dagster_home").mkdir()
+    instance = DagsterInstance.local_temp(str(tmp_path / "dagster_home"))  # a schedule context with resources needs a reloadable instance
+
+    def tick(days: float):
+        context = build_schedule_context(instance=instance, scheduled_execution_time=registered + dt.timedelta(days=days), resources=defs.resources)
+        return schedule.evaluate_tick(context)
+
+    young = tick(10)
+    assert not young.run_requests and "10.0 days old" in young.skip_message
+    old = tick(40)
+    assert len(old.run_requests) == 1 and "40 days old (> 35)" in old.run_requests[0].tags["aiflow/reason"]
