@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -153,3 +154,19 @@ def test_batch_scored_partitions_are_compared_with_the_reference_of_the_version_
     assert batch_pass(world.lake, world.spec, refs(world)).windows == []  # each window once
     table = pl.read_delta(world.lake.uri(history.drift_table(world.spec.name)))
     assert set(table["source"]) == {"batch"}
+
+
+def test_an_edited_reference_is_refused_naming_the_file(world: World):
+    from aiflow.models.bundle import BundleIntegrityError
+    from aiflow.models.registry import Registry
+
+    serve_week(world, 0, shifted=False)
+    serve_week(world, 1, shifted=False)
+    mv = Registry(world.lake).get(world.spec.name, world.version)
+    path = Path(mv.location(str(world.artifacts))) / "reference.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match=r"reference\.parquet"):
+        online_pass(world.lake, world.spec, refs(world))
+    assert not world.lake.exists(history.drift_table(world.spec.name))  # nothing recorded against a tampered reference
