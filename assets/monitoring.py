@@ -131,7 +131,7 @@ def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
         summary = history.drift_summary(store, spec.name)
         meta: dict = {
             "windows_computed": len(result.windows), "batch_windows_computed": len(batch.windows),
-            "history": frame_table(summary.tail(30)), "table": store.uri(history.drift_table(spec.name)),
+            "history": frame_table(summary.tail(30)), "table": uri_value(store.uri(history.drift_table(spec.name))),
         }  # fmt: skip
         if result.windows:
             newest = result.windows[-1]
@@ -171,7 +171,7 @@ def live_performance_asset(spec: DatasetSpec) -> AssetsDefinition:
         store = lake.lake()
         refs = References(store, spec.name, artifacts.uri(), artifacts.options())
         frame = performance_pass(store, spec, refs)
-        meta: dict = {"windows": frame.height, "table": store.uri(history.performance_table(spec.name))}
+        meta: dict = {"windows": frame.height, "table": uri_value(store.uri(history.performance_table(spec.name)))}
         if frame.height:
             meta["performance"] = frame_table(frame.tail(30))
             newest = frame.row(-1, named=True)
