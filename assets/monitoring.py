@@ -170,10 +170,11 @@ def live_performance_asset(spec: DatasetSpec) -> AssetsDefinition:
         """Labels joined to the inference log: the metric per window and model version, realized and estimated."""
         store = lake.lake()
         refs = References(store, spec.name, artifacts.uri(), artifacts.options())
-        frame = performance_pass(store, spec, refs)
+        frame, daily = performance_pass(store, spec, refs)
         meta: dict = {"windows": frame.height, "table": uri_value(store.uri(history.performance_table(spec.name)))}
         if frame.height:
             meta["performance"] = frame_table(frame.tail(30))
+            meta["daily"] = frame_table(daily.tail(30))
             newest = frame.row(-1, named=True)
             for name, value in newest.items():
                 if isinstance(value, int | float) and not isinstance(value, bool) and value == value:

@@ -6,6 +6,7 @@
 * ``monitoring/<dataset>/performance``: one row per (window, model version): rows, labelled rows, label
   delay, realized and estimated metrics. Rewritten whole on each computation (labels keep arriving, so
   a window's realized metric changes); small (windows × versions).
+* ``monitoring/<dataset>/performance_daily``: the same per (event date, model version).
 * ``monitoring/<dataset>/thresholds``: the alarm thresholds calibrated on each model version's reference.
 * ``monitoring/<dataset>/decisions``: every evaluation of the retraining policy, fired or skipped, with
   the signal values, the thresholds and the reason. Append-only.
@@ -102,9 +103,9 @@ def drift_summary(lake: Lake, dataset: str, importance: dict[int, dict[str, floa
     )
 
 
-def write_performance(lake: Lake, dataset: str, frame: pl.DataFrame) -> int:
-    """Replace the performance table by ``frame`` (one commit)."""
-    table = performance_table(dataset)
+def write_performance(lake: Lake, dataset: str, frame: pl.DataFrame, *, daily: bool = False) -> int:
+    """Replace the performance table (per window, or ``daily``) by ``frame`` (one commit)."""
+    table = performance_table(dataset) + ("_daily" if daily else "")
     if not lake.exists(table):
         return lake.append(table, frame, metadata={"writer": "aiflow monitoring"})
     return lake.overwrite(table, frame, metadata={"writer": "aiflow monitoring"})

@@ -232,12 +232,16 @@ def _scored(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
     return scored_with_labels(log_rows, windows.labels_frame(lake, spec)) if log_rows.height else log_rows
 
 
-def performance_pass(lake: Lake, spec: DatasetSpec, refs: References) -> pl.DataFrame:
-    """Live performance per (window, model version) over the whole log, written to the history table."""
-    frame = performance(_scored(lake, spec), spec, refs)
+def performance_pass(lake: Lake, spec: DatasetSpec, refs: References) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Live performance per (window, model version) and per (day, model version) over the whole log, written to
+    the history tables (the sensor reads the windows; the daily table is for people and plots)."""
+    scored = _scored(lake, spec)
+    frame = performance(scored, spec, refs)
+    daily = performance(scored, spec, refs, by=("event_date", "model_version"))
     if frame.height:
         history.write_performance(lake, spec.name, frame)
-    return frame
+        history.write_performance(lake, spec.name, daily, daily=True)
+    return frame, daily
 
 
 def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, rows: pl.DataFrame, report_store) -> WindowDrift:
@@ -281,14 +285,16 @@ def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, c
     return WindowDrift(source, start, end, ctx.version, rows.height, share, weighted, columns, report_uri)
 
 
-def performance(scored: pl.DataFrame, spec: DatasetSpec, refs: References) -> pl.DataFrame:
-    """Live performance per (window, model version): realized from labels, estimated (CBPE) from probabilities."""
+def performance(
+    scored: pl.DataFrame, spec: DatasetSpec, refs: References, by: tuple[str, ...] = ("window_start", "window_end", "model_version")
+) -> pl.DataFrame:
+    """Live performance per group (window or day, and model version): realized from labels, estimated (CBPE)."""
     parts = []
     for (version,), rows in scored.filter(pl.col("window_start").is_not_null()).partition_by("model_version", as_dict=True).items():
         ctx = refs.get(int(version))
         calibrator = ctx.calibrator if ctx else None
         threshold = (ctx.reference.threshold if ctx else None) or 0.5
         parts.append(
-            live_performance(rows, spec.problem_type, by=("window_start", "window_end", "model_version"), threshold=threshold, calibrator=calibrator)
+            live_performance(rows, spec.problem_type, by=by, threshold=threshold, calibrator=calibrator)
         )
-    return pl.concat(parts, how="diagonal_relaxed").sort("window_start", "model_version") if parts else pl.DataFrame()
+    return pl.concat(parts, how="diagonal_relaxed").sort(by[0], "model_version") if parts else pl.DataFrame()

@@ -82,7 +82,8 @@ def test_windows_are_monitored_once_and_only_when_complete(world: World):
 def test_live_performance_equals_a_hand_computation(world: World):
     serve_week(world, 0, shifted=False)
     serve_week(world, 1, shifted=True, labels=False)  # no label back yet for the second week
-    frame = performance_pass(world.lake, world.spec, refs(world))
+    frame, daily = performance_pass(world.lake, world.spec, refs(world))
+    assert daily["event_date"].n_unique() == 14 and daily["rows"].sum() == frame["rows"].sum()
     assert frame["window_start"].to_list() == [SERVED, SERVED + dt.timedelta(days=7)]
     first, second = frame.row(0, named=True), frame.row(1, named=True)
     assert (first["rows"], first["labelled"], second["labelled"]) == (7 * 150, 7 * 150, 0)
