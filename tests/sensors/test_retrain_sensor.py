@@ -168,3 +168,21 @@ def test_the_fallback_schedule_retrains_a_champion_older_than_the_maximum_age(bu
     assert not young.run_requests and "10.0 days old" in young.skip_message
     old = tick(40)
     assert len(old.run_requests) == 1 and "40 days old (> 35)" in old.run_requests[0].tags["aiflow/reason"]
+
+
+def test_a_failed_run_is_announced_on_the_webhook(tmp_path, receiver):
+    from dagster import build_run_status_sensor_context
+
+    from sensors.retrain import run_failure_alert
+
+    defs = build_definitions(rides_spec_path(tmp_path), resources=local_resources(str(tmp_path / "empty")))  # no features: training fails
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("rides_retrain_job").execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    context = build_run_status_sensor_context(
+        sensor_name=run_failure_alert.name, dagster_event=result.get_run_failure_event(), dagster_instance=instance,
+        dagster_run=result.dagster_run, resources={"notifier": NotifierResource(url=receiver.url)},
+    ).for_run_failure()  # fmt: skip
+    run_failure_alert(context)
+    assert [b["event"] for b in receiver.bodies] == ["failure"]
+    assert "rides_retrain_job" in receiver.bodies[0]["text"] and result.run_id[:8] in receiver.bodies[0]["text"]
