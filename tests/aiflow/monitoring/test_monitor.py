@@ -25,22 +25,32 @@ from tests.aiflow.monitoring.world import SERVED, World, build_world, rides_spec
 DRIFT_ONLY = {"retrain": {"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "cooldown_days": 0}}
 
 
-@pytest.fixture(scope="module", params=["classification", "regression"])
-def built(request, tmp_path_factory) -> World:
-    spec = rides_spec(request.param, **DRIFT_ONLY)
-    return build_world(tmp_path_factory.mktemp(f"world-{request.param}"), spec)
+@pytest.fixture(scope="module")
+def built_classification(tmp_path_factory) -> World:
+    return build_world(tmp_path_factory.mktemp("world-classification"), rides_spec("classification", **DRIFT_ONLY))
+
+
+@pytest.fixture(scope="module")
+def built_regression(tmp_path_factory) -> World:
+    return build_world(tmp_path_factory.mktemp("world-regression"), rides_spec("regression", **DRIFT_ONLY))
 
 
 @pytest.fixture
-def world(built: World, tmp_path) -> World:
+def world(request, tmp_path) -> World:
+    """A private copy of the classification world, or of the one named by ``indirect`` parametrization."""
+    built: World = request.getfixturevalue(f"built_{getattr(request, 'param', 'classification')}")
     shutil.copytree(built.home, tmp_path / "home")
     return World(tmp_path / "home", built.spec, built.version)
+
+
+BOTH = pytest.mark.parametrize("world", ["classification", "regression"], indirect=True)
 
 
 def refs(world: World) -> References:
     return References(world.lake, world.spec.name, str(world.artifacts))
 
 
+@BOTH
 def test_a_shifted_window_drifts_and_a_same_distribution_window_does_not(world: World):
     serve_week(world, 0, shifted=False)
     serve_week(world, 1, shifted=True)
@@ -79,6 +89,7 @@ def test_windows_are_monitored_once_and_only_when_complete(world: World):
     assert pl.read_delta(world.lake.uri(history.drift_table(world.spec.name)))["window_start"].unique().to_list() == [SERVED]
 
 
+@BOTH
 def test_live_performance_equals_a_hand_computation(world: World):
     serve_week(world, 0, shifted=False)
     serve_week(world, 1, shifted=True, labels=False)  # no label back yet for the second week
@@ -101,6 +112,7 @@ def test_live_performance_equals_a_hand_computation(world: World):
     assert pl.read_delta(world.lake.uri(history.performance_table(world.spec.name))).height == 2
 
 
+@BOTH
 def test_each_window_gets_one_recorded_decision_that_replays_the_same(world: World):
     serve_week(world, 0, shifted=False)
     serve_week(world, 1, shifted=True)
