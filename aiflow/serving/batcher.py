@@ -8,6 +8,11 @@ call on a worker thread, and hands each request its slice. There is no timer: wh
 scored, the next one gathers, so a lone request waits for nothing and a busy server batches by itself.
 A batch that fails to encode (a value the encoder refuses) is scored again request by request, so only the
 offending request gets the error.
+
+A request that already holds many records (``inline_from`` or more) gains nothing from batching: when no batch
+is waiting or being scored, it is scored right away on the event loop by ``inline`` (the encoder's pure-Python
+fast path, which holds the GIL either way), skipping the two thread hops; ``inline`` answers None for a batch
+it cannot score cheaply (the Polars path, which releases the GIL), and that request is queued as usual.
 """
 
 from __future__ import annotations
@@ -27,17 +32,31 @@ class MicroBatcher:
         predict: records -> one value per record (e.g. ``LoadedModel.predict_records``); runs on a worker thread.
         max_records: the most records scored in one call (a request larger than this is scored alone).
         on_batch: called with (requests, records) of every scoring call (metrics).
+        inline: records -> values, or None when it cannot score them cheaply; runs on the event loop (None: never inline).
+        inline_from: the fewest records of a request scored inline (at most ``max_records``).
     """
 
     def __init__(self, predict: Callable[[list[dict]], Sequence[float]], max_records: int = 256,
-                 on_batch: Callable[[int, int], None] | None = None):  # fmt: skip
+                 on_batch: Callable[[int, int], None] | None = None,
+                 inline: Callable[[list[dict]], Sequence[float] | None] | None = None, inline_from: int = 32):  # fmt: skip
         self.predict, self.max_records, self.on_batch = predict, max_records, on_batch
+        self.inline, self.inline_from = inline, inline_from
         self._queue: asyncio.Queue = asyncio.Queue()
+        self._scoring = False  # a batch is being scored on the worker thread
         self._worker = asyncio.get_running_loop().create_task(self._run())
         self.batches = 0  # scoring calls made (for tests and the benchmark)
+        self.inlined = 0  # of which scored inline on the event loop
 
     async def submit(self, records: list[dict]) -> np.ndarray:
-        """The model's values for ``records``; raises what ``predict`` raised for them."""
+        """The model's values for ``records``; raises what ``predict`` (or ``inline``) raised for them."""
+        if self.inline is not None and self.inline_from <= len(records) <= self.max_records and not self._scoring and self._queue.empty():
+            values = self.inline(records)  # nothing awaited before: no batch can start meanwhile
+            if values is not None:
+                self.batches += 1
+                self.inlined += 1
+                if self.on_batch:
+                    self.on_batch(1, len(records))
+                return np.asarray(values)
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((records, future))
         return await future
@@ -59,7 +78,11 @@ class MicroBatcher:
                     break
                 batch.append(nxt)
                 size += len(nxt[0])
-            await self._score(batch)
+            self._scoring = True
+            try:
+                await self._score(batch)
+            finally:
+                self._scoring = False
             if stop:
                 return
 

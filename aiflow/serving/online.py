@@ -22,8 +22,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import polars as pl
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
@@ -60,6 +61,7 @@ class ServeConfig:
     shadow_max_pending: int = 4  # shadow scorings running or waiting at once; more requests are not shadowed
     inference_log: bool = True  # False: no inference log (measurements only; feedback then knows this process's ids only)
     max_batch_records: int = 256  # micro-batching: the most records of concurrent requests scored in one call
+    inline_records: int = 32  # a request with this many records or more is scored at once on the event loop when no batch is in flight
     remember_ids: int = 1_000_000  # request ids kept in memory to flag feedback (the log table answers for older ones)
 
 
@@ -103,9 +105,18 @@ async def read_json(request: Request, limit: int) -> object:
         if len(body) > limit:
             raise HTTPError(413, f"request body is over the limit of {limit} bytes; send fewer records per request")
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # what orjson refuses but json accepts (NaN, integers past 64 bits) gets the same answer as before
+    try:
         return json.loads(body)
     except ValueError as exc:
         raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def json_response(body: object, background: BackgroundTask | None = None) -> Response:
+    """``body`` as compact UTF-8 JSON (orjson: no per-value Python encoder on the request path)."""
+    return Response(orjson.dumps(body), media_type="application/json", background=background)
 
 
 def create_app(config: ServeConfig) -> FastAPI:
@@ -211,19 +222,36 @@ def create_app(config: ServeConfig) -> FastAPI:
             return (values >= THRESHOLD).astype(np.int64), values
         return values, None
 
-    def inputs_only(model: Served, records: list[dict]) -> list[dict]:
-        """The model's input fields of each record (extra fields stay in the log, not in the encoder)."""
-        names = [f.name for f in model.fields]
-        return [{n: r.get(n) for n in names} for r in records]
-
     def score(model: Served, records: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, probabilities or None) by the shared encoder, on this thread (shadow scoring)."""
         try:
-            return decide(model, model.model.predict_records(inputs_only(model, records)))
+            return decide(model, scorer(model)(records))
         except (ValueError, pl.exceptions.PolarsError) as exc:
             raise HTTPError(422, f"records do not fit {model.dataset} v{model.version}: {exc}") from None
 
     batchers: dict[tuple[str, str], tuple[Served, MicroBatcher]] = {}
+
+    def scorer(model: Served):
+        """records -> the model's values by the shared encoder; only the Polars path needs the records cut to the model's inputs."""
+        loaded, names = model.model, [f.name for f in model.fields]
+
+        def predict(records: list[dict]) -> np.ndarray:
+            arrays = loaded.encoder.fast_arrays(records)  # reads the input fields by name: extra fields cost nothing
+            if arrays is None:  # extra fields stay in the log, not in the Polars frame
+                arrays = loaded.encoder.arrays([{n: r.get(n) for n in names} for r in records])
+            return loaded.predict_arrays(*arrays)
+
+        return predict
+
+    def fast_scorer(model: Served):
+        """records -> the model's values when the encoder's fast path takes them, else None (micro-batcher's inline scoring)."""
+        loaded = model.model
+
+        def predict(records: list[dict]) -> np.ndarray | None:
+            arrays = loaded.encoder.fast_arrays(records)
+            return None if arrays is None else loaded.predict_arrays(*arrays)
+
+        return predict
 
     def counted(dataset: str):
         def on_batch(requests: int, records: int) -> None:
@@ -239,20 +267,23 @@ def create_app(config: ServeConfig) -> FastAPI:
         if current is None or current[0] is not model:  # first use, or the model was swapped: a new batcher
             if current is not None:
                 current[1].close()
-            current = batchers[key] = (model, MicroBatcher(model.model.predict_records, config.max_batch_records, on_batch=counted(model.dataset)))
+            current = batchers[key] = (model, MicroBatcher(
+                scorer(model), config.max_batch_records, on_batch=counted(model.dataset), inline=fast_scorer(model), inline_from=config.inline_records,
+            ))  # fmt: skip
         try:
-            return decide(model, await current[1].submit(inputs_only(model, records)))
+            return decide(model, await current[1].submit(records))
         except (ValueError, pl.exceptions.PolarsError) as exc:
             raise HTTPError(422, f"records do not fit {model.dataset} v{model.version}: {exc}") from None
 
-    def account(model: Served, records: list[dict], preds, probs, started: float, api: str) -> list[str]:
+    def account(model: Served, records: list[dict], values: list[float], probs: list[float] | None, started: float, api: str) -> list[str]:
+        """Request ids for the records; the inference-log rows and the metrics of one answered request."""
         ids = request_ids.take(len(records))
         latency = time.perf_counter() - started
         recent.add(ids)
         if config.inference_log:
             inference_log.add_batch(LogBatch(
                 request_ids=ids, records=records, dataset=model.dataset, version=model.version, variant=model.variant,
-                predictions=preds.astype(np.float64).tolist(), probabilities=probs.tolist() if probs is not None else [None] * len(ids),
+                predictions=values, probabilities=probs if probs is not None else [None] * len(ids),
                 latency_ms=latency * 1000, time=dt.datetime.now(dt.UTC),
             ))  # fmt: skip
         metrics.requests.labels(model.dataset, str(model.version), model.variant, api, "ok").inc()
@@ -276,13 +307,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         ok = holder.ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    # ------------------------------------------------------------------ authenticated
-    secured = [Depends(auth)]
+    # ------------------------------------------------------------------ authenticated: each handler calls auth() first
+    # (directly, not as a FastAPI dependency: a sync dependency costs a thread-pool hop and dependency solving per request)
 
-    @app.post("/v1/predict", dependencies=secured)
-    async def predict(request: Request) -> JSONResponse:
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> Response:
         """Score one or many raw records with a dataset's champion."""
         started = time.perf_counter()
+        auth(request)
         payload = await read_json(request, config.max_body_bytes)
         name = payload.get("dataset") if isinstance(payload, dict) else None
         if not isinstance(name, str):
@@ -294,17 +326,19 @@ def create_app(config: ServeConfig) -> FastAPI:
             failed(name, "v1", 422)
             raise HTTPError(422, str(exc), problems=exc.details()) from None
         preds, probs = await score_batched(model, records)
-        ids = account(model, records, preds, probs, started, "v1")
-        if model.classification:
-            out = [{"request_id": i, "label": p, "probability": q} for i, p, q in zip(ids, preds.tolist(), probs.tolist(), strict=True)]
+        values, probabilities = preds.astype(np.float64).tolist(), probs.tolist() if probs is not None else None
+        ids = account(model, records, values, probabilities, started, "v1")
+        if probabilities is not None:
+            out = [{"request_id": i, "label": p, "probability": q} for i, p, q in zip(ids, preds.tolist(), probabilities, strict=True)]
         else:
-            out = [{"request_id": i, "prediction": p} for i, p in zip(ids, preds.astype(np.float64).tolist(), strict=True)]
+            out = [{"request_id": i, "prediction": p} for i, p in zip(ids, values, strict=True)]
         body = {"model": name, "version": model.version, "variant": model.variant, "predictions": out}
-        return JSONResponse(body, background=shadow_task(name, records, ids, "v1"))
+        return json_response(body, background=shadow_task(name, records, ids, "v1"))
 
-    @app.post("/v1/feedback", dependencies=secured)
+    @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict:
         """Ground-truth labels for earlier request ids (idempotent; unknown ids kept and flagged)."""
+        auth(request)
         payload = await read_json(request, config.max_body_bytes)
         name = payload.get("dataset") if isinstance(payload, dict) else None
         if name not in config.datasets:
@@ -327,19 +361,22 @@ def create_app(config: ServeConfig) -> FastAPI:
         # a Delta merge (and a scan of the log): off the event loop, so scoring goes on meanwhile
         return {"dataset": name, **await asyncio.to_thread(record_feedback, config.lake, name, pairs, known)}
 
-    @app.get("/v1/models", dependencies=secured)
-    async def models() -> dict:
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
         """What is loaded: name, version, variant, artifact hash, since when, last reload error."""
+        auth(request)
         return {"models": holder.describe()}
 
-    @app.get("/metrics", dependencies=secured)
-    async def prometheus() -> Response:
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
         """Prometheus metrics."""
+        auth(request)
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    @app.get("/v2", dependencies=secured)
-    async def server_metadata() -> dict:
+    @app.get("/v2")
+    async def server_metadata(request: Request) -> dict:
         """OIP server metadata."""
+        auth(request)
         return {"name": "aiflow", "version": "0.1.0", "extensions": []}
 
     def oip(fn):
@@ -355,10 +392,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
         return wrapped
 
-    @app.get("/v2/models/{name}", dependencies=secured)
-    @app.get("/v2/models/{name}/versions/{version}", dependencies=secured)
-    async def metadata(name: str, version: str | None = None):
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def metadata(request: Request, name: str, version: str | None = None):
         """OIP model metadata: one input per feature column."""
+        auth(request)
         return await oip(_metadata)(name, version)
 
     async def _metadata(name: str, version: str | None) -> dict:
@@ -366,19 +404,21 @@ def create_app(config: ServeConfig) -> FastAPI:
         check_version(model, version)
         return model_metadata(model)
 
-    @app.get("/v2/models/{name}/ready", dependencies=secured)
-    @app.get("/v2/models/{name}/versions/{version}/ready", dependencies=secured)
-    async def model_ready(name: str, version: str | None = None):
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(request: Request, name: str, version: str | None = None):
         """OIP model readiness."""
+        auth(request)
         model = holder.get(name) if name in config.datasets else None
         canary = holder.get(name, CANARY) if model is not None else None
         ok = model is not None and (version is None or version in {str(m.version) for m in (model, canary) if m is not None})
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
 
-    @app.post("/v2/models/{name}/infer", dependencies=secured)
-    @app.post("/v2/models/{name}/versions/{version}/infer", dependencies=secured)
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: Request, name: str, version: str | None = None):
         """OIP inference: one input tensor per feature column, 1-D, one element per record."""
+        auth(request)
         return await oip(_infer)(request, name, version)
 
     async def _infer(request: Request, name: str, version: str | None) -> dict:
@@ -391,7 +431,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             failed(name, "v2", 400)
             raise HTTPError(400, str(exc)) from None
         preds, probs = await score_batched(model, records)
-        ids = account(model, records, preds, probs, started, "v2")
+        ids = account(model, records, preds.astype(np.float64).tolist(), probs.tolist() if probs is not None else None, started, "v2")
         return JSONResponse(infer_response(payload, model, preds, probs, ids), background=shadow_task(name, records, ids, "v2"))
 
     return app

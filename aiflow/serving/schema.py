@@ -92,10 +92,11 @@ def _problem(value: object, kind: str) -> str | None:
     return f"unsupported column type {kind}"
 
 
-_FAST_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "date": (str,), "datetime": (str,), "bool": (bool,),
-    "int32": (int,), "int64": (int,), "float32": (int, float), "float64": (int, float),
+_FAST_TYPES: dict[str, frozenset[type]] = {
+    "string": frozenset({str}), "date": frozenset({str}), "datetime": frozenset({str}), "bool": frozenset({bool}),
+    "int32": frozenset({int}), "int64": frozenset({int}), "float32": frozenset({int, float}), "float64": frozenset({int, float}),
 }  # fmt: skip
+_NONE = type(None)
 
 
 def _column_fits(values: list, f: Field) -> bool:
@@ -107,15 +108,17 @@ def _column_fits(values: list, f: Field) -> bool:
     allowed = _FAST_TYPES.get(f.type)
     if allowed is None:
         return False
-    present = [v for v in values if v is not None]
-    if f.required and len(present) != len(values):
+    kinds = set(map(type, values))  # one pass in C over the column
+    if _NONE in kinds:
+        if f.required:
+            return False
+        kinds.discard(_NONE)
+    if not kinds <= allowed:
         return False
-    if not all(type(v) in allowed for v in present):
-        return False
-    if f.type in ("float32", "float64"):
-        return all(math.isfinite(v) for v in present if type(v) is float)
+    if float in kinds:
+        return all(math.isfinite(v) for v in values if type(v) is float)
     if f.type in ("date", "datetime"):
-        return all(_problem(v, f.type) is None for v in set(present))
+        return all(_problem(v, f.type) is None for v in set(values) if v is not None)
     return True
 
 
