@@ -56,7 +56,7 @@ class ServeConfig:
     reload_interval: float = 5.0
     max_body_bytes: int = 1_000_000
     log_interval: float = 1.0
-    log_batch_rows: int = 1000
+    log_batch_rows: int = 10_000  # rows that trigger an early flush; each Delta commit costs ~10 ms, so 100-record requests need big ones
     canary_fraction: float = 0.1  # share of requests answered by the canary alias, when one is set
     shadow_max_pending: int = 4  # shadow scorings running or waiting at once; more requests are not shadowed
     inference_log: bool = True  # False: no inference log (measurements only; feedback then knows this process's ids only)
