@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -66,18 +66,29 @@ class ServeConfig:
 
 
 class RecentIds:
-    """The request ids this process served lately (bounded), to tell feedback ids known before the log flushes."""
+    """The request ids this process served lately (bounded), to tell feedback ids known before the log flushes.
+
+    Kept per request (a set for lookups, the requests' id lists in arrival order for eviction): adding a
+    request's ids is one ``set.update``, and the oldest requests' ids go as a whole once over ``limit``.
+    """
 
     def __init__(self, limit: int):
-        self.limit, self._ids = limit, OrderedDict()
+        self.limit, self._ids, self._order, self._count = limit, set(), deque(), 0
 
-    def add(self, ids: Iterable[str]) -> None:
-        self._ids.update(dict.fromkeys(ids))
-        while len(self._ids) > self.limit:
-            self._ids.popitem(last=False)
+    def add(self, ids: list[str]) -> None:
+        self._ids.update(ids)
+        self._order.append(ids)
+        self._count += len(ids)
+        while self._count > self.limit:
+            old = self._order.popleft()
+            self._ids.difference_update(old)
+            self._count -= len(old)
 
     def __contains__(self, rid: str) -> bool:
         return rid in self._ids
+
+    def __len__(self) -> int:
+        return self._count
 
 
 class RequestIds:

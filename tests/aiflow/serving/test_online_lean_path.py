@@ -1,6 +1,6 @@
 """Scope: the lean request path for large requests (issue 11's 100-record goal) — the micro-batcher scores a large request
 inline when no batch is in flight (declines and busy batchers still go through the worker thread), bearer auth checked
-directly by every secured endpoint (401 everywhere, health open), orjson parsing with the json fallback (NaN and huge
+directly by every secured endpoint (401 everywhere, health open), recent request ids bounded (oldest forgotten first), orjson parsing with the json fallback (NaN and huge
 integers keep their 422 answers), and 100-record answers equal to the bundle's own on the fast and the Polars encoder
 paths, counted in the same metrics — on the tiny spec (trips, New York, classification) and a regression spec (fares,
 Tokyo, other side-table column names)."""
@@ -20,6 +20,7 @@ import pytest
 from aiflow.evaluation.validation import ModelRef, load_model
 from aiflow.models.registry import Registry
 from aiflow.serving.batcher import MicroBatcher
+from aiflow.serving.online import RecentIds, RequestIds
 from tests.aiflow.serving.conftest import Home, record, start_server
 
 
@@ -121,6 +122,19 @@ def test_an_inline_scoring_error_reaches_its_request_and_the_batcher_goes_on():
         return after
 
     assert asyncio.run(run()) == [2.0 * i for i in range(12)]
+
+
+def test_recent_ids_stay_bounded_and_forget_the_oldest_requests_first():
+    recent, take = RecentIds(250), RequestIds().take
+    requests = [take(100) for _ in range(5)]
+    for ids in requests[:2]:
+        recent.add(ids)
+    assert all(i in recent for ids in requests[:2] for i in ids) and len(recent) == 200
+    for ids in requests[2:]:
+        recent.add(ids)
+    assert len(recent) <= 250
+    assert not any(i in recent for ids in requests[:3] for i in ids)  # the oldest go first, whole requests at a time
+    assert all(i in recent for ids in requests[3:] for i in ids) and "never-served" not in recent
 
 
 # ------------------------------------------------------------------------------- a real server
