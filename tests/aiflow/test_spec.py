@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +30,8 @@ def test_demo_spec_loads_with_its_declared_contents():
     assert [t.name for t in spec.tables] == ["flights", "weather"]
     assert spec.side("weather").key == ["origin", "time_hour"]
     assert spec.joins[0].table == "weather" and spec.joins[0].by == ["origin"]
-    assert spec.split.valid_from == dt.date(2013, 10, 1)
+    assert (spec.split.kind, spec.split.train_days, spec.split.valid_days, spec.split.test_days) == ("relative", 62, 14, 14)
+    assert spec.monitoring.window_days == 7 and spec.monitoring.retrain.signals == ["estimated", "realized"]
 
 
 def test_demo_spec_schema_and_required_columns():
@@ -115,7 +115,16 @@ INVALID = [
     pytest.param(_set("quality.ranges.distance", {"min": 10, "max": 1}), ["quality.ranges.distance", "greater than max"], id="range-reversed"),
     pytest.param(_set("known_after_event[0]", "gate"), ["known_after_event[0]", "'gate'"], id="known-after-event-undeclared"),
     pytest.param(_set("slices[1]", "gate"), ["slices[1]", "'gate'"], id="slice-undeclared"),
-    pytest.param(_set("split.test_from", "2013-09-01"), ["  - split: test_from must be after valid_from"], id="split-reversed"),
+    pytest.param(
+        _set("split", {"kind": "fixed", "valid_from": "2013-10-01", "test_from": "2013-09-01"}),
+        ["  - split: test_from must be after valid_from"],
+        id="split-reversed",
+    ),
+    pytest.param(_set("split.valid_from", "2013-10-01"), ["  - split: valid_from: dates belong to kind 'fixed'"], id="split-relative-with-dates"),
+    pytest.param(
+        _set("monitoring", {"drift": {"stattests": {"arr_delay": "psi"}}}), ["monitoring.drift.stattests.arr_delay", "not a model feature"],
+        id="stattest-on-a-non-feature",
+    ),
     pytest.param(_set("side_tables[0].name", "flights"), ["side_tables", "main table's name"], id="side-table-named-like-main"),
     pytest.param(_set("side_tables[0].key[0]", "station"), ["side_tables[0]", "key[0]", "'station'"], id="side-table-key-undeclared"),
     pytest.param(_set("columns.time_hour.type", "date"), ["features.calendar", "'hour' needs a datetime event_time"], id="hour-of-a-date"),
