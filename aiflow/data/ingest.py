@@ -184,10 +184,17 @@ def _ledger_state(lake: Lake, table: TableSpec) -> tuple[dict[str, tuple[str, st
     ledger = Tables.ledger(table.name)
     if not lake.exists(ledger):
         return {}, set(), None
-    frame = lake.scan(ledger).select("sha256", "file", "batch_id", "outcome").collect()
+    # one ledger version for both the entries and the marks: a mark committed after the entries were read
+    # would claim bronze commits as indexed whose entries this reader never saw (two runs then both ingested
+    # the files of such a commit; found by the concurrent-ingestion test under load)
+    handle = lake.table(ledger)
+    version = handle.version()
+    frame = lake.scan(ledger, version).select("sha256", "file", "batch_id", "outcome").collect()
     done = frame.filter(pl.col("outcome") == INGESTED)
     owners = {h: (f, b) for h, f, b in zip(done["sha256"], done["file"], done["batch_id"], strict=True)}
-    marks = [int(c[META + INDEXED_THROUGH]) for c in lake.table(ledger).history(limit=20) if META + INDEXED_THROUGH in c]
+    marks = [
+        int(c[META + INDEXED_THROUGH]) for c in handle.history(limit=20) if META + INDEXED_THROUGH in c and c.get("version", version) <= version
+    ]
     return owners, set(frame["batch_id"]), max(marks) if marks else None
 
 

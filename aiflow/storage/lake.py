@@ -339,16 +339,27 @@ class Lake:
         return handle.version()
 
     def commits(self, table: str, after: int | None, until: int | None = None) -> list[dict]:
-        """Commits with version in (``after``, ``until``], oldest first (``after`` None: from the first)."""
+        """Commits with version in (``after``, ``until``], oldest first (``after`` None: from the first).
+
+        ``history(limit=n)`` returns the newest n commits *when it is called*: commits another writer makes
+        meanwhile push older ones out of the window (an ingestion then missed a concurrent claim), so the
+        window is widened until it reaches back to ``after``.
+        """
         if not self.exists(table):
             return []
         handle = self.table(table)
         until = handle.version() if until is None else until
-        limit = until - (-1 if after is None else after)
-        if limit <= 0:
+        first = 0 if after is None else after + 1
+        if until < first:
             return []
-        found = [c for c in handle.history(limit=limit + handle.version() - until) if c["version"] <= until]
-        return sorted((c for c in found if after is None or c["version"] > after), key=lambda c: c["version"])
+        limit = until - first + 1
+        while True:
+            found = handle.history(limit=limit)
+            versions = [c["version"] for c in found]
+            if not found or min(versions) <= first or len(found) < limit:
+                break
+            limit += max(versions) - until  # newer commits arrived since: look that much further back
+        return sorted((c for c in found if first <= c["version"] <= until), key=lambda c: c["version"])
 
     @_retry_conflicts
     def overwrite(self, table: str, df: pl.DataFrame, *, metadata: dict[str, object] | None = None) -> int:
