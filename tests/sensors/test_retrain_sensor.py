@@ -161,8 +161,11 @@ def test_the_fallback_schedule_retrains_a_champion_older_than_the_maximum_age(bu
     instance = DagsterInstance.local_temp(str(tmp_path / "dagster_home"))  # a schedule context with resources needs a reloadable instance
 
     def tick(days: float):
-        context = build_schedule_context(instance=instance, scheduled_execution_time=registered + dt.timedelta(days=days), resources=defs.resources)
-        return schedule.evaluate_tick(context)
+        # as a context manager: the context enters the instance it reloads, and must leave it (Dagster keeps the
+        # instance's state storage in a context variable that later definitions loads read)
+        when = registered + dt.timedelta(days=days)
+        with build_schedule_context(instance=instance, scheduled_execution_time=when, resources=defs.resources) as context:
+            return schedule.evaluate_tick(context)
 
     young = tick(10)
     assert not young.run_requests and "10.0 days old" in young.skip_message
