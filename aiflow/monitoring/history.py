@@ -111,8 +111,8 @@ def write_performance(lake: Lake, dataset: str, frame: pl.DataFrame, *, daily: b
     return lake.overwrite(table, frame, metadata={"writer": "aiflow monitoring"})
 
 
-def read_performance(lake: Lake, dataset: str) -> pl.DataFrame:
-    table = performance_table(dataset)
+def read_performance(lake: Lake, dataset: str, *, daily: bool = False) -> pl.DataFrame:
+    table = performance_table(dataset) + ("_daily" if daily else "")
     return lake.scan(table).collect() if lake.exists(table) else pl.DataFrame()
 
 

@@ -232,16 +232,49 @@ def _scored(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
     return scored_with_labels(log_rows, windows.labels_frame(lake, spec)) if log_rows.height else log_rows
 
 
-def performance_pass(lake: Lake, spec: DatasetSpec, refs: References) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Live performance per (window, model version) and per (day, model version) over the whole log, written to
-    the history tables (the sensor reads the windows; the daily table is for people and plots)."""
+#: A row logged, or a label received, this long before the previous computation still counts as new: log rows carry
+#: their request time but reach the table up to a flush interval later (several servers: each its own).
+RECOMPUTE_MARGIN = dt.timedelta(hours=1)
+
+
+def performance_pass(
+    lake: Lake, spec: DatasetSpec, refs: References, *, full: bool = False, margin: dt.timedelta = RECOMPUTE_MARGIN
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Live performance per (window, model version) and per (day, model version), written to the history tables
+    (the sensor reads the windows; the daily table is for people and plots).
+
+    Incremental: only windows with a log row or a label newer than the previous computation (less
+    ``margin``, default :data:`RECOMPUTE_MARGIN`) are computed again; the others keep their rows. ``full``
+    recomputes every window.
+    """
     scored = _scored(lake, spec)
+    previous = history.read_performance(lake, spec.name)
+    previous_daily = history.read_performance(lake, spec.name, daily=True)
+    now = dt.datetime.now(dt.UTC)
+    changed = None
+    if not full and previous.height and "computed_at" in previous.columns and previous_daily.height:
+        since = previous["computed_at"].max() - margin  # the previous computation
+        fresh = scored.filter((pl.col("time") >= since) | (pl.col("label_received_at") >= since))
+        changed = set(fresh["window_start"].drop_nulls().to_list())
+        scored = scored.filter(pl.col("window_start").is_in(list(changed)))
     frame = performance(scored, spec, refs)
     daily = performance(scored, spec, refs, by=("event_date", "model_version"))
+    if changed is not None:  # keep the windows (and their days) nothing new reached
+        keep = ~pl.col("window_start").is_in(list(changed))
+        frame = pl.concat([previous.filter(keep), _stamped(frame, now)], how="diagonal_relaxed")
+        days = windows.window_expr(pl.col("event_date"), spec.monitoring.window_days)
+        daily = pl.concat([previous_daily.filter(~days.is_in(list(changed))), _stamped(daily, now)], how="diagonal_relaxed")
+    else:
+        frame, daily = _stamped(frame, now), _stamped(daily, now)
+    frame, daily = frame.sort("window_start", "model_version"), daily.sort("event_date", "model_version")
     if frame.height:
         history.write_performance(lake, spec.name, frame)
         history.write_performance(lake, spec.name, daily, daily=True)
     return frame, daily
+
+
+def _stamped(frame: pl.DataFrame, now: dt.datetime) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("computed_at")) if frame.height else frame
 
 
 def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, rows: pl.DataFrame, report_store) -> WindowDrift:

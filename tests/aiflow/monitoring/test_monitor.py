@@ -183,3 +183,21 @@ def test_an_edited_reference_is_refused_naming_the_file(world: World):
     with pytest.raises(BundleIntegrityError, match=r"reference\.parquet"):
         online_pass(world.lake, world.spec, refs(world))
     assert not world.lake.exists(history.drift_table(world.spec.name))  # nothing recorded against a tampered reference
+
+
+def test_live_performance_is_recomputed_only_where_rows_or_labels_arrived_and_equals_a_full_pass(world: World):
+    from aiflow.serving.feedback import record_feedback
+
+    serve_week(world, 0, shifted=False)
+    late = serve_week(world, 1, shifted=True, labels=False)
+    first, _ = performance_pass(world.lake, world.spec, refs(world))
+    assert first["labelled"].to_list() == [7 * 150, 0]
+    stamp = first["computed_at"][0]
+    # then the second week's labels come in (no margin: in the test nothing else is in flight)
+    record_feedback(world.lake, world.spec.name, [(rid, 1.0 if i % 3 == 0 else 0.0) for i, rid in enumerate(late)], known=lambda ids: set(ids))
+    second, daily = performance_pass(world.lake, world.spec, refs(world), margin=dt.timedelta(0))
+    assert second["labelled"].to_list() == [7 * 150, 7 * 150]
+    assert second["computed_at"].to_list()[0] == stamp != second["computed_at"].to_list()[1]  # the first week was not recomputed
+    full, full_daily = performance_pass(world.lake, world.spec, refs(world), full=True)
+    assert second.drop("computed_at").equals(full.drop("computed_at"))
+    assert daily.drop("computed_at").equals(full_daily.drop("computed_at"))
