@@ -148,8 +148,7 @@ class LoadedModel:
 
     def feature_state(self) -> FeatureState:
         """The vocabularies and statistics the features were encoded with (to encode new raw rows)."""
-        stats = {c: (s["mean"], s["std"]) for c, s in self.preprocessing["stats"].items()}
-        return FeatureState(vocab=self.preprocessing["vocab"], stats=stats, rows=self.preprocessing["fitted_rows"])
+        return state_from_preprocessing(self.preprocessing)
 
     def inputs(self, features: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Model input arrays ``(cat, num)`` for rows of the features table, by the one encoder.
@@ -180,6 +179,12 @@ class LoadedModel:
     def predict_records(self, records: pl.DataFrame | Sequence[Mapping[str, object]]) -> np.ndarray:
         """Predictions for raw records (online serving): the same encoder, then :meth:`predict_arrays`."""
         return self.predict_arrays(*self.raw_inputs(records))
+
+
+def state_from_preprocessing(preprocessing: Mapping) -> FeatureState:
+    """The fitted encoder state a bundle's ``preprocessing.json`` records (the inverse of :func:`preprocessing_dict`)."""
+    stats = {c: (s["mean"], s["std"]) for c, s in preprocessing["stats"].items()}
+    return FeatureState(vocab=preprocessing["vocab"], stats=stats, rows=preprocessing["fitted_rows"])
 
 
 def _relative(store: ArtifactStore, path: str) -> str:

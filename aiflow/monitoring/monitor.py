@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from aiflow.data.encoding import FeatureState, feature_columns
-from aiflow.models.bundle import PREPROCESSING, verify_bundle
+from aiflow.models.bundle import PREPROCESSING, state_from_preprocessing, verify_bundle
 from aiflow.models.reference import Reference, read_reference
 from aiflow.models.registry import Registry, UnknownVersionError
 from aiflow.monitoring import history, windows
@@ -92,10 +92,7 @@ class References:
         reference = read_reference(bundle.raw)
         if reference is None:
             return None
-        pre = json.loads(bundle.raw[PREPROCESSING])
-        state = FeatureState(
-            vocab=pre["vocab"], stats={c: (s["mean"], s["std"]) for c, s in pre["stats"].items()}, rows=pre["fitted_rows"]
-        )
+        state = state_from_preprocessing(json.loads(bundle.raw[PREPROCESSING]))
         valid = reference.valid()
         calibrator = Calibrator.fit(valid[PREDICTION].to_numpy(), valid[LABEL].to_numpy()) if reference.problem_type == "classification" else None
         return ModelContext(version, reference, state, calibrator)
@@ -108,12 +105,8 @@ def stattests_by_column(spec: DatasetSpec) -> dict[str, str]:
     return {by_name[name]: method for name, method in spec.monitoring.drift.stattests.items() if name in by_name}
 
 
-def _kinds(ctx: ModelContext, with_label: bool, problem_type: str) -> dict[str, str]:
-    kinds = dict(ctx.reference.columns)
-    kinds[PREDICTION] = "numeric"
-    if with_label:
-        kinds[LABEL] = "categorical" if problem_type == "classification" else "numeric"
-    return kinds
+def _label_kind(problem_type: str) -> str:
+    return "categorical" if problem_type == "classification" else "numeric"
 
 
 def _drift_fn(spec: DatasetSpec, importance: dict[str, float], kinds: dict[str, str]) -> Callable[[pl.DataFrame, pl.DataFrame], float]:
@@ -288,14 +281,14 @@ def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.da
 def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, current: pl.DataFrame, source: str, report_store) -> WindowDrift:
     """Compare ``current`` (feature columns, ``prediction``, ``label``) with the reference; record and report it."""
     end = start + dt.timedelta(days=spec.monitoring.window_days - 1)
-    rows = current
-    with_label = int(rows[LABEL].is_not_null().sum()) >= MIN_LABELS_FOR_DRIFT
-    kinds = _kinds(ctx, with_label, ctx.reference.problem_type)
+    options = _drift_options(spec)
+    kinds = {**ctx.reference.columns, PREDICTION: "numeric"}
     reference = ctx.reference.train()
-    drift = detect_drift(reference, current, {k: v for k, v in kinds.items() if k != LABEL}, **_drift_options(spec))
+    drift = detect_drift(reference, current, kinds, **options)
     frames = [drift.columns]
-    if with_label:  # label drift on the labelled rows only
-        frames.append(detect_drift(reference, current.filter(pl.col(LABEL).is_not_null()), {LABEL: kinds[LABEL]}, **_drift_options(spec)).columns)
+    labelled = current.filter(pl.col(LABEL).is_not_null())
+    if labelled.height >= MIN_LABELS_FOR_DRIFT:  # label drift on the labelled rows only
+        frames.append(detect_drift(reference, labelled, {LABEL: _label_kind(ctx.reference.problem_type)}, **options).columns)
     columns = pl.concat(frames, how="diagonal_relaxed").with_columns(
         pl.col("column").replace_strict(ctx.reference.importance, default=0.0, return_dtype=pl.Float64).alias("importance")
     )
@@ -307,15 +300,15 @@ def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, c
         columns.with_columns(
             pl.lit(source).alias("source"), pl.lit(start).alias("window_start"), pl.lit(end).alias("window_end"),
             pl.lit(ctx.version).alias("model_version"), pl.lit(reference.height).alias("reference_rows"),
-            pl.lit(rows.height).alias("current_rows"),
+            pl.lit(current.height).alias("current_rows"),
         ),
     )  # fmt: skip
     report_uri = None
     if report_store is not None:
-        html = drift_report_html(reference, current, {k: v for k, v in kinds.items() if k != LABEL}, **_drift_options(spec) | {"max_rows": 20_000})
+        html = drift_report_html(reference, current, kinds, **options | {"max_rows": 20_000})
         report_uri = report_store.put_bytes(history.reports_path(spec.name, source, start, ctx.version), html.encode())
-    log.info("%s %s window %s..%s (v%d, %d rows): drift share %.2f, weighted %.2f", spec.name, source, start, end, ctx.version, rows.height, share, weighted)
-    return WindowDrift(source, start, end, ctx.version, rows.height, share, weighted, columns, report_uri)
+    log.info("%s %s window %s..%s (v%d, %d rows): drift share %.2f, weighted %.2f", spec.name, source, start, end, ctx.version, current.height, share, weighted)
+    return WindowDrift(source, start, end, ctx.version, current.height, share, weighted, columns, report_uri)
 
 
 def performance(

@@ -16,6 +16,7 @@ import re
 import polars as pl
 
 from aiflow.data.encoding import encode_raw, feature_columns
+from aiflow.serving.feedback import SCHEMA as LABEL_SCHEMA
 from aiflow.serving.feedback import labels_table
 from aiflow.serving.inference_log import SCHEMA as LOG_SCHEMA
 from aiflow.serving.inference_log import log_table
@@ -25,16 +26,6 @@ from aiflow.storage.lake import Lake
 #: A Monday: 7-day windows start on Mondays; other lengths count from here.
 EPOCH = dt.date(1970, 1, 5)
 EVENT = "event_time"
-
-
-def window_start(day: dt.date, window_days: int) -> dt.date:
-    return EPOCH + dt.timedelta(days=((day - EPOCH).days // window_days) * window_days)
-
-
-def window_bounds(day: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
-    """First and last event date of the window holding ``day``."""
-    start = window_start(day, window_days)
-    return start, start + dt.timedelta(days=window_days - 1)
 
 
 def window_expr(date: pl.Expr, window_days: int) -> pl.Expr:
@@ -48,7 +39,7 @@ def scored_log(lake: Lake, spec: DatasetSpec, *, variants: tuple[str, ...] | Non
 
     Columns: the log's (``aiflow.serving.inference_log.SCHEMA``) plus ``event_time`` (UTC), ``event_date``,
     ``window_start`` and ``window_end``. A record whose event time cannot be read has nulls there: it cannot be
-    placed in data time and is not monitored (:func:`unplaced_rows` counts them). Delta versions never change,
+    placed in data time and is not monitored. Delta versions never change,
     so the frame of one log version is computed once per process (the drift and the performance steps of a
     run share it).
     """
@@ -111,11 +102,6 @@ def _parse_time(text: pl.Expr) -> pl.Expr:
     )
 
 
-def unplaced_rows(log: pl.DataFrame) -> int:
-    """Logged records without a readable event time (not monitored)."""
-    return int(log[EVENT].null_count())
-
-
 def complete_windows(log: pl.DataFrame) -> list[dt.date]:
     """Window starts the log has moved past (a later window holds records), oldest first."""
     placed = log.filter(pl.col(EVENT).is_not_null())
@@ -146,6 +132,4 @@ def features_of(rows: pl.DataFrame, spec: DatasetSpec, state) -> pl.DataFrame:
 
 def labels_frame(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
     """The labels table (empty with its schema when no label came yet)."""
-    from aiflow.serving.feedback import SCHEMA as LABEL_SCHEMA
-
     return lake.scan_or_empty(labels_table(spec.name), LABEL_SCHEMA).collect()

@@ -8,12 +8,17 @@ import json
 
 import polars as pl
 
-from aiflow.monitoring.windows import complete_windows, event_texts, parse_times, serving_version, window_bounds, window_start
+from aiflow.monitoring.windows import complete_windows, event_texts, parse_times, serving_version, window_expr
+
+
+def window_start(day: dt.date, window_days: int) -> dt.date:
+    """The window start the monitoring computes (its Polars expression) for one date."""
+    return pl.select(window_expr(pl.lit(day), window_days)).item()
 
 
 def test_weeks_start_on_monday_and_other_lengths_tile_the_calendar():
     assert window_start(dt.date(2013, 4, 7), 7) == dt.date(2013, 4, 1)  # a Sunday → its Monday
-    assert window_bounds(dt.date(2013, 4, 1), 7) == (dt.date(2013, 4, 1), dt.date(2013, 4, 7))
+    assert [window_start(dt.date(2013, 4, d), 7) for d in (1, 7, 8)] == [dt.date(2013, 4, 1)] * 2 + [dt.date(2013, 4, 8)]
     days = [dt.date(2024, 2, 25) + dt.timedelta(days=i) for i in range(9)]
     starts = [window_start(d, 3) for d in days]
     assert all((b - a).days in (0, 3) for a, b in zip(starts, starts[1:], strict=False))  # contiguous 3-day windows
