@@ -11,7 +11,7 @@ from aiflow.data.demo import write_landing
 from aiflow.spec import DatasetSpec, demo_spec_path, load_spec
 from aiflow.storage.lake import Lake
 
-pytest_plugins = ["tests.fixtures.s3"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.postgres"]
 
 
 @pytest.fixture(scope="session")
