@@ -11,6 +11,18 @@ When the pod fails, the pod status and events decide (``aiflow.train.preemption`
 
 The pod is deleted by this launcher, not by ``PipesK8sClient``: its status must be read before it
 goes. Credentials reach the pod only as ``envFrom`` secret references (``env_from_secrets``).
+
+**Several GPUs** (``gpus=N`` > 1): the container runs ``torchrun --standalone --nnodes=1
+--nproc-per-node=N -m aiflow.train`` (DistributedDataParallel, one process per GPU, NCCL; rank 0
+talks Pipes, see :mod:`aiflow.train.distributed`), requests ``nvidia.com/gpu: N`` and mounts a
+memory-backed ``emptyDir`` at ``/dev/shm`` (NCCL moves data between the processes of a node through
+shared memory; the container runtime's default 64 MiB makes it fail or crawl).
+
+**Several nodes** (``nodes`` > 1) are refused: a multi-node run needs one pod per node started
+together and a rendezvous every pod reaches (an indexed ``Job`` with ``completionMode: Indexed``,
+``parallelism = completions = nodes``, a headless ``Service`` on the rank-0 pod and
+``torchrun --nnodes=M --node-rank=$JOB_COMPLETION_INDEX --rdzv-backend=c10d --rdzv-endpoint=<service>:29400``,
+or a Kubeflow ``PyTorchJob`` that does the same), while ``PipesK8sClient`` starts a single pod.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from kubernetes.client import ApiClient
 from pydantic import Field
 
 from aiflow.train.contract import TrainRequest
+from aiflow.train.distributed import torchrun_args
 from aiflow.train.preemption import PodFailure, diagnose_pod_failure, log_tail, pipes_error_from_logs
 from resources.k8s_tags import (
     DEFAULT_GPU_NODE_SELECTOR,
@@ -40,6 +53,8 @@ CONTAINER_NAME = "aiflow-training"
 LAUNCH_ID_LABEL = "aiflow/launch-id"
 #: Log lines kept in a failure's description.
 FAILURE_LOG_LINES = 40
+#: The memory-backed volume mounted at /dev/shm of a multi-GPU pod (NCCL's shared memory).
+SHM_VOLUME = "dshm"
 
 
 class K8sTrainingLauncher(TrainingLauncher):
@@ -56,7 +71,23 @@ class K8sTrainingLauncher(TrainingLauncher):
     service_account_name: str | None = Field(
         "aiflow-training", description="Service account of the training pod (None: the namespace default)."
     )
-    gpus: int = Field(1, ge=0, description=f"Number of `{GPU_RESOURCE}` in the container's limits (0: CPU only).")
+    gpus: int = Field(
+        1,
+        ge=0,
+        description=f"Number of `{GPU_RESOURCE}` in the container's limits (0: CPU only). More than one: the "
+        "entrypoint runs under torchrun, one DistributedDataParallel process per GPU, with /dev/shm mounted.",
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Nodes of a training run. Only 1 is supported by this launcher (one pod); multi-node needs an "
+        "indexed Job or a PyTorchJob (see the module docstring).",
+    )
+    shm_size_limit: str | None = Field(
+        "2Gi",
+        description="Size limit of the memory-backed /dev/shm of a multi-GPU pod (counts against the memory limit; "
+        "None: no limit).",
+    )
     node_selector: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_GPU_NODE_SELECTOR),
         description="Node labels the pod must match, e.g. {'cloud.google.com/gke-accelerator': 'nvidia-tesla-t4'} "
@@ -91,6 +122,33 @@ class K8sTrainingLauncher(TrainingLauncher):
 
     # --- pod manifest (pure) -------------------------------------------------------------------
 
+    @property
+    def distributed(self) -> bool:
+        """True when the pod runs several training processes (torchrun + DDP)."""
+        return self.gpus > 1 or self.nodes > 1
+
+    def pod_command(self) -> list[str]:
+        """``command``, or under torchrun for several GPUs: ``torchrun --standalone --nproc-per-node=N -m aiflow.train``.
+
+        Raises:
+            ValueError: ``nodes`` > 1 (one pod cannot hold several nodes), or a custom ``command`` that
+                is not ``<python> -m <module> ...`` (torchrun needs the module to start it per GPU).
+        """
+        if self.nodes > 1:
+            raise ValueError(
+                f"K8sTrainingLauncher: nodes={self.nodes}, but this launcher starts one pod; multi-node training needs "
+                "an indexed Job or a Kubeflow PyTorchJob (one pod per node and a c10d rendezvous, see "
+                "resources/k8s_training.py). Use nodes=1 with gpus=N for one node with N GPUs."
+            )
+        if not self.distributed:
+            return list(self.command)
+        if len(self.command) < 3 or self.command[1] != "-m":
+            raise ValueError(
+                f"K8sTrainingLauncher: gpus={self.gpus} runs the entrypoint under torchrun, which needs command "
+                f"['python', '-m', '<module>', ...]; got {self.command}"
+            )
+        return [*torchrun_args(self.gpus), *self.command[1:]]
+
     def _resources(self) -> dict[str, dict[str, str]]:
         requests = {k: v for k, v in (("cpu", self.cpu_request), ("memory", self.memory_request)) if v}
         limits = {k: v for k, v in (("cpu", self.cpu_limit), ("memory", self.memory_limit)) if v}
@@ -109,6 +167,12 @@ class K8sTrainingLauncher(TrainingLauncher):
         if self.env_from_secrets:
             container["envFrom"] = [{"secretRef": {"name": name}} for name in self.env_from_secrets]
         spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+        if self.distributed:
+            shm: dict[str, Any] = {"medium": "Memory"}
+            if self.shm_size_limit:
+                shm["sizeLimit"] = self.shm_size_limit
+            container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
+            spec["volumes"] = [{"name": SHM_VOLUME, "emptyDir": shm}]
         if self.service_account_name:
             spec["serviceAccountName"] = self.service_account_name
         if self.node_selector:
@@ -127,6 +191,7 @@ class K8sTrainingLauncher(TrainingLauncher):
     # --- launch --------------------------------------------------------------------------------
 
     def launch(self, context, request: TrainRequest, env: dict[str, str] | None = None) -> PipesClientCompletedInvocation:
+        command = self.pod_command()  # refuses a configuration it cannot launch before any pod exists
         launch_id = uuid.uuid4().hex
         meta = self.base_pod_meta()
         meta["labels"].update(
@@ -142,7 +207,7 @@ class K8sTrainingLauncher(TrainingLauncher):
             return client.run(
                 context=context,
                 image=self.image,
-                command=list(self.command),
+                command=command,
                 namespace=self.namespace,
                 extras=self.extras(request),
                 env=env or {},

@@ -17,6 +17,14 @@ SIGTERM (pod eviction, run termination) becomes an exception, so Pipes reports i
 with 143 (128 + SIGTERM); the last completed epoch's checkpoint is kept and a rerun with the same
 ``checkpoint_key`` resumes. ``AIFLOW_TRAIN_EPOCH_SLEEP``
 (seconds) pauses after each epoch's checkpoint: a test hook to interrupt a run mid-way.
+
+**Under torchrun** (``torchrun --nproc-per-node=N -m aiflow.train [...]``, see
+:mod:`aiflow.train.distributed`): every rank reads the same request (Pipes extras or ``--request``)
+and trains its shard with DistributedDataParallel. Only rank 0 opens the Pipes session, logs to
+Dagster, reports the result and writes the ``--result`` file. The other ranks read the Pipes context
+without opening a message channel (``open_dagster_pipes`` in every rank would send one ``opened`` /
+``closed`` pair per rank on the same channel, and every report N times) and log to stderr, prefixed
+``[rank R]``.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import time
 from pathlib import Path
 
 from aiflow.train.contract import EXTRAS_KEY, TrainRequest, TrainResult, reported_metrics
+from aiflow.train.distributed import Cluster, detect, process_group
 from aiflow.train.loop import train
 
 SLEEP_ENV = "AIFLOW_TRAIN_EPOCH_SLEEP"
@@ -77,16 +86,41 @@ def materialization_metadata(result: TrainResult) -> dict:
     return meta
 
 
-def run_pipes() -> None:
-    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+def _request_from_extras(extras: dict) -> TrainRequest:
+    if EXTRAS_KEY not in extras:
+        raise KeyError(f"the Pipes extras carry no {EXTRAS_KEY!r}: launch through resources.training")
+    return TrainRequest.model_validate(extras[EXTRAS_KEY])
 
-    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+
+def _train(request: TrainRequest, log, cluster: Cluster | None) -> TrainResult | None:
+    """Train in this process alone, or as one rank of the torchrun job (None on ranks other than 0)."""
+    if cluster is None:
+        return train(request, log=log, on_epoch_end=_epoch_hook())
+    with process_group(cluster, request.params.device) as group:
+        return train(request, log=log, on_epoch_end=_epoch_hook(), group=group)
+
+
+def _rank_log(cluster: Cluster):
+    return lambda message: print(f"{dt.datetime.now():%H:%M:%S} [rank {cluster.rank}] {message}", file=sys.stderr, flush=True)
+
+
+def run_pipes() -> None:
+    from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader, open_dagster_pipes
+
+    params = PipesEnvVarParamsLoader()
+    if not params.is_dagster_pipes_process():
         sys.exit("python -m aiflow.train: not launched through Dagster Pipes; run it with --request REQUEST.json")
+    cluster = detect()
+    if cluster is not None and not cluster.is_main:  # read the context only: rank 0 alone talks to Dagster
+        with PipesDefaultContextLoader().load_context(params.load_context_params()) as data:
+            request = _request_from_extras(data.get("extras") or {})
+        _train(request, _rank_log(cluster), cluster)
+        return
     with open_dagster_pipes() as pipes:
-        if EXTRAS_KEY not in pipes.extras:
-            raise KeyError(f"the Pipes extras carry no {EXTRAS_KEY!r}: launch through resources.training")
-        request = TrainRequest.model_validate(pipes.extras[EXTRAS_KEY])
-        result = train(request, log=pipes.log.info, on_epoch_end=_epoch_hook())
+        request = _request_from_extras(pipes.extras)
+        result = _train(request, pipes.log.info, cluster)
+        if result is None:  # rank 0 always returns the result; this would be an engine bug
+            raise RuntimeError("training returned no result on rank 0")
         pipes.report_custom_message(result.model_dump(mode="json"))
         if pipes.is_asset_step:
             pipes.report_asset_materialization(metadata=materialization_metadata(result), data_version=result.artifact_sha256)
@@ -96,9 +130,14 @@ def _print(message: str) -> None:
     print(f"{dt.datetime.now():%H:%M:%S} {message}", flush=True)
 
 
-def run_standalone(request_path: Path, result_path: Path | None) -> TrainResult:
+def run_standalone(request_path: Path, result_path: Path | None) -> TrainResult | None:
     request = TrainRequest.model_validate_json(request_path.read_text())
-    result = train(request, log=_print, on_epoch_end=_epoch_hook())
+    cluster = detect()
+    if cluster is not None and not cluster.is_main:
+        return _train(request, _rank_log(cluster), cluster)
+    result = _train(request, _print, cluster)
+    if result is None:
+        raise RuntimeError("training returned no result on rank 0")
     text = result.model_dump_json(indent=2)
     if result_path:
         tmp = result_path.with_name(f".{result_path.name}.tmp")

@@ -40,6 +40,7 @@ from aiflow.train.baseline import fit_sklearn, naive_reference
 from aiflow.train.checkpoint import Checkpointer, Progress, artifact_path, request_fingerprint
 from aiflow.train.contract import TrainRequest, TrainResult
 from aiflow.train.data import FeatureData, storage_options
+from aiflow.train.distributed import Group, all_sum, broadcast, loss_divisor, shard, wrap
 from aiflow.train.selection import best_family
 
 Log = Callable[[str], None]
@@ -49,18 +50,26 @@ def _tensors(batch, device: torch.device) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in batch)
 
 
-def train_epoch(model, optimizer, data: FeatureData, loss_fn, config: ModelConfig, batch_size: int, epoch: int, device) -> tuple[float, float]:
-    """One pass over the (shuffled) training rows; returns the mean training loss and rows per second."""
+def train_epoch(
+    model, optimizer, data: FeatureData, loss_fn, config: ModelConfig, batch_size: int, epoch: int, device, group: Group | None = None
+) -> tuple[float, float]:
+    """One pass over the (shuffled) training rows; returns the mean training loss and rows per second.
+
+    Under DDP (``group``) this rank trains on its shard of each global batch; loss and rows are summed over ranks.
+    """
     model.train()
     total, rows, start = 0.0, 0, time.perf_counter()
-    for batch in data.batches("train", batch_size, epoch=epoch):
+    batches = data.batches("train", batch_size, epoch=epoch)
+    for batch, global_rows in shard(batches, group) if group else ((b, len(b)) for b in batches):
         cat, num, y = _tensors(batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(cat, num), to_target(y, config))
-        (loss / len(y)).backward()
+        (loss / loss_divisor(group, len(y), global_rows)).backward()
         optimizer.step()
         total += loss.item()
         rows += len(y)
+    if group:
+        total, rows = all_sum([total, rows], group)
     return total / rows, rows / max(time.perf_counter() - start, 1e-9)
 
 
@@ -101,7 +110,8 @@ def train(
     log: Log = print,
     store: ArtifactStore | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
-) -> TrainResult:
+    group: Group | None = None,
+) -> TrainResult | None:
     """Run (or resume, or re-export) the training described by ``request``: every family, the best is the candidate.
 
     Args:
@@ -109,6 +119,9 @@ def train(
         log: receives one line per step (``epoch 3/8 train_loss=… valid_loss=… valid_roc_auc=… rows/s=…``).
         store: where checkpoints and the bundle go; default ``ArtifactStore(request.artifact_root)``.
         on_epoch_end: called with the epoch number once its checkpoint is saved (tests, progress hooks).
+        group: the DDP process group under torchrun (:mod:`aiflow.train.distributed`); None: one process.
+            Every rank trains the network on its shard; only rank 0 goes on to write (checkpoints,
+            the other families, the bundle) and returns the result; the other ranks return None.
 
     Raises:
         ValueError: the pinned data is unusable (missing version, columns, or empty split).
@@ -130,8 +143,13 @@ def train(
     family_metrics: dict[str, dict[str, float]] = {}
     network = forest = None
     if PYTORCH in params.families:
-        network = _train_network(request, spec, data, store, log, on_epoch_end)
+        network = _train_network(request, spec, data, store, log, on_epoch_end, group)
+        if network is None:  # a DDP rank other than 0: its part is done
+            return None
         family_metrics[PYTORCH] = network.metrics
+    elif group and not group.is_main:
+        log("no network to train: rank 0 alone fits the other families")
+        return None
     if SKLEARN in params.families:
         fit_started = time.perf_counter()
         forest, family_metrics[SKLEARN] = fit_sklearn(
@@ -216,10 +234,17 @@ class NetworkRun:
     device: torch.device
 
 
-def _train_network(request: TrainRequest, spec, data: FeatureData, store: ArtifactStore, log: Log, on_epoch_end) -> NetworkRun:
-    """The PyTorch family: epochs with early stopping and a checkpoint after each; its best weights' validation metrics."""
+def _train_network(
+    request: TrainRequest, spec, data: FeatureData, store: ArtifactStore, log: Log, on_epoch_end, group: Group | None = None
+) -> NetworkRun | None:
+    """The PyTorch family: epochs with early stopping and a checkpoint after each; its best weights' validation metrics.
+
+    Under DDP (``group``) rank 0 validates and broadcasts, so every rank stops at the same epoch; only
+    rank 0 saves checkpoints and returns the run (the others return None).
+    """
     params = request.params
-    device = pick_device(params.device)
+    main = group is None or group.is_main
+    device = group.device if group else pick_device(params.device)
     target_mean, target_std = data.target_stats() if spec.problem_type == "regression" else (0.0, 1.0)
     inputs = data.inputs
     config = ModelConfig(
@@ -239,13 +264,18 @@ def _train_network(request: TrainRequest, spec, data: FeatureData, store: Artifa
         done = " (training had finished: exporting again)" if progress.finished else ""
         log(f"resuming from {checkpointer.uri} after epoch {progress.epoch}{done}")
     progress = progress or Progress()
-    log(f"device={device} params={params.model_dump_json()}")
+    ddp = f" ddp: rank {group.rank} of {group.world_size} ({group.backend})" if group else ""
+    log(f"device={device}{ddp} params={params.model_dump_json()}")
+    trained = wrap(model, group) if group else model
     while not progress.finished:
         epoch = progress.epoch + 1
-        train_loss, rows_per_s = train_epoch(model, optimizer, data, loss_fn, config, params.batch_size, epoch, device)
+        train_loss, rows_per_s = train_epoch(trained, optimizer, data, loss_fn, config, params.batch_size, epoch, device, group)
         if not math.isfinite(train_loss):
             raise RuntimeError(f"training diverged: train_loss={train_loss} in epoch {epoch} (lower learning_rate?)")
-        valid_loss, metrics = validate(model, data, loss_fn, config, params.batch_size, device)
+        if group:  # rank 0 validates, every rank decides on its numbers
+            valid_loss, metrics = broadcast(validate(model, data, loss_fn, config, params.batch_size, device) if main else None, group)
+        else:
+            valid_loss, metrics = validate(model, data, loss_fn, config, params.batch_size, device)
         criterion = _criterion(params.early_stopping, primary, higher, valid_loss, metrics)
         improved = criterion < progress.best_loss
         if improved:
@@ -258,7 +288,8 @@ def _train_network(request: TrainRequest, spec, data: FeatureData, store: Artifa
             {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, f"valid_{primary}": shown, "rows_per_s": rows_per_s}
         )
         progress.finished = epoch >= params.epochs or progress.bad_epochs >= params.patience
-        checkpointer.save(model, optimizer, progress)
+        if main:
+            checkpointer.save(model, optimizer, progress)
         log(
             f"epoch {epoch}/{params.epochs} train_loss={train_loss:.5f} valid_loss={valid_loss:.5f} "
             f"valid_{primary}={shown:.5f} rows/s={rows_per_s:,.0f}{' (best)' if improved else ''}"
@@ -268,6 +299,8 @@ def _train_network(request: TrainRequest, spec, data: FeatureData, store: Artifa
         if on_epoch_end:
             on_epoch_end(epoch)
 
+    if not main:
+        return None
     if progress.best_state is None:
         raise RuntimeError(f"validation loss was never finite in {progress.epoch} epoch(s): no model to export")
     model.load_state_dict(progress.best_state)
