@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import shutil
 from pathlib import Path
 
+import dockerfile
 import kubernetes_validate
 import pytest
 import yaml
@@ -66,9 +69,117 @@ def test_rbac_validates_strictly_and_grants_what_the_pipes_launcher_calls():
     assert needed <= granted
 
 
-def test_dockerfile_copies_files_that_exist():
-    lines = (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
-    copied = [part for line in lines if line.startswith("COPY ") for part in line.split()[1:-1]]
-    assert "constraints.txt" in copied and "definitions.py" in copied
-    for path in copied:
-        assert (ROOT / path).exists(), path
+# --- the image: deploy/Dockerfile, parsed by BuildKit's own parser (the `dockerfile` package), no engine needed ---
+
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+LOCK = "requirements.lock"
+#: What only a builder may run: compilers, build tools, package-manager installs.
+BUILD_TOOLS = re.compile(
+    r"\b(apt-get|apt|apk|yum|dnf)\b.*\binstall\b|\b(build-essential|gcc|g\+\+|make|cmake|cargo|rustc)\b|pip (install|wheel)"
+)
+
+
+def stages(text: str) -> list[list[dockerfile.Command]]:
+    """The Dockerfile's commands grouped by stage (each group starts with its FROM)."""
+    groups: list[list[dockerfile.Command]] = []
+    for command in dockerfile.parse_string(text):
+        if command.cmd == "FROM":
+            groups.append([])
+        if groups:
+            groups[-1].append(command)
+    return groups
+
+
+def dockerfile_problems(text: str, root: Path = ROOT) -> list[str]:
+    """Everything wrong with a Dockerfile for the user-code image (empty: fine)."""
+    problems = []
+    groups = stages(text)
+    if len(groups) < 2:
+        return [f"{len(groups)} stage(s): want a builder and a slim final stage"]
+    builder, final = groups[0], groups[-1]
+    builder_name = builder[0].value[-1] if "AS" in (v.upper() for v in builder[0].value) else None
+    if not re.fullmatch(r"python:3\.\d+-slim(-\w+)?", final[0].value[0]):
+        problems.append(f"final stage FROM {final[0].value[0]}: want a python:3.X-slim base")
+    if final[0].value[0] != builder[0].value[0]:
+        problems.append("builder and final stage differ in base image: the copied venv's interpreter path breaks")
+    for command in final:
+        if command.cmd == "RUN" and BUILD_TOOLS.search(" ".join(command.value)):
+            problems.append(f"line {command.start_line}: build tools or installs in the final stage: {command.original}")
+    copied_from = [c for c in final if c.cmd == "COPY" and any(f.startswith("--from=") for f in c.flags)]
+    if not copied_from or any(f != f"--from={builder_name}" for c in copied_from for f in c.flags if f.startswith("--from=")):
+        problems.append(f"the final stage must COPY --from={builder_name} (the venv), and from nothing else")
+    users = [c.value[0] for c in final if c.cmd == "USER"]
+    if not users or users[-1] in ("0", "root") or not users[-1].isdigit():
+        problems.append(f"final USER {users[-1] if users else None}: want a numeric non-root uid (runAsNonRoot checks it)")
+    ignored = [
+        p.strip() for p in (root / "deploy" / "Dockerfile.dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
+    for command in (c for group in groups for c in group if c.cmd == "COPY" and not any(f.startswith("--from=") for f in c.flags)):
+        for source in command.value[:-1]:
+            if not (root / source).exists():
+                problems.append(f"line {command.start_line}: COPY {source}: no such file in the build context")
+            if any(fnmatch.fnmatch(source, p) or source.split("/")[0] == p for p in ignored):
+                problems.append(f"line {command.start_line}: COPY {source}: excluded by Dockerfile.dockerignore")
+    # Every dependency install reads the lock; the package itself goes in with --no-deps.
+    installs = [c for group in groups for c in group if c.cmd == "RUN" and "pip install" in c.value[0]]
+    for command in installs:
+        parts = re.split(r"&&|;", command.value[0])
+        # the lock itself, or a file the same RUN derives from it (`grep -v '^torch==' requirements.lock > X`)
+        locks = {LOCK} | {p.split(">")[-1].strip() for p in parts if LOCK in p and ">" in p}
+        for part in parts:
+            if "pip install" in part and "--no-deps" not in part and not any(f"-r {lock}" in part for lock in locks):
+                problems.append(f"line {command.start_line}: `{part.strip()}` does not install from {LOCK}")
+    if not any(LOCK in c.value[:-1] for c in builder if c.cmd == "COPY"):
+        problems.append(f"the builder does not COPY {LOCK}")
+    if not any(c.cmd == "ARG" and c.value[0].startswith("TORCH_INDEX_URL=") for c in builder) or not any(
+        "${TORCH_INDEX_URL}" in c.value[0] for c in builder if c.cmd == "RUN"
+    ):
+        problems.append("the builder must take torch from the TORCH_INDEX_URL build argument (CUDA images)")
+    return problems
+
+
+def test_dockerfile_is_multi_stage_slim_non_root_and_installs_the_lock():
+    text = DOCKERFILE.read_text()
+    assert dockerfile_problems(text) == []
+    groups = stages(text)
+    assert len(groups) >= 2 and (ROOT / LOCK).exists()
+    copied = [part for group in groups for c in group if c.cmd == "COPY" for part in c.value[:-1]]
+    assert {"requirements.lock", "definitions.py", "workspace.yaml", "assets", "resources", "sensors"} <= set(copied)
+    final_env = dict(zip(*[iter(v for c in groups[-1] if c.cmd == "ENV" for v in c.value)] * 2, strict=True))
+    (venv,) = [c.value[-1] for c in groups[-1] if c.cmd == "COPY" and c.flags]
+    assert final_env["PATH"].startswith(f"{venv}/bin:")  # `dagster`, `aiflow`, `python` are the venv's
+
+
+@pytest.mark.parametrize(
+    "edit, complaint",
+    [
+        (lambda t: t.replace("FROM python:3.11-slim AS runtime", "FROM python:3.11 AS runtime"), "slim"),
+        (lambda t: t.replace("USER 10001", "USER root"), "non-root"),
+        (lambda t: t.replace("COPY --from=builder /opt/venv /opt/venv", "COPY aiflow /opt/aiflow/aiflow"), "--from=builder"),
+        (lambda t: t + "RUN apt-get update && apt-get install -y gcc\n", "final stage"),
+        (lambda t: t.replace("COPY sensors ./sensors", "COPY sensors tests ./"), "dockerignore"),
+        (lambda t: t.replace("COPY assets ./assets", "COPY assetz ./assets"), "no such file"),
+        (lambda t: t.replace("-r /tmp/requirements.image.lock", "-c constraints.txt ."), "requirements.lock"),
+        (lambda t: t.replace("-r /tmp/requirements.image.lock", "-r requirements.txt"), "requirements.lock"),
+        (lambda t: t.replace('--extra-index-url "${TORCH_INDEX_URL}" ', ""), "TORCH_INDEX_URL"),
+        (lambda t: t.split("FROM python:3.11-slim AS runtime")[0], "stage"),
+    ],
+    ids=[
+        "not-slim",
+        "root",
+        "no-copy-from",
+        "compiler",
+        "ignored-source",
+        "missing-source",
+        "not-the-lock",
+        "another-file",
+        "no-cuda-arg",
+        "one-stage",
+    ],
+)
+def test_the_dockerfile_checker_rejects_a_bad_edit(edit, complaint):
+    """The checks are real: each bad edit of a copy of the Dockerfile is named."""
+    edited = edit(DOCKERFILE.read_text())
+    assert edited != DOCKERFILE.read_text()
+    problems = dockerfile_problems(edited)
+    assert any(complaint in p for p in problems), problems
