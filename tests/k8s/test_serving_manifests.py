@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +23,8 @@ from aiflow.cli.main import main as aiflow_main
 from aiflow.serving.auth import TOKEN_ENV, TOKENS_FILE_ENV, TokenSource
 from aiflow.serving.online import ServeConfig, create_app
 from aiflow.storage.lake import Lake
+from tests.aiflow.serving.conftest import free_port
+from tests.aiflow.serving.test_online_tls import self_signed
 
 pytestmark = pytest.mark.k8s_boundary
 
@@ -137,7 +144,11 @@ def test_container_command_runs_through_the_real_cli_with_the_manifest_env(docs,
     assert aiflow_main(container["command"][1:]) == 0  # argparse exits 2 on an unknown flag
     config: ServeConfig = started["config"]
     assert started["host"] == "0.0.0.0"
-    assert started["port"] == port_number(container, "http")
+    assert started["port"] == port_number(container, "https")
+    assert (started["ssl_certfile"], started["ssl_keyfile"]) == (
+        flag(container["command"], "--tls-cert"),
+        flag(container["command"], "--tls-key"),
+    )
     assert config.lake.root == env["AIFLOW_LAKE_URI"] and config.artifact_root == env["AIFLOW_ARTIFACT_URI"]
     assert config.tokens.valid("Bearer token-from-the-secret") and not config.tokens.valid("Bearer other")
 
@@ -206,7 +217,8 @@ def test_service_hpa_and_pdb_select_the_serving_pods(docs):
     service = docs["Service"]["spec"]
     assert service["type"] == "ClusterIP" and selects(service["selector"])
     (port,) = service["ports"]
-    assert port["name"] == "http" and port_number(container, port["targetPort"]) == int(flag(container["command"], "--port"))
+    assert port["name"] == "https" and port["port"] == 443 and port["appProtocol"] == "https"
+    assert port_number(container, port["targetPort"]) == int(flag(container["command"], "--port"))
 
     hpa = docs["HorizontalPodAutoscaler"]
     assert hpa["apiVersion"] == "autoscaling/v2"
@@ -248,3 +260,93 @@ def test_a_token_rotated_in_the_mounted_secret_is_honoured_without_a_restart(doc
     assert tokens.valid("Bearer old-token") and tokens.valid("Bearer new-token")
     _kubelet_writes(mounted.parent, "..2026_01_01_00_02_00.3", "new-token\n")  # step 2: the old one dropped
     assert tokens.valid("Bearer new-token") and not tokens.valid("Bearer old-token")
+
+
+# --- TLS: the server speaks HTTPS with the certificate of a kubernetes.io/tls Secret --------------------------------------
+
+TLS_SECRET = "aiflow-serve-tls"
+TLS_KEYS = {"--tls-cert": "tls.crt", "--tls-key": "tls.key"}  # the data keys of a kubernetes.io/tls Secret
+
+
+def tls_problems(by_kind: dict[str, dict]) -> list[str]:
+    """Everything that keeps the serving manifest from serving HTTPS end to end (empty: fine)."""
+    problems = []
+    deployment = by_kind["Deployment"]
+    container, spec = container_of(deployment), deployment["spec"]["template"]["spec"]
+    command = container["command"]
+    for option, key in TLS_KEYS.items():
+        if option not in command:
+            problems.append(f"the server is not started with {option}")
+            continue
+        path = Path(flag(command, option))
+        mounts = [m for m in container.get("volumeMounts", []) if Path(m["mountPath"]) == path.parent]
+        volumes = [v for m in mounts for v in spec["volumes"] if v["name"] == m["name"] and "secret" in v]
+        if not volumes or any("subPath" in m for m in mounts):
+            problems.append(f"{option} {path}: no Secret volume is mounted (without subPath) at {path.parent}")
+            continue
+        secret = volumes[0]["secret"]
+        if secret["secretName"] != TLS_SECRET or {"key": key, "path": path.name} not in secret.get("items", []):
+            problems.append(f"{option} {path}: the mounted Secret does not put its {key!r} key at {path.name!r}")
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        if container[kind]["httpGet"].get("scheme") != "HTTPS":
+            problems.append(f"{kind} does not use scheme HTTPS: the kubelet would speak plain HTTP to a TLS port")
+    service_ports = by_kind["Service"]["spec"]["ports"]
+    if [p["port"] for p in service_ports] != [443] or any(p.get("appProtocol") != "https" for p in service_ports):
+        problems.append(f"the Service should expose 443 (appProtocol https), not {[p['port'] for p in service_ports]}")
+    if deployment["spec"]["template"]["metadata"]["annotations"].get("prometheus.io/scheme") != "https":
+        problems.append("the Prometheus scrape annotation still says http")
+    return problems
+
+
+def test_the_server_is_started_with_the_certificate_of_the_mounted_tls_secret(docs):
+    assert tls_problems(docs) == []
+    assert kubernetes_validate.validate(docs["Deployment"], K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    "edit, complaint",
+    [
+        (lambda c, spec: c["command"].__setitem__(slice(None), c["command"][: c["command"].index("--tls-cert")]), "--tls-cert"),
+        (lambda c, spec: c["readinessProbe"]["httpGet"].pop("scheme"), "readinessProbe"),
+        (lambda c, spec: c["volumeMounts"].__setitem__(slice(None), [m for m in c["volumeMounts"] if "tls" not in m["name"]]), "no Secret"),
+        (lambda c, spec: [v for v in spec["volumes"] if v["name"] == "serve-tls"][0]["secret"].update(secretName="other"), "tls.crt"),
+    ],
+    ids=["no-tls-flags", "http-probe", "no-mount", "wrong-secret"],
+)
+def test_the_tls_checker_rejects_a_manifest_that_would_not_serve_https(docs, edit, complaint):
+    broken = copy.deepcopy(docs)
+    edit(container_of(broken["Deployment"]), broken["Deployment"]["spec"]["template"]["spec"])
+    assert any(complaint in p for p in tls_problems(broken)), tls_problems(broken)
+
+
+def test_the_manifest_command_serves_https_with_the_secret_files(docs, tmp_path):
+    """The real `aiflow serve` run with the manifest's command line: the certificate at the paths the Secret mount
+    provides (re-rooted under tmp_path), the probes' paths answer over HTTPS on the probe port, plain HTTP does not."""
+    container = container_of(docs["Deployment"])
+    command = list(container["command"])
+    cert, key = (tmp_path / flag(command, option).lstrip("/") for option in TLS_KEYS)
+    cert.parent.mkdir(parents=True)
+    made_cert, made_key = self_signed(tmp_path)
+    Path(made_cert).rename(cert), Path(made_key).rename(key)
+    port = free_port()
+    for option, value in (("--tls-cert", str(cert)), ("--tls-key", str(key)), ("--host", "127.0.0.1"), ("--port", str(port))):
+        command[command.index(option) + 1] = value
+    env = {"PATH": "/usr/bin:/bin", "AIFLOW_HOME": str(tmp_path / "home"), "AIFLOW_SERVE_TOKEN": "a-real-token", "TMPDIR": str(tmp_path)}
+    server = subprocess.Popen([sys.executable, "-m", "aiflow.cli.main", *command[1:]], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        verify = ssl.create_default_context(cafile=str(cert))
+        deadline, live = time.monotonic() + 30, None
+        while live is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                live = httpx.get(f"https://127.0.0.1:{port}{container['livenessProbe']['httpGet']['path']}", verify=verify, timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert live is not None and live.status_code == 200, server.stdout.read() if server.poll() is not None else "no answer"
+        ready = httpx.get(f"https://127.0.0.1:{port}{container['readinessProbe']['httpGet']['path']}", verify=verify, timeout=5)
+        assert ready.status_code == 503  # an empty home: no champion yet, so not ready - but answered over TLS
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=1)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
