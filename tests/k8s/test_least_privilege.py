@@ -1,0 +1,314 @@
+"""BOUNDARY test (no cluster, no AWS here): Kubernetes RBAC and the S3/KMS IAM policies give each component (run pods, training pods, server) only what its code uses."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import fnmatch
+import json
+import re
+from pathlib import Path
+
+import dagster_k8s
+import kubernetes
+import pytest
+import yaml
+from dagster_k8s.pipes import build_pod_body
+
+from aiflow.monitoring.history import decisions_table, reports_path
+from aiflow.serving.feedback import labels_table
+from aiflow.serving.inference_log import log_table
+from aiflow.storage.lake import Tables
+from aiflow.storage.landing import REJECTED_DIR
+from resources.k8s_training import K8sTrainingLauncher
+
+pytestmark = pytest.mark.k8s_boundary
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S, AWS = ROOT / "deploy" / "k8s", ROOT / "deploy" / "aws"
+NAMESPACE = "aiflow"
+RUN_POD_SA, TRAINING_SA, SERVING_SA = "dagster", "aiflow-training", "aiflow-serving"
+
+
+def manifests() -> list[dict]:
+    return [d for name in ("rbac.yaml", "serving.yaml") for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+
+
+# --- Kubernetes: every verb granted is one the code calls -------------------------------------------------------------
+
+#: Kubernetes client method (without the namespace part) -> (API group, resource).
+RESOURCES = {"pod": ("", "pods"), "pod_log": ("", "pods/log"), "event": ("", "events"), "job": ("batch", "jobs"),
+             "job_status": ("batch", "jobs/status")}  # fmt: skip
+VERBS = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch", "replace": "update"}
+CALL = re.compile(r"\b(create|read|list|delete|patch|replace)_namespaced_([a-z_]+?)(?:_with_retries)?\b")
+
+
+def api_calls() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of every namespaced call in dagster_k8s (run launcher, step Jobs, Pipes) and our resources/."""
+    sources = [*Path(dagster_k8s.__file__).parent.rglob("*.py"), *(ROOT / "resources").rglob("*.py")]
+    calls = set()
+    for source in sources:
+        for verb, kind in CALL.findall(source.read_text()):
+            if kind in RESOURCES:
+                calls.add((*RESOURCES[kind], VERBS[verb]))
+    return calls
+
+
+#: What the run pod cannot do without: our launcher (resources/k8s_training.py) and PipesK8sClient.
+NEEDED = {("", "pods", v) for v in ("create", "get", "list", "delete")} | {("", "pods/log", "get"), ("", "events", "list")}
+
+
+def rbac_problems(documents: list[dict], used: set[tuple[str, str, str]]) -> list[str]:
+    """Everything over-broad in the RBAC of aiflow's components (empty: fine)."""
+    problems = []
+    for doc in documents:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in ("ClusterRole", "ClusterRoleBinding"):
+            problems.append(f"{kind} {name}: aiflow components get namespaced Roles only")
+        if kind in ("Role", "RoleBinding", "ServiceAccount") and doc["metadata"].get("namespace") != NAMESPACE:
+            problems.append(f"{kind} {name}: not in the namespace {NAMESPACE}")
+        for rule in doc.get("rules", []) if kind == "Role" else []:
+            for field in ("apiGroups", "resources", "verbs"):
+                if "*" in rule.get(field, []):
+                    problems.append(f"Role {name}: wildcard in {field}")
+            if "nonResourceURLs" in rule:
+                problems.append(f"Role {name}: nonResourceURLs")
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    for verb in rule.get("verbs", []):
+                        if (group, resource, verb) not in used:
+                            problems.append(f"Role {name}: {verb} {resource!r} (group {group!r}) is granted but no code calls it")
+        if kind == "RoleBinding":
+            for subject in doc["subjects"]:
+                if subject["name"] in (TRAINING_SA, SERVING_SA) or subject["kind"] != "ServiceAccount":
+                    problems.append(f"RoleBinding {name} binds {subject['kind']} {subject['name']}: it needs no API rights")
+        if kind == "ServiceAccount" and name in (TRAINING_SA, SERVING_SA) and doc.get("automountServiceAccountToken") is not False:
+            problems.append(f"ServiceAccount {name} mounts a token it never uses")
+    return problems
+
+
+def granted(documents: list[dict]) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v)
+        for d in documents
+        if d["kind"] == "Role"
+        for rule in d["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+
+
+def test_rbac_grants_only_verbs_the_code_calls_and_nothing_to_training_or_serving():
+    documents, used = manifests(), api_calls()
+    assert NEEDED <= used  # the source scan sees the calls we know the launcher makes
+    assert rbac_problems(documents, used) == []
+    assert NEEDED <= granted(documents)  # ... and the run pod can make them
+    accounts = {d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"}
+    assert {TRAINING_SA, SERVING_SA} <= accounts
+
+
+def test_the_training_and_serving_pods_mount_no_token():
+    serving = next(d for d in manifests() if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert serving["serviceAccountName"] == SERVING_SA and serving["automountServiceAccountToken"] is False
+    launcher = K8sTrainingLauncher(image="registry.example.com/aiflow:0.1.0")
+    pod = build_pod_body(pod_name="train", image=launcher.image, command=launcher.command, env_vars={},
+                         base_pod_meta=launcher.base_pod_meta(), base_pod_spec=launcher.base_pod_spec())  # fmt: skip
+    spec = kubernetes.client.ApiClient().sanitize_for_serialization(pod)["spec"]
+    assert spec["serviceAccountName"] == TRAINING_SA == launcher.service_account_name
+    assert spec.get("automountServiceAccountToken") is not True  # inherits the service account's false
+    (account,) = [d for d in manifests() if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == TRAINING_SA]
+    assert account["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize(
+    "edit, complaint",
+    [
+        (lambda docs, role: role["rules"][0]["verbs"].append("*"), "wildcard in verbs"),
+        (lambda docs, role: role["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}), "'secrets'"),
+        (lambda docs, role: role["rules"][0]["verbs"].append("watch"), "watch 'pods'"),
+        (lambda docs, role: role.update(kind="ClusterRole"), "namespaced Roles only"),
+        (
+            lambda docs, role: docs.append(
+                {
+                    "kind": "RoleBinding",
+                    "metadata": {"name": "x", "namespace": NAMESPACE},
+                    "subjects": [{"kind": "ServiceAccount", "name": SERVING_SA}],
+                }
+            ),
+            "needs no API rights",
+        ),  # fmt: skip
+        (
+            lambda docs, role: [d.pop("automountServiceAccountToken") for d in docs if d["metadata"]["name"] == TRAINING_SA],
+            "mounts a token",
+        ),
+    ],
+    ids=["wildcard-verb", "secrets", "unused-verb", "cluster-role", "bound-server", "training-token"],
+)
+def test_the_rbac_checker_rejects_an_over_broad_edit(edit, complaint):
+    documents = copy.deepcopy(manifests())
+    (role,) = [d for d in documents if d["kind"] == "Role"]
+    edit(documents, role)
+    problems = rbac_problems(documents, api_calls())
+    assert any(complaint in p for p in problems), problems
+
+
+# --- S3 and KMS: one IAM policy per component, each action on the prefixes its code touches -----------------------------
+
+POLICIES = {"dagster": "iam-policy.json", "training": "iam-policy-training.json", "serving": "iam-policy-serving.json"}
+#: The actions each component may hold at all (Delete: vacuum, artifact cleanup, compute-log deletion; Delta's expired-log cleanup).
+ALLOWED_ACTIONS = {
+    "dagster": {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "kms:Decrypt", "kms:GenerateDataKey"},
+    "training": {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "kms:Decrypt", "kms:GenerateDataKey"},
+    "serving": {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "kms:Decrypt", "kms:GenerateDataKey"},
+}  # fmt: skip
+
+
+def policies() -> dict[str, dict]:
+    return {component: json.loads((AWS / name).read_text()) for component, name in POLICIES.items()}
+
+
+def configured_prefixes() -> tuple[str, list[str]]:
+    """The bucket and the prefixes the deployment configures: the code location's URIs and the compute logs (values.yaml)."""
+    values = yaml.safe_load((K8S / "values.yaml").read_text())
+    (code_location,) = values["dagster-user-deployments"]["deployments"]
+    env = {e["name"]: e["value"] for e in code_location["env"]}
+    uris = [env[v] for v in ("AIFLOW_LAKE_URI", "AIFLOW_LANDING_URI", "AIFLOW_ARTIFACT_URI")]
+    logs = values["computeLogManager"]["config"]["s3ComputeLogManager"]
+    uris.append(f"s3://{logs['bucket']}/{logs['prefix']}")
+    (bucket,) = {u.removeprefix("s3://").split("/")[0] for u in uris}
+    return bucket, [u.removeprefix(f"s3://{bucket}/").rstrip("/") + "/" for u in uris]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def allows(policy: dict, action: str, resource: str, prefix: str | None = None) -> bool:
+    """Whether ``policy`` allows ``action`` on ``resource`` (a ListBucket with ``prefix``): IAM's wildcard matching; only the
+    condition operators our policies use are understood (any other raises, so nothing passes by being ignored)."""
+    for statement in policy["Statement"]:
+        if statement["Effect"] != "Allow" or not any(fnmatch.fnmatchcase(action, a) for a in as_list(statement["Action"])):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in as_list(statement["Resource"])):
+            continue
+        conditions = statement.get("Condition", {})
+        unknown = set(conditions) - {"StringLike", "StringEquals"}
+        if unknown or set(conditions.get("StringLike", {})) - {"s3:prefix"}:
+            raise ValueError(f"statement {statement.get('Sid')}: conditions this checker does not model: {conditions}")
+        patterns = conditions.get("StringLike", {}).get("s3:prefix")
+        if patterns is not None and (prefix is None or not any(fnmatch.fnmatchcase(prefix, p) for p in as_list(patterns))):
+            continue
+        return True
+    return False
+
+
+def iam_problems(component: str, policy: dict, bucket: str, prefixes: list[str]) -> list[str]:
+    """Everything over-broad in one component's policy (empty: fine)."""
+    problems = []
+    for statement in policy["Statement"]:
+        sid = statement.get("Sid", "?")
+        if statement["Effect"] != "Allow" or "NotAction" in statement or "NotResource" in statement:
+            problems.append(f"{component} {sid}: only plain Allow statements (no NotAction/NotResource)")
+        for action in as_list(statement.get("Action", [])):
+            if "*" in action or "?" in action:
+                problems.append(f"{component} {sid}: wildcard action {action!r}")
+            elif action not in ALLOWED_ACTIONS[component]:
+                problems.append(f"{component} {sid}: {action} is more than the {component} code needs")
+        for resource in as_list(statement.get("Resource", [])):
+            if resource.startswith("arn:aws:kms:"):
+                if not re.fullmatch(r"arn:aws:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}", resource):
+                    problems.append(f"{component} {sid}: {resource!r} is not one KMS key")
+                if "kms:ViaService" not in statement.get("Condition", {}).get("StringEquals", {}):
+                    problems.append(f"{component} {sid}: the KMS key must be usable only through S3 (kms:ViaService)")
+                if any(not a.startswith("kms:") for a in as_list(statement["Action"])):
+                    problems.append(f"{component} {sid}: S3 actions on a KMS key")
+                continue
+            if resource == f"arn:aws:s3:::{bucket}":
+                listed = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+                if as_list(statement["Action"]) != ["s3:ListBucket"] or not listed:
+                    problems.append(f"{component} {sid}: bucket-level access must be ListBucket with an s3:prefix condition")
+                elif any(not any(p.startswith(c) for c in prefixes) for p in as_list(listed)):
+                    problems.append(f"{component} {sid}: lists outside the configured prefixes {prefixes}: {listed}")
+                continue
+            key = resource.removeprefix(f"arn:aws:s3:::{bucket}/")
+            if key == resource or not any(key.startswith(c) for c in prefixes):
+                problems.append(f"{component} {sid}: {resource!r} lies outside the configured prefixes {prefixes} of {bucket}")
+            elif any(a == "s3:ListBucket" for a in as_list(statement["Action"])):
+                problems.append(f"{component} {sid}: ListBucket on objects")
+    return problems
+
+
+def test_iam_policies_stay_within_the_configured_prefixes_and_actions():
+    bucket, prefixes = configured_prefixes()
+    assert sorted(prefixes) == ["artifacts/", "dagster/compute-logs/", "lake/", "landing/"]
+    for component, policy in policies().items():
+        assert iam_problems(component, policy, bucket, prefixes) == [], component
+        key_statements = [s for s in policy["Statement"] if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+        assert len(key_statements) == 1  # SSE-KMS: the lake's key, decrypt + data keys only
+
+
+def test_each_component_can_do_what_its_code_does_and_no_more():
+    """Real object keys of our own table and artifact layout, asked of the policies as IAM would evaluate them."""
+    p = policies()
+    lake, art, logs = "arn:aws:s3:::aiflow-lake/lake", "arn:aws:s3:::aiflow-lake/artifacts", "arn:aws:s3:::aiflow-lake/dagster/compute-logs"
+    name, day = "trips", dt.date(2026, 1, 5)  # another dataset than the demo's flights
+    data = "part-00000-0.parquet"
+    log = f"{lake}/{log_table(name)}/date=2026-01-05/{data}"
+    bundle, checkpoint = f"{art}/{name}/candidates/abc-v3/model.pt", f"{art}/{name}/checkpoints/abc-v3/state.pt"
+
+    def can(component: str, action: str, resource: str, prefix: str | None = None) -> bool:
+        return allows(p[component], action, resource, prefix)
+
+    # run pods / user code: the whole data plane, vacuum, cleanup, rejected landing copies, compute logs
+    for table in (Tables.bronze(name), Tables.silver(name), Tables.features(name), Tables.model_versions(), decisions_table(name)):
+        assert all(can("dagster", a, f"{lake}/{table}/{data}") for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"))
+        assert can("dagster", "s3:ListBucket", "arn:aws:s3:::aiflow-lake", f"lake/{table}/_delta_log/")
+    assert can("dagster", "s3:PutObject", f"{lake}/{reports_path(name, 'log', day, 3)}")
+    assert can("dagster", "s3:GetObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")
+    assert can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/{REJECTED_DIR}/b1/2026-01-05.csv")
+    assert not can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")  # producers' files
+    assert not can("dagster", "s3:DeleteObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")
+    assert can("dagster", "s3:DeleteObject", bundle) and can("dagster", "s3:PutObject", f"{logs}/run/step.out")
+
+    # training pods: the pinned features and feature state; their own bundle and checkpoint
+    assert can("training", "s3:GetObject", f"{lake}/{Tables.features(name)}/_delta_log/00000000000000000003.json")
+    assert can("training", "s3:GetObject", f"{lake}/{Tables.feature_state(name)}/{data}")
+    assert can("training", "s3:ListBucket", "arn:aws:s3:::aiflow-lake", f"lake/{Tables.features(name)}/_delta_log/")
+    assert all(can("training", a, r) for a in ("s3:GetObject", "s3:PutObject") for r in (bundle, checkpoint))
+    for table in (Tables.silver(name), Tables.model_versions(), log_table(name), labels_table(name)):
+        assert not can("training", "s3:GetObject", f"{lake}/{table}/{data}"), table
+    assert not can("training", "s3:PutObject", f"{lake}/{Tables.features(name)}/{data}")
+    assert not any(can("training", "s3:DeleteObject", r) for r in (bundle, checkpoint, f"{lake}/{Tables.features(name)}/{data}"))
+    assert not can("training", "s3:ListBucket", "arn:aws:s3:::aiflow-lake", "lake/")
+
+    # server: reads the registry and champion bundles; appends the inference log; merges labels
+    assert can("serving", "s3:GetObject", f"{lake}/{Tables.alias_events()}/_delta_log/00000000000000000001.json")
+    assert can("serving", "s3:GetObject", bundle) and not can("serving", "s3:GetObject", checkpoint)
+    assert can("serving", "s3:PutObject", log) and can("serving", "s3:PutObject", f"{lake}/{labels_table(name)}/{data}")
+    assert can("serving", "s3:DeleteObject", f"{lake}/{log_table(name)}/_delta_log/00000000000000000001.json")  # expired-log cleanup
+    assert not can("serving", "s3:DeleteObject", log)  # never a data file
+    assert not can("serving", "s3:PutObject", f"{lake}/{Tables.alias_events()}/{data}")  # aliases move in run pods only
+    assert not can("serving", "s3:GetObject", f"{lake}/{Tables.features(name)}/{data}")
+    assert not can("serving", "s3:PutObject", bundle)
+    assert not can("serving", "s3:ListBucket", "arn:aws:s3:::aiflow-lake", "landing/")
+
+
+@pytest.mark.parametrize(
+    "component, edit, complaint",
+    [
+        ("serving", lambda s: s[1].update(Action=["s3:*"]), "wildcard action"),
+        ("training", lambda s: s[2]["Action"].append("s3:DeleteObject"), "more than the training code needs"),
+        ("serving", lambda s: s[1].update(Resource="*"), "outside the configured prefixes"),
+        ("dagster", lambda s: s[1].update(Resource="arn:aws:s3:::aiflow-lake/*"), "outside the configured prefixes"),
+        ("dagster", lambda s: s[0].pop("Condition"), "s3:prefix condition"),
+        ("training", lambda s: s[-1].update(Resource="arn:aws:kms:us-east-1:111122223333:key/*"), "not one KMS key"),
+        ("serving", lambda s: s[-1].pop("Condition"), "kms:ViaService"),
+    ],
+    ids=["wildcard-action", "training-delete", "star-resource", "whole-bucket", "unconditional-list", "any-key", "kms-direct"],
+)
+def test_the_iam_checker_rejects_an_over_broad_edit(component, edit, complaint):
+    policy = copy.deepcopy(policies()[component])
+    edit(policy["Statement"])
+    problems = iam_problems(component, policy, *configured_prefixes())
+    assert any(complaint in p for p in problems), problems
