@@ -53,14 +53,22 @@ def s3_access() -> dict:
     """S3 credential fields as ``EnvVar`` (resolved at run time); non-secret options as the settings read them.
 
     ``AWS_REGION`` is optional (default ``us-east-1``); ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP`` only
-    for S3-compatible servers. Which of those are set is decided when the code location loads.
+    for S3-compatible servers; ``AIFLOW_S3_SSE`` (``AES256`` or ``aws:kms``) and ``AIFLOW_S3_SSE_KMS_KEY_ID``
+    encrypt every write. Which of those are set is decided when the code location loads (a wrong SSE
+    setting fails the load, naming the variable).
     """
+    encryption = cfg.s3_storage_options(
+        access_key_id=None, secret_access_key=None, region=None, endpoint_url=None, allow_http=False,
+        sse=os.environ.get(cfg.SSE), sse_kms_key_id=os.environ.get(cfg.SSE_KMS_KEY_ID),
+    )  # fmt: skip
     return {
         "access_key_id": EnvVar(cfg.ACCESS_KEY_ID),
         "secret_access_key": EnvVar(cfg.SECRET_ACCESS_KEY),
         "region": EnvVar(cfg.REGION) if os.environ.get(cfg.REGION) else cfg.DEFAULT_REGION,
         "endpoint_url": EnvVar(cfg.ENDPOINT_URL) if os.environ.get(cfg.ENDPOINT_URL) else None,
         "allow_http": cfg.allow_http(os.environ.get(cfg.ALLOW_HTTP)),
+        "sse": encryption.get(cfg.SSE_OPTION),
+        "sse_kms_key_id": encryption.get(cfg.SSE_KMS_KEY_OPTION),
     }
 
 
@@ -81,7 +89,9 @@ def s3_resources() -> dict:
     return {
         "s3": s3,
         "lake": S3LakeResource(root_uri=EnvVar(cfg.LAKE_URI), **access),
-        "landing": S3LandingResource(s3=s3, root_uri=EnvVar(cfg.LANDING_URI)),
+        "landing": S3LandingResource(
+            s3=s3, root_uri=EnvVar(cfg.LANDING_URI), sse=access["sse"], sse_kms_key_id=access["sse_kms_key_id"]
+        ),
         "artifacts": ArtifactsResource(root=EnvVar(cfg.ARTIFACT_URI), **access),
         "trainer": SubprocessTrainingLauncher(),
         "notifier": notifier_resource(),

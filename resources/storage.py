@@ -11,7 +11,7 @@ from aiflow.spec import TableSpec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake
 from aiflow.storage.landing import LandingZone, LocalLandingZone, S3LandingZone, resolve_uri
-from aiflow.storage.settings import DEFAULT_HOME, DEFAULT_REGION, local_layout, s3_storage_options
+from aiflow.storage.settings import DEFAULT_HOME, DEFAULT_REGION, encrypt_writes, local_layout, s3_storage_options
 
 
 class LakeResource(ConfigurableResource):
@@ -38,6 +38,8 @@ class S3Access(ConfigurableResource):
     region: str = Field(DEFAULT_REGION, description="AWS region.")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, SeaweedFS); None for AWS.")
     allow_http: bool = Field(False, description="Allow plain-HTTP endpoints (local test servers only).")
+    sse: str | None = Field(None, description="Server-side encryption of every write: AES256 (SSE-S3), aws:kms (SSE-KMS) or None.")
+    sse_kms_key_id: str | None = Field(None, description="KMS key of aws:kms (None: the account's aws/s3 key).")
 
     def storage_options(self) -> dict[str, str]:
         """Options for delta-rs, Polars and the artifact store (the same keys the engine's settings build)."""
@@ -47,6 +49,8 @@ class S3Access(ConfigurableResource):
             region=self.region,
             endpoint_url=self.endpoint_url,
             allow_http=self.allow_http,
+            sse=self.sse,
+            sse_kms_key_id=self.sse_kms_key_id,
         )
 
 
@@ -78,9 +82,15 @@ class S3LandingResource(LandingResource):
 
     s3: ResourceDependency[S3Resource]
     root_uri: str = Field(description="s3://bucket/prefix that relative landing URIs in the spec are resolved against.")
+    sse: str | None = Field(None, description="Server-side encryption of the files the zone writes (rejected copies, reasons).")
+    sse_kms_key_id: str | None = Field(None, description="KMS key of aws:kms (None: the account's aws/s3 key).")
 
     def zone(self, table: TableSpec) -> LandingZone:
-        return S3LandingZone(self.s3.get_client(), resolve_uri(table.landing.uri, self.root_uri))
+        encryption = s3_storage_options(
+            access_key_id=None, secret_access_key=None, region=None, endpoint_url=None, allow_http=False,
+            sse=self.sse, sse_kms_key_id=self.sse_kms_key_id,
+        )  # fmt: skip
+        return S3LandingZone(encrypt_writes(self.s3.get_client(), encryption), resolve_uri(table.landing.uri, self.root_uri))
 
 
 class ArtifactsResource(S3Access):

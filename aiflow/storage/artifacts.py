@@ -6,6 +6,12 @@ options as the lake's (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_R
 (``aiflow.storage.settings.Settings.artifact_store``, the Dagster ``ArtifactsResource``); only when
 none are given does the store read them from its own process environment, which is how the training
 process (a subprocess, or a pod given a Kubernetes secret) gets them, never from run configuration.
+
+Server-side encryption: the options may carry ``aws_server_side_encryption`` (``AES256`` or
+``aws:kms``) and ``aws_sse_kms_key_id``, the object_store names delta-rs and Polars understand; from
+the environment they come from ``AIFLOW_S3_SSE`` and ``AIFLOW_S3_SSE_KMS_KEY_ID``. With them, every
+S3 write of the store goes through boto3 with ``ServerSideEncryption`` (pyarrow's S3 filesystem cannot
+ask for SSE-S3 or SSE-KMS); reads need nothing (S3 decrypts).
 """
 
 from __future__ import annotations
@@ -20,9 +26,47 @@ import pyarrow.fs as pafs
 
 _S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP")
 
+#: Environment variables of server-side encryption (the profile's setting) and the storage-option keys they
+#: become (object_store's names: delta-rs and Polars take them as they are).
+SSE_ENV = "AIFLOW_S3_SSE"
+SSE_KMS_KEY_ENV = "AIFLOW_S3_SSE_KMS_KEY_ID"
+SSE_OPTION = "aws_server_side_encryption"
+SSE_KMS_KEY_OPTION = "aws_sse_kms_key_id"
+SSE_MODES = ("AES256", "aws:kms")
+
+
+def sse_options(mode: str | None, kms_key_id: str | None = None) -> dict[str, str]:
+    """Storage options asking for server-side encryption on every write (empty when ``mode`` is unset).
+
+    Raises:
+        ValueError: an unknown mode, or a KMS key id without ``aws:kms`` (the message names the variables).
+    """
+    mode = (mode or "").strip() or None
+    kms_key_id = (kms_key_id or "").strip() or None
+    if mode is None:
+        if kms_key_id:
+            raise ValueError(f"{SSE_KMS_KEY_ENV} is set but {SSE_ENV} is not: set {SSE_ENV}=aws:kms to encrypt with that key")
+        return {}
+    if mode not in SSE_MODES:
+        raise ValueError(f"{SSE_ENV} must be one of {', '.join(SSE_MODES)} (or unset), got {mode!r}")
+    if kms_key_id and mode != "aws:kms":
+        raise ValueError(f"{SSE_KMS_KEY_ENV} needs {SSE_ENV}=aws:kms, got {SSE_ENV}={mode}")
+    return {SSE_OPTION: mode, **({SSE_KMS_KEY_OPTION: kms_key_id} if kms_key_id else {})}
+
+
+def boto3_sse_args(options: dict[str, str] | None) -> dict[str, str]:
+    """boto3 parameters (``ServerSideEncryption``, ``SSEKMSKeyId``) for the SSE in storage options; empty without."""
+    options = options or {}
+    args = {"ServerSideEncryption": options[SSE_OPTION]} if options.get(SSE_OPTION) else {}
+    if args and options.get(SSE_KMS_KEY_OPTION):
+        args["SSEKMSKeyId"] = options[SSE_KMS_KEY_OPTION]
+    return args
+
 
 def s3_options_from_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in _S3_KEYS if os.environ.get(k)}
+    """S3 options of this process's environment (credentials, endpoint, server-side encryption)."""
+    options = {k: os.environ[k] for k in _S3_KEYS if os.environ.get(k)}
+    return {**options, **sse_options(os.environ.get(SSE_ENV), os.environ.get(SSE_KMS_KEY_ENV))}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -52,6 +96,9 @@ class ArtifactStore:
             )
             self.root = root.rstrip("/")
             self._base = self.root.removeprefix("s3://")
+            self._options = dict(options)
+            self._sse = boto3_sse_args(options)
+            self._client = None
         elif "://" in root:
             raise ValueError(f"artifact store root must be a folder or s3:// URI, got {root!r}")
         else:
@@ -78,10 +125,20 @@ class ArtifactStore:
             with self.fs.open_output_stream(tmp) as out:
                 out.write(data)
             os.replace(tmp, target)
-        else:  # an S3 PUT is atomic
+        elif self._sse:  # an S3 PUT is atomic; pyarrow cannot ask for SSE, boto3 can
+            bucket, _, key = target.partition("/")
+            self._boto3().put_object(Bucket=bucket, Key=key, Body=data, **self._sse)
+        else:
             with self.fs.open_output_stream(target) as out:
                 out.write(data)
         return self.uri(path)
+
+    def _boto3(self):
+        if self._client is None:
+            from aiflow.storage.settings import s3_client  # settings imports this module
+
+            self._client = s3_client(self._options)
+        return self._client
 
     def get_bytes(self, path: str) -> bytes:
         try:

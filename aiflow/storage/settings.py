@@ -14,7 +14,10 @@ Profiles:
   ``AIFLOW_ARTIFACT_URI`` (each ``s3://bucket/prefix``); a spec's relative landing URI is resolved
   under ``AIFLOW_LANDING_URI`` (the demo's flights land in ``<AIFLOW_LANDING_URI>/landing/flights/``).
   Credentials ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``; optional ``AWS_REGION`` (default
-  ``us-east-1``), ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP`` for S3-compatible servers.
+  ``us-east-1``), ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP`` for S3-compatible servers. Optional
+  server-side encryption of every write (Delta tables, artifacts, reports, landing-zone writes):
+  ``AIFLOW_S3_SSE`` = ``AES256`` (SSE-S3) or ``aws:kms`` (SSE-KMS, with ``AIFLOW_S3_SSE_KMS_KEY_ID``
+  naming the key; unset: the account's default ``aws/s3`` key).
 
 Secrets are read from the environment only when a store is built, and never appear in a repr or in
 :meth:`Settings.describe`.
@@ -27,7 +30,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aiflow.storage.artifacts import ArtifactStore
+from aiflow.storage.artifacts import (
+    SSE_ENV,
+    SSE_KMS_KEY_ENV,
+    SSE_KMS_KEY_OPTION,
+    SSE_OPTION,
+    ArtifactStore,
+    boto3_sse_args,
+    sse_options,
+)
 from aiflow.storage.lake import Lake
 from aiflow.storage.landing import LandingZone, LocalLandingZone, S3LandingZone, resolve_uri
 
@@ -45,6 +56,8 @@ SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 REGION = "AWS_REGION"
 ENDPOINT_URL = "AWS_ENDPOINT_URL"
 ALLOW_HTTP = "AWS_ALLOW_HTTP"
+SSE = SSE_ENV
+SSE_KMS_KEY_ID = SSE_KMS_KEY_ENV
 
 PROFILES = ("local", "s3", "k8s")
 DEFAULT_PROFILE = "local"
@@ -115,9 +128,22 @@ def s3_storage_options(
     region: str | None,
     endpoint_url: str | None,
     allow_http: bool,
+    sse: str | None = None,
+    sse_kms_key_id: str | None = None,
 ) -> dict[str, str]:
-    """Options for delta-rs, Polars and :class:`ArtifactStore`; missing credentials fall back to the default AWS chain."""
-    options = {REGION: region or DEFAULT_REGION}
+    """Options for delta-rs, Polars and :class:`ArtifactStore`; missing credentials fall back to the default AWS chain.
+
+    ``sse``/``sse_kms_key_id`` (``AIFLOW_S3_SSE``/``AIFLOW_S3_SSE_KMS_KEY_ID``) become object_store's
+    ``aws_server_side_encryption``/``aws_sse_kms_key_id``: delta-rs then encrypts every object it writes.
+
+    Raises:
+        SettingsError: an unknown SSE mode (named with its variable).
+    """
+    try:
+        encryption = sse_options(sse, sse_kms_key_id)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    options = {REGION: region or DEFAULT_REGION, **encryption}
     if access_key_id:
         options[ACCESS_KEY_ID] = access_key_id
     if secret_access_key:
@@ -130,12 +156,15 @@ def s3_storage_options(
 
 
 def s3_client(options: Mapping[str, str]):
-    """A boto3 S3 client from storage options (path-style addressing when an endpoint is given)."""
+    """A boto3 S3 client from storage options (path-style addressing when an endpoint is given).
+
+    With server-side encryption in the options, every object the client writes is encrypted (see :func:`encrypt_writes`).
+    """
     import boto3  # installed with dagster-aws; imported only when an S3 landing zone is built
     from botocore.config import Config
 
     endpoint = options.get(ENDPOINT_URL)
-    return boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=options.get(ACCESS_KEY_ID),
@@ -143,6 +172,31 @@ def s3_client(options: Mapping[str, str]):
         region_name=options.get(REGION, DEFAULT_REGION),
         config=Config(s3={"addressing_style": "path"} if endpoint else {}, signature_version="s3v4"),
     )
+    return encrypt_writes(client, options)
+
+
+#: boto3 operations that create an object (a multipart upload is encrypted when it starts).
+WRITE_OPERATIONS = ("PutObject", "CopyObject", "CreateMultipartUpload")
+
+
+def encrypt_writes(client, options: Mapping[str, str] | None):
+    """Make ``client`` ask for the options' server-side encryption on every object it writes; returns it.
+
+    A botocore ``before-parameter-build`` hook adds ``ServerSideEncryption`` (and ``SSEKMSKeyId``) to
+    PutObject, CopyObject and CreateMultipartUpload unless the call sets them; ``upload_file`` and
+    ``copy`` go through those. Without SSE in the options the client is returned unchanged.
+    """
+    args = boto3_sse_args(dict(options or {}))
+    if not args:
+        return client
+
+    def add_sse(params, **_):
+        for name, value in args.items():
+            params.setdefault(name, value)
+
+    for operation in WRITE_OPERATIONS:
+        client.meta.events.register(f"before-parameter-build.s3.{operation}", add_sse)
+    return client
 
 
 # ------------------------------------------------------------------------------------------- settings
@@ -153,6 +207,9 @@ class S3Access:
     region: str = DEFAULT_REGION
     endpoint_url: str | None = None
     allow_http: bool = False
+    #: Server-side encryption of every write: ``AES256``, ``aws:kms`` or None.
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,10 +260,16 @@ class Settings:
             if not value.startswith("s3://"):
                 raise SettingsError(f"{var} must be an s3://bucket/prefix URI on the {profile} profile, got {value!r}")
             uris[var] = value.rstrip("/")
+        try:  # checked now: a wrong SSE setting fails before anything is written
+            encryption = sse_options(env.get(SSE), env.get(SSE_KMS_KEY_ID))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         access = S3Access(
             region=env.get(REGION) or DEFAULT_REGION,
             endpoint_url=env.get(ENDPOINT_URL) or None,
             allow_http=allow_http(env.get(ALLOW_HTTP)),
+            sse=encryption.get(SSE_OPTION),
+            sse_kms_key_id=encryption.get(SSE_KMS_KEY_OPTION),
         )
         return cls(profile, uris[LAKE_URI], uris[LANDING_URI], uris[ARTIFACT_URI], access, env)
 
@@ -219,6 +282,8 @@ class Settings:
         where = f"profile {self.profile}: lake {self.lake_uri} | landing {self.landing_uri} | artifacts {self.artifact_uri}"
         if self.s3 and self.s3.endpoint_url:
             where += f" | endpoint {self.s3.endpoint_url}"
+        if self.s3 and self.s3.sse:
+            where += f" | server-side encryption {self.s3.sse}"
         return where
 
     def storage_options(self) -> dict[str, str] | None:
@@ -240,6 +305,8 @@ class Settings:
             region=self.s3.region,
             endpoint_url=self.s3.endpoint_url,
             allow_http=self.s3.allow_http,
+            sse=self.s3.sse,
+            sse_kms_key_id=self.s3.sse_kms_key_id,
         )
 
     def lake(self) -> Lake:
