@@ -24,6 +24,7 @@ from assets.training import training_assets
 from assets.validation import validation_assets, validation_checks
 from resources.executors import executor_for
 from resources.profiles import resources_for
+from sensors.backfill import backfill_job
 from sensors.canary import canary_sensor
 from sensors.jobs import canary_job, data_plane_job, lifecycle_job, maintenance_job, monitoring_job, retrain_job
 from sensors.landing import landing_sensor
@@ -60,7 +61,7 @@ def dataset_definitions(spec: DatasetSpec) -> Definitions:
         asset_checks=[*cleansing_checks(spec), *feature_checks(spec), *validation_checks(spec)],
         jobs=[
             data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec), canary_job(spec),
-            monitoring_job(spec), retrain,
+            monitoring_job(spec), retrain, backfill_job(spec, os.environ.get("AIFLOW_PROFILE", "local")),
         ],  # fmt: skip
         sensors=[landing_sensor(spec), canary_sensor(spec), retrain_sensor(spec, retrain)],
         schedules=[maintenance_schedule(maintenance), retrain_schedule(spec, retrain)],
