@@ -25,6 +25,7 @@ def test_jobs_use_the_profile_executor_and_the_sweep_keeps_parallel_steps(tmp_pa
     defs = build_definitions(resources=local_resources(str(tmp_path)))
     executors = {j.name: j.executor_def.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
     assert executors.pop("flights_sweep_job") == "forkserver_multiprocess"
+    assert executors.pop("flights_backfill_job") == "multiprocess"  # parallel slices (sensors/backfill.py)
     assert executors and set(executors.values()) == {"in_process"}, executors
 
     monkeypatch.setenv("AIFLOW_EXECUTOR", "spawn")
