@@ -90,7 +90,7 @@ def versions(lake: Lake, spec: DatasetSpec) -> dict[str, int | None]:
     return {n: lake.version(n) for n in [*(Tables.silver(t.name) for t in spec.tables), Tables.features(spec.name)]}
 
 
-@pytest.mark.parametrize(("sizing", "processes"), [({"slices": 3}, 1), ({"rows_per_slice": 1000}, 2)], ids=["3-slices", "1000-rows-2-procs"])
+@pytest.mark.parametrize(("sizing", "processes"), [({"slices": 3}, 1), ({"rows_per_slice": 1000}, 1)], ids=["3-slices", "1000-rows"])
 def test_slices_equal_one_full_refresh_on_the_tiny_spec(tmp_path, year, sizing, processes):
     spec, lake = year_spec(), Lake(tmp_path / "lake")
     ingest_all(lake, year, spec)
