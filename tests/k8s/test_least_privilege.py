@@ -108,6 +108,14 @@ def test_rbac_grants_only_verbs_the_code_calls_and_nothing_to_training_or_servin
     assert {TRAINING_SA, SERVING_SA} <= accounts
 
 
+def test_the_chart_creates_no_role_and_its_service_account_gets_ours():
+    values = yaml.safe_load((K8S / "values.yaml").read_text())
+    assert values["rbacEnabled"] is False  # the chart's own Role is broader than what the code calls
+    (binding,) = [d for d in manifests() if d["kind"] == "RoleBinding"]
+    assert {"kind": "ServiceAccount", "name": values["serviceAccount"]["name"], "namespace": NAMESPACE} in binding["subjects"]
+    assert values["serviceAccount"]["name"] == RUN_POD_SA
+
+
 def test_the_training_and_serving_pods_mount_no_token():
     serving = next(d for d in manifests() if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert serving["serviceAccountName"] == SERVING_SA and serving["automountServiceAccountToken"] is False
