@@ -236,12 +236,8 @@ def run_loop(s3, tmp: Path) -> LoopRun:
             run.champion_seen = next(m["version"] for m in api.call("GET", "/v1/models")["models"] if m["name"] == "rides")
             # a shifted week and the first day of the next: the week is a complete window
             records, labels = _records(SERVED, 8, seed=1000, shifted=True)
-            ids = []
-            for i in range(0, len(records), 200):
-                ids += [
-                    p["request_id"]
-                    for p in api.call("POST", "/v1/predict", {"dataset": "rides", "records": records[i : i + 200]})["predictions"]
-                ]
+            scored = api.call("POST", "/v1/predict", {"dataset": "rides", "records": records})
+            ids = [p["request_id"] for p in scored["predictions"]]
             run.served = len(ids)
             answer = api.call(
                 "POST",
