@@ -171,19 +171,20 @@ def regression_request(tmp_path) -> tuple[DatasetSpec, TrainRequest]:
 @pytest.mark.slow  # two torchrun launches (each: the agent, then two ranks importing torch): ~35-60 s on the shared 2 cores
 def test_killed_rank_fails_the_run_and_the_rerun_resumes_through_pipes_matching_one_process(regression_request, tmp_path):
     spec, request = regression_request
-    single = train(request.model_copy(update={"checkpoint_key": "single"}), log=lambda _: None)
-    shutil.rmtree(tmp_path / "artifacts" / spec.name / "candidates")  # only the DDP run's bundle below
-
     request_file = tmp_path / "request.json"
     request_file.write_text(request.model_dump_json())
     checkpoint = tmp_path / "artifacts" / spec.name / "checkpoints" / request.checkpoint_key / "last.pt"
     log = tmp_path / "killed.log"
-    env = {**os.environ, **WORKER_ENV, "AIFLOW_TRAIN_EPOCH_SLEEP": "3"}
+    # every epoch pauses 30 s after its checkpoint: the run waits at epoch 1 until the kill
+    env = {**os.environ, **WORKER_ENV, "AIFLOW_TRAIN_EPOCH_SLEEP": "30"}
     with log.open("w") as out:
         agent = subprocess.Popen(_torchrun("--request", str(request_file), "--result", str(tmp_path / "result.json")),
                                  stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        # meanwhile (torchrun and its ranks start for seconds): the same request in one process, under another key
+        single = train(request.model_copy(update={"checkpoint_key": "single"}), log=lambda _: None)
+        shutil.rmtree(tmp_path / "artifacts" / spec.name / "candidates")  # only the DDP run's bundle below
+        deadline = time.monotonic() + 90
         rank1 = _rank_process(agent, 1, deadline)
         while _epoch(checkpoint) < 1 and agent.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
