@@ -72,7 +72,7 @@ def write_table(root: Path, rows: int, seed: int = 7):
         rows=rows,
     )
     minutes = np.sort(rng.integers(0, DAYS * 1440, rows))
-    ts = np.datetime64(START.isoformat()) + minutes.astype("timedelta64[m]")
+    ts = (np.datetime64(START.isoformat()) + minutes.astype("timedelta64[m]")).astype("datetime64[us]")
     columns: dict[str, object] = {}
     signal = np.zeros(rows)
     for name, dtype in schema.items():
