@@ -57,6 +57,10 @@ def gpu_op_tags(
     ``node_selector=None`` means :data:`DEFAULT_GPU_NODE_SELECTOR`; pass ``{}`` for none.
 
     ``dagster-k8s/config`` is read by ``dagster_k8s.job.get_user_defined_k8s_config`` for the step.
+
+    ``gpus`` > 1 only reserves the GPUs: the step's ``SubprocessTrainingLauncher`` starts one training
+    process, which uses one GPU. For data-parallel training on N GPUs use the Pipes pod
+    (``K8sTrainingLauncher(gpus=N)``), which runs the entrypoint under torchrun with /dev/shm mounted.
     """
     resources: dict[str, dict[str, str]] = {
         "requests": dict(requests if requests is not None else {"cpu": "3", "memory": "12Gi"}),
