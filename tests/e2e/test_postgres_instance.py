@@ -13,6 +13,7 @@ import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from dagster import (
@@ -27,7 +28,9 @@ from dagster import (
 )
 
 from tests.aiflow.tiny import TINY, TRIPS_ROWS, csv_bytes, write_file
-from tests.fixtures.postgres import PostgresServer
+
+if TYPE_CHECKING:  # not imported at run time: the restarted daemon process imports this module
+    from tests.fixtures.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -143,6 +146,12 @@ def _code_location_file(tmp_path: Path, env: dict[str, str]) -> str:
 
 def test_runs_checks_and_sensor_cursor_live_in_postgres_across_processes(tmp_path, postgres_db, monkeypatch, request):
     home, dagster_home, env = _tiny_home(tmp_path, postgres_db)
+
+    # 0. the documented switch: copy the file, set DAGSTER_PG_*, `dagster instance migrate` (creates the tables)
+    migrate = subprocess.run(
+        [str(BIN / "dagster"), "instance", "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
     # 1. a real Dagster process runs the data plane of the tiny dataset, then exits
     job = subprocess.run(
