@@ -107,6 +107,17 @@ class Client:
                 time.sleep(0.2)
         raise AssertionError(f"aiflow serve was not ready in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
 
+    def wait_champion(self, dataset: str, version: int, process: subprocess.Popen, log: Path, timeout: float = 30) -> int:
+        """Wait until the server serves ``version`` as the dataset's champion (it polls the registry)."""
+        deadline, seen = time.monotonic() + timeout, None
+        while time.monotonic() < deadline and process.poll() is None:
+            models = self.call("GET", "/v1/models")["models"]
+            seen = next((m.get("version") for m in models if m.get("name") == dataset and m.get("variant") == "champion"), None)
+            if seen == version:
+                return seen
+            time.sleep(0.2)
+        raise AssertionError(f"aiflow serve shows champion {seen}, not {version}, after {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+
 
 class Receiver:
     """A webhook receiver on 127.0.0.1 that keeps the event names it gets."""
@@ -214,27 +225,29 @@ def run_loop(s3, tmp: Path) -> LoopRun:
             run.seconds[name] = time.monotonic() - t0
             assert result.success, f"{name} failed: {[e.message for e in result.all_events if e.is_failure]}"
 
-        # 1. lifecycle: ingest, silver, features, train (Pipes subprocess), gates, registry, champion
-        job("rides_lifecycle_job", {"ops": {"rides__candidate": {"config": FAST}}})
-        champion = Registry(lake).alias("rides", "champion")
-        assert champion is not None, "the lifecycle run promoted no champion"
-
-        # 2. the real server, its storage from the same environment (nothing on the command line)
-        t0 = time.monotonic()
+        # the real server, started before anything is trained: its storage comes from the same environment (nothing on
+        # the command line), and it picks the champion up from the S3 registry when one is promoted
         port = _free_port()
         log = tmp / "serve.log"
         server_env = {**os.environ, "AIFLOW_SERVE_TOKEN": token, "AIFLOW_DATASETS": str(spec_path)}
         with log.open("wb") as out:
             server = subprocess.Popen(
                 [sys.executable, "-m", "aiflow.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--reload-interval", "1", "--log-interval", "0.2"],
+                 "--reload-interval", "0.5", "--log-interval", "0.2"],
                 env=server_env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
+            # 1. lifecycle: ingest, silver, features, train (Pipes subprocess), gates, registry, champion, batch predictions
+            job("rides_lifecycle_job", {"ops": {"rides__candidate": {"config": FAST}}})
+            champion = Registry(lake).alias("rides", "champion")
+            assert champion is not None, "the lifecycle run promoted no champion"
+
+            # 2. an application scores a shifted week and the first day of the next (so the week is a complete window)
+            # over HTTP with the bearer token, then sends the true labels to /v1/feedback
+            t0 = time.monotonic()
             api = Client(f"http://127.0.0.1:{port}", token)
             api.wait_ready(server, log)
-            run.champion_seen = next(m["version"] for m in api.call("GET", "/v1/models")["models"] if m["name"] == "rides")
-            # a shifted week and the first day of the next: the week is a complete window
+            run.champion_seen = api.wait_champion("rides", champion, server, log)
             records, labels = _records(SERVED, 8, seed=1000, shifted=True)
             scored = api.call("POST", "/v1/predict", {"dataset": "rides", "records": records})
             ids = [p["request_id"] for p in scored["predictions"]]
@@ -247,6 +260,7 @@ def run_loop(s3, tmp: Path) -> LoopRun:
             run.labelled = len(ids)
             assert answer, "empty feedback answer"
             _wait_rows(lake, log_table("rides"), len(ids))
+            run.seconds["score, feedback"] = time.monotonic() - t0
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -255,7 +269,6 @@ def run_loop(s3, tmp: Path) -> LoopRun:
                 server.kill()
                 server.wait(timeout=10)
             run.server_log = log.read_text(errors="replace")
-        run.seconds["serve, score, feedback"] = time.monotonic() - t0
 
         # 3. monitoring: drift (Evidently, HTML report) and live performance
         job("rides_monitoring_job", {"ops": {"rides__drift": {"config": {"report": True}}}})
