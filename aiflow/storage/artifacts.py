@@ -126,8 +126,13 @@ class ArtifactStore:
                 out.write(data)
             os.replace(tmp, target)
         elif self._sse:  # an S3 PUT is atomic; pyarrow cannot ask for SSE, boto3 can
+            from botocore.exceptions import BotoCoreError, ClientError
+
             bucket, _, key = target.partition("/")
-            self._boto3().put_object(Bucket=bucket, Key=key, Body=data, **self._sse)
+            try:
+                self._boto3().put_object(Bucket=bucket, Key=key, Body=data, **self._sse)
+            except (BotoCoreError, ClientError) as exc:
+                raise OSError(f"could not write {self.uri(path)} ({self._sse['ServerSideEncryption']} encryption): {exc}") from exc
         else:
             with self.fs.open_output_stream(target) as out:
                 out.write(data)

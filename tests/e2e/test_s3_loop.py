@@ -171,3 +171,13 @@ def test_sse_s3_reaches_the_server_for_landing_writes_and_is_absent_without_the_
     # without the setting nothing is encrypted (SeaweedFS does not encrypt by default: the HEAD checks above can fail)
     plain = ArtifactStore(f"{s3_prefix}/artifacts", storage_options=s3_server.storage_options).put_bytes("x.bin", b"x")
     assert client.head_object(Bucket=bucket, Key=plain.removeprefix(f"s3://{bucket}/")).get("ServerSideEncryption") is None
+
+
+def test_a_refused_encrypted_write_names_the_uri(s3_server, s3_prefix):
+    from aiflow.storage.artifacts import ArtifactStore
+
+    # SeaweedFS has no KMS: it refuses an aws:kms PUT, and the error says which file and which encryption
+    options = {**s3_server.storage_options, "aws_server_side_encryption": "aws:kms"}
+    store = ArtifactStore(f"{s3_prefix}/artifacts", storage_options=options)
+    with pytest.raises(OSError, match=rf"could not write {s3_prefix}/artifacts/m/model.bin \(aws:kms encryption\)"):
+        store.put_bytes("m/model.bin", b"weights")
