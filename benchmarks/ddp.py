@@ -12,6 +12,9 @@ params: batch 2048, MLP 128-64, dropout 0.1; pytorch family only) as
 * ``ddp2``: ``torchrun --nproc-per-node=2 -m aiflow.train`` (each rank reads and decodes every row and
   trains on half of each global batch; gradients all-reduced by gloo over loopback).
 
+plus ``reader``: one shuffled pass of the streaming reader alone (``FeatureData.batches``, no model),
+in-process, which is what every rank repeats in full each epoch.
+
 Throughput is training rows per second of an epoch as the entrypoint logs it (global rows / rank 0's
 epoch time; the reader is part of it), median over epochs and repeats; ratios are against ``single``
 measured in the same run. The GPU figure (NCCL, one rank per GPU) waits for a machine with GPUs.
@@ -42,7 +45,8 @@ from aiflow.data.encoding import FeatureState
 from aiflow.data.features import output_schema
 from aiflow.spec import demo_spec_path, parse_spec
 from aiflow.storage.lake import Lake, Tables
-from aiflow.train.contract import TrainParams
+from aiflow.train.contract import TrainParams, TrainRequest
+from aiflow.train.data import FeatureData
 from aiflow.train.request import pinned_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +140,19 @@ def run(variant: str, request_file: Path, work: Path) -> dict:
     return {"variant": variant, "rows_per_s": epochs, "wall_s": round(wall, 2), "load_before": load}
 
 
+def reader_rows_per_s(request: TrainRequest, spec, repeat: int) -> list[int]:
+    """Rows per second of one shuffled pass over the training split by the streaming reader (no model)."""
+    data = FeatureData(request, spec)
+    figures = []
+    for epoch in range(1, repeat + 1):
+        started, rows = time.perf_counter(), 0
+        for batch in data.batches("train", request.params.batch_size, epoch=epoch):
+            rows += len(batch)
+        figures.append(int(rows / (time.perf_counter() - started)))
+    log(f"reader: rows/s per pass {figures}")
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=300_000)
@@ -154,12 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     request_file.write_text(request.model_dump_json())
     log(f"table: {args.rows:,} rows ({spec.name} shape), params {params.model_dump_json(include={'batch_size', 'hidden', 'epochs'})}")
 
+    reader = reader_rows_per_s(request, spec, args.repeat)
     results = [run(variant, request_file, args.work) for _ in range(args.repeat) for variant in ("single", "single-1t", "ddp2")]
     median = {v: statistics.median([x for r in results if r["variant"] == v for x in r["rows_per_s"]]) for v in ("single", "single-1t", "ddp2")}
     summary = {
         "median_rows_per_s": median,
         "ddp2_vs_single": round(median["ddp2"] / median["single"], 3),
         "ddp2_vs_single_1thread": round(median["ddp2"] / median["single-1t"], 3),
+        "reader_rows_per_s": statistics.median(reader),
     }
     log(json.dumps(summary))
     if args.out:
