@@ -234,3 +234,13 @@ def test_postgresql_is_managed_and_its_password_comes_from_a_pre_created_secret(
     assert values["generatePostgresqlPasswordSecret"] is False and values["global"]["postgresqlSecretName"]
     assert literal_passwords(values) == [] and literal_passwords(load_instance()) == []
     assert literal_passwords({"postgresql": {"postgresqlPassword": "test"}}) == [".postgresql.postgresqlPassword"]
+
+
+def test_every_postgres_config_reads_the_same_variables_with_the_psycopg2_driver():
+    """The chart, the k8s dagster.yaml and the single-machine PostgreSQL file agree: one set of DAGSTER_PG_* names, and the
+    psycopg2 scheme (a bare postgresql:// makes SQLAlchemy 2 import psycopg 3, which dagster-postgres does not install)."""
+    k8s = load_instance()["storage"]["postgres"]["postgres_db"]
+    machine = yaml.safe_load((ROOT / "deploy" / "dagster.postgres.yaml").read_text())["storage"]["postgres"]["postgres_db"]
+    assert k8s == machine
+    assert k8s["scheme"] == load_values()["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
+    assert all(isinstance(v, dict) and v["env"].startswith("DAGSTER_PG_") for k, v in k8s.items() if k != "scheme")
