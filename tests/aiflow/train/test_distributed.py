@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from aiflow.train.request import pinned_request
 from resources.training import TrainingLauncher
 from tests.aiflow.train.test_baseline import regression_spec, write_features
 
-TORCHRUN = str(Path(os.environ.get("VIRTUAL_ENV") or Path(__import__("sys").executable).parent.parent) / "bin" / "torchrun")
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")  # the venv's, next to its python
 #: dropout 0: with dropout each rank draws masks for its half of the batch, which no single process reproduces.
 DDP_PARAMS = dict(epochs=3, batch_size=256, hidden=[16], embedding_dim=4, dropout=0.0, patience=3, families=["pytorch"])
 #: DDP on 2 ranks vs 1 process, same seeds, global batch = the single batch: the gradients are equal up to the order
