@@ -104,7 +104,9 @@ def k8s_resources() -> dict:
 
     Environment at run time, besides the s3 profile's: ``AIFLOW_TRAINING_IMAGE`` (the training
     image), ``AIFLOW_TRAINING_NAMESPACE``, ``AIFLOW_TRAINING_SECRET`` (the Kubernetes secret whose
-    keys become the pod's environment: the ``AWS_*`` credentials and ``AIFLOW_*`` URIs).
+    keys become the pod's environment: the ``AWS_*`` credentials and ``AIFLOW_*`` URIs). The S3
+    encryption settings (``AIFLOW_S3_SSE``, ``AIFLOW_S3_SSE_KMS_KEY_ID``; not secrets) are passed on to the
+    training pods, so bundles and checkpoints are encrypted as the rest of the lake.
     """
     from resources.k8s_training import K8sTrainingLauncher
 
@@ -114,6 +116,7 @@ def k8s_resources() -> dict:
             image=EnvVar("AIFLOW_TRAINING_IMAGE"),
             namespace=os.environ.get("AIFLOW_TRAINING_NAMESPACE", "aiflow"),
             env_from_secrets=[os.environ.get("AIFLOW_TRAINING_SECRET", "aiflow-storage")],
+            env={name: os.environ[name] for name in (cfg.SSE, cfg.SSE_KMS_KEY_ID) if os.environ.get(name)},
             load_incluster_config=True,
         ),
     }
