@@ -99,6 +99,16 @@ def s3_resources() -> dict:
     }
 
 
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+
+
 def k8s_resources() -> dict:
     """The s3 profile, with training in a GPU pod per run (``resources/k8s_training.py``).
 
@@ -107,6 +117,8 @@ def k8s_resources() -> dict:
     keys become the pod's environment: the ``AWS_*`` credentials and ``AIFLOW_*`` URIs). The S3
     encryption settings (``AIFLOW_S3_SSE``, ``AIFLOW_S3_SSE_KMS_KEY_ID``; not secrets) are passed on to the
     training pods, so bundles and checkpoints are encrypted as the rest of the lake.
+    ``AIFLOW_TRAINING_GPUS`` (default 1) is the GPUs of a training pod: more than one runs the
+    entrypoint under torchrun, one DistributedDataParallel process per GPU.
     """
     from resources.k8s_training import K8sTrainingLauncher
 
@@ -117,6 +129,7 @@ def k8s_resources() -> dict:
             namespace=os.environ.get("AIFLOW_TRAINING_NAMESPACE", "aiflow"),
             env_from_secrets=[os.environ.get("AIFLOW_TRAINING_SECRET", "aiflow-storage")],
             env={name: os.environ[name] for name in (cfg.SSE, cfg.SSE_KMS_KEY_ID) if os.environ.get(name)},
+            gpus=_int_env("AIFLOW_TRAINING_GPUS", 1),
             load_incluster_config=True,
         ),
     }

@@ -1,5 +1,5 @@
 """The k8s profile hands the S3 encryption settings on to the training pods (bundles and checkpoints are written there), and
-only when they are set; the pod manifest carrying them validates strictly."""
+only when they are set; the pod manifest carrying them validates strictly; the pods' GPU count comes from the environment."""
 
 from __future__ import annotations
 
@@ -37,3 +37,15 @@ def test_training_pods_get_the_encryption_settings_of_the_profile(k8s_env):
 def test_without_encryption_settings_the_pods_get_none(k8s_env):
     env = _pod_env(resources_for("k8s")["trainer"])
     assert cfg.SSE not in env and cfg.SSE_KMS_KEY_ID not in env
+
+
+def test_training_gpus_come_from_the_environment_and_more_than_one_runs_torchrun(k8s_env):
+    k8s_env.setenv("AIFLOW_TRAINING_GPUS", "4")
+    trainer = resources_for("k8s")["trainer"]
+    spec = trainer.base_pod_spec()
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert trainer.pod_command()[0] == "torchrun" and "--nproc-per-node=4" in trainer.pod_command()
+    assert any(m["mountPath"] == "/dev/shm" for m in spec["containers"][0]["volumeMounts"])
+    k8s_env.setenv("AIFLOW_TRAINING_GPUS", "four")
+    with pytest.raises(ValueError, match="AIFLOW_TRAINING_GPUS='four'"):
+        resources_for("k8s")
