@@ -39,10 +39,11 @@ from resources.storage import LakeResource
 
 #: Slice steps run at once on this machine unless the run config says otherwise.
 LOCAL_PARALLEL = 2
-#: Resources of one slice's Kubernetes Job. A slice holds one batch of at most ``aiflow.data.refine.BATCH_ROWS``
-#: rows at a time (benchmarks/README.md, "Backfill in slices", gives the measured peak per slice).
-SLICE_REQUESTS = {"cpu": "1", "memory": "6Gi"}
-SLICE_LIMITS = {"memory": "8Gi"}
+#: Resources of one slice's Kubernetes Job. A slice holds one batch of at most ``aiflow.data.refine.BATCH_ROWS`` rows
+#: (1M) at a time, so its memory follows the batch, not the slice: 10M demo rows in 2.5M-row slices peaked at 1.6-1.9 GB
+#: per slice (benchmarks/README.md, "Backfill in slices"). Wider rows need more: raise both with the row width.
+SLICE_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+SLICE_LIMITS = {"memory": "3Gi"}
 SLICE_K8S_CONFIG = {"container_config": {"resources": {"requests": SLICE_REQUESTS, "limits": SLICE_LIMITS}}}
 SLICE_OP_TAGS = {"dagster-k8s/config": SLICE_K8S_CONFIG}
 

@@ -52,6 +52,6 @@ def test_each_slice_step_is_a_valid_kubernetes_job_with_a_memory_limit(stage):
     validate_strict(manifest)
 
     (container,) = manifest["spec"]["template"]["spec"]["containers"]
-    assert container["resources"]["limits"]["memory"] == SLICE_LIMITS["memory"] == "8Gi"
+    assert container["resources"]["limits"]["memory"] == SLICE_LIMITS["memory"] == "3Gi"
     assert container["resources"]["requests"] == SLICE_REQUESTS
     assert manifest["spec"]["template"]["spec"]["restartPolicy"] == "Never"
