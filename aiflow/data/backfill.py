@@ -35,7 +35,7 @@ redoes what it must, and re-running the backfill is idempotent.
 A full refresh that fits in one batch reads every date at once, so a key whose rows fall on different event
 dates (a re-landed row whose event time changed) keeps only its globally latest row. A slice sees only its
 dates, so before cleansing it drops the rows of a key whose latest row (over the whole pinned bronze) lies on
-another date (:func:`_cross_date_winners`); the result equals the one-batch full refresh whatever the slicing. That
+another date (:func:`aiflow.data.refine.cross_date_winners`, as the incremental refresh does); the result equals the one-batch full refresh whatever the slicing. That
 costs a scan of the key and recency columns of the whole bronze per slice (10M demo rows in 5 slices: the backfill took
 2.3x the full refresh with it), so it is skipped when the key holds the event time (the demo's): no key spans two dates.
 (``refresh_silver`` itself de-duplicates within each of its batches; on tables larger than one batch its
@@ -61,16 +61,15 @@ from deltalake.exceptions import CommitFailedError
 from pydantic import BaseModel, Field
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from aiflow.data.cleanse import RECENCY, cleanse, silver_columns
+from aiflow.data.cleanse import cleanse, silver_columns
 from aiflow.data.features import build_features, fit_state, join_side_tables, side_window, training_window
 from aiflow.data.ingest import INGESTED, QUARANTINE_SCHEMA
-from aiflow.data.refine import BATCH_ROWS, load_state, row_batches, rows_per_date
+from aiflow.data.refine import BATCH_ROWS, cross_date_winners, drop_superseded_elsewhere, load_state, row_batches, rows_per_date
 from aiflow.data.split import frame_windows
 from aiflow.spec import EVENT_DATE, DatasetSpec, TableSpec
 from aiflow.storage.lake import Lake, Tables, as_dates, dates_predicate
 
 Stage = Literal["silver", "features"]
-_WINNER = "__winner_date"
 
 
 class Slice(BaseModel):
@@ -216,20 +215,6 @@ def _table_spec(spec: DatasetSpec, name: str) -> TableSpec:
     return spec if name == spec.name else spec.side(name)
 
 
-def _cross_date_winners(bronze: pl.LazyFrame, rows_keys: pl.DataFrame, table: TableSpec) -> pl.DataFrame:
-    """For the keys of ``rows_keys`` found on more than one event date: the date of their latest ingested row."""
-    recency = [pl.col(c) for c in RECENCY]
-    return (
-        bronze.select(*table.key, *recency, EVENT_DATE)
-        .join(rows_keys.lazy(), on=table.key, how="semi")
-        .group_by(table.key)
-        .agg(pl.col(EVENT_DATE).sort_by(RECENCY, nulls_last=False).last().alias(_WINNER), pl.col(EVENT_DATE).n_unique().alias("__n"))
-        .filter(pl.col("__n") > 1)
-        .select(*table.key, _WINNER)
-        .collect()
-    )
-
-
 def rebuild_silver_slice(lake: Lake, spec: DatasetSpec, piece: Slice, *, batch_rows: int = BATCH_ROWS) -> SliceReport:
     """Cleanse the slice's dates from bronze at the pinned versions into silver and quarantine (replacing them)."""
     started, reset = time.perf_counter(), _reset_peak_rss()
@@ -243,18 +228,11 @@ def rebuild_silver_slice(lake: Lake, spec: DatasetSpec, piece: Slice, *, batch_r
     if table.event_time in table.key:  # the key fixes the event time, hence the date: no key spans two dates
         winners = pl.DataFrame()
     else:
-        keys = source.filter(pl.col(EVENT_DATE).is_in(piece.dates)).select(table.key).unique().collect()
-        winners = _cross_date_winners(source, keys, table)
-        del keys
+        winners = cross_date_winners(source, source.filter(pl.col(EVENT_DATE).is_in(piece.dates)).select(table.key).unique(), table)
     counts = {d: n for d, n in rows_per_date(lake.scan(bronze, piece.upstream[bronze]), piece.dates).items()}
     for dates in row_batches(piece.dates, counts, batch_rows):
         rows = source.filter(pl.col(EVENT_DATE).is_in(dates)).collect()
-        kept = rows
-        if winners.height:
-            # a key whose latest row is on another date: that date's slice keeps it; here it is superseded
-            kept = rows.join(winners, on=table.key, how="left").filter(
-                pl.col(_WINNER).is_null() | (pl.col(_WINNER) == pl.col(EVENT_DATE))
-            ).drop(_WINNER)  # fmt: skip
+        kept = drop_superseded_elsewhere(rows, winners, table)  # a key whose latest row is on another date: that slice keeps it
         result = cleanse(kept.lazy(), table)
         now = dt.datetime.now(dt.UTC)
         valid, rejected = pl.collect_all(

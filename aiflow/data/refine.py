@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import polars as pl
 from deltalake.exceptions import DeltaError
 
-from aiflow.data.cleanse import cleanse, silver_columns
+from aiflow.data.cleanse import RECENCY, cleanse, silver_columns
 from aiflow.data.features import (
     FeatureState,
     build_features,
@@ -71,6 +71,57 @@ class StageReport:
 
 
 # ------------------------------------------------------------------------------------------ silver
+_WINNER = "__winner_date"
+
+
+def cross_date_winners(bronze: pl.LazyFrame, keys: pl.LazyFrame, table: TableSpec) -> pl.DataFrame:
+    """For the keys of ``keys`` found on more than one event date in ``bronze``: the date of their latest ingested row.
+
+    A key that does not hold the event time can move: a correction re-lands it with another event time, on
+    another date. De-duplication keeps the latest ingested row of a key, so its rows on other dates are
+    superseded, and those dates must be rewritten without them.
+    """
+    return (
+        bronze.select(*table.key, *RECENCY, EVENT_DATE)
+        .join(keys, on=table.key, how="semi")
+        .group_by(table.key)
+        .agg(pl.col(EVENT_DATE).sort_by(RECENCY, nulls_last=False).last().alias(_WINNER), pl.col(EVENT_DATE).n_unique().alias("__n"))
+        .filter(pl.col("__n") > 1)
+        .select(*table.key, _WINNER)
+        .collect()
+    )
+
+
+def drop_superseded_elsewhere(rows: pl.DataFrame, winners: pl.DataFrame, table: TableSpec) -> pl.DataFrame:
+    """``rows`` without those of a key whose latest row is on another date (``winners`` from :func:`cross_date_winners`)."""
+    if not winners.height:
+        return rows
+    kept = rows.join(winners, on=table.key, how="left")
+    return kept.filter(pl.col(_WINNER).is_null() | (pl.col(_WINNER) == pl.col(EVENT_DATE))).drop(_WINNER)
+
+
+def moved_keys(source: pl.LazyFrame, table: TableSpec, dates: list[dt.date], extend: bool) -> tuple[list[dt.date], pl.DataFrame]:
+    """The dates to rewrite and the cross-date winners of their keys (none when the key holds the event time).
+
+    With ``extend`` (an incremental run), a key of the new dates that also has rows on other dates makes those
+    dates part of the run: its old row there is superseded and must leave silver.
+    """
+    if table.event_time in table.key:  # the key fixes the event time, hence the date: no key spans two dates
+        return dates, pl.DataFrame()
+
+    def winners_of(on: list[dt.date]) -> pl.DataFrame:
+        return cross_date_winners(source, source.filter(pl.col(EVENT_DATE).is_in(on)).select(table.key).unique(), table)
+
+    winners = winners_of(dates)
+    if extend and winners.height:
+        spanned = source.join(winners.lazy().select(table.key), on=table.key, how="semi").select(EVENT_DATE).unique().collect()
+        more = sorted(set(_dates(spanned.to_series())) - set(dates))
+        if more:
+            dates = sorted({*dates, *more})
+            winners = winners_of(dates)
+    return dates, winners
+
+
 def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None, until: int) -> list[dt.date]:
     """Event dates of files ingested between ledger versions ``since`` (exclusive) and ``until``."""
     ledger = Tables.ledger(table.name)
@@ -113,14 +164,13 @@ def refresh_silver(
         return report
 
     committed = lake.scan(ledger, ledger_version).select("batch_id").unique().collect().to_series()
+    source = lake.scan(bronze, bronze_version).filter(pl.col("_batch_id").is_in(committed.implode()))
+    # de-duplication spans dates (and so batches and runs): a key corrected onto another date leaves its old one
+    report.dates, winners = moved_keys(source, table, report.dates, extend=not report.full_refresh)
     batches = row_batches(report.dates, rows_per_date(lake.scan(bronze, bronze_version), report.dates), batch_rows, batch_dates)
     for i, dates in enumerate(batches):
-        rows = (
-            lake.scan(bronze, bronze_version)
-            .filter(pl.col(EVENT_DATE).is_in(dates) & pl.col("_batch_id").is_in(committed.implode()))
-            .collect()
-        )
-        result = cleanse(rows.lazy(), table)
+        rows = source.filter(pl.col(EVENT_DATE).is_in(dates)).collect()
+        result = cleanse(drop_superseded_elsewhere(rows, winners, table).lazy(), table)
         now = dt.datetime.now(dt.UTC)
         # one plan for both outputs: the de-duplication they share runs once
         valid, rejected = pl.collect_all(
