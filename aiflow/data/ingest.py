@@ -186,15 +186,14 @@ def _ledger_state(lake: Lake, table: TableSpec) -> tuple[dict[str, tuple[str, st
         return {}, set(), None
     # one ledger version for both the entries and the marks: a mark committed after the entries were read
     # would claim bronze commits as indexed whose entries this reader never saw (a reasoned race, not observed;
-    # the observed one was in Lake.commits). Marks pushed out of the history window only make it re-read more.
-    handle = lake.table(ledger)
-    version = handle.version()
+    # the observed one was delta-rs mislabelling history, see Lake.history). Marks pushed out of the last 20
+    # commits only make it re-read more.
+    version = lake.version(ledger)
     frame = lake.scan(ledger, version).select("sha256", "file", "batch_id", "outcome").collect()
     done = frame.filter(pl.col("outcome") == INGESTED)
     owners = {h: (f, b) for h, f, b in zip(done["sha256"], done["file"], done["batch_id"], strict=True)}
-    marks = [
-        int(c[META + INDEXED_THROUGH]) for c in handle.history(limit=20) if META + INDEXED_THROUGH in c and c.get("version", version) <= version
-    ]
+    recent = lake.history(ledger, since=max(version - 19, 0))
+    marks = [int(c[META + INDEXED_THROUGH]) for c in recent if META + INDEXED_THROUGH in c and c["version"] <= version]
     return owners, set(frame["batch_id"]), max(marks) if marks else None
 
 

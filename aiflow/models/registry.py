@@ -34,7 +34,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from aiflow.storage.lake import META, Lake, Tables
+from aiflow.storage.lake import META, Lake, Tables, history_of
 
 #: What an alias event records it did.
 ACTIONS = ("set", "promote", "rollback", "remove")
@@ -460,8 +460,8 @@ class Registry:
         return f"model {name!r} has no version {version} (registered: {', '.join(map(str, known))})"
 
     def _commit_info(self, uri: str, version: int) -> dict[str, Any] | None:
-        handle = DeltaTable(uri, version=version, storage_options=self.lake.storage_options)
-        for commit in handle.history():
+        handle = DeltaTable(uri, storage_options=self.lake.storage_options)
+        for commit in history_of(handle, since=version):  # a handle pinned at ``version`` mislabels its history
             if commit.get("version") == version:
                 stamp = commit.get("timestamp")
                 return {

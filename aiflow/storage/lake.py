@@ -129,6 +129,29 @@ def as_dates(values) -> list[dt.date]:
     return sorted({v if isinstance(v, dt.date) else dt.date.fromisoformat(v) for v in values if v is not None})
 
 
+#: Reads of a table's history before :func:`history_of` gives up on a log that keeps moving.
+HISTORY_ATTEMPTS = 100
+
+
+def history_of(handle: DeltaTable, since: int | None = None) -> list[dict]:
+    """The commits of ``handle``'s table, newest first (``since``: from that version on), each with its true version.
+
+    delta-rs 1.6 ``DeltaTable.history()`` reads the newest commits of the log as it is when called, but numbers
+    them down from the version the handle was *loaded* at: on a handle pinned to an older version, or overtaken
+    by another writer's commit, every label is wrong (an ingestion then took another batch's claim for the one
+    it missed and committed a file twice). So the handle is brought to the head of the log and a read is kept
+    only if the head did not move during it. ``handle`` is left at the head.
+    """
+    for _ in range(HISTORY_ATTEMPTS):
+        handle.update_incremental()
+        head = handle.version()
+        found = handle.history(None if since is None else max(head - since + 1, 1))
+        handle.update_incremental()
+        if handle.version() == head:
+            return [c for c in found if since is None or c["version"] >= since]
+    raise RuntimeError(f"{handle.table_uri}: the log kept moving while its history was read ({HISTORY_ATTEMPTS} attempts)")
+
+
 class Lake:
     """Delta tables under one root URI.
 
@@ -181,9 +204,12 @@ class Lake:
     def scan_or_empty(self, table: str, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
         return self.scan(table) if self.exists(table) else pl.LazyFrame(schema=schema)
 
-    def history(self, table: str) -> list[dict]:
-        """Commits newest first; the engine's own metadata keys start with ``aiflow.``."""
-        return self.table(table).history() if self.exists(table) else []
+    def history(self, table: str, since: int | None = None) -> list[dict]:
+        """Commits newest first (``since``: only versions from it on), each with its true ``version``.
+
+        The engine's own metadata keys start with ``aiflow.``. See :func:`history_of`.
+        """
+        return history_of(self.table(table), since) if self.exists(table) else []
 
     def commit_metadata(self, table: str, key: str) -> list[tuple[int, str]]:
         """(version, value) of every commit that carries ``aiflow.<key>``, oldest first."""
@@ -339,27 +365,14 @@ class Lake:
         return handle.version()
 
     def commits(self, table: str, after: int | None, until: int | None = None) -> list[dict]:
-        """Commits with version in (``after``, ``until``], oldest first (``after`` None: from the first).
-
-        ``history(limit=n)`` returns the newest n commits *when it is called*: commits another writer makes
-        meanwhile push older ones out of the window (an ingestion then missed a concurrent claim), so the
-        window is widened until it reaches back to ``after``.
-        """
+        """Commits with version in (``after``, ``until``], oldest first (``after`` None: from the first)."""
         if not self.exists(table):
             return []
-        handle = self.table(table)
-        until = handle.version() if until is None else until
         first = 0 if after is None else after + 1
-        if until < first:
+        if until is not None and until < first:
             return []
-        limit = until - first + 1
-        while True:
-            found = handle.history(limit=limit)
-            versions = [c["version"] for c in found]
-            if not found or min(versions) <= first or len(found) < limit:
-                break
-            limit += max(versions) - until  # newer commits arrived since: look that much further back
-        return sorted((c for c in found if first <= c["version"] <= until), key=lambda c: c["version"])
+        found = self.history(table, since=first)
+        return sorted((c for c in found if until is None or c["version"] <= until), key=lambda c: c["version"])
 
     @_retry_conflicts
     def overwrite(self, table: str, df: pl.DataFrame, *, metadata: dict[str, object] | None = None) -> int:

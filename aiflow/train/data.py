@@ -36,7 +36,7 @@ from aiflow.data.encoding import model_inputs as encoder_inputs
 from aiflow.data.split import Windows, pinned_windows
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.artifacts import s3_options_from_env
-from aiflow.storage.lake import META
+from aiflow.storage.lake import META, history_of
 from aiflow.train.contract import TrainRequest
 
 DEFAULT_BUFFER_ROWS = 131_072
@@ -87,7 +87,7 @@ def read_state(uri: str, version: int) -> FeatureState:
     return FeatureState.from_frame(frame)
 
 
-def check_state_lineage(table: DeltaTable, uri: str, data_version: int, state_version: int) -> None:
+def check_state_lineage(uri: str, data_version: int, state_version: int) -> None:
     """Fail if the features at ``data_version`` were encoded with another feature-state version.
 
     A state change makes the next features commit re-encode every partition, so the latest commit
@@ -95,7 +95,8 @@ def check_state_lineage(table: DeltaTable, uri: str, data_version: int, state_ve
     Tables written without that metadata (not by the engine) are not checked.
     """
     key = META + "state_version"
-    recorded = [(c["version"], c[key]) for c in table.history() if key in c and c["version"] <= data_version]
+    head = DeltaTable(uri, storage_options=storage_options(uri))  # a handle pinned at data_version mislabels its history
+    recorded = [(c["version"], c[key]) for c in history_of(head) if key in c and c["version"] <= data_version]
     if recorded and int(max(recorded)[1]) != state_version:
         raise ValueError(
             f"{uri} at version {data_version} was encoded with feature state version {max(recorded)[1]}, "
@@ -129,7 +130,7 @@ class FeatureData:
             table = DeltaTable(self.uri, version=self.version, storage_options=storage_options(self.uri))
         except Exception as exc:
             raise ValueError(f"cannot open {self.uri} at version {self.version}: {exc}") from exc
-        check_state_lineage(table, self.uri, self.version, request.state_version)
+        check_state_lineage(self.uri, self.version, request.state_version)
         self.state = read_state(request.state_uri, request.state_version)
         self.inputs = model_inputs(spec, self.state)
         dataset = table.to_pyarrow_dataset()
