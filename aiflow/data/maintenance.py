@@ -24,12 +24,13 @@ def content_version(lake: Lake, table: str, *, look_back: int = 50) -> int | Non
     """
     if not lake.exists(table):
         return None
-    handle = lake.table(table)
-    for history in (handle.history(limit=look_back), handle.history()):
+    head = lake.version(table)
+    for since in (max(head - look_back + 1, 0), None):
+        history = lake.history(table, since=since)  # true versions (delta-rs mislabels an overtaken handle's history)
         for commit in history:  # newest first
             if commit.get("operation") not in MAINTENANCE_OPERATIONS:
                 return int(commit["version"])
-        if len(history) < look_back:
+        if since == 0:
             break
     return 0
 
