@@ -20,7 +20,7 @@ def test_the_whole_loop_writes_every_table_and_report_under_the_s3_lake(s3_loop_
     from aiflow.storage.lake import Lake
 
     run = s3_loop_run
-    print(f"\n[s3 loop] seconds per phase: {run.seconds}")
+    print(f"\n[s3 loop] seconds per phase: {run.seconds}; champion after the retrain: v{run.champion_after}")
     lake = Lake(f"{run.prefix}/lake", run.s3.storage_options)
     # the server served the champion it read from S3, and logged every record with its label on S3
     assert run.champion_seen == 1
@@ -52,8 +52,15 @@ def test_the_whole_loop_writes_every_table_and_report_under_the_s3_lake(s3_loop_
     # the champion's bundle is under the S3 artifacts root
     from aiflow.models.registry import Registry
 
-    location = Registry(lake).get("rides", 1).location(f"{run.prefix}/artifacts")
+    registry = Registry(lake)
+    location = registry.get("rides", 1).location(f"{run.prefix}/artifacts")
     assert location.startswith(f"{run.prefix}/artifacts/") and any(k.startswith("artifacts/rides/") for k in keys)
+    # the retrain run registered v2 on S3 with the sensor's reason; promoted or not, the server serves the champion
+    v2 = registry.get("rides", 2)
+    assert "drift" in (v2.reason or "") and v2.location(f"{run.prefix}/artifacts").startswith(f"{run.prefix}/artifacts/")
+    assert run.champion_after in (1, 2)
+    if run.champion_after == 2:
+        assert run.champion_seen_after == 2  # hot-reloaded from the S3 registry by the running server
 
 
 def test_nothing_of_the_loop_is_written_to_the_local_home(s3_loop_run: LoopRun):
