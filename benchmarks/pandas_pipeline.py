@@ -32,6 +32,7 @@ import pandas as pd
 from aiflow.data.cleanse import RECENCY
 from aiflow.data.features import CAL, CAT, NUM, numeric_inputs, output_columns
 from aiflow.data.parse import REASON, RECORD, RULE
+from aiflow.data.split import split_windows
 from aiflow.spec import EVENT_DATE, LINEAGE_COLUMNS, DatasetSpec, TableSpec
 
 
@@ -200,7 +201,13 @@ def run(flights: pd.DataFrame, weather: dict[str, pd.DataFrame], spec: DatasetSp
     probe("join")
 
     t = time.perf_counter()
-    window = joined[joined[EVENT_DATE] < pd.Timestamp(spec.split.valid_from)]
+    # the split policy's training window (date arithmetic shared with the engine: it is spec semantics, not the
+    # transformation compared here; a relative split counts back from the newest event date)
+    windows = split_windows(spec.split, [joined[EVENT_DATE].max().date()] if len(joined) else [])
+    in_window = joined[EVENT_DATE] < pd.Timestamp(windows.valid_from)
+    if windows.train_from is not None:
+        in_window &= joined[EVENT_DATE] >= pd.Timestamp(windows.train_from)
+    window = joined[in_window]
     vocab, stats = fit_state(window if len(window) else joined, spec)
     phases["fit"] = time.perf_counter() - t
     probe("fit")
