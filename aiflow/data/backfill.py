@@ -61,10 +61,10 @@ from deltalake.exceptions import CommitFailedError
 from pydantic import BaseModel, Field
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from aiflow.data.cleanse import cleanse, silver_columns
+from aiflow.data.cleanse import silver_columns
 from aiflow.data.features import build_features, fit_state, join_side_tables, side_window, training_window
-from aiflow.data.ingest import INGESTED, QUARANTINE_SCHEMA
-from aiflow.data.refine import BATCH_ROWS, cross_date_winners, drop_superseded_elsewhere, load_state, row_batches, rows_per_date
+from aiflow.data.ingest import INGESTED
+from aiflow.data.refine import BATCH_ROWS, cleanse_rows, load_state, moved_keys, row_batches, rows_per_date
 from aiflow.data.split import frame_windows
 from aiflow.spec import EVENT_DATE, DatasetSpec, TableSpec
 from aiflow.storage.lake import Lake, Tables, as_dates, dates_predicate
@@ -225,26 +225,17 @@ def rebuild_silver_slice(lake: Lake, spec: DatasetSpec, piece: Slice, *, batch_r
         lake.scan(ledger, piece.upstream[ledger]).filter(pl.col("outcome") == INGESTED).select("batch_id").unique().collect().to_series()
     )
     source = lake.scan(bronze, piece.upstream[bronze]).filter(pl.col("_batch_id").is_in(committed.implode()))
-    if table.event_time in table.key:  # the key fixes the event time, hence the date: no key spans two dates
-        winners = pl.DataFrame()
-    else:
-        winners = cross_date_winners(source, source.filter(pl.col(EVENT_DATE).is_in(piece.dates)).select(table.key).unique(), table)
+    # a key whose latest row is on another date: the slice holding that date keeps it (the same scan as refresh_silver)
+    _, winners = moved_keys(source, table, piece.dates, extend=False)
     counts = {d: n for d, n in rows_per_date(lake.scan(bronze, piece.upstream[bronze]), piece.dates).items()}
     for dates in row_batches(piece.dates, counts, batch_rows):
         rows = source.filter(pl.col(EVENT_DATE).is_in(dates)).collect()
-        kept = drop_superseded_elsewhere(rows, winners, table)  # a key whose latest row is on another date: that slice keeps it
-        result = cleanse(kept.lazy(), table)
-        now = dt.datetime.now(dt.UTC)
-        valid, rejected = pl.collect_all(
-            [result.valid, result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))],
-            engine="in-memory",
-        )
+        valid, rejected = cleanse_rows(rows, winners, table)
         report.rows_in += rows.height
         report.rows_out += valid.height
         report.rows_quarantined += rejected.height
         report.rows_superseded += rows.height - valid.height - rejected.height
-        quarantine = rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
-        _commit(lake.replace_where, Tables.quarantine(table.name), quarantine, f"_stage = 'cleanse' AND {dates_predicate(dates)}")
+        _commit(lake.replace_where, Tables.quarantine(table.name), rejected, f"_stage = 'cleanse' AND {dates_predicate(dates)}")
         out = valid.select(silver_columns(table))
         metadata = {"dates": [d.isoformat() for d in dates], "backfill_slice": piece.key}
         report.version = _commit(lake.replace_dates, silver, out, dates, partitioning=table.partitioning, metadata=metadata)

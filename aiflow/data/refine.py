@@ -100,6 +100,21 @@ def drop_superseded_elsewhere(rows: pl.DataFrame, winners: pl.DataFrame, table: 
     return kept.filter(pl.col(_WINNER).is_null() | (pl.col(_WINNER) == pl.col(EVENT_DATE))).drop(_WINNER)
 
 
+def cleanse_rows(rows: pl.DataFrame, winners: pl.DataFrame, table: TableSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One batch of bronze rows → (valid rows, quarantine rows stamped now, in the quarantine schema).
+
+    Rows of a key whose latest row is on another date (``winners``, :func:`moved_keys`) are superseded first.
+    """
+    result = cleanse(drop_superseded_elsewhere(rows, winners, table).lazy(), table)
+    now = dt.datetime.now(dt.UTC)
+    # one plan for both outputs: the de-duplication they share runs once
+    valid, rejected = pl.collect_all(
+        [result.valid, result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))],
+        engine="in-memory",
+    )
+    return valid, rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
+
+
 def moved_keys(source: pl.LazyFrame, table: TableSpec, dates: list[dt.date], extend: bool) -> tuple[list[dt.date], pl.DataFrame]:
     """The dates to rewrite and the cross-date winners of their keys (none when the key holds the event time).
 
@@ -170,24 +185,14 @@ def refresh_silver(
     batches = row_batches(report.dates, rows_per_date(lake.scan(bronze, bronze_version), report.dates), batch_rows, batch_dates)
     for i, dates in enumerate(batches):
         rows = source.filter(pl.col(EVENT_DATE).is_in(dates)).collect()
-        result = cleanse(drop_superseded_elsewhere(rows, winners, table).lazy(), table)
-        now = dt.datetime.now(dt.UTC)
-        # one plan for both outputs: the de-duplication they share runs once
-        valid, rejected = pl.collect_all(
-            [result.valid, result.rejected.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("_quarantined_at"))],
-            engine="in-memory",
-        )
+        valid, rejected = cleanse_rows(rows, winners, table)
         report.rows_in += rows.height
         report.rows_out += valid.height
         report.rows_quarantined += rejected.height
         report.rows_superseded += rows.height - valid.height - rejected.height
 
         # quarantine first: the silver commit is the commit point; the last batch's carries the watermark
-        lake.replace_where(
-            Tables.quarantine(table.name),
-            rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA),
-            f"_stage = 'cleanse' AND {dates_predicate(dates)}",
-        )
+        lake.replace_where(Tables.quarantine(table.name), rejected, f"_stage = 'cleanse' AND {dates_predicate(dates)}")
         metadata: dict[str, object] = {"dates": [d.isoformat() for d in dates]}
         if i == len(batches) - 1:
             metadata.update(
