@@ -19,6 +19,7 @@ from aiflow.data.refine import refresh_features, refresh_silver
 from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.lake import Lake, Tables
 from aiflow.storage.landing import LocalLandingZone
+from tests.aiflow.data.test_ingest_faults import METERS as FAULT_METERS
 from tests.aiflow.data.test_partitioning import trips, write_trips, write_weather
 from tests.aiflow.tiny import TINY, TRIPS_HEADER
 
@@ -32,21 +33,12 @@ def year_spec() -> DatasetSpec:
     return parse_spec(raw, "trips")
 
 
-#: Regression, other column names, another time zone, no partitions, no side table.
+#: Regression, other column names, another time zone (the fault tests' meters), no partitions, a range rule, no side table.
 METERS = {
-    "name": "meters",
-    "landing": {"uri": "landing/meters"},
-    "columns": {"meter": {"type": "string"}, "kwh": {"type": "float64"}, "taken_at": {"type": "datetime"}},
-    "key": ["meter", "taken_at"],
-    "event_time": "taken_at",
-    "timezone": "Asia/Tokyo",
+    **FAULT_METERS,
     "partitioning": "none",
     "quality": {"ranges": {"kwh": {"min": 0}}},
-    "problem_type": "regression",
-    "target": {"name": "load", "source": "kwh", "kind": "identity", "when_null": "quarantine"},
-    "known_after_event": ["kwh"],
     "features": {"categorical": ["meter"], "numeric": [], "calendar": ["hour", "weekday"]},
-    "split": {"valid_from": "2024-03-01", "test_from": "2024-03-15"},
 }
 
 
