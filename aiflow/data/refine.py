@@ -137,12 +137,12 @@ def moved_keys(source: pl.LazyFrame, table: TableSpec, dates: list[dt.date], ext
     return dates, winners
 
 
-def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None, until: int) -> list[dt.date]:
-    """Event dates of files ingested between ledger versions ``since`` (exclusive) and ``until``."""
-    ledger = Tables.ledger(table.name)
-    current = lake.scan(ledger, version=until).filter(pl.col("outcome") == INGESTED)
+def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None, entries: pl.DataFrame) -> list[dt.date]:
+    """Event dates of files ingested after ledger version ``since`` (exclusive), from ``entries``: the ledger's
+    ``batch_id``, ``outcome`` and ``event_dates`` at the version the run reads (one read of the ledger per run)."""
+    current = entries.lazy().filter(pl.col("outcome") == INGESTED)
     if since is not None:
-        old = lake.scan(ledger, version=since).select("batch_id").unique()
+        old = lake.scan(Tables.ledger(table.name), version=since).select("batch_id").unique()
         current = current.join(old, on="batch_id", how="anti")
     return _dates(current.select(pl.col("event_dates").explode()).collect().to_series().to_list())
 
@@ -165,11 +165,12 @@ def refresh_silver(
     report.upstream = {ledger: ledger_version, bronze: bronze_version}
     last = lake.last_metadata(silver, "ledger_version")
     report.full_refresh = full or last is None
+    entries = lake.scan(ledger, ledger_version).select("batch_id", "outcome", "event_dates").collect()
     if report.full_refresh:
         report.dates = _dates(lake.scan(bronze, bronze_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
     else:
         try:
-            report.dates = _new_ledger_dates(lake, table, int(last), ledger_version)
+            report.dates = _new_ledger_dates(lake, table, int(last), entries)
         except (FileNotFoundError, OSError, DeltaError) as exc:
             # the ledger version silver last read was vacuumed (maintenance with a short retention): redo every date
             log.warning("%s: ledger version %s is no longer readable (%s); refreshing every date", silver, last, exc)
@@ -178,7 +179,7 @@ def refresh_silver(
     if not report.dates:
         return report
 
-    committed = lake.scan(ledger, ledger_version).select("batch_id").unique().collect().to_series()
+    committed = entries["batch_id"].unique()
     source = lake.scan(bronze, bronze_version).filter(pl.col("_batch_id").is_in(committed.implode()))
     # de-duplication spans dates (and so batches and runs): a key corrected onto another date leaves its old one
     report.dates, winners = moved_keys(source, table, report.dates, extend=not report.full_refresh)

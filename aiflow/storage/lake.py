@@ -218,12 +218,20 @@ class Lake:
         return handle
 
     def _snapshot(self, table: str, version: int) -> DeltaTable:
-        """A handle pinned at ``version``, shared by this thread's scans of that version (never moved)."""
+        """A handle pinned at ``version``, shared by this thread's scans of that version (never moved).
+
+        The head handle, when it is at that version, becomes the snapshot (the next :meth:`_head` opens a new
+        one): the usual order is ``version()`` then scans of that version, and the open is saved.
+        """
         snapshots: OrderedDict = self._local.__dict__.setdefault("snapshots", OrderedDict())
         key = (table, version)
         handle = snapshots.pop(key, None)
         if handle is None:
-            handle = self.table(table, version=version)
+            heads = self._local.__dict__.setdefault("heads", {})
+            if table in heads and heads[table].version() == version:
+                handle = heads.pop(table)
+            else:
+                handle = self.table(table, version=version)
         snapshots[key] = handle
         while len(snapshots) > SNAPSHOTS_KEPT:
             snapshots.popitem(last=False)
