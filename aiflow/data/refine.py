@@ -272,8 +272,9 @@ def refresh_features(
     # commit): every partition must be re-encoded with the stored state
     last_state = watermark.get(META + "state_version") if watermark else None
     state_changed = last_state is not None and last_state != str(state_version)
-    all_dates = _dates(lake.scan(silver, silver_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
+    # silver's log first: its handle at the head then serves the scans (one open, Lake._snapshot)
     dates = None if (state is None or last is None or state_changed) else lake.dates_since(silver, int(last))
+    all_dates = _dates(lake.scan(silver, silver_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
     if dates is not None:
         last_sides = json.loads(watermark.get(META + "side_versions") or "{}")
         for table, name in side_names.items():

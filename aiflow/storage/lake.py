@@ -418,11 +418,14 @@ class Lake:
             if self._create(table, df, partition_by, metadata) is None:
                 raise CommitFailedError(f"{self.uri(table)} was created by another writer meanwhile")
             return 0
-        handle = self.table(table, version=read_version)
+        heads = self._local.__dict__.setdefault("heads", {})
+        # the head handle, when still at read_version, is that snapshot (and stays the head after the commit)
+        handle = heads.pop(table) if table in heads and heads[table].version() == read_version else self.table(table, version=read_version)
         rows = laid_out(df, handle.metadata().partition_columns)
         write_deltalake(
             handle, rows.to_arrow(), mode="overwrite", predicate=claim, schema_mode="merge", commit_properties=self._props(metadata)
         )
+        heads[table] = handle
         return handle.version()
 
     def commits(self, table: str, after: int | None, until: int | None = None) -> list[dict]:
