@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+import orjson
 import polars as pl
 
 from aiflow.storage.lake import Lake
@@ -42,7 +44,17 @@ SCHEMA = {
 }
 
 
-_dumps = json.JSONEncoder(default=str).encode  # one encoder for every record (json.dumps builds one per call)
+_stdlib_dumps = json.JSONEncoder(default=str).encode
+
+
+def _dumps(record: dict) -> str:
+    """A record as JSON text: orjson (9x faster than the stdlib encoder; compact, UTF-8), or the stdlib encoder for what
+    orjson refuses (an integer past 64 bits). Every reader parses the text, so the layout does not matter; a NaN, which
+    JSON cannot hold, is written ``null`` (the server answers 422 to one in a model input; an extra field may hold one)."""
+    try:
+        return orjson.dumps(record, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _stdlib_dumps(record)
 
 
 @dataclass(frozen=True)
@@ -64,23 +76,23 @@ class LogBatch:
         return len(self.request_ids)
 
 
-def _columns(batches: list[LogBatch]) -> dict[str, list]:
-    """The log columns of ``batches``, concatenated."""
-    cols: dict[str, list] = {name: [] for name in SCHEMA}
-    for b in batches:
-        n = len(b)
-        cols["request_id"] += b.request_ids
-        cols["time"] += [b.time] * n
-        cols["date"] += [b.time.date()] * n
-        cols["dataset"] += [b.dataset] * n
-        cols["model_version"] += [b.version] * n
-        cols["variant"] += [b.variant] * n
-        cols["input"] += [_dumps(r) for r in b.records]
-        cols["prediction"] += b.predictions
-        cols["probability"] += b.probabilities
-        cols["latency_ms"] += [b.latency_ms] * n
-        cols["status"] += [b.status] * n
-    return cols
+_PER_REQUEST = ("time", "dataset", "model_version", "variant", "latency_ms", "status")
+
+
+def _frame(batches: list[LogBatch]) -> pl.DataFrame:
+    """The log rows of ``batches``: the per-request columns typed once per request and repeated by index (typing them
+    per row cost 2.3 us/row), the per-record ones built from the concatenated lists."""
+    per_request = pl.DataFrame(
+        {name: [getattr(b, "version" if name == "model_version" else name) for b in batches] for name in _PER_REQUEST},
+        schema={name: SCHEMA[name] for name in _PER_REQUEST},
+    ).with_columns(pl.col("time").dt.date().alias("date"))
+    repeated = per_request[np.repeat(np.arange(len(batches)), [len(b) for b in batches])]
+    per_record = pl.DataFrame(
+        {"request_id": [i for b in batches for i in b.request_ids], "input": [_dumps(r) for b in batches for r in b.records],
+         "prediction": [v for b in batches for v in b.predictions], "probability": [v for b in batches for v in b.probabilities]},
+        schema={name: SCHEMA[name] for name in ("request_id", "input", "prediction", "probability")},
+    )  # fmt: skip
+    return pl.concat([repeated, per_record], how="horizontal").select(list(SCHEMA))
 
 
 def log_table(dataset: str) -> str:
@@ -152,7 +164,7 @@ class InferenceLog:
             batches = [i for i in items if isinstance(i, LogBatch)]
             frames = [pl.DataFrame(rows, schema=SCHEMA)] if rows else []
             if batches:
-                frames.append(pl.DataFrame(_columns(batches), schema=SCHEMA))
+                frames.append(_frame(batches))
             frame = pl.concat(frames) if len(frames) > 1 else frames[0]
             done = 0
             for (dataset,), part in frame.partition_by("dataset", as_dict=True).items():

@@ -80,3 +80,33 @@ def test_rows_are_partitioned_by_their_utc_date(tmp_path):
     assert table["date"].to_list() == [dt.date(2026, 3, 1)] * 2 + [dt.date(2026, 3, 2)]
     assert table.schema["time"] == pl.Datetime("us", "UTC") and table["probability"].to_list() == [0.75] * 3
     assert lake.table(log_table("trips")).metadata().partition_columns == ["date"]
+
+
+def test_request_batches_become_the_same_rows_as_one_row_per_record(tmp_path):
+    """The flush types the per-request columns once per request: the rows must equal the row-by-row ones, for requests of
+    different sizes, datasets, variants, regression (no probability) and a UTC date boundary; inputs keep their values
+    (non-ASCII, nested, an integer past 64 bits, which orjson refuses and the stdlib encoder writes)."""
+    import json
+
+    from aiflow.serving.inference_log import LogBatch
+
+    late = dt.datetime(2026, 3, 1, 23, 59, 59, 999_999, tzinfo=dt.UTC)
+    batches = [
+        LogBatch([f"a{i}" for i in range(3)], [{"x": i, "city": "Zürich", "tags": [1, {"k": None}]} for i in range(3)], "trips", 2,
+                 "champion", [1.0, 0.0, 1.0], [0.9, 0.1, 0.8], 3.25, late),
+        LogBatch(["b0"], [{"x": 2**70}], "fares", 5, "shadow", [12.5], [None], 1.0, late + dt.timedelta(microseconds=1)),
+        LogBatch(["c0", "c1"], [{"x": -1.5}, {}], "trips", 3, "canary", [0.0, 1.0], [0.2, 0.7], 0.5, late - dt.timedelta(days=40)),
+    ]  # fmt: skip
+    log = InferenceLog(Lake(tmp_path / "lake"))
+    for b in batches:
+        log.add_batch(b)
+    assert log.flush() == 6
+    got = pl.concat([log.lake.scan(log_table(d)).collect() for d in ("trips", "fares")]).sort("request_id")
+    expected = pl.concat([
+        pl.DataFrame(log_rows(request_ids=b.request_ids, inputs=[json.dumps(r) for r in b.records], dataset=b.dataset, version=b.version,
+                              variant=b.variant, predictions=b.predictions, probabilities=b.probabilities, latency_ms=b.latency_ms, now=b.time), schema=got.schema)
+        for b in batches
+    ]).sort("request_id")  # fmt: skip
+    assert got.drop("input").equals(expected.drop("input"))
+    assert [json.loads(t) for t in got["input"]] == [json.loads(t) for t in expected["input"]]
+    assert got.filter(pl.col("request_id") == "b0")["date"].item() == dt.date(2026, 3, 2)  # the row's own UTC date
