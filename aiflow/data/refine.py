@@ -183,7 +183,7 @@ def refresh_silver(
     source = lake.scan(bronze, bronze_version).filter(pl.col("_batch_id").is_in(committed.implode()))
     # de-duplication spans dates (and so batches and runs): a key corrected onto another date leaves its old one
     report.dates, winners = moved_keys(source, table, report.dates, extend=not report.full_refresh)
-    batches = row_batches(report.dates, rows_per_date(lake.scan(bronze, bronze_version), report.dates), batch_rows, batch_dates)
+    batches = date_batches(lake, bronze, bronze_version, report.dates, batch_rows, batch_dates)
     for i, dates in enumerate(batches):
         rows = source.filter(pl.col(EVENT_DATE).is_in(dates)).collect()
         valid, rejected = cleanse_rows(rows, winners, table)
@@ -207,6 +207,15 @@ def refresh_silver(
             silver, valid.select(silver_columns(table)), dates, partitioning=table.partitioning, metadata=metadata
         )
     return report
+
+
+def date_batches(lake: Lake, table: str, version: int, dates: list[dt.date], max_rows: int, max_dates: int | None) -> list[list[dt.date]]:
+    """:func:`row_batches` of ``table`` at ``version``; one batch of every date, without counting rows, when the
+    Delta log shows the dates hold no more than ``max_rows`` rows (a daily run: no read of the table for it)."""
+    bound = lake.rows_bound(table, version, dates)
+    if bound is not None and 1 <= max_rows and bound <= max_rows and (max_dates is None or 1 <= len(dates) <= max_dates):
+        return [list(dates)]
+    return row_batches(dates, rows_per_date(lake.scan(table, version), dates), max_rows, max_dates)
 
 
 def rows_per_date(frame: pl.LazyFrame, dates: list[dt.date]) -> dict[dt.date, int]:
@@ -303,7 +312,7 @@ def refresh_features(
         )  # fmt: skip
         report.state_refitted = True
 
-    batches = row_batches(dates, rows_per_date(lake.scan(silver, silver_version), dates), batch_rows, batch_dates)
+    batches = date_batches(lake, silver, silver_version, dates, batch_rows, batch_dates)
     for i, batch in enumerate(batches):
         rows = lake.scan(silver, silver_version).filter(pl.col(EVENT_DATE).is_in(batch))
         side_frames = {}

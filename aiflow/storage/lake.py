@@ -254,6 +254,29 @@ class Lake:
             frame = pl.scan_delta(self._snapshot(table, version))
         return frame.drop(list(DERIVED_COLUMNS), strict=False)
 
+    def rows_bound(self, table: str, version: int, dates: Iterable[dt.date]) -> int | None:
+        """At least as many rows as ``table`` holds on ``dates`` at ``version``, from the Delta log alone (no data read).
+
+        The rows of every file whose ``event_date`` statistics overlap the dates' range (a file without them
+        counts whole); None when the log lacks row counts or ``event_date`` statistics.
+        """
+        dates = sorted(set(dates))
+        if not dates:
+            return 0
+        files = pl.DataFrame(self._snapshot(table, version).get_add_actions(flatten=True))
+        low, high = f"min.{EVENT_DATE}", f"max.{EVENT_DATE}"
+        if not files.height:
+            return 0
+        if f"partition.{EVENT_DATE}" in files.columns:  # daily partitions: the date is the partition value
+            low = high = f"partition.{EVENT_DATE}"
+        if "num_records" not in files.columns or low not in files.columns or high not in files.columns:
+            return None
+        if files["num_records"].null_count():
+            return None
+        apart = ((pl.col(low) > dates[-1]) | (pl.col(high) < dates[0])).fill_null(False)  # no statistics: not apart
+        overlap = files.filter(~apart)
+        return int(overlap["num_records"].sum())
+
     def partition_columns(self, table: str) -> list[str]:
         """The partition columns ``table`` was created with (whatever the spec says now)."""
         return list(self.table(table).metadata().partition_columns)

@@ -33,7 +33,7 @@ def test_delta_rs_mislabels_the_history_of_a_handle_behind_the_log(tmp_path):
 
 
 def test_commits_of_a_range_survive_commits_made_while_the_log_is_read(tmp_path, monkeypatch):
-    lake = _lake(tmp_path)
+    lake = Lake(_lake(tmp_path).root)  # a new Lake: no handle kept from the writes, every one comes from Lake.table
     real = Lake.table
 
     def loaded_before_the_last_two(self, table, version=None):
