@@ -170,7 +170,8 @@ def encode(lf: pl.LazyFrame, state: FeatureState, spec: DatasetSpec) -> pl.LazyF
         )
     for column in numeric_inputs(spec):
         mean, std = state.stats.get(column, (0.0, 1.0))
-        exprs.append(((pl.col(column).cast(pl.Float64) - mean) / (std or 1.0)).fill_null(0.0).fill_nan(0.0).cast(pl.Float32).alias(NUM + column))
+        scaled = ((pl.col(column).cast(pl.Float64) - mean) / (std or 1.0)).cast(pl.Float32)  # NaN stays NaN
+        exprs.append(scaled.fill_nan(None).fill_null(0.0).alias(NUM + column))  # the fills run on float32 (half the bytes)
     return lf.with_columns(exprs)
 
 

@@ -69,9 +69,22 @@ def output_schema(spec: DatasetSpec) -> dict[str, pl.DataType]:
 
 
 def join_side_tables(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: DatasetSpec) -> pl.LazyFrame:
-    """As-of join every side table named in ``spec.joins``; columns come in as ``<table>_<column>``."""
+    """As-of join every side table named in ``spec.joins``; columns come in as ``<table>_<column>``.
+
+    Rows come out sorted by the event time, then the key.
+    """
+    return _join_in_place(lf, sides, spec).sort(spec.event_time, *spec.key)
+
+
+def _join_in_place(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: DatasetSpec) -> pl.LazyFrame:
+    """:func:`join_side_tables` without the sort: the rows of ``lf`` keep their order.
+
+    The as-of join runs on the distinct ``(by, event time)`` pairs of ``lf`` only (585k for the demo
+    benchmark's 10M flights), and a hash join brings the matched side values back to every row. Rows with the same pair
+    get the same side row either way, so the values are those of a row-by-row as-of join, without sorting
+    every column of ``lf`` first: :func:`build_features` sorts once at the end, on its narrow output.
+    """
     time = spec.event_time
-    lf = lf.sort(time, *spec.key)
     for join in spec.joins:
         side_spec = spec.side(join.table)
         side = (
@@ -83,10 +96,12 @@ def join_side_tables(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: Dat
             )
             .sort(_SIDE_TIME)
         )
-        lf = lf.join_asof(
+        points = lf.select(*join.by, time).unique().sort(time)
+        matched = points.join_asof(
             side, left_on=time, right_on=_SIDE_TIME, by=join.by, strategy="backward", tolerance=join.tolerance,
             check_sortedness=False,  # sorted above; polars cannot verify sortedness within by-groups
         ).drop(_SIDE_TIME, strict=False)
+        lf = lf.join(matched, on=[*join.by, time], how="left", nulls_equal=True, maintain_order="left")
     return lf
 
 
@@ -118,10 +133,11 @@ def build_features(
     silver: pl.LazyFrame, sides: dict[str, pl.LazyFrame], state: FeatureState, spec: DatasetSpec
 ) -> pl.LazyFrame:
     """Silver rows → model-ready rows (ids, target, features, event_date)."""
-    lf = join_side_tables(add_calendar(silver, spec), sides, spec)
-    # the join sorted by (event time, key); event_date is the UTC date of the event time, so that is
-    # already (event_date, event time, key) order: no second sort of every column
-    return encode(lf, state, spec).select(output_columns(spec))
+    lf = add_calendar(_join_in_place(silver, sides, spec), spec)
+    # sorted last, when only the output columns are left (narrow integer and float codes instead of every
+    # silver column); event_date is the UTC date of the event time, so (event time, key) order is already
+    # (event_date, event time, key) order
+    return encode(lf, state, spec).select(output_columns(spec)).sort(spec.event_time, *spec.key)
 
 
 def _reach_days(spec: DatasetSpec, join_table: str) -> int:
