@@ -134,6 +134,9 @@ def as_dates(values) -> list[dt.date]:
 #: Pinned table snapshots a :class:`Lake` keeps open per thread (see :meth:`Lake.scan`).
 SNAPSHOTS_KEPT = 16
 
+#: Commits :meth:`Lake.last_commit` reads first (then 4x more each time until found).
+LAST_COMMIT_WINDOW = 8
+
 #: Reads of a table's history before :func:`history_of` gives up on a log that keeps moving.
 HISTORY_ATTEMPTS = 100
 
@@ -297,12 +300,24 @@ class Lake:
         return sorted(found)
 
     def last_commit(self, table: str, key: str) -> dict | None:
-        """The newest commit whose metadata carries ``aiflow.<key>`` (e.g. a run's closing commit), or None."""
-        return next((c for c in self.history(table) if META + key in c), None)
+        """The newest commit whose metadata carries ``aiflow.<key>`` (e.g. a run's closing commit), or None.
+
+        The log is read backwards in growing windows (the last 8 commits, then 32, 128...): the commit sought
+        is usually among the last few, and each commit read costs ~0.1 ms (a year of daily commits: ~40 ms a call).
+        """
+        if not self.exists(table):
+            return None
+        window = LAST_COMMIT_WINDOW
+        while True:
+            since = max(self._head(table).version() - window + 1, 0)
+            found = next((c for c in self.history(table, since=since) if META + key in c), None)
+            if found is not None or since == 0:
+                return found
+            window *= 4
 
     def dates_since(self, table: str, since: int | None) -> list[dt.date] | None:
         """Dates rewritten in ``table`` by commits after version ``since``; None if the log no longer reaches back."""
-        history = self.history(table)
+        history = self.history(table, since=None if since is None else since + 1)  # only the commits after it
         if since is not None and history and min(c["version"] for c in history) > since + 1:
             return None
         key = META + "dates"

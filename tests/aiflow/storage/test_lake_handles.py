@@ -1,6 +1,7 @@
 """Scope: the handles a Lake keeps per thread (a head brought up to date instead of reopened, snapshots shared by the
 scans of one version) never show a stale head nor a moving snapshot; ``Lake.rows_bound`` and ``refine.date_batches``
-(batches from the Delta log's statistics) give the batches counting the rows gives, on every partitioning."""
+(batches from the Delta log's statistics) give the batches counting the rows gives, on every partitioning;
+``last_commit``/``dates_since``, which read only the end of the log, find what a read of the whole log finds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from aiflow.data.refine import date_batches, row_batches, rows_per_date
 from aiflow.spec import EVENT_DATE
-from aiflow.storage.lake import Lake, partition_columns
+from aiflow.storage.lake import LAST_COMMIT_WINDOW, META, Lake, partition_columns
 
 D = [dt.date(2031, 3, 30) + dt.timedelta(days=i) for i in range(5)]  # crosses a month boundary
 
@@ -71,3 +72,19 @@ def test_rows_without_a_date_count_in_the_bound(tmp_path, partitioning):
     v = lake.append("t", _rows({D[0]: 1}, "a"))
     assert lake.rows_bound("t", v, [D[0]]) == 3  # the all-null file has no date statistics: it counts whole
     assert date_batches(lake, "t", v, [D[0]], 2, None) == [[D[0]]]
+
+
+def test_the_newest_marked_commit_is_found_however_far_back(tmp_path):
+    lake = Lake(tmp_path)
+    assert lake.last_commit("t", "mark") is None and lake.dates_since("t", None) == []
+    commits = 4 * LAST_COMMIT_WINDOW + 3  # the marked commit lies past the first two windows
+    for v in range(commits):
+        marked = {"mark": f"m{v}"} if v in (1, 2) else {}
+        lake.append("t", _rows({D[v % 5]: 1}, str(v)), metadata={"dates": [D[v % 5].isoformat()], **marked})
+    whole = [c for c in lake.history("t") if META + "mark" in c][0]
+    found = lake.last_commit("t", "mark")
+    assert found["version"] == whole["version"] == 2 and found[META + "mark"] == "m2"
+    assert lake.last_commit("t", "absent") is None
+    assert lake.last_metadata("t", "dates") == f'["{D[(commits - 1) % 5].isoformat()}"]'
+    assert lake.dates_since("t", commits - 3) == sorted({D[(commits - 2) % 5], D[(commits - 1) % 5]})
+    assert lake.dates_since("t", commits - 1) == [] and lake.dates_since("t", None) == D
