@@ -190,7 +190,7 @@ def _ledger_state(lake: Lake, table: TableSpec) -> tuple[dict[str, tuple[str, st
     # commits only make it re-read more.
     version = lake.version(ledger)
     recent = lake.history(ledger, since=max(version - 19, 0))  # first: the handle at the head then serves the scan
-    frame = lake.scan(ledger, version).select("sha256", "file", "batch_id", "outcome").collect()
+    frame = lake.read(ledger, version, ["sha256", "file", "batch_id", "outcome"])
     done = frame.filter(pl.col("outcome") == INGESTED)
     owners = {h: (f, b) for h, f, b in zip(done["sha256"], done["file"], done["batch_id"], strict=True)}
     marks = [int(c[META + INDEXED_THROUGH]) for c in recent if META + INDEXED_THROUGH in c and c["version"] <= version]

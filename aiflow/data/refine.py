@@ -142,7 +142,7 @@ def _new_ledger_dates(lake: Lake, table: TableSpec, since: int | None, entries: 
     ``batch_id``, ``outcome`` and ``event_dates`` at the version the run reads (one read of the ledger per run)."""
     current = entries.lazy().filter(pl.col("outcome") == INGESTED)
     if since is not None:
-        old = lake.scan(Tables.ledger(table.name), version=since).select("batch_id").unique()
+        old = lake.read(Tables.ledger(table.name), since, ["batch_id"]).lazy().unique()
         current = current.join(old, on="batch_id", how="anti")
     return _dates(current.select(pl.col("event_dates").explode()).collect().to_series().to_list())
 
@@ -165,7 +165,7 @@ def refresh_silver(
     report.upstream = {ledger: ledger_version, bronze: bronze_version}
     last = lake.last_metadata(silver, "ledger_version")
     report.full_refresh = full or last is None
-    entries = lake.scan(ledger, ledger_version).select("batch_id", "outcome", "event_dates").collect()
+    entries = lake.read(ledger, ledger_version, ["batch_id", "outcome", "event_dates"])
     if report.full_refresh:
         report.dates = _dates(lake.scan(bronze, bronze_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
     else:

@@ -134,6 +134,9 @@ def as_dates(values) -> list[dt.date]:
 #: Pinned table snapshots a :class:`Lake` keeps open per thread (see :meth:`Lake.scan`).
 SNAPSHOTS_KEPT = 16
 
+#: Rows up to which :meth:`Lake.read` keeps a read for the next one of the same version.
+KEPT_READ_ROWS = 200_000
+
 #: Commits :meth:`Lake.last_commit` reads first (then 4x more each time until found).
 LAST_COMMIT_WINDOW = 8
 
@@ -256,6 +259,25 @@ class Lake:
         else:
             frame = pl.scan_delta(self._snapshot(table, version))
         return frame.drop(list(DERIVED_COLUMNS), strict=False)
+
+    def read(self, table: str, version: int, columns: list[str]) -> pl.DataFrame:
+        """``columns`` of ``table`` at ``version``, read once per thread while the version's rows stay few.
+
+        A version never changes, so a small read (the ledger: one row per file) is kept and served again,
+        from any kept read of that version with those columns (ingestion and the silver refresh read the
+        same ledger version; each read costs ~0.2 ms per file of the table). Frames of more than
+        ``KEPT_READ_ROWS`` rows are not kept. Callers must not modify the frame (Polars frames are immutable).
+        """
+        reads: OrderedDict = self._local.__dict__.setdefault("reads", OrderedDict())
+        for (name, at, kept), frame in reversed(reads.items()):
+            if name == table and at == version and set(columns) <= set(kept):
+                return frame.select(columns)
+        frame = self.scan(table, version).select(columns).collect()
+        if frame.height <= KEPT_READ_ROWS:
+            reads[(table, version, tuple(columns))] = frame
+            while len(reads) > SNAPSHOTS_KEPT:
+                reads.popitem(last=False)
+        return frame
 
     def rows_bound(self, table: str, version: int, dates: Iterable[dt.date]) -> int | None:
         """At least as many rows as ``table`` holds on ``dates`` at ``version``, from the Delta log alone (no data read).
@@ -512,4 +534,10 @@ class Lake:
 
     def vacuum(self, table: str, retention_hours: int = 168) -> list[str]:
         # the caller chose the retention; below Delta's 7-day default, readers pinned to older versions lose them
-        return self.table(table).vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+        removed = self.table(table).vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+        # and so do this thread's kept snapshots and reads: older versions read again fail as they would have
+        kept = self._local.__dict__
+        for cache in (kept.get("snapshots", {}), kept.get("reads", {})):
+            for key in [k for k in cache if k[0] == table]:
+                del cache[key]
+        return removed

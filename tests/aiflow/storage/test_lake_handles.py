@@ -1,7 +1,8 @@
 """Scope: the handles a Lake keeps per thread (a head brought up to date instead of reopened, snapshots shared by the
 scans of one version) never show a stale head nor a moving snapshot; ``Lake.rows_bound`` and ``refine.date_batches``
 (batches from the Delta log's statistics) give the batches counting the rows gives, on every partitioning;
-``last_commit``/``dates_since``, which read only the end of the log, find what a read of the whole log finds."""
+``last_commit``/``dates_since``, which read only the end of the log, find what a read of the whole log finds; a read
+kept by ``Lake.read`` is that version's content."""
 
 from __future__ import annotations
 
@@ -88,3 +89,21 @@ def test_the_newest_marked_commit_is_found_however_far_back(tmp_path):
     assert lake.last_metadata("t", "dates") == f'["{D[(commits - 1) % 5].isoformat()}"]'
     assert lake.dates_since("t", commits - 3) == sorted({D[(commits - 2) % 5], D[(commits - 1) % 5]})
     assert lake.dates_since("t", commits - 1) == [] and lake.dates_since("t", None) == D
+
+
+def test_a_kept_read_is_the_version_read(tmp_path, monkeypatch):
+    lake = Lake(tmp_path)
+    v = lake.append("t", _rows({D[0]: 2, D[1]: 1}, "a"))
+    first = lake.read("t", v, [EVENT_DATE, "tag"])
+    Lake(tmp_path).append("t", _rows({D[2]: 1}, "b"))  # the table moves on; version v does not
+    scans: list[int] = []
+    real_scan = Lake.scan
+    monkeypatch.setattr(Lake, "scan", lambda self, table, version=None: scans.append(version) or real_scan(self, table, version))
+    assert lake.read("t", v, ["tag"]).to_dict(as_series=False) == {"tag": ["a", "a", "a"]} and scans == []  # kept, no read
+    assert lake.read("t", v + 1, ["tag"])["tag"].sort().to_list() == ["a", "a", "a", "b"] and scans == [v + 1]
+    assert lake.read("t", v, [EVENT_DATE]).equals(first.select(EVENT_DATE)) and scans == [v + 1]
+    monkeypatch.setattr("aiflow.storage.lake.KEPT_READ_ROWS", 1)
+    other = Lake(tmp_path)  # keeps its own reads: none yet
+    other.read("t", v, ["tag"])  # 3 rows: too many to keep
+    other.read("t", v, ["tag"])
+    assert scans == [v + 1, v, v]
