@@ -158,8 +158,13 @@ def add_calendar(lf: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
 
 def encode(lf: pl.LazyFrame, state: FeatureState, spec: DatasetSpec) -> pl.LazyFrame:
     """Apply a fitted state: categorical indices (0 = unknown) and standardised numerics."""
+    return lf.with_columns(encode_columns(state, spec.features.categorical, numeric_inputs(spec)))
+
+
+def encode_columns(state: FeatureState, categorical: Sequence[str], numeric: Sequence[str]) -> list[pl.Expr]:
+    """The expressions of :func:`encode` for some of the columns (``cat_<c>`` and ``num_<c>``)."""
     exprs = []
-    for column in spec.features.categorical:
+    for column in categorical:
         vocab = state.vocab.get(column, [])
         mapping = pl.DataFrame({"v": vocab, "i": pl.int_range(1, len(vocab) + 1, eager=True, dtype=pl.Int32)})
         exprs.append(
@@ -168,11 +173,11 @@ def encode(lf: pl.LazyFrame, state: FeatureState, spec: DatasetSpec) -> pl.LazyF
             .replace_strict(mapping["v"], mapping["i"], default=UNKNOWN, return_dtype=pl.Int32)
             .alias(CAT + column)
         )
-    for column in numeric_inputs(spec):
+    for column in numeric:
         mean, std = state.stats.get(column, (0.0, 1.0))
         scaled = ((pl.col(column).cast(pl.Float64) - mean) / (std or 1.0)).cast(pl.Float32)  # NaN stays NaN
         exprs.append(scaled.fill_nan(None).fill_null(0.0).alias(NUM + column))  # the fills run on float32 (half the bytes)
-    return lf.with_columns(exprs)
+    return exprs
 
 
 # --------------------------------------------------------------- feature columns → model inputs

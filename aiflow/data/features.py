@@ -26,6 +26,7 @@ from aiflow.data.encoding import (
     FeatureState,
     add_calendar,
     encode,
+    encode_columns,
     feature_columns,
     numeric_inputs,
 )
@@ -76,6 +77,32 @@ def join_side_tables(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: Dat
     return _join_in_place(lf, sides, spec).sort(spec.event_time, *spec.key)
 
 
+def _join_sorted(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: DatasetSpec) -> pl.LazyFrame:
+    """:func:`join_side_tables` by sorting the rows first, then one as-of join per side table (the cheaper
+    order when every row is kept, as in :func:`build_features`; same values and order)."""
+    time = spec.event_time
+    lf = lf.sort(time, *spec.key)
+    for join in spec.joins:
+        lf = lf.join_asof(
+            _side(sides, spec, join), left_on=time, right_on=_SIDE_TIME, by=join.by, strategy="backward",
+            tolerance=join.tolerance, check_sortedness=False,  # sorted above; polars cannot verify sortedness within by-groups
+        ).drop(_SIDE_TIME, strict=False)
+    return lf
+
+
+def _side(sides: dict[str, pl.LazyFrame], spec: DatasetSpec, join) -> pl.LazyFrame:
+    """The side table of ``join``: its by columns, its event time and its joined columns as ``<table>_<column>``."""
+    return (
+        sides[join.table]
+        .select(
+            *join.by,
+            pl.col(spec.side(join.table).event_time).alias(_SIDE_TIME),
+            *(pl.col(c).alias(f"{join.table}_{c}") for c in join.columns),
+        )
+        .sort(_SIDE_TIME)
+    )
+
+
 def _join_in_place(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: DatasetSpec) -> pl.LazyFrame:
     """:func:`join_side_tables` without the sort: the rows of ``lf`` keep their order.
 
@@ -86,16 +113,7 @@ def _join_in_place(lf: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: Datas
     """
     time = spec.event_time
     for join in spec.joins:
-        side_spec = spec.side(join.table)
-        side = (
-            sides[join.table]
-            .select(
-                *join.by,
-                pl.col(side_spec.event_time).alias(_SIDE_TIME),
-                *(pl.col(c).alias(f"{join.table}_{c}") for c in join.columns),
-            )
-            .sort(_SIDE_TIME)
-        )
+        side = _side(sides, spec, join)
         points = lf.select(*join.by, time).unique().sort(time)
         matched = points.join_asof(
             side, left_on=time, right_on=_SIDE_TIME, by=join.by, strategy="backward", tolerance=join.tolerance,
@@ -133,11 +151,18 @@ def build_features(
     silver: pl.LazyFrame, sides: dict[str, pl.LazyFrame], state: FeatureState, spec: DatasetSpec
 ) -> pl.LazyFrame:
     """Silver rows → model-ready rows (ids, target, features, event_date)."""
-    lf = add_calendar(_join_in_place(silver, sides, spec), spec)
-    # sorted last, when only the output columns are left (narrow integer and float codes instead of every
-    # silver column); event_date is the UTC date of the event time, so (event time, key) order is already
+    # the main table's columns are encoded first and only the columns the output and the joins need are sorted
+    # (narrow codes instead of every raw silver column); the side columns are encoded after the join, which
+    # sorted by (event time, key): event_date is the UTC date of the event time, so that is already
     # (event_date, event time, key) order
-    return encode(lf, state, spec).select(output_columns(spec)).sort(spec.event_time, *spec.key)
+    ids = [c for c in output_columns(spec) if c in silver.collect_schema()]
+    by = [c for j in spec.joins for c in j.by]
+    lf = add_calendar(silver, spec).with_columns(encode_columns(state, spec.features.categorical, spec.features.numeric))
+    encoded = [CAT + c for c in spec.features.categorical] + [NUM + c for c in spec.features.numeric]
+    lf = lf.select(list(dict.fromkeys([*ids, *encoded, *by, *(CAL + c for c in spec.features.calendar)])))
+    lf = _join_sorted(lf, sides, spec)
+    side_inputs = [c for c in numeric_inputs(spec) if c not in spec.features.numeric]
+    return lf.with_columns(encode_columns(state, [], side_inputs)).select(output_columns(spec))
 
 
 def _reach_days(spec: DatasetSpec, join_table: str) -> int:

@@ -1,6 +1,7 @@
-"""Scope: the side-table join on distinct (by, event time) pairs and the late sort of build_features give exactly the
-values and row order of a row-by-row as-of join on the sorted rows; the numeric scaling's NaN/null/inf rules. Tiny spec
-in New York and in Kolkata with another tolerance, rows shuffled, repeated pairs, null join keys."""
+"""Scope: join_side_tables (as-of join on the distinct (by, event time) pairs, hash join back) and build_features (main
+columns encoded before the sort, side columns after the as-of join) give exactly the values and row order of the
+row-by-row pipeline they replaced; the numeric scaling's NaN/null/inf rules. Tiny spec in New York and in Kolkata with
+another tolerance, rows shuffled, repeated pairs, null join keys, a gap in the side readings."""
 
 from __future__ import annotations
 
