@@ -43,9 +43,7 @@ def run(flights: pl.DataFrame, sides_bronze: dict[str, pl.DataFrame], spec: Data
 
     t = time.perf_counter()
     lazy_sides = {k: v.lazy() for k, v in sides.items()}
-    base = F.join_side_tables(silver.lazy(), lazy_sides, spec)
-    window = F.training_window(base, spec)
-    state = F.fit_state(window if window.select(pl.len()).collect().item() else base, spec)
+    state, _ = F.fit_on_training_window(silver.lazy(), lazy_sides, spec)
     phases["join_fit"] = time.perf_counter() - t
     probe("join_fit")
 

@@ -62,10 +62,9 @@ from pydantic import BaseModel, Field
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from aiflow.data.cleanse import silver_columns
-from aiflow.data.features import build_features, fit_state, join_side_tables, side_window, training_window
+from aiflow.data.features import build_features, fit_on_training_window, side_window
 from aiflow.data.ingest import INGESTED
 from aiflow.data.refine import BATCH_ROWS, cleanse_rows, load_state, moved_keys, row_batches, rows_per_date
-from aiflow.data.split import frame_windows
 from aiflow.spec import EVENT_DATE, DatasetSpec, TableSpec
 from aiflow.storage.lake import Lake, Tables, as_dates, dates_predicate
 
@@ -304,12 +303,10 @@ def plan_features(
     state_version = lake.version(state_table)
     if refit or state_version is None or load_state(lake, spec, state_version) is None:
         sides = {j.table: lake.scan(Tables.silver(j.table), upstream[Tables.silver(j.table)]) for j in spec.joins}
-        base = join_side_tables(lake.scan(silver, upstream[silver]), sides, spec)
-        window = training_window(base, spec)
-        state = fit_state(window if window.select(pl.len()).collect().item() else base, spec)
+        state, windows = fit_on_training_window(lake.scan(silver, upstream[silver]), sides, spec)
         state_version = lake.overwrite(
             state_table, state.to_frame(),
-            metadata={"silver_version": str(upstream[silver]), "fit_window": json.dumps(frame_windows(base, spec.split).as_dict())},
+            metadata={"silver_version": str(upstream[silver]), "fit_window": json.dumps(windows.as_dict())},
         )  # fmt: skip
     frame = lake.scan(silver, upstream[silver])
     counts = rows_per_date(frame, as_dates(_all_dates(frame)))

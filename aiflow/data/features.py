@@ -30,13 +30,13 @@ from aiflow.data.encoding import (
     feature_columns,
     numeric_inputs,
 )
-from aiflow.data.split import frame_windows
+from aiflow.data.split import Windows, frame_windows
 from aiflow.spec import EVENT_DATE, POLARS_TYPES, DatasetSpec
 
 #: The encoding rules live in :mod:`aiflow.data.encoding`; re-exported here for the data-plane callers.
 __all__ = [
     "CAL", "CAT", "NUM", "STATE_SCHEMA", "FeatureColumns", "FeatureState", "add_calendar", "build_features", "encode",
-    "feature_columns", "fit_state", "join_side_tables", "numeric_inputs", "output_columns", "output_schema",
+    "feature_columns", "fit_on_training_window", "fit_state", "join_side_tables", "numeric_inputs", "output_columns", "output_schema",
     "side_dates_affected", "side_window", "training_window",
 ]  # fmt: skip
 
@@ -127,6 +127,20 @@ def training_window(lf: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
     """The training rows of the split policy over ``lf`` (:mod:`aiflow.data.split`): encoders are fitted on
     these only (no look-ahead). A relative policy counts back from the newest event date of ``lf``."""
     return lf.filter(frame_windows(lf, spec.split).train())
+
+
+def fit_on_training_window(silver: pl.LazyFrame, sides: dict[str, pl.LazyFrame], spec: DatasetSpec) -> tuple[FeatureState, Windows]:
+    """The state fitted on the split policy's training rows of ``silver`` (on every row when the window holds none),
+    and the windows that chose them.
+
+    The windows and the training rows come from silver's event dates, and the side tables are joined to those rows
+    only: the as-of join keeps every row as it is, so these are the rows of joining everything first and filtering
+    after, without joining (three times: windows, count, fit) the rows the filter drops.
+    """
+    windows = frame_windows(silver, spec.split)
+    train = silver.filter(windows.train())
+    rows = train if train.select(pl.len()).collect().item() else silver
+    return fit_state(join_side_tables(rows, sides, spec), spec), windows
 
 
 def fit_state(lf: pl.LazyFrame, spec: DatasetSpec) -> FeatureState:

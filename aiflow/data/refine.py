@@ -28,14 +28,11 @@ from aiflow.data.cleanse import RECENCY, cleanse, silver_columns
 from aiflow.data.features import (
     FeatureState,
     build_features,
-    fit_state,
-    join_side_tables,
+    fit_on_training_window,
     side_dates_affected,
     side_window,
-    training_window,
 )
 from aiflow.data.ingest import INGESTED, QUARANTINE_SCHEMA
-from aiflow.data.split import frame_windows
 from aiflow.spec import EVENT_DATE, DatasetSpec, TableSpec
 from aiflow.storage.lake import META, Lake, Tables, dates_predicate
 from aiflow.storage.lake import as_dates as _dates
@@ -300,12 +297,9 @@ def refresh_features(
         return report
 
     if state is None:
-        base = join_side_tables(lake.scan(silver, silver_version), sides(), spec)
         # fitted once on the policy's training window of the data present now, then kept as the window moves
         # (see the module docstring): every partition written stays valid, training needs no re-encoding
-        windows = frame_windows(base, spec.split)
-        window = training_window(base, spec)
-        state = fit_state(window if window.select(pl.len()).collect().item() else base, spec)
+        state, windows = fit_on_training_window(lake.scan(silver, silver_version), sides(), spec)
         state_version = lake.overwrite(
             Tables.feature_state(spec.name), state.to_frame(),
             metadata={"silver_version": str(silver_version), "fit_window": json.dumps(windows.as_dict())},

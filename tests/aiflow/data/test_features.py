@@ -241,3 +241,40 @@ def test_side_dates_reach_back_by_the_join_tolerance(tiny_dict, tolerance, reach
     d = dt.date(2013, 1, 10)
     assert side_window([d, d + dt.timedelta(days=2)], spec, "weather") == (d - dt.timedelta(days=reach), d + dt.timedelta(days=2))
     assert side_dates_affected([d], spec, "weather") == [d + dt.timedelta(days=k) for k in range(reach + 1)]
+
+
+@pytest.mark.parametrize("split", [None, {"kind": "relative", "train_days": 40, "valid_days": 20, "test_days": 10}, {"valid_from": "2012-01-01", "test_from": "2012-02-01"}])
+def test_fit_on_training_window_fits_what_joining_everything_then_filtering_fits(tiny_dict, split):
+    """The state is fitted on silver's training rows joined to the side tables, instead of on all rows joined and then
+    filtered: same windows, same rows, same vocabularies and statistics, for a fixed split, a relative one (windows
+    from the newest event date) and a window that holds no row (every row fits, as before)."""
+    from aiflow.data.features import fit_on_training_window
+    from aiflow.data.split import frame_windows
+
+    if split is not None:
+        tiny_dict["split"] = split
+    spec = parse_spec(tiny_dict)
+    carriers, origins = ["AA", "UA", "DL", "B6"], ["JFK", "EWR", "LGA"]
+    start = utc(2013, 8, 1, 3)
+    rows = [
+        {"ts": start + dt.timedelta(hours=7 * i), "carrier": carriers[(i * 7) % 4 if i < 300 else 3], "origin": origins[i % 3],
+         "distance": 100.0 + (i * 37) % 900, "seats": 50 + i % 120}
+        for i in range(520)
+    ]  # fmt: skip
+    readings = [(o, start + dt.timedelta(hours=2 * k), None if k % 11 == 0 else 10.0 + (k * 13) % 25) for k in range(1900) for o in origins[: 1 + k % 3]]
+    s, sides = silver(rows), {"weather": weather(readings)}
+
+    base = join_side_tables(s, sides, spec)
+    window = training_window(base, spec)
+    expected = fit_state(window if window.select(pl.len()).collect().item() else base, spec)
+    state, windows = fit_on_training_window(s, sides, spec)
+
+    assert windows == frame_windows(base, spec.split)
+    assert state.rows == expected.rows and state.vocab == expected.vocab
+    assert state.stats.keys() == expected.stats.keys() and "weather_temp" in state.stats
+    for column, stats in expected.stats.items():
+        assert state.stats[column] == pytest.approx(stats, rel=1e-12), column
+    if split and split.get("valid_from") == "2012-01-01":
+        assert state.rows == len(rows)  # no training row: fitted on every row, as before
+    else:
+        assert 0 < state.rows < len(rows)
