@@ -12,7 +12,6 @@ opens the tables of a lazy scan in its own threads: those show as ``polars threa
 from __future__ import annotations
 
 import argparse
-import functools
 import shutil
 import statistics
 import time
@@ -29,9 +28,7 @@ from aiflow.storage import lake as lake_module
 from aiflow.storage.lake import Lake
 from aiflow.storage.landing import LocalLandingZone
 from benchmarks.data import ensure_days
-from benchmarks.worker import bench_spec, clone_lake
-
-SECONDS: dict[tuple[str, str], list[float]] = defaultdict(list)
+from benchmarks.worker import Timers, bench_spec, clone_lake
 
 
 def _site() -> str:
@@ -42,21 +39,16 @@ def _site() -> str:
     return f"{inner.filename.split('/aiflow/')[1]}:{inner.lineno} {inner.name} <- {outer.name}:{outer.lineno}"
 
 
-def _timed(owner, attr: str, label: str, static: bool = False) -> None:
-    original = getattr(owner, attr)
+def _site_key(label: str):
+    """Timers key: (label, the engine line that caused the call [the table written])."""
 
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            target = args[0] if args else None
-            uri = getattr(target, "table_uri", target) if label == "write" else None
-            table = " [" + "/".join(str(uri).rstrip("/").split("/")[-2:]) + "]" if uri else ""
-            SECONDS[(label, _site() + table)].append(time.perf_counter() - start)
+    def key(args) -> tuple[str, str]:
+        target = args[0] if args else None
+        uri = getattr(target, "table_uri", target) if label == "write" else None
+        table = " [" + "/".join(str(uri).rstrip("/").split("/")[-2:]) + "]" if uri else ""
+        return label, _site() + table
 
-    setattr(owner, attr, staticmethod(wrapper) if static else wrapper)
+    return key
 
 
 def main() -> None:
@@ -88,20 +80,19 @@ def main() -> None:
         return time.perf_counter() - start
 
     step(template, days[0])  # imports and first calls
-    _timed(deltalake.DeltaTable, "__init__", "open")
-    _timed(deltalake.DeltaTable, "history", "log read")
-    _timed(deltalake.DeltaTable, "update_incremental", "log update")
-    _timed(deltalake.DeltaTable, "is_deltatable", "exists", static=True)
-    _timed(lake_module, "write_deltalake", "write")
-    _timed(pl.LazyFrame, "collect", "collect")
+    timers = Timers()
+    for owner, attr, label in ((deltalake.DeltaTable, "__init__", "open"), (deltalake.DeltaTable, "history", "log read"),
+                               (deltalake.DeltaTable, "update_incremental", "log update"), (deltalake.DeltaTable, "is_deltatable", "exists"),
+                               (lake_module, "write_deltalake", "write"), (pl.LazyFrame, "collect", "collect")):  # fmt: skip
+        timers.wrap(owner, attr, key=_site_key(label), static=attr == "is_deltatable")
     totals: dict[str, list[float]] = {"day1 empty": [], f"day{opts.history_days + 1} history": []}
     sites: dict[str, dict] = {name: defaultdict(float) for name in totals}
     for _ in range(opts.repeats):
         for name, (src, day) in zip(totals, ((template, days[0]), (history, days[opts.history_days])), strict=True):
-            SECONDS.clear()
+            timers.seconds.clear()
             totals[name].append(step(src, day))
-            for key, values in SECONDS.items():
-                sites[name][key] += sum(values) / opts.repeats
+            for key, seconds in timers.seconds.items():
+                sites[name][key] += seconds / opts.repeats
     for name, values in totals.items():
         print(f"\n{name}: step {statistics.median(values):.3f} s (median of {opts.repeats})")
         for (label, site), seconds in sorted(sites[name].items(), key=lambda kv: -kv[1])[:25]:

@@ -80,14 +80,17 @@ def clone_lake(src: Path, dst: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- ingestion
-class _Timers:
-    """Accumulate wall time of wrapped engine functions (a perf_counter pair per call: negligible)."""
+class Timers:
+    """Accumulate wall time of wrapped engine functions (a perf_counter pair per call: negligible).
+
+    ``key(args)`` names the entry of a call (default: ``label``); ``static`` wraps a staticmethod.
+    """
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
 
-    def wrap(self, owner, attr: str, label: str | None = None, key=None):
+    def wrap(self, owner, attr: str, label: str | None = None, key=None, static: bool = False):
         original = getattr(owner, attr)
         label = label or attr
 
@@ -101,7 +104,7 @@ class _Timers:
                 self.seconds[name] += time.perf_counter() - start
                 self.calls[name] += 1
 
-        setattr(owner, attr, wrapper)
+        setattr(owner, attr, staticmethod(wrapper) if static else wrapper)
 
 
 def task_ingest_engine(args: dict) -> dict:
@@ -119,7 +122,7 @@ def task_ingest_engine(args: dict) -> dict:
     lake = Lake(lake_root)
     zone = LocalLandingZone(args["zone"])
 
-    timers = _Timers()
+    timers = Timers()
     if args.get("breakdown", True):
         timers.wrap(ingest_mod, "read_file")
         timers.wrap(ingest_mod, "split_typed")
