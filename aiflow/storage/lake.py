@@ -163,6 +163,15 @@ def history_of(handle: DeltaTable, since: int | None = None) -> list[dict]:
     raise RuntimeError(f"{handle.table_uri}: the log kept moving while its history was read ({HISTORY_ATTEMPTS} attempts)")
 
 
+class _Kept(threading.local):
+    """What a :class:`Lake` keeps per thread: head handles, pinned snapshots and small reads (each thread gets its own)."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, DeltaTable] = {}
+        self.snapshots: OrderedDict[tuple[str, int], DeltaTable] = OrderedDict()
+        self.reads: OrderedDict[tuple[str, int, tuple[str, ...]], pl.DataFrame] = OrderedDict()
+
+
 class Lake:
     """Delta tables under one root URI.
 
@@ -178,14 +187,14 @@ class Lake:
             root = str(Path(root).resolve())
         self.root = root.rstrip("/")
         self.storage_options = dict(storage_options or {})
-        self._local = threading.local()
+        self._kept = _Kept()
 
     def __getstate__(self) -> dict:
         return {"root": self.root, "storage_options": self.storage_options}
 
     def __setstate__(self, state: dict) -> None:
         self.root, self.storage_options = state["root"], state["storage_options"]
-        self._local = threading.local()
+        self._kept = _Kept()
 
     def __repr__(self) -> str:
         return f"Lake({self.root!r})"
@@ -211,7 +220,7 @@ class Lake:
         ingest + refresh asks ~20 times for the head of the same few tables (benchmarks/README.md, day 31).
         The handle is only ever moved forward (version, history, writes), never read through by a scan.
         """
-        heads = self._local.__dict__.setdefault("heads", {})
+        heads = self._kept.heads
         handle = heads.pop(table, None)
         if handle is not None:
             try:
@@ -229,11 +238,11 @@ class Lake:
         The head handle, when it is at that version, becomes the snapshot (the next :meth:`_head` opens a new
         one): the usual order is ``version()`` then scans of that version, and the open is saved.
         """
-        snapshots: OrderedDict = self._local.__dict__.setdefault("snapshots", OrderedDict())
+        snapshots = self._kept.snapshots
         key = (table, version)
         handle = snapshots.pop(key, None)
         if handle is None:
-            heads = self._local.__dict__.setdefault("heads", {})
+            heads = self._kept.heads
             if table in heads and heads[table].version() == version:
                 handle = heads.pop(table)
             else:
@@ -268,7 +277,7 @@ class Lake:
         same ledger version; each read costs ~0.2 ms per file of the table). Frames of more than
         ``KEPT_READ_ROWS`` rows are not kept. Callers must not modify the frame (Polars frames are immutable).
         """
-        reads: OrderedDict = self._local.__dict__.setdefault("reads", OrderedDict())
+        reads = self._kept.reads
         for (name, at, kept), frame in reversed(reads.items()):
             if name == table and at == version and set(columns) <= set(kept):
                 return frame.select(columns)
@@ -384,7 +393,7 @@ class Lake:
         try:
             write_deltalake(handle, rows.to_arrow(), commit_properties=self._props(metadata), **options)
         except BaseException:
-            self._local.__dict__.get("heads", {}).pop(table, None)  # whatever state the failed commit left it in
+            self._kept.heads.pop(table, None)  # whatever state the failed commit left it in
             raise
         return handle.version()
 
@@ -478,7 +487,7 @@ class Lake:
             if self._create(table, df, partition_by, metadata) is None:
                 raise CommitFailedError(f"{self.uri(table)} was created by another writer meanwhile")
             return 0
-        heads = self._local.__dict__.setdefault("heads", {})
+        heads = self._kept.heads
         # the head handle, when still at read_version, is that snapshot (and stays the head after the commit)
         handle = heads.pop(table) if table in heads and heads[table].version() == read_version else self.table(table, version=read_version)
         rows = laid_out(df, handle.metadata().partition_columns)
@@ -536,8 +545,7 @@ class Lake:
         # the caller chose the retention; below Delta's 7-day default, readers pinned to older versions lose them
         removed = self.table(table).vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
         # and so do this thread's kept snapshots and reads: older versions read again fail as they would have
-        kept = self._local.__dict__
-        for cache in (kept.get("snapshots", {}), kept.get("reads", {})):
+        for cache in (self._kept.snapshots, self._kept.reads):
             for key in [k for k in cache if k[0] == table]:
                 del cache[key]
         return removed
