@@ -28,6 +28,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from aiflow.spec import EVENT_DATE, EVENT_MONTH, Partitioning
+from aiflow.storage import rewrite
 
 #: Prefix of the custom commit metadata the engine writes (watermarks, dates touched).
 META = "aiflow."
@@ -144,17 +145,19 @@ LAST_COMMIT_WINDOW = 8
 HISTORY_ATTEMPTS = 100
 
 
-def history_of(handle: DeltaTable, since: int | None = None) -> list[dict]:
+def history_of(handle: DeltaTable, since: int | None = None, *, at_head: bool = False) -> list[dict]:
     """The commits of ``handle``'s table, newest first (``since``: from that version on), each with its true version.
 
     delta-rs 1.6 ``DeltaTable.history()`` reads the newest commits of the log as it is when called, but numbers
     them down from the version the handle was *loaded* at: on a handle pinned to an older version, or overtaken
     by another writer's commit, every label is wrong (an ingestion then took another batch's claim for the one
     it missed and committed a file twice). So the handle is brought to the head of the log and a read is kept
-    only if the head did not move during it. ``handle`` is left at the head.
+    only if the head did not move during it. ``handle`` is left at the head. ``at_head``: the caller has just
+    brought the handle to the head (saves one read of the log listing).
     """
-    for _ in range(HISTORY_ATTEMPTS):
-        handle.update_incremental()
+    for attempt in range(HISTORY_ATTEMPTS):
+        if attempt or not at_head:
+            handle.update_incremental()
         head = handle.version()
         found = handle.history(None if since is None else max(head - since + 1, 1))
         handle.update_incremental()
@@ -204,6 +207,9 @@ class Lake:
 
     # ---------------------------------------------------------------- reading
     def exists(self, table: str) -> bool:
+        """Whether the table exists (a table this thread holds open exists: its handle is moved forward, or reopened if it is gone)."""
+        if table in self._kept.heads:
+            return True
         return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options)
 
     def table(self, table: str, version: int | None = None) -> DeltaTable:
@@ -228,7 +234,7 @@ class Lake:
             except (DeltaError, OSError):
                 handle = None  # the table was removed or rewritten under us: open it again
         if handle is None:
-            handle = self.table(table)
+            handle = self.table(table)  # raises if the table is gone; then exists() asks the store again
         heads[table] = handle
         return handle
 
@@ -323,7 +329,7 @@ class Lake:
 
         The engine's own metadata keys start with ``aiflow.``. See :func:`history_of`.
         """
-        return history_of(self._head(table), since) if self.exists(table) else []
+        return history_of(self._head(table), since, at_head=True) if self.exists(table) else []
 
     def commit_metadata(self, table: str, key: str) -> list[tuple[int, str]]:
         """(version, value) of every commit that carries ``aiflow.<key>``, oldest first."""
@@ -434,13 +440,16 @@ class Lake:
                 return created
         return self._write(table, df, metadata, mode="overwrite", predicate=predicate, schema_mode="merge")
 
+    @_retry_conflicts
     def replace_dates(
         self, table: str, df: pl.DataFrame, dates: Iterable[dt.date], *, partitioning: Partitioning = "month", metadata=None
     ) -> int:
         """Replace every row of the given event dates with ``df``, in one atomic commit: incremental and idempotent.
 
-        The predicate names the dates (``event_date IN (...)``), which works whatever the table's
-        partitioning: delta-rs rewrites only the files whose statistics or partition may hold those dates.
+        Only the files whose partition or ``event_date`` statistics may hold those dates are read; the rows
+        they keep are written to files of their own, apart from the new rows (:mod:`aiflow.storage.rewrite`),
+        so a daily replace costs the same on day 31 of a month as on day 1. A change of schema goes through
+        delta-rs's predicate overwrite (``event_date IN (...)``) instead. Retries on a concurrent-commit conflict.
 
         Args:
             table: the table.
@@ -452,8 +461,22 @@ class Lake:
         dates = sorted(set(dates))
         if not dates:
             raise ValueError("replace_dates needs at least one date")
-        columns = partition_columns(partitioning)
-        return self.replace_where(table, df, dates_predicate(dates), partition_by=columns, metadata=metadata)
+        if not self.exists(table):
+            created = self._create(table, df, partition_columns(partitioning), metadata)
+            if created is not None:
+                return created
+        handle = self._head(table)
+        custom = self._props(metadata).custom_metadata if metadata else None
+        try:
+            rows = laid_out(df, handle.metadata().partition_columns)
+            version = rewrite.replace_dates_apart(handle, rows, dates, storage_options=self.storage_options, custom_metadata=custom)
+        except BaseException:
+            self._kept.heads.pop(table, None)  # whatever state the failed commit left it in
+            raise
+        if version is not None:
+            return version
+        # a schema change, or a table the engine's rewrite does not handle: delta-rs's predicate overwrite
+        return self._write(table, df, metadata, mode="overwrite", predicate=dates_predicate(dates), schema_mode="merge")
 
     def add_claiming(
         self,

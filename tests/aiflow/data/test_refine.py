@@ -301,17 +301,17 @@ def test_failed_refit_is_completed_by_the_next_run(lake, landing, day6, spec, mo
     run(lake, landing, spec)
     add_new_day(landing, day6)
     run(lake, landing, spec)
-    original = Lake.replace_where
+    original = Lake.replace_dates
 
     def failing(self, table, *args, **kwargs):
         if table.startswith("features/"):
             raise OSError("lost the connection while writing features")
         return original(self, table, *args, **kwargs)
 
-    monkeypatch.setattr(Lake, "replace_where", failing)
+    monkeypatch.setattr(Lake, "replace_dates", failing)
     with pytest.raises(OSError):
         refresh_features(lake, spec, refit=True)
-    monkeypatch.setattr(Lake, "replace_where", original)
+    monkeypatch.setattr(Lake, "replace_dates", original)
 
     report = refresh_features(lake, spec)
     # the refit state was stored before the failure: the next run re-encodes every partition with it
@@ -398,7 +398,7 @@ def test_batched_refresh_equals_one_batch_and_a_failure_half_way_is_redone(lake,
 
     for table in spec.side_tables:
         refresh_silver(lake, table, batch_dates=2)
-    original, calls = Lake.replace_where, {"n": 0}
+    original, calls = Lake.replace_dates, {"n": 0}
 
     def failing_second_refit_batch(self, table, *args, **kwargs):
         if table.startswith("features/"):
@@ -409,10 +409,10 @@ def test_batched_refresh_equals_one_batch_and_a_failure_half_way_is_redone(lake,
 
     silver = refresh_silver(lake, spec, batch_dates=2)
     assert len(lake.commit_metadata(Tables.silver(FLIGHTS), "dates")) == len(range(0, len(silver.dates), 2)) > 1
-    monkeypatch.setattr(Lake, "replace_where", failing_second_refit_batch)
+    monkeypatch.setattr(Lake, "replace_dates", failing_second_refit_batch)
     with pytest.raises(OSError):
         refresh_features(lake, spec, batch_dates=2)
-    monkeypatch.setattr(Lake, "replace_where", original)
+    monkeypatch.setattr(Lake, "replace_dates", original)
     # the first batch committed without the watermark: the next run redoes every date, once
     report = refresh_features(lake, spec, batch_dates=2)
     assert report.full_refresh or report.dates == silver.dates
