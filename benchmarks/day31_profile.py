@@ -83,6 +83,7 @@ def main() -> None:
     timers = Timers()
     for owner, attr, label in ((deltalake.DeltaTable, "__init__", "open"), (deltalake.DeltaTable, "history", "log read"),
                                (deltalake.DeltaTable, "update_incremental", "log update"), (deltalake.DeltaTable, "is_deltatable", "exists"),
+                               (deltalake.DeltaTable, "create_write_transaction", "commit"),
                                (lake_module, "write_deltalake", "write"), (pl.LazyFrame, "collect", "collect")):  # fmt: skip
         timers.wrap(owner, attr, key=_site_key(label), static=attr == "is_deltatable")
     totals: dict[str, list[float]] = {"day1 empty": [], f"day{opts.history_days + 1} history": []}

@@ -190,7 +190,10 @@ def refresh_silver(
         report.rows_superseded += rows.height - valid.height - rejected.height
 
         # quarantine first: the silver commit is the commit point; the last batch's carries the watermark
-        lake.replace_where(Tables.quarantine(table.name), rejected, f"_stage = 'cleanse' AND {dates_predicate(dates)}")
+        quarantine = Tables.quarantine(table.name)
+        if rejected.height or not lake.exists(quarantine) or lake.rows_bound(quarantine, lake.version(quarantine), dates) != 0:
+            lake.replace_where(quarantine, rejected, f"_stage = 'cleanse' AND {dates_predicate(dates)}")
+        # else: nothing to quarantine and nothing quarantined on these dates before: no empty commit
         metadata: dict[str, object] = {"dates": [d.isoformat() for d in dates]}
         if i == len(batches) - 1:
             metadata.update(
