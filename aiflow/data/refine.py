@@ -283,7 +283,14 @@ def refresh_features(
     state_changed = last_state is not None and last_state != str(state_version)
     # silver's log first: its handle at the head then serves the scans (one open, Lake._snapshot)
     dates = None if (state is None or last is None or state_changed) else lake.dates_since(silver, int(last))
-    all_dates = _dates(lake.scan(silver, silver_version).select(pl.col(EVENT_DATE).unique()).collect().to_series())
+
+    def present(among: list[dt.date] | None = None) -> list[dt.date]:
+        """Silver's dates (``among`` those): a read of its ``event_date`` column, pruned by statistics when ``among`` is given."""
+        frame = lake.scan(silver, silver_version).select(EVENT_DATE)
+        if among is not None:
+            frame = frame.filter(pl.col(EVENT_DATE).is_in(pl.Series(among, dtype=pl.Date).implode()))
+        return _dates(frame.unique().collect().to_series())
+
     if dates is not None:
         last_sides = json.loads(watermark.get(META + "side_versions") or "{}")
         for table, name in side_names.items():
@@ -291,10 +298,12 @@ def refresh_features(
             if changed is None:
                 dates = None
                 break
-            dates = sorted(set(dates) | (set(side_dates_affected(changed, spec, table)) & set(all_dates)))
+            affected = side_dates_affected(changed, spec, table)
+            # only the affected dates silver holds; no read at all when the side table did not change (a daily run)
+            dates = sorted(set(dates) | set(present(affected) if affected else []))
     if dates is None:
         report.full_refresh = True
-        dates = all_dates
+        dates = present()
     report.dates = dates
     if not dates:
         return report
