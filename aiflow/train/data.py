@@ -147,9 +147,9 @@ def canonical_order(rows: Arrays, identity: np.ndarray) -> np.ndarray:
     order = np.argsort(identity, kind="stable")
     ordered = identity[order]
     same = ordered[1:] == ordered[:-1]
-    if same.any():  # equal identities: equal rows (their order is moot) unless two different rows collide
-        words = _words(rows)[order]
-        if (same & (words[1:] != words[:-1]).any(axis=1)).any():
+    pairs = np.flatnonzero(same)
+    if len(pairs):  # equal identities: equal rows (their order is moot) unless two different rows collide
+        if (_words(rows.take(order[pairs])) != _words(rows.take(order[pairs + 1]))).any():
             order = np.lexsort((*_words(rows).T[::-1], identity))
     return order
 

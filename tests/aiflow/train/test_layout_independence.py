@@ -19,7 +19,7 @@ from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import META, Lake, Tables
 from aiflow.train.contract import TrainParams
-from aiflow.train.data import Arrays, FeatureData, row_identity
+from aiflow.train.data import Arrays, FeatureData, canonical_order, row_identity
 from aiflow.train.loop import train
 from aiflow.train.request import pinned_request
 from tests.aiflow.tiny import TINY
@@ -121,6 +121,18 @@ def test_row_identity_is_a_fixed_function_of_the_model_inputs():
     assert identity.dtype == np.uint64 and identity[0] == identity[1] != identity[2]
     # pinned: integer arithmetic, so the same in every process and on every version (a change reorders and resamples every run)
     assert identity.tolist() == [5937834818532072529, 5937834818532072529, 11934415671319374973]
+
+
+def test_different_rows_with_one_identity_are_ordered_by_content():
+    """A 64-bit collision (forced here) still gives one order whatever order the rows came in."""
+    rng = np.random.default_rng(0)
+    rows = Arrays(rng.integers(0, 3, (60, 2)), rng.integers(0, 2, (60, 1)).astype(np.float32), rng.integers(0, 2, 60).astype(np.float32))
+    identity = np.arange(60, dtype=np.uint64) % np.uint64(4)  # 4 identities shared by different rows
+    orders = []
+    for permutation in (np.arange(60), rng.permutation(60)):
+        shuffled = rows.take(permutation)
+        orders.append(shuffled.take(canonical_order(shuffled, identity[permutation])))
+    assert_same(orders[0], orders[1])
 
 
 def test_same_rows_in_other_files_give_the_same_batches_samples_and_stats(tmp_path, spec):
