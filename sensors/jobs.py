@@ -5,7 +5,7 @@ import datetime as dt
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
 
-from aiflow.data.maintenance import maintain
+from aiflow.data.maintenance import HOT_DAYS, maintain
 from aiflow.models.cleanup import clean_artifacts
 from aiflow.spec import DatasetSpec
 from assets.keys import canary_analysis_key, drift_key, inference_log_key, labels_key, live_performance_key
@@ -104,6 +104,12 @@ def retrain_job(spec: DatasetSpec):
 class MaintenanceConfig(Config):
     retention_hours: int = Field(168, description="Vacuum keeps unreferenced files younger than this (time travel window).")
     target_file_mb: int = Field(128, ge=1, description="Compaction rewrites small files into files of about this size (MiB).")
+    hot_days: int | None = Field(
+        HOT_DAYS,
+        ge=0,
+        description="Files holding the last N days before a table's newest event date are not compacted (daily runs still replace them); "
+        "null compacts everything.",
+    )
 
 
 class ArtifactCleanupConfig(Config):
@@ -114,7 +120,9 @@ class ArtifactCleanupConfig(Config):
 def maintenance_job(spec: DatasetSpec):
     @op(name=f"{spec.name}_compact_and_vacuum", description="Compact small files and vacuum unreferenced ones in every table of the dataset.")
     def compact_and_vacuum(context: OpExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> None:
-        for r in maintain(lake.lake(), spec, retention_hours=config.retention_hours, target_file_bytes=config.target_file_mb * 2**20):
+        for r in maintain(
+            lake.lake(), spec, retention_hours=config.retention_hours, target_file_bytes=config.target_file_mb * 2**20, hot_days=config.hot_days
+        ):
             context.log.info(
                 f"{r.table}: compaction removed {r.files_removed_by_compaction} files, added "
                 f"{r.files_added_by_compaction}; vacuum deleted {r.files_vacuumed}; now version {r.version}"

@@ -6,10 +6,11 @@ of the newest commit that changed the rows, so maintenance leaves a table's data
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from aiflow.spec import DatasetSpec
-from aiflow.storage.lake import TARGET_FILE_BYTES, Lake, Tables
+from aiflow.storage.lake import MAINTENANCE, META, TARGET_FILE_BYTES, Lake, Tables
 
 #: Delta operations that rewrite or delete files without changing a table's rows.
 MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
@@ -28,7 +29,7 @@ def content_version(lake: Lake, table: str, *, look_back: int = 50) -> int | Non
     for since in (max(head - look_back + 1, 0), None):
         history = lake.history(table, since=since)  # true versions (delta-rs mislabels an overtaken handle's history)
         for commit in history:  # newest first
-            if commit.get("operation") not in MAINTENANCE_OPERATIONS:
+            if commit.get("operation") not in MAINTENANCE_OPERATIONS and META + MAINTENANCE not in commit:
                 return int(commit["version"])
         if since == 0:
             break
@@ -53,14 +54,25 @@ def dataset_tables(spec: DatasetSpec) -> list[str]:
     return names
 
 
+#: Days before a table's newest event date that compaction leaves alone (daily runs and late files still replace them).
+HOT_DAYS = 7
+
+
 def maintain(
-    lake: Lake, spec: DatasetSpec, *, retention_hours: int = 168, target_file_bytes: int = TARGET_FILE_BYTES
+    lake: Lake,
+    spec: DatasetSpec,
+    *,
+    retention_hours: int = 168,
+    target_file_bytes: int = TARGET_FILE_BYTES,
+    hot_days: int | None = HOT_DAYS,
 ) -> list[MaintenanceResult]:
     """Compact and vacuum every existing table of the dataset.
 
     Compaction rewrites the small files of each partition (each ``event_month`` by default; the whole table
     when unpartitioned) into files of about ``target_file_bytes`` (default 128 MiB): daily increments
-    leave one small file per commit, compaction folds them back.
+    leave one small file per commit, compaction folds them back. Files holding the last ``hot_days`` days
+    before a table's newest event date are left for a later night (None: compact everything): a daily
+    replace of one of those dates would otherwise rewrite the whole merged file (``Lake.compact``).
 
     There are no rows of killed ingestions to remove: ingestion writes nothing a reader can see before
     its commit point, and the next ingestion completes a batch that was stopped after it
@@ -73,7 +85,9 @@ def maintain(
     for name in dataset_tables(spec):
         if not lake.exists(name):
             continue
-        metrics = lake.compact(name, target_size=target_file_bytes)
+        newest = lake.newest_date(name) if hot_days is not None else None
+        before = newest - dt.timedelta(days=hot_days) if newest is not None and hot_days is not None else None
+        metrics = lake.compact(name, target_size=target_file_bytes, before=before)
         vacuumed = lake.vacuum(name, retention_hours=retention_hours)
         results.append(
             MaintenanceResult(

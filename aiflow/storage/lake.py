@@ -32,6 +32,8 @@ from aiflow.storage import rewrite
 
 #: Prefix of the custom commit metadata the engine writes (watermarks, dates touched).
 META = "aiflow."
+#: Metadata key (after :data:`META`) of the engine's own maintenance commits (rows unchanged).
+MAINTENANCE = "maintenance"
 
 #: Properties of every table the engine creates. A checkpoint every 10 commits (delta-rs: 100) keeps
 #: opening a table cheap: each open replays the commits since the last checkpoint, and a daily
@@ -559,10 +561,33 @@ class Lake:
             self.table(table).restore(version)
 
     # ------------------------------------------------------------ maintenance
-    def compact(self, table: str, target_size: int = TARGET_FILE_BYTES) -> dict:
+    def compact(self, table: str, target_size: int = TARGET_FILE_BYTES, *, before: dt.date | None = None) -> dict:
         """Rewrite the small files of each partition into files of about ``target_size`` bytes (a maintenance
-        commit: rows unchanged); returns delta-rs's metrics (``numFilesRemoved``, ``numFilesAdded``...)."""
-        return self.table(table).optimize.compact(target_size=target_size)
+        commit: rows unchanged); returns delta-rs's metrics (``numFilesRemoved``, ``numFilesAdded``...).
+
+        ``before``: only files whose rows all fall before that event date. The dates daily runs still replace
+        are left alone: merged into a big file, the next replace of one of them would rewrite that file.
+        Partitioned tables leave out the partitions (months, days) that reach ``before``; unpartitioned ones
+        are compacted by :func:`aiflow.storage.rewrite.compact_before`.
+        """
+        handle = self.table(table)
+        partitions = handle.metadata().partition_columns
+        if before is None:
+            return handle.optimize.compact(target_size=target_size)
+        if EVENT_MONTH in partitions:
+            return handle.optimize.compact(partition_filters=[(EVENT_MONTH, "<", before.replace(day=1).isoformat())], target_size=target_size)
+        if EVENT_DATE in partitions:
+            return handle.optimize.compact(partition_filters=[(EVENT_DATE, "<", before.isoformat())], target_size=target_size)
+        metadata = {META + MAINTENANCE: "compact"}
+        return rewrite.compact_before(handle, before, target_size, storage_options=self.storage_options, custom_metadata=metadata)
+
+    def newest_date(self, table: str) -> dt.date | None:
+        """The newest event date the table holds, from its Delta log (partition values or statistics); None if it has none."""
+        files = pl.DataFrame(self._head(table).get_add_actions(flatten=True))
+        for column in (f"partition.{EVENT_DATE}", f"max.{EVENT_DATE}"):
+            if column in files.columns and files[column].drop_nulls().len():
+                return files[column].cast(pl.Date).max()
+        return None
 
     def vacuum(self, table: str, retention_hours: int = 168) -> list[str]:
         # the caller chose the retention; below Delta's 7-day default, readers pinned to older versions lose them
