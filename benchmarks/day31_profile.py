@@ -1,12 +1,13 @@
 """Where a daily step's time goes: day 1 on an empty lake vs day N+1 after N days of history, per engine call site.
 
-``python -m benchmarks.day31_profile [--history-days 30] [--repeats 5] [--cache DIR] [--work DIR]``
+``python -m benchmarks.day31_profile [--history-days 30] [--repeats 5] [--nightly] [--cache DIR] [--work DIR]``
 
 Builds the lakes with the incremental benchmark's own helpers (``benchmarks.worker``), then times one step
 (ingest + refresh_silver + refresh_features) on fresh copies, with every Delta table open, Delta write, log
 read and Polars collect attributed to the engine line that caused it (a perf_counter pair per call). Polars
 opens the tables of a lazy scan in its own threads: those show as ``polars thread``. Figures are medians of
-``--repeats`` interleaved steps; use ratios, the machine is shared.
+``--repeats`` interleaved steps; use ratios, the machine is shared. ``--nightly`` builds the history as the shipped
+schedule does: the nightly maintenance (``aiflow.data.maintenance.maintain``, its defaults) after every day.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import deltalake
 import polars as pl
 
 from aiflow.data.ingest import ingest
+from aiflow.data.maintenance import maintain
 from aiflow.data.refine import refresh_features, refresh_silver
 from aiflow.storage import lake as lake_module
 from aiflow.storage.lake import Lake
@@ -55,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--history-days", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--nightly", action="store_true", help="run the nightly maintenance after every day of history")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/aiflow-bench-cache"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/aiflow-day31-profile"))
     opts = ap.parse_args()
@@ -71,6 +74,8 @@ def main() -> None:
     for day in days[: opts.history_days]:
         lake = Lake(history)
         ingest(lake, flights, spec, files=[day]), refresh_silver(lake, spec), refresh_features(lake, spec)
+        if opts.nightly:
+            maintain(lake, spec)
 
     def step(src: Path, day: str) -> float:
         clone_lake(src, work / "copy")

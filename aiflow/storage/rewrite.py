@@ -32,6 +32,7 @@ import math
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
 import polars as pl
@@ -44,6 +45,8 @@ from aiflow.spec import EVENT_DATE
 
 #: Strings longer than this get no min/max statistics (exact values only: nothing is truncated).
 MAX_STAT_STRING = 128
+#: Threads writing the files of one commit's partitions (each file is encoded and compressed by Polars without the GIL).
+WRITERS = 2
 #: Parquet compression of the files written here (delta-rs writes snappy; zstd reads as fast and is smaller).
 COMPRESSION = "zstd"
 
@@ -81,21 +84,24 @@ def _timestamp(value: dt.datetime, up: bool) -> str:
     return text + ("Z" if value.tzinfo else "")
 
 
-def file_stats(df: pl.DataFrame) -> str:
-    """Delta ``stats`` JSON of a data file holding ``df`` (every column's null count; min/max where exact)."""
-    flat = [c for c, t in df.schema.items() if not t.is_nested()]
+def _stat_exprs(schema: pl.Schema) -> tuple[list[pl.Expr], list[str], list[str]]:
+    """Aggregations giving a file's statistics (null counts; min/max, NaN and length checks), its flat and bounded columns."""
+    flat = [c for c, t in schema.items() if not t.is_nested()]
     exprs = [pl.col(c).null_count().alias(f"n:{c}") for c in flat]
     bounded = []
     for column in flat:
-        dtype = df.schema[column]
-        if isinstance(dtype, _NUMERIC) or dtype in (pl.Date,) or isinstance(dtype, pl.Datetime | pl.String):
+        dtype = schema[column]
+        if isinstance(dtype, _NUMERIC) or dtype == pl.Date or isinstance(dtype, pl.Datetime | pl.String):
             bounded.append(column)
             exprs += [pl.col(column).min().alias(f"lo:{column}"), pl.col(column).max().alias(f"hi:{column}")]
             if dtype.is_float():
                 exprs.append(pl.col(column).is_nan().any().alias(f"nan:{column}"))
             if dtype == pl.String:
                 exprs.append(pl.col(column).str.len_bytes().max().alias(f"len:{column}"))
-    row = df.select(exprs).row(0, named=True) if df.height else {}
+    return exprs, flat, bounded
+
+
+def _stats_json(row: dict, height: int, flat: list[str], bounded: list[str]) -> str:
     low: dict[str, object] = {}
     high: dict[str, object] = {}
     for column in bounded:
@@ -109,12 +115,29 @@ def file_stats(df: pl.DataFrame) -> str:
         elif isinstance(lo, dt.date):
             lo, hi = lo.isoformat(), hi.isoformat()
         low[column], high[column] = lo, hi
-    nulls = {column: int(row.get(f"n:{column}", 0)) for column in flat}
-    return json.dumps({"numRecords": df.height, "minValues": low, "maxValues": high, "nullCount": nulls})
+    nulls = {column: int(row.get(f"n:{column}") or 0) for column in flat}
+    return json.dumps({"numRecords": height, "minValues": low, "maxValues": high, "nullCount": nulls})
 
 
-def _write_file(store: DeltaFileSystemHandler, df: pl.DataFrame, partition: dict[str, str | None], tag: str) -> AddAction:
-    """Write ``df`` (no partition columns) as one data file of the table; its add action."""
+def file_stats(df: pl.DataFrame) -> str:
+    """Delta ``stats`` JSON of a data file holding ``df`` (every column's null count; min/max where exact)."""
+    exprs, flat, bounded = _stat_exprs(df.schema)
+    return _stats_json(df.select(exprs).row(0, named=True) if df.height else {}, df.height, flat, bounded)
+
+
+def _grouped_stats(data: pl.DataFrame, partition_by: list[str]) -> dict[tuple, str]:
+    """:func:`file_stats` of every partition's rows of ``data`` (partition columns left out), in one pass."""
+    exprs, flat, bounded = _stat_exprs(data.drop(partition_by).schema)
+    if not partition_by:
+        return {(): file_stats(data)} if data.height else {}
+    rows = data.group_by(partition_by).agg(*exprs, pl.len().alias("__rows")).iter_rows(named=True)
+    return {tuple(r[k] for k in partition_by): _stats_json(r, r["__rows"], flat, bounded) for r in rows}
+
+
+def _write_file(
+    store: DeltaFileSystemHandler, df: pl.DataFrame, partition: dict[str, str | None], tag: str, data_change: bool = True, stats: str | None = None
+) -> AddAction:
+    """Write ``df`` (no partition columns) as one data file of the table; its add action (``stats``: computed if not given)."""
     folder = "/".join(f"{k}={v}" for k, v in partition.items())
     path = (folder + "/" if folder else "") + f"part-{tag}-{uuid.uuid4()}-c000.{COMPRESSION}.parquet"
     buffer = io.BytesIO()
@@ -125,7 +148,7 @@ def _write_file(store: DeltaFileSystemHandler, df: pl.DataFrame, partition: dict
         out.write(data)
     finally:
         out.close()
-    return AddAction(path, len(data), partition, int(time.time() * 1000), True, file_stats(df))
+    return AddAction(path, len(data), partition, int(time.time() * 1000), data_change, stats or file_stats(df))
 
 
 def _read_file(handle: DeltaTable, store: DeltaFileSystemHandler, path: str) -> pl.DataFrame:
@@ -181,10 +204,18 @@ def replace_dates_apart(
         actions.append(RemoveAction(file["path"], True, int(time.time() * 1000), file["size"], partition))
     data = rows.select(list(schema))
     groups = data.partition_by(partition_by, as_dict=True, maintain_order=True) if partition_by else {(): data}
-    for key, part in groups.items():
-        if part.height:
-            partition = {k: _partition_value(v) for k, v in zip(partition_by, key, strict=True)}
-            actions.append(_write_file(store, part.drop(partition_by), partition, tag))
+    stats = _grouped_stats(data, partition_by)
+
+    def write(key: tuple, part: pl.DataFrame) -> AddAction:
+        partition = {k: _partition_value(v) for k, v in zip(partition_by, key, strict=True)}
+        return _write_file(store, part.drop(partition_by), partition, tag, stats=stats[key])
+
+    todo = [(key, part) for key, part in groups.items() if part.height]
+    if len(todo) > 1:  # a refresh writes many partitions: Polars encodes and compresses outside the GIL
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            actions += list(pool.map(lambda item: write(*item), todo))
+    else:
+        actions += [write(*item) for item in todo]
     properties = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
     handle.create_write_transaction(actions, "append", handle.schema(), partition_by=partition_by or None, commit_properties=properties)
     return read_version + 1  # no retry inside the commit: it is this version or it raised (the handle stays at the one read)
@@ -215,3 +246,43 @@ def _candidates(handle: DeltaTable, partition_by: list[str], dates: list[dt.date
 
 def _stat(value) -> str | None:
     return None if value is None else _partition_value(value)
+
+
+def compact_before(
+    handle: DeltaTable, before: dt.date, target_size: int, *, storage_options: dict[str, str] | None, custom_metadata: dict[str, str]
+) -> dict[str, int]:
+    """Compact the small files of an unpartitioned table whose rows all fall before ``before``; delta-rs-style metrics.
+
+    By hand because delta-rs's ``optimize.compact`` can only leave out whole partitions, and an unpartitioned
+    table has one: the files of recent dates, which daily runs still replace, would be merged with the rest
+    and the next replace would rewrite the merged file. Here files whose ``event_date`` statistics end before
+    ``before`` are taken in date order, packed into groups of about ``target_size`` bytes, and each group is
+    rewritten as one file sorted by ``event_date`` (rows unchanged: ``dataChange`` false), all in one commit
+    made without retry (a concurrent writer wins; the next night tries again).
+    """
+    files = pl.DataFrame(handle.get_add_actions(flatten=True))
+    low, high = f"min.{EVENT_DATE}", f"max.{EVENT_DATE}"
+    done = {"numFilesRemoved": 0, "numFilesAdded": 0}
+    if not files.height or handle.metadata().partition_columns or high not in files.columns or not supported(handle):
+        return done
+    cold = files.filter((pl.col(high).cast(pl.Date) < before) & (pl.col("size_bytes") < target_size)).sort(low, "path")
+    groups: list[list[dict]] = [[]]
+    for file in cold.iter_rows(named=True):
+        if groups[-1] and sum(f["size_bytes"] for f in groups[-1]) + file["size_bytes"] > target_size:
+            groups.append([])
+        groups[-1].append(file)
+    groups = [g for g in groups if len(g) > 1]
+    if not groups:
+        return done
+    store = DeltaFileSystemHandler(handle.table_uri, storage_options or None)
+    tag = f"{handle.version() + 1:020d}"
+    actions: list[AddAction | RemoveAction] = []
+    for group in groups:
+        merged = pl.concat([_read_file(handle, store, f["path"]) for f in group], how="diagonal_relaxed")
+        actions.append(_write_file(store, merged.sort(EVENT_DATE, maintain_order=True), {}, tag, data_change=False))
+        actions += [RemoveAction(f["path"], False, int(time.time() * 1000), f["size_bytes"], {}) for f in group]
+        done["numFilesRemoved"] += len(group)
+        done["numFilesAdded"] += 1
+    properties = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
+    handle.create_write_transaction(actions, "append", handle.schema(), commit_properties=properties)
+    return done
