@@ -383,6 +383,7 @@ def ingest(
     """
     batch_id = batch_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     report = IngestReport(table=table.name, batch_id=batch_id, landing=landing.uri)
+    lake.prefetch(Tables.bronze(table.name), Tables.ledger(table.name), Tables.quarantine(table.name))
     report.batches_repaired, indexed, claims = _repair(lake, landing, table)
     listed = {f.name: f for f in landing.list()}
     report.files_listed = len(listed)

@@ -156,6 +156,7 @@ def refresh_silver(
     """
     bronze, silver, ledger = Tables.bronze(table.name), Tables.silver(table.name), Tables.ledger(table.name)
     report = StageReport(table=silver)
+    lake.prefetch(bronze, ledger, silver, Tables.quarantine(table.name))
     if not lake.exists(bronze) or not lake.exists(ledger):
         return report
     ledger_version, bronze_version = lake.version(ledger), lake.version(bronze)
@@ -260,6 +261,7 @@ def refresh_features(
     """
     silver, features = Tables.silver(spec.name), Tables.features(spec.name)
     report = StageReport(table=features)
+    lake.prefetch(silver, features, Tables.feature_state(spec.name), *(Tables.silver(j.table) for j in spec.joins))
     if not lake.exists(silver):
         return report
     silver_version = lake.version(silver)

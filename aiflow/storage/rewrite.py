@@ -175,15 +175,9 @@ def replace_dates_apart(
         CommitFailedError: another writer committed since ``handle``'s version; retry from the new head.
     """
     partition_by = list(handle.metadata().partition_columns)
-    if not supported(handle) or EVENT_DATE not in rows.columns:
+    schema = _fits(handle, rows) if EVENT_DATE in rows.columns else None
+    if schema is None:
         return None
-    schema = table_schema(handle)
-    if set(rows.columns) != set(schema) or any(rows.schema[c] != schema[c] for c in schema):
-        return None
-    if any(rows[c].null_count() for c in partition_by):
-        return None  # Delta's null partition folder (__HIVE_DEFAULT_PARTITION__): delta-rs's business
-    if any(not _PLAIN.fullmatch(_partition_value(v)) for c in partition_by for v in rows[c].unique().to_list()):
-        return None  # values that need escaping in a path
     read_version = handle.version()
     tag = f"{read_version + 1:020d}"
     wanted = pl.Series(dates, dtype=pl.Date).implode()
@@ -202,7 +196,30 @@ def replace_dates_apart(
             if kept.height:
                 actions.append(_write_file(store, kept, partition, tag))
         actions.append(RemoveAction(file["path"], True, int(time.time() * 1000), file["size"], partition))
-    data = rows.select(list(schema))
+    actions += _write_partitions(store, rows.select(list(schema)), partition_by, tag)
+    properties = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
+    handle.create_write_transaction(actions, "append", handle.schema(), partition_by=partition_by or None, commit_properties=properties)
+    return read_version + 1  # no retry inside the commit: it is this version or it raised (the handle stays at the one read)
+
+
+def _fits(handle: DeltaTable, rows: pl.DataFrame) -> pl.Schema | None:
+    """The table's schema when this writer can write ``rows`` into it exactly (same columns and types, plain
+    partition values, a supported table); None otherwise (delta-rs's path: schema merge, escaping...)."""
+    partition_by = list(handle.metadata().partition_columns)
+    if not supported(handle):
+        return None
+    schema = table_schema(handle)
+    if set(rows.columns) != set(schema) or any(rows.schema[c] != schema[c] for c in schema):
+        return None
+    if any(rows[c].null_count() for c in partition_by):
+        return None  # Delta's null partition folder (__HIVE_DEFAULT_PARTITION__): delta-rs's business
+    if any(not _PLAIN.fullmatch(_partition_value(v)) for c in partition_by for v in rows[c].unique().to_list()):
+        return None  # values that need escaping in a path
+    return schema
+
+
+def _write_partitions(store: DeltaFileSystemHandler, data: pl.DataFrame, partition_by: list[str], tag: str) -> list[AddAction]:
+    """One data file per partition of ``data`` (statistics in one pass; files written by :data:`WRITERS` threads)."""
     groups = data.partition_by(partition_by, as_dict=True, maintain_order=True) if partition_by else {(): data}
     stats = _grouped_stats(data, partition_by)
 
@@ -213,12 +230,26 @@ def replace_dates_apart(
     todo = [(key, part) for key, part in groups.items() if part.height]
     if len(todo) > 1:  # a refresh writes many partitions: Polars encodes and compresses outside the GIL
         with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-            actions += list(pool.map(lambda item: write(*item), todo))
-    else:
-        actions += [write(*item) for item in todo]
+            return list(pool.map(lambda item: write(*item), todo))
+    return [write(*item) for item in todo]
+
+
+def add_rows(handle: DeltaTable, rows: pl.DataFrame, *, storage_options: dict[str, str] | None, custom_metadata: dict[str, str] | None) -> int | None:
+    """Add ``rows`` (laid out for the table) in one commit made exactly on top of ``handle``'s version; the version.
+
+    No retry inside the commit: if any other writer committed since that version it raises
+    ``CommitFailedError`` (stricter than a claim predicate, never looser). None, having written nothing,
+    when the rows need delta-rs's path (:func:`_fits`).
+    """
+    schema = _fits(handle, rows)
+    if schema is None:
+        return None
+    read_version = handle.version()
+    store = DeltaFileSystemHandler(handle.table_uri, storage_options or None)
+    actions = _write_partitions(store, rows.select(list(schema)), list(handle.metadata().partition_columns), f"{read_version + 1:020d}")
     properties = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
-    handle.create_write_transaction(actions, "append", handle.schema(), partition_by=partition_by or None, commit_properties=properties)
-    return read_version + 1  # no retry inside the commit: it is this version or it raised (the handle stays at the one read)
+    handle.create_write_transaction(actions, "append", handle.schema(), partition_by=list(handle.metadata().partition_columns) or None, commit_properties=properties)
+    return read_version + 1
 
 
 def _candidates(handle: DeltaTable, partition_by: list[str], dates: list[dt.date]) -> list[dict]:

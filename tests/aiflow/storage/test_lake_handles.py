@@ -107,3 +107,26 @@ def test_a_kept_read_is_the_version_read(tmp_path, monkeypatch):
     other.read("t", v, ["tag"])  # 3 rows: too many to keep
     other.read("t", v, ["tag"])
     assert scans == [v + 1, v, v]
+
+
+def test_prefetch_opens_the_existing_tables_at_once_and_leaves_missing_ones_missing(tmp_path, monkeypatch):
+    import deltalake
+
+    lake = Lake(tmp_path)
+    for name in ("a", "b", "c"):
+        Lake(tmp_path).append(name, _rows({D[0]: 1}, name))
+    opened_here: list[str] = []
+    real_init = deltalake.DeltaTable.__init__
+
+    def spy(self, uri, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            opened_here.append(str(uri))
+        return real_init(self, uri, *args, **kwargs)
+
+    monkeypatch.setattr(deltalake.DeltaTable, "__init__", spy)
+    lake.prefetch("a", "b", "c", "missing")
+    assert not opened_here  # opened by the pool's threads
+    assert [lake.version(n) for n in ("a", "b", "c")] == [0, 0, 0] and not opened_here  # served by the prefetched heads
+    assert not lake.exists("missing") and lake.version("missing") is None
+    Lake(tmp_path).append("b", _rows({D[1]: 2}, "b2"))  # a prefetched head still sees other writers
+    assert lake.version("b") == 1 and lake.scan("b", 1).collect().height == 3
