@@ -1,4 +1,8 @@
-"""Replace the rows of some event dates in a Delta table, keeping the untouched rows in files of their own.
+"""Delta commits the engine makes itself, from data files it writes and add/remove actions.
+
+Three of them: :func:`replace_dates_apart` (replace the rows of some event dates, keeping the untouched rows in
+files of their own), :func:`add_rows` (bronze's commit point: add files in a commit made exactly on the version
+read) and :func:`compact_before` (maintenance of unpartitioned tables, leaving the recent dates' files alone).
 
 Written by hand because delta-rs 1.6's predicate overwrite (``write_deltalake(mode="overwrite", predicate=...)``)
 writes the rows it keeps from every file it touches into the *same* new file as the new rows: on a table
@@ -7,7 +11,7 @@ partitioned by month, each daily refresh read and rewrote the whole month's file
 to theirs, all in one commit (add and remove actions through ``DeltaTable.create_write_transaction``); the
 next day touches only the small file of the day before.
 
-What makes it as safe as the delta-rs path:
+What makes the replacement as safe as the delta-rs path:
 
 * **One commit.** Data files are written first, then one commit adds them and removes the touched files.
   A crash before the commit leaves only unreferenced files (no reader sees them; vacuum deletes them).
