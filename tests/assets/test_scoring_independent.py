@@ -68,7 +68,8 @@ def test_a_blocked_candidate_leaves_the_champion_scoring_new_partitions_in_the_s
     blocked, registry, lake = runs["blocked"], Registry(Lake(runs["home"] / "lake")), Lake(runs["home"] / "lake")
     assert not blocked.success  # the gate blocked the candidate...
     failed = [c.check_name for c in blocked.get_asset_check_evaluations() if not c.passed]
-    assert failed == ["absolute_minimums"]
+    # the blocking minimums fail whatever the model; how it compares with the champion depends on the model trained
+    assert "absolute_minimums" in failed and set(failed) <= {"absolute_minimums", "no_regression_vs_champion"}
     materialized = {e.asset_key for e in blocked.get_asset_materialization_events()}
     assert AssetKey(["trips", "registered_model"]) not in materialized and AssetKey(["trips", "champion"]) not in materialized
     assert registry.alias("trips", "champion") == 1 and registry.versions("trips").height == 1
