@@ -86,7 +86,7 @@ def maintain(
         if not lake.exists(name):
             continue
         newest = lake.newest_date(name) if hot_days is not None else None
-        before = newest - dt.timedelta(days=hot_days) if newest is not None and hot_days is not None else None
+        before = newest - dt.timedelta(days=hot_days) if newest is not None else None  # None when hot_days is None
         metrics = lake.compact(name, target_size=target_file_bytes, before=before)
         vacuumed = lake.vacuum(name, retention_hours=retention_hours)
         results.append(

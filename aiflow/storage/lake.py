@@ -327,25 +327,20 @@ class Lake:
     def rows_bound(self, table: str, version: int, dates: Iterable[dt.date]) -> int | None:
         """At least as many rows as ``table`` holds on ``dates`` at ``version``, from the Delta log alone (no data read).
 
-        The rows of every file whose ``event_date`` statistics overlap the dates' range (a file without them
-        counts whole); None when the log lacks row counts or ``event_date`` statistics.
+        The rows of every file that may hold those dates (:func:`aiflow.storage.rewrite.may_hold`: partition value,
+        then ``event_date`` statistics; a file without them counts whole); None when the log lacks row counts or
+        ``event_date`` statistics.
         """
         dates = sorted(set(dates))
         if not dates:
             return 0
         files = pl.DataFrame(self._snapshot(table, version).get_add_actions(flatten=True))
-        low, high = f"min.{EVENT_DATE}", f"max.{EVENT_DATE}"
         if not files.height:
             return 0
-        if f"partition.{EVENT_DATE}" in files.columns:  # daily partitions: the date is the partition value
-            low = high = f"partition.{EVENT_DATE}"
-        if "num_records" not in files.columns or low not in files.columns or high not in files.columns:
+        dated = f"partition.{EVENT_DATE}" in files.columns or {f"min.{EVENT_DATE}", f"max.{EVENT_DATE}"} <= set(files.columns)
+        if "num_records" not in files.columns or not dated or files["num_records"].null_count():
             return None
-        if files["num_records"].null_count():
-            return None
-        apart = ((pl.col(low) > dates[-1]) | (pl.col(high) < dates[0])).fill_null(False)  # no statistics: not apart
-        overlap = files.filter(~apart)
-        return int(overlap["num_records"].sum())
+        return int(files.filter(rewrite.may_hold(files, dates))["num_records"].sum())
 
     def partition_columns(self, table: str) -> list[str]:
         """The partition columns ``table`` was created with (whatever the spec says now)."""

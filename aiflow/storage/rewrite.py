@@ -45,7 +45,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake._internal import DeltaFileSystemHandler  # the object store delta-rs itself writes through
 from deltalake.transaction import AddAction, RemoveAction
 
-from aiflow.spec import EVENT_DATE
+from aiflow.spec import EVENT_DATE, EVENT_MONTH
 
 #: Strings longer than this get no min/max statistics (exact values only: nothing is truncated).
 MAX_STAT_STRING = 128
@@ -182,12 +182,11 @@ def replace_dates_apart(
     schema = _fits(handle, rows) if EVENT_DATE in rows.columns else None
     if schema is None:
         return None
-    read_version = handle.version()
-    tag = f"{read_version + 1:020d}"
+    tag = _tag(handle)
     wanted = pl.Series(dates, dtype=pl.Date).implode()
     actions: list[AddAction | RemoveAction] = []
     store = DeltaFileSystemHandler(handle.table_uri, storage_options or None)
-    for file in _candidates(handle, partition_by, dates):
+    for file in _candidates(handle, dates):
         partition = {k: file["partition_values"].get(k) for k in partition_by}
         if EVENT_DATE not in partition_by:  # the file may also hold other dates: their rows are kept, in a file of their own
             found = _read_file(handle, store, file["path"])
@@ -201,9 +200,25 @@ def replace_dates_apart(
                 actions.append(_write_file(store, kept, partition, tag))
         actions.append(RemoveAction(file["path"], True, int(time.time() * 1000), file["size"], partition))
     actions += _write_partitions(store, rows.select(list(schema)), partition_by, tag)
+    return _commit(handle, actions, custom_metadata)
+
+
+def _tag(handle: DeltaTable) -> str:
+    """The version a commit made on ``handle`` will have, zero-padded: file names then sort in commit order."""
+    return f"{handle.version() + 1:020d}"
+
+
+def _commit(handle: DeltaTable, actions: list[AddAction | RemoveAction], custom_metadata: dict[str, str] | None) -> int:
+    """Commit ``actions`` exactly on top of ``handle``'s version; the version committed.
+
+    No retry inside the commit: it is that version + 1, or it raises ``CommitFailedError`` because another
+    writer committed since (the handle stays at the version read).
+    """
+    read_version = handle.version()
+    partition_by = list(handle.metadata().partition_columns)
     properties = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
     handle.create_write_transaction(actions, "append", handle.schema(), partition_by=partition_by or None, commit_properties=properties)
-    return read_version + 1  # no retry inside the commit: it is this version or it raised (the handle stays at the one read)
+    return read_version + 1
 
 
 def _fits(handle: DeltaTable, rows: pl.DataFrame) -> pl.Schema | None:
@@ -248,30 +263,32 @@ def add_rows(handle: DeltaTable, rows: pl.DataFrame, *, storage_options: dict[st
     schema = _fits(handle, rows)
     if schema is None:
         return None
-    read_version = handle.version()
     store = DeltaFileSystemHandler(handle.table_uri, storage_options or None)
-    actions = _write_partitions(store, rows.select(list(schema)), list(handle.metadata().partition_columns), f"{read_version + 1:020d}")
-    properties = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
-    handle.create_write_transaction(actions, "append", handle.schema(), partition_by=list(handle.metadata().partition_columns) or None, commit_properties=properties)
-    return read_version + 1
+    actions = _write_partitions(store, rows.select(list(schema)), list(handle.metadata().partition_columns), _tag(handle))
+    return _commit(handle, actions, custom_metadata)
 
 
-def _candidates(handle: DeltaTable, partition_by: list[str], dates: list[dt.date]) -> list[dict]:
-    """The table's files that may hold rows of ``dates``: by partition value, then by ``event_date`` statistics."""
-    files = pl.DataFrame(handle.get_add_actions(flatten=True))
-    if not files.height:
-        return []
+def may_hold(files: pl.DataFrame, dates: list[dt.date]) -> pl.Expr:
+    """Which files of a flattened add-actions frame may hold rows of the sorted ``dates``: by the daily or monthly
+    partition value, then by the ``event_date`` statistics (a file without a value or statistics may)."""
     keep = pl.lit(True)
     if f"partition.{EVENT_DATE}" in files.columns:
         keep &= pl.col(f"partition.{EVENT_DATE}").cast(pl.Date).is_in(pl.Series(dates, dtype=pl.Date).implode()).fill_null(True)
-    elif "partition.event_month" in files.columns:
+    elif f"partition.{EVENT_MONTH}" in files.columns:
         months = sorted({d.replace(day=1) for d in dates})
-        keep &= pl.col("partition.event_month").cast(pl.Date).is_in(pl.Series(months, dtype=pl.Date).implode()).fill_null(True)
+        keep &= pl.col(f"partition.{EVENT_MONTH}").cast(pl.Date).is_in(pl.Series(months, dtype=pl.Date).implode()).fill_null(True)
     low, high = f"min.{EVENT_DATE}", f"max.{EVENT_DATE}"
     if low in files.columns and high in files.columns:
-        apart = (pl.col(low).cast(pl.Date) > dates[-1]) | (pl.col(high).cast(pl.Date) < dates[0])
-        keep &= ~apart.fill_null(False)
-    chosen = files.filter(keep)
+        keep &= ~((pl.col(low).cast(pl.Date) > dates[-1]) | (pl.col(high).cast(pl.Date) < dates[0])).fill_null(False)
+    return keep
+
+
+def _candidates(handle: DeltaTable, dates: list[dt.date]) -> list[dict]:
+    """The table's files that may hold rows of ``dates`` (:func:`may_hold`), with their partition values."""
+    files = pl.DataFrame(handle.get_add_actions(flatten=True))
+    if not files.height:
+        return []
+    chosen = files.filter(may_hold(files, dates))
     partitions = [c for c in chosen.columns if c.startswith("partition.")]
     return [
         {"path": f["path"], "size": f["size_bytes"], "partition_values": {c.removeprefix("partition."): _stat(f[c]) for c in partitions}}
@@ -310,7 +327,7 @@ def compact_before(
     if not groups:
         return done
     store = DeltaFileSystemHandler(handle.table_uri, storage_options or None)
-    tag = f"{handle.version() + 1:020d}"
+    tag = _tag(handle)
     actions: list[AddAction | RemoveAction] = []
     for group in groups:
         merged = pl.concat([_read_file(handle, store, f["path"]) for f in group], how="diagonal_relaxed")
@@ -318,6 +335,5 @@ def compact_before(
         actions += [RemoveAction(f["path"], False, int(time.time() * 1000), f["size_bytes"], {}) for f in group]
         done["numFilesRemoved"] += len(group)
         done["numFilesAdded"] += 1
-    properties = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
-    handle.create_write_transaction(actions, "append", handle.schema(), commit_properties=properties)
+    _commit(handle, actions, custom_metadata)
     return done
