@@ -3,24 +3,20 @@ classification and regression, on the tiny spec's features shape read from a rea
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
 from aiflow.data.encoding import FeatureState, model_inputs
-from aiflow.data.features import output_schema
 from aiflow.evaluation.metrics import compute_metrics
-from aiflow.spec import DatasetSpec, parse_spec
+from aiflow.spec import DatasetSpec
 from aiflow.storage.lake import Lake, Tables
 from aiflow.train.baseline import fit_sklearn
 from aiflow.train.contract import TrainParams
 from aiflow.train.data import FeatureData
 from aiflow.train.request import pinned_request
-from tests.aiflow.tiny import TINY
+from tests.aiflow.train.tiny_features import event_times, features_frame, regression_spec
 
 
 def fit_baseline(data, problem_type, *, max_rows, seed):
@@ -29,16 +25,7 @@ def fit_baseline(data, problem_type, *, max_rows, seed):
 
 
 ROWS = 3000
-START = dt.date(2013, 9, 1)  # the tiny split: train before 1 October, valid until 15 November
-DAYS = 75
 CARRIER_EFFECT = {1: 0.0, 2: 3.0, 3: -1.0, 4: 0.5}  # cat_carrier code → effect on the target
-
-
-def regression_spec() -> DatasetSpec:
-    data = copy.deepcopy(TINY)
-    data["problem_type"] = "regression"
-    data["target"] = {"name": "delay_minutes", "source": "delay", "kind": "identity", "when_null": "quarantine"}
-    return parse_spec(data, "tiny regression")
 
 
 def write_features(root: Path, spec: DatasetSpec, signal: str, seed: int = 0) -> FeatureData:
@@ -46,7 +33,7 @@ def write_features(root: Path, spec: DatasetSpec, signal: str, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     state = FeatureState(vocab={"carrier": ["AA", "UA", "DL", "B6"], "origin": ["JFK", "EWR", "LGA"]},
                          stats={"distance": (0.0, 1.0), "seats": (0.0, 1.0), "weather_temp": (0.0, 1.0)}, rows=ROWS)  # fmt: skip
-    ts = [dt.datetime.combine(START, dt.time(), dt.UTC) + dt.timedelta(minutes=int(m)) for m in np.sort(rng.integers(0, DAYS * 1440, ROWS))]
+    ts = event_times(rng, ROWS)
     distance = rng.normal(size=ROWS)
     carrier = rng.integers(1, 5, ROWS)
     score = {"numeric": 2.0 * distance, "categorical": np.vectorize(CARRIER_EFFECT.get)(carrier)}.get(signal, np.zeros(ROWS))
@@ -56,15 +43,7 @@ def write_features(root: Path, spec: DatasetSpec, signal: str, seed: int = 0) ->
         target = (score + 0.3 * rng.normal(size=ROWS) > np.median(score) if signal != "none" else rng.random(ROWS) < 0.3).astype(np.int8)
     else:
         target = 20.0 + 10.0 * score + rng.normal(size=ROWS)
-    columns = {
-        "trip_id": np.arange(ROWS), "ts": ts, spec.target.name: target,
-        "cat_carrier": carrier, "cat_origin": rng.integers(0, 4, ROWS), "num_distance": distance,
-        "num_seats": rng.normal(size=ROWS), "num_weather_temp": rng.normal(size=ROWS),
-        "cal_hour": [t.hour for t in ts], "cal_weekday": [t.isoweekday() for t in ts], "cal_month": [t.month for t in ts],
-        "cal_day_of_year": [t.timetuple().tm_yday for t in ts], "event_date": [t.date() for t in ts],
-    }  # fmt: skip
-    schema = output_schema(spec)
-    frame = pl.DataFrame({name: pl.Series(name, values).cast(schema[name]) for name, values in columns.items()}).select(list(schema))
+    frame = features_frame(spec, rng, ts, target, carrier=carrier, distance=distance)
     lake = Lake(root / "lake")
     lake.overwrite(Tables.feature_state(spec.name), state.to_frame())
     lake.overwrite(Tables.features(spec.name), frame, metadata={"state_version": str(lake.version(Tables.feature_state(spec.name)))})

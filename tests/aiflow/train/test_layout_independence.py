@@ -3,8 +3,6 @@ the split's row set, the seed and the epoch, not on how the pinned Delta table i
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -13,27 +11,17 @@ import pytest
 from deltalake import CommitProperties, write_deltalake
 
 from aiflow.data.encoding import FeatureState
-from aiflow.data.features import output_schema
 from aiflow.models.bundle import load_bundle
-from aiflow.spec import DatasetSpec, parse_spec
+from aiflow.spec import DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import META, Lake, Tables
 from aiflow.train.contract import TrainParams
 from aiflow.train.data import Arrays, FeatureData, canonical_order, row_identity
 from aiflow.train.loop import train
 from aiflow.train.request import pinned_request
-from tests.aiflow.tiny import TINY
+from tests.aiflow.train.tiny_features import event_times, features_frame, regression_spec
 
 ROWS = 1500
-START = dt.date(2013, 9, 1)  # the tiny split: train before 1 October, valid until 15 November
-DAYS = 75
-
-
-def regression_spec() -> DatasetSpec:
-    data = copy.deepcopy(TINY)
-    data["problem_type"] = "regression"
-    data["target"] = {"name": "delay_minutes", "source": "delay", "kind": "identity", "when_null": "quarantine"}
-    return parse_spec(data, "tiny regression")
 
 
 @pytest.fixture(params=["classification", "regression"])
@@ -44,19 +32,11 @@ def spec(request, tiny_spec) -> DatasetSpec:
 def features(spec: DatasetSpec, seed: int = 0) -> pl.DataFrame:
     """Features rows of the tiny spec's shape, with a learnable target and some rows repeated (equal model inputs)."""
     rng = np.random.default_rng(seed)
-    ts = [dt.datetime.combine(START, dt.time(), dt.UTC) + dt.timedelta(minutes=int(m)) for m in np.sort(rng.integers(0, DAYS * 1440, ROWS))]
+    ts = event_times(rng, ROWS)
     distance = rng.normal(size=ROWS)
     score = 2.0 * distance + rng.normal(size=ROWS)
     target = (score > 0).astype(np.int8) if spec.problem_type == "classification" else 20.0 + 10.0 * score
-    columns = {
-        "trip_id": np.arange(ROWS), "ts": ts, spec.target.name: target,
-        "cat_carrier": rng.integers(1, 5, ROWS), "cat_origin": rng.integers(0, 4, ROWS), "num_distance": distance,
-        "num_seats": rng.normal(size=ROWS), "num_weather_temp": rng.normal(size=ROWS),
-        "cal_hour": [t.hour for t in ts], "cal_weekday": [t.isoweekday() for t in ts], "cal_month": [t.month for t in ts],
-        "cal_day_of_year": [t.timetuple().tm_yday for t in ts], "event_date": [t.date() for t in ts],
-    }  # fmt: skip
-    schema = output_schema(spec)
-    frame = pl.DataFrame({name: pl.Series(name, values).cast(schema[name]) for name, values in columns.items()}).select(list(schema))
+    frame = features_frame(spec, rng, ts, target, carrier=rng.integers(1, 5, ROWS), distance=distance)
     repeated = frame.slice(0, 40).with_columns(pl.col("trip_id") + 100_000)  # same model inputs, other keys
     return pl.concat([frame, repeated, frame.slice(100, 10)])  # and exact duplicates
 
