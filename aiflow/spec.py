@@ -276,12 +276,66 @@ class RetrainSettings(_Strict):
     calibration_k: float = Field(3.0, gt=0, description="Threshold = mean + k standard deviations of the signal over the chunks.")
 
 
+WINDOWS = ("daily", "weekly", "monthly")
+#: The first monitoring window when the spec names none (a Monday and the first of a month).
+DEFAULT_MONITORING_START = dt.date(2001, 1, 1)
+
+
 class Monitoring(_Strict):
     """Drift, live performance and the retraining policy of one dataset."""
 
-    window_days: int = Field(7, ge=1, description="Length of a monitoring window in days of data (event time), starting on a Monday for 7.")
+    window: Literal["daily", "weekly", "monthly"] = Field(
+        "weekly",
+        description="A monitoring window: a calendar day, week (Monday to Sunday) or month of event time in the dataset's "
+        "timezone. Each window is one partition of the drift, live-performance and decisions assets.",
+    )
+    window_days: int | None = Field(
+        None, description="Deprecated: 1 (daily) or 7 (weekly); other lengths are not calendar windows: use window: monthly."
+    )
+    start: dt.date = Field(
+        DEFAULT_MONITORING_START,
+        description="The first monitoring window starts on the window containing this date (the partitions' start); "
+        "served records before it are not monitored.",
+    )
     drift: DriftSettings = Field(default_factory=DriftSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calendar_window(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("window_days") is None:
+            return data
+        days, by_days = data["window_days"], {1: "daily", 7: "weekly"}
+        if days not in by_days:
+            raise ValueError(
+                f"monitoring.window_days: {days} is not a calendar window; write monitoring.window: daily, weekly or monthly "
+                "(calendar-aligned in the dataset's timezone)"
+            )
+        if data.get("window") not in (None, by_days[days]):
+            raise ValueError(f"monitoring.window_days: {days} contradicts monitoring.window: {data['window']}; keep only window")
+        return {**data, "window": by_days[days]}
+
+    def window_bounds(self, start: dt.date) -> tuple[dt.date, dt.date]:
+        """The first and last event dates of the window starting on ``start``."""
+        return start, window_after(start, self.window) - dt.timedelta(days=1)
+
+
+def window_after(start: dt.date, window: str) -> dt.date:
+    """The start of the window that follows the one starting on ``start``."""
+    if window == "daily":
+        return start + dt.timedelta(days=1)
+    if window == "weekly":
+        return start + dt.timedelta(days=7)
+    return dt.date(start.year + start.month // 12, start.month % 12 + 1, 1)
+
+
+def window_start_of(day: dt.date, window: str) -> dt.date:
+    """The start of the window holding ``day`` (Monday for weeks, the 1st for months)."""
+    if window == "daily":
+        return day
+    if window == "weekly":
+        return day - dt.timedelta(days=day.weekday())
+    return day.replace(day=1)
 
 
 class DatasetSpec(TableSpec):

@@ -2,14 +2,14 @@
 
 * ``monitoring/<dataset>/drift``: one row per (source, window, column): the Evidently method, score,
   threshold and verdict, the column's importance, the model version whose reference it was compared with.
-  Append-only; a window is computed once per source and model version.
+  A window's rows are replaced when it is computed again (same source and model version).
 * ``monitoring/<dataset>/performance``: one row per (window, model version): rows, labelled rows, label
   delay, realized and estimated metrics. Rewritten whole on each computation (labels keep arriving, so
   a window's realized metric changes); small (windows × versions).
 * ``monitoring/<dataset>/performance_daily``: the same per (event date, model version).
 * ``monitoring/<dataset>/thresholds``: the alarm thresholds calibrated on each model version's reference.
 * ``monitoring/<dataset>/decisions``: every evaluation of the retraining policy, fired or skipped, with
-  the signal values, the thresholds and the reason. Append-only.
+  the signal values, the thresholds and the reason; one row per window (re-judged: replaced).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ DECISIONS_SCHEMA = {
     "fired": pl.String, "signal_drift_share": pl.Float64, "signal_estimated_drop": pl.Float64, "signal_realized_drop": pl.Float64,
     "threshold_metric": pl.String, "threshold_drift_share": pl.Float64, "threshold_estimated_drop": pl.Float64,
     "threshold_realized_drop": pl.Float64, "reference_metric": pl.Float64, "threshold_source": pl.String,
-    "run_key": pl.String, "evaluator": pl.String, "evaluated_at": pl.Datetime("us", "UTC"),
+    "run_key": pl.String, "evaluator": pl.String, "labelled": pl.Int64, "evaluated_at": pl.Datetime("us", "UTC"),
 }  # fmt: skip
 
 
@@ -70,12 +70,36 @@ def read(lake: Lake, table: str, schema: dict) -> pl.DataFrame:
     return lake.scan_or_empty(table, schema).collect()
 
 
-def append_drift(lake: Lake, dataset: str, rows: pl.DataFrame) -> int:
-    """Append one window's per-column drift rows (``DRIFT_SCHEMA`` without ``computed_at``)."""
+def replace_drift(lake: Lake, dataset: str, rows: pl.DataFrame) -> int:
+    """Write one window's per-column drift rows (``DRIFT_SCHEMA`` without ``computed_at``, one source, window and
+    model version), replacing that window's earlier rows for the same source and version in one commit."""
     frame = rows.with_columns(pl.lit(_now()).alias("computed_at")).select(
         [pl.col(c).cast(t) for c, t in DRIFT_SCHEMA.items()]
     )
-    return lake.append(drift_table(dataset), frame, metadata={"writer": "aiflow monitoring"})
+    (source, start, version), *more = frame.select("source", "window_start", "model_version").unique().rows()
+    if more:
+        raise ValueError("replace_drift writes one (source, window, model version) at a time")
+    predicate = f"source = '{source}' AND window_start = '{start.isoformat()}' AND model_version = {int(version)}"
+    return lake.replace_where(drift_table(dataset), frame, predicate, metadata={"writer": "aiflow monitoring"})
+
+
+def window_predicate(start: dt.date, column: str = "window_start") -> str:
+    return f"{column} = '{start.isoformat()}'"
+
+
+def replace_performance(lake: Lake, dataset: str, start: dt.date, frame: pl.DataFrame, *, daily: bool = False) -> int | None:
+    """Replace one window's rows of the performance table (per window, or ``daily`` rows of its dates) by ``frame``."""
+    table = performance_table(dataset) + ("_daily" if daily else "")
+    if not frame.height and not lake.exists(table):
+        return None
+    if daily:
+        dates = frame["event_date"].to_list() if frame.height else []
+        if not dates:
+            return None
+        predicate = f"event_date IN ({', '.join(repr(d.isoformat()) for d in sorted(set(dates)))})"
+    else:
+        predicate = window_predicate(start)
+    return lake.replace_where(table, frame, predicate, metadata={"writer": "aiflow monitoring"})
 
 
 def computed_windows(lake: Lake, dataset: str, source: str) -> set[tuple[dt.date, int]]:
@@ -134,6 +158,12 @@ def append_decisions(lake: Lake, dataset: str, rows: list[dict]) -> int | None:
     now = _now()
     frame = pl.DataFrame([{k: r.get(k) for k in DECISIONS_SCHEMA} | {"evaluated_at": r.get("evaluated_at") or now} for r in rows], schema=DECISIONS_SCHEMA)
     return lake.append(decisions_table(dataset), frame, metadata={"writer": "aiflow monitoring"})
+
+
+def replace_decision(lake: Lake, dataset: str, row: dict) -> int:
+    """Record the decision on one window, replacing an earlier decision on it (a window re-judged when its labels arrive)."""
+    frame = pl.DataFrame([{k: row.get(k) for k in DECISIONS_SCHEMA} | {"evaluated_at": row.get("evaluated_at") or _now()}], schema=DECISIONS_SCHEMA)
+    return lake.replace_where(decisions_table(dataset), frame, window_predicate(row["window_start"]), metadata={"writer": "aiflow monitoring"})
 
 
 def read_decisions(lake: Lake, dataset: str) -> pl.DataFrame:

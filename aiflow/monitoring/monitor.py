@@ -192,9 +192,10 @@ def batch_pass(lake: Lake, spec: DatasetSpec, refs: References, *, report_store:
     if not lake.exists(predictions):
         result.skipped.append(f"no batch predictions of '{spec.name}' yet")
         return result
-    n = spec.monitoring.window_days
     ids = [*dict.fromkeys([*spec.key, EVENT_DATE])]
-    scored = lake.scan(predictions).select(*ids, SCORE, "model_version").with_columns(windows.window_expr(pl.col(EVENT_DATE), n).alias("window_start")).collect()
+    scored = lake.scan(predictions).select(*ids, SCORE, "model_version").with_columns(
+        windows.window_expr(pl.col(EVENT_DATE), spec.monitoring.window).alias("window_start")
+    ).collect()
     if not scored.height:
         return result
     newest = scored["window_start"].max()
@@ -205,7 +206,7 @@ def batch_pass(lake: Lake, spec: DatasetSpec, refs: References, *, report_store:
         if ctx is None:
             result.skipped.append(f"batch window {start}: model version {version} has no reference profile")
             continue
-        end = start + dt.timedelta(days=n - 1)
+        end = spec.monitoring.window_bounds(start)[1]
         part = scored.filter((pl.col("window_start") == start) & (pl.col("model_version") == version)).drop("window_start", "model_version")
         rows = (
             lake.scan(features).filter(pl.col(EVENT_DATE).is_between(start, end))
@@ -255,7 +256,7 @@ def performance_pass(
     if changed is not None:  # keep the windows (and their days) nothing new reached
         keep = ~pl.col("window_start").is_in(list(changed))
         frame = pl.concat([previous.filter(keep), _stamped(frame, now)], how="diagonal_relaxed")
-        days = windows.window_expr(pl.col("event_date"), spec.monitoring.window_days)
+        days = windows.window_expr(pl.col("event_date"), spec.monitoring.window)
         daily = pl.concat([previous_daily.filter(~days.is_in(list(changed))), _stamped(daily, now)], how="diagonal_relaxed")
     else:
         frame, daily = _stamped(frame, now), _stamped(daily, now)
@@ -280,7 +281,7 @@ def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.da
 
 def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, current: pl.DataFrame, source: str, report_store) -> WindowDrift:
     """Compare ``current`` (feature columns, ``prediction``, ``label``) with the reference; record and report it."""
-    end = start + dt.timedelta(days=spec.monitoring.window_days - 1)
+    end = spec.monitoring.window_bounds(start)[1]
     options = _drift_options(spec)
     kinds = {**ctx.reference.columns, PREDICTION: "numeric"}
     reference = ctx.reference.train()
@@ -295,7 +296,7 @@ def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, c
     features = columns.filter(~pl.col("column").is_in([PREDICTION, LABEL]))
     share = float(features["drifted"].mean() or 0.0)
     weighted = weighted_share(drift, ctx.reference.importance)
-    history.append_drift(
+    history.replace_drift(
         lake, spec.name,
         columns.with_columns(
             pl.lit(source).alias("source"), pl.lit(start).alias("window_start"), pl.lit(end).alias("window_end"),

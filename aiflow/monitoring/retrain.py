@@ -47,6 +47,8 @@ def window_signals(lake: Lake, spec: DatasetSpec) -> list[WindowSignals]:
     if perf.height:
         cols = [c for c in (metric, f"estimated_{metric}", "labelled") if c in perf.columns]
         drift = drift.join(perf.select(*keys, *cols), on=keys, how="left")
+    # one row per window: the version that served most of it (a window computed again under another version keeps both)
+    drift = drift.sort("window_start", "rows", "model_version").unique("window_start", keep="last")
     out = []
     for row in drift.sort("window_start").iter_rows(named=True):
         out.append(

@@ -1,9 +1,10 @@
 """Monitoring windows in data time: the inference log cut by the event time of the records it scored.
 
-A window is ``window_days`` days of event dates (UTC, as ``event_date`` everywhere in the lake); 7-day
-windows start on a Monday. Decisions are keyed on these windows, never on the wall clock, so replaying
-the same data gives the same windows. A window is *complete* once the log holds a record of a later
-window (data time moved past it); only complete windows are monitored, each once per model version.
+A window is a calendar day, week (Monday to Sunday) or month of event time in the dataset's timezone
+(``spec.monitoring.window``); it is keyed by its first date, which is also its Dagster partition key.
+Decisions are keyed on these windows, never on the wall clock, so replaying the same data gives the
+same windows. A window is *complete* once the log holds a record of a later window (data time moved
+past it); only complete windows are monitored.
 """
 
 from __future__ import annotations
@@ -20,24 +21,42 @@ from aiflow.serving.feedback import SCHEMA as LABEL_SCHEMA
 from aiflow.serving.feedback import labels_table
 from aiflow.serving.inference_log import SCHEMA as LOG_SCHEMA
 from aiflow.serving.inference_log import log_table
-from aiflow.spec import DatasetSpec
+from aiflow.spec import DatasetSpec, window_start_of
 from aiflow.storage.lake import Lake
 
-#: A Monday: 7-day windows start on Mondays; other lengths count from here.
-EPOCH = dt.date(1970, 1, 5)
 EVENT = "event_time"
 
 
-def window_expr(date: pl.Expr, window_days: int) -> pl.Expr:
-    """Polars: the start of the window of each date."""
-    days = (date - pl.lit(EPOCH)).dt.total_days()
-    return pl.lit(EPOCH) + pl.duration(days=(days // window_days) * window_days)
+def window_expr(date: pl.Expr, window: str) -> pl.Expr:
+    """Polars: the start of the calendar window (``daily``, ``weekly``: Monday, ``monthly``: the 1st) of each date."""
+    if window == "daily":
+        return date
+    if window == "weekly":
+        return date.dt.truncate("1w")
+    if window == "monthly":
+        return date.dt.month_start()
+    raise ValueError(f"unknown monitoring window {window!r}: daily, weekly or monthly")
+
+
+def first_window(spec: DatasetSpec) -> dt.date:
+    """The first monitored window: the one holding ``spec.monitoring.start`` (the partitions' first key)."""
+    return window_start_of(spec.monitoring.start, spec.monitoring.window)
+
+
+def window_end_expr(start: pl.Expr, window: str) -> pl.Expr:
+    """Polars: the last date of the window starting at ``start``."""
+    if window == "daily":
+        return start
+    if window == "weekly":
+        return start + pl.duration(days=6)
+    return start.dt.month_end()
 
 
 def scored_log(lake: Lake, spec: DatasetSpec, *, variants: tuple[str, ...] | None = None) -> pl.DataFrame:
     """The successful rows of the inference log with their event time, event date and window.
 
-    Columns: the log's (``aiflow.serving.inference_log.SCHEMA``) plus ``event_time`` (UTC), ``event_date``,
+    Columns: the log's (``aiflow.serving.inference_log.SCHEMA``) plus ``event_time`` (UTC), ``event_date`` (in the
+    dataset's timezone),
     ``window_start`` and ``window_end``. A record whose event time cannot be read has nulls there: it cannot be
     placed in data time and is not monitored. Delta versions never change,
     so the frame of one log version is computed once per process (the drift and the performance steps of a
@@ -47,11 +66,13 @@ def scored_log(lake: Lake, spec: DatasetSpec, *, variants: tuple[str, ...] | Non
     if not lake.exists(table):
         return pl.DataFrame(schema={**LOG_SCHEMA, EVENT: pl.Datetime("us", "UTC"), "event_date": pl.Date, "window_start": pl.Date, "window_end": pl.Date})
     options = tuple(sorted((lake.storage_options or {}).items()))
-    return _scored_log(lake.uri(table), lake.version(table), options, spec.event_time, spec.monitoring.window_days, variants)
+    return _scored_log(lake.uri(table), lake.version(table), options, spec.event_time, spec.monitoring.window, spec.timezone, variants)
 
 
 @functools.lru_cache(maxsize=4)
-def _scored_log(uri: str, version: int, options: tuple, event_time: str, n: int, variants: tuple[str, ...] | None) -> pl.DataFrame:
+def _scored_log(
+    uri: str, version: int, options: tuple, event_time: str, window: str, timezone: str, variants: tuple[str, ...] | None
+) -> pl.DataFrame:
     lf = pl.scan_delta(uri, version=version, storage_options=dict(options) or None).filter(pl.col("status") == "ok")
     if variants:
         lf = lf.filter(pl.col("variant").is_in(list(variants)))
@@ -59,9 +80,9 @@ def _scored_log(uri: str, version: int, options: tuple, event_time: str, n: int,
     text = event_texts(frame["input"], event_time)
     return (
         frame.with_columns(parse_times(text).alias(EVENT))
-        .with_columns(pl.col(EVENT).dt.date().alias("event_date"))
-        .with_columns(window_expr(pl.col("event_date"), n).alias("window_start"))
-        .with_columns((pl.col("window_start") + pl.duration(days=n - 1)).alias("window_end"))
+        .with_columns(pl.col(EVENT).dt.convert_time_zone(timezone).dt.date().alias("event_date"))  # the dataset's calendar
+        .with_columns(window_expr(pl.col("event_date"), window).alias("window_start"))
+        .with_columns(window_end_expr(pl.col("window_start"), window).alias("window_end"))
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from aiflow.train.request import pinned_request
 from tests.aiflow.tiny import TINY
 from tests.aiflow.train.conftest import run_data_plane
 
+TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")
 START = dt.date(2013, 1, 7)  # a Monday
 REFERENCE_DAYS = 28
 SERVED = START + dt.timedelta(days=REFERENCE_DAYS)  # the first served window (a Monday)
@@ -50,7 +52,7 @@ def rides_spec(problem_type: str = "classification", **monitoring) -> DatasetSpe
     if problem_type == "regression":
         data["problem_type"] = "regression"
         data["target"] = {"name": "delay_minutes", "source": "delay", "kind": "identity", "when_null": "quarantine"}
-    data["monitoring"] = {"window_days": 7, **monitoring}
+    data["monitoring"] = {"window": "weekly", **monitoring}
     return parse_spec(data, f"rides {problem_type}")
 
 
@@ -63,7 +65,8 @@ def rides(day: dt.date, n: int, seed: int, *, shifted: bool = False) -> pl.DataF
     seats = rng.integers(50, 300, n)
     hour = rng.integers(0, 24, n)
     delay = rng.normal(5 + distance / 80 + (carrier == "UA") * 15 + (12 if shifted else 0), 12, n).round(1)
-    ts = [dt.datetime(day.year, day.month, day.day, int(h), tzinfo=dt.UTC) for h in hour]
+    # the rides happen on ``day`` in Tokyo (the dataset's timezone, where its calendar windows are cut), stored in UTC
+    ts = [dt.datetime(day.year, day.month, day.day, int(h), tzinfo=TOKYO).astimezone(dt.UTC) for h in hour]
     return pl.DataFrame(
         {
             "trip_id": np.arange(n) + seed * 10_000, "carrier": carrier, "origin": rng.choice(ORIGINS, n), "distance": distance,
