@@ -24,10 +24,12 @@ from assets.training import training_assets
 from assets.validation import validation_assets, validation_checks
 from resources.executors import executor_for
 from resources.profiles import resources_for
+from sensors.automation import automation_sensor
 from sensors.backfill import backfill_job
 from sensors.canary import canary_sensor
 from sensors.jobs import canary_job, data_plane_job, lifecycle_job, maintenance_job, monitoring_job, retrain_job
 from sensors.landing import landing_sensor
+from sensors.monitoring import monitoring_sensor
 from sensors.retrain import retrain_schedule, retrain_sensor, run_failure_alert
 from sensors.rollback import rollback_job
 from sensors.schedules import maintenance_schedule
@@ -47,7 +49,7 @@ def spec_locations() -> list[str]:
 
 def dataset_definitions(spec: DatasetSpec) -> Definitions:
     """Everything one dataset brings: its assets, checks, jobs, sensor and schedule."""
-    maintenance, retrain = maintenance_job(spec), retrain_job(spec)
+    maintenance, retrain, monitoring = maintenance_job(spec), retrain_job(spec), monitoring_job(spec)
     return Definitions(
         assets=[
             *ingestion_assets(spec),
@@ -61,9 +63,12 @@ def dataset_definitions(spec: DatasetSpec) -> Definitions:
         asset_checks=[*cleansing_checks(spec), *feature_checks(spec), *validation_checks(spec)],
         jobs=[
             data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec), canary_job(spec),
-            monitoring_job(spec), retrain, backfill_job(spec, os.environ.get("AIFLOW_PROFILE", "local")),
+            monitoring, retrain, backfill_job(spec, os.environ.get("AIFLOW_PROFILE", "local")),
         ],  # fmt: skip
-        sensors=[landing_sensor(spec), canary_sensor(spec), retrain_sensor(spec, retrain)],
+        sensors=[
+            landing_sensor(spec), canary_sensor(spec), retrain_sensor(spec, retrain), monitoring_sensor(spec, monitoring),
+            automation_sensor(spec),
+        ],  # fmt: skip
         schedules=[maintenance_schedule(maintenance), retrain_schedule(spec, retrain)],
     )
 

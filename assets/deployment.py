@@ -4,7 +4,7 @@ import getpass
 from typing import Literal
 
 import pydantic
-from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from aiflow.evaluation.validation import ModelRef, load_model
@@ -196,6 +196,17 @@ def promotion_message(name: str, alias: str, before: int | None, after: int) -> 
 SCORING_PRIORITY = "-100"
 
 
+#: Score new feature rows as soon as the features change, without waiting for a retrain. A latch reset only by a
+#: request (not by a materialization in the same tick, nor lost while a run is in flight: ``eager()`` drops both,
+#: measured in ../shared/DAGSTER-AUTOMATION.md), and never re-requested after a failed run until the features change again.
+FOLLOWS_FEATURES = (
+    AutomationCondition.any_deps_updated().since(AutomationCondition.newly_requested() | AutomationCondition.initial_evaluation())
+    & ~AutomationCondition.in_progress()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.any_deps_missing()
+).with_label("new feature rows")
+
+
 class ScoringConfig(Config):
     rescore_all: bool = Field(False, description="Score every feature partition again with the current champion.")
 
@@ -209,22 +220,24 @@ def predictions_asset(spec: DatasetSpec) -> AssetsDefinition:
         op_tags={"dagster/priority": SCORING_PRIORITY},
         group_name="deployment",
         kinds={"delta", "pytorch"},
-        description=f"Batch predictions of the '{spec.name}' champion on new feature partitions, with the model version on every row.",
+        automation_condition=FOLLOWS_FEATURES,
+        output_required=False,
+        description=f"Batch predictions of the '{spec.name}' champion on new feature partitions, with the model version on every "
+        "row. Follows the features under the daemon (automation); not materialized while no champion exists.",
     )
-    def _predictions(
-        context: AssetExecutionContext, config: ScoringConfig, lake: LakeResource, artifacts: ArtifactsResource
-    ) -> MaterializeResult:
+    def _predictions(context: AssetExecutionContext, config: ScoringConfig, lake: LakeResource, artifacts: ArtifactsResource):
         """New feature partitions scored by the current champion alias, whatever this run's gates said."""
         store = lake.lake()
         registry = Registry(store)
         version = registry.alias(spec.name, "champion")
-        if version is None:
-            raise RuntimeError(f"'{spec.name}' has no champion yet: promote a model version first")
+        if version is None:  # one cause, one message: the training or gate step that failed already said why
+            context.log.warning(f"'{spec.name}' has no champion yet: nothing scored (the first model that passes its gates is promoted)")
+            return
         mv = registry.get(spec.name, version)
         model = load_model(ModelRef.of(mv, artifacts.uri()), artifacts.options())
         report = score_new_partitions(store, spec, model, spec.name, version, rescore_all=config.rescore_all)
         context.log.info(f"scored {report.rows_out} rows over {len(report.dates)} date(s) with v{version}")
-        return MaterializeResult(
+        yield MaterializeResult(
             metadata={
                 **table_metadata(store, Tables.predictions(spec.name)),
                 "model_version": version,

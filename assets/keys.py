@@ -62,6 +62,15 @@ def live_performance_key(spec: DatasetSpec) -> AssetKey:
     return AssetKey([spec.name, "live_performance"])
 
 
+def decisions_key(spec: DatasetSpec) -> AssetKey:
+    return AssetKey([spec.name, "decisions"])
+
+
+def retrain_job_name(spec: DatasetSpec) -> str:
+    """The retrain job's name (``sensors/jobs.py`` defines the job; the decisions step checks whether one runs)."""
+    return f"{spec.name}_retrain_job"
+
+
 def op_name(key: AssetKey) -> str:
     """The op (node) name Dagster derives from an asset key: its components joined by ``__``."""
     return "__".join(key.path)

@@ -8,7 +8,8 @@ from pydantic import Field
 from aiflow.data.maintenance import HOT_DAYS, maintain
 from aiflow.models.cleanup import clean_artifacts
 from aiflow.spec import DatasetSpec
-from assets.keys import canary_analysis_key, drift_key, inference_log_key, labels_key, live_performance_key
+from assets.keys import canary_analysis_key, decisions_key, drift_key, inference_log_key, labels_key, live_performance_key, retrain_job_name
+from assets.monitoring import window_partitions
 from resources.storage import ArtifactsResource, LakeResource
 
 DATA_PLANE_GROUPS = ("ingestion", "cleansing", "features")
@@ -76,18 +77,22 @@ def monitoring_job_name(spec: DatasetSpec) -> str:
     return f"{spec.name}_monitoring_job"
 
 
+#: Run tag of a monitoring run: the run queue runs one per dataset at a time, in the order requested, so the
+#: windows are decided in data-time order (``tag_concurrency_limits`` in deploy/dagster.local.yaml).
+MONITORING_TAG = "aiflow/monitoring"
+
+
 def monitoring_job(spec: DatasetSpec):
-    """Observe the inference log and labels, then compute drift and live performance for the new windows."""
+    """One monitoring window (a partition): drift, live performance, then the policy's decision."""
     return define_asset_job(
         monitoring_job_name(spec),
-        selection=AssetSelection.assets(inference_log_key(spec), labels_key(spec), drift_key(spec), live_performance_key(spec)),
-        description=f"Observe the inference log and labels of '{spec.name}', then compute drift (Evidently) and live "
-        "performance (realized and estimated) for every new window.",
+        selection=AssetSelection.assets(drift_key(spec), live_performance_key(spec), decisions_key(spec)),
+        partitions_def=window_partitions(spec),
+        tags={MONITORING_TAG: spec.name},
+        description=f"One monitoring window of '{spec.name}' (a partition: data time): drift (Evidently), live performance "
+        "(realized and estimated) and the retraining policy's decision. Started by the monitoring sensor for each window "
+        "data time has moved past, and again when its labels change; a backfill recomputes a range.",
     )
-
-
-def retrain_job_name(spec: DatasetSpec) -> str:
-    return f"{spec.name}_retrain_job"
 
 
 def retrain_job(spec: DatasetSpec):

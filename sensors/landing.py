@@ -10,6 +10,7 @@ from aiflow.spec import DatasetSpec
 from assets.keys import bronze_key, op_name
 from resources.storage import LakeResource, LandingResource
 from sensors.jobs import data_plane_job_name
+from sensors.ticks import tick_seconds
 
 MAX_FILES_PER_RUN = 500
 #: Files requested but not yet in the ledger that the cursor may hold (all tables together).
@@ -30,7 +31,7 @@ def landing_sensor(
     *,
     max_files_per_run: int = MAX_FILES_PER_RUN,
     max_in_flight: int = MAX_IN_FLIGHT,
-    minimum_interval_seconds: int = 30,
+    minimum_interval_seconds: int | None = None,
 ):
     """A sensor over every landing zone of the dataset.
 
@@ -50,7 +51,7 @@ def landing_sensor(
     @sensor(
         name=f"{spec.name}_landing_sensor",
         job_name=data_plane_job_name(spec),
-        minimum_interval_seconds=minimum_interval_seconds,
+        minimum_interval_seconds=minimum_interval_seconds or tick_seconds(30),
         default_status=DefaultSensorStatus.RUNNING,
         description="Starts data-plane runs for landing-zone files the ingestion ledger does not hold yet.",
     )

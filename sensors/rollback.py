@@ -1,6 +1,6 @@
 """Rollback job: move the champion back to the version it pointed at before, with a reason."""
 
-from dagster import AssetMaterialization, Config, OpExecutionContext, job, op
+from dagster import AssetMaterialization, Config, Failure, OpExecutionContext, job, op
 from pydantic import Field
 
 from aiflow.models.registry import Registry
@@ -12,15 +12,19 @@ from resources.storage import LakeResource
 
 
 class RollbackConfig(Config):
-    reason: str = Field(
-        "manual rollback from the launchpad", description="Why the champion is rolled back (recorded in the alias history)."
-    )
+    reason: str = Field("", description="Required: why the alias is rolled back (recorded in the alias history and the notification); "
+                        "a run without one is refused.")
     alias: str = Field("champion", description="The alias to move back.")
 
 
 def rollback_job(spec: DatasetSpec):
     @op(name=f"{spec.name}_rollback_alias", description="Move the alias back to its previous version and record the event.")
     def rollback_alias(context: OpExecutionContext, config: RollbackConfig, lake: LakeResource, notifier: NotifierResource) -> int:
+        if not config.reason.strip():
+            raise Failure(
+                f"{spec.name} rollback refused: give a reason (ops.{spec.name}_rollback_alias.config.reason), e.g. "
+                "'v3 mis-scores weekend flights'; it is recorded in the alias history"
+            )
         registry = Registry(lake.lake())
         before = registry.alias(spec.name, config.alias)
         after = registry.rollback(spec.name, reason=config.reason, actor=actor(context), alias=config.alias)
