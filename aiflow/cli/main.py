@@ -15,6 +15,7 @@ import polars as pl
 from tqdm import tqdm
 
 from aiflow.cli.models import add_models_commands
+from aiflow.cli.replay import add_replay_command
 from aiflow.cli.serve import add_serve_command
 from aiflow.cli.spec import add_spec_commands
 from aiflow.spec import DatasetSpec, SpecError, demo_spec_path, load_spec
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     add_models_commands(sub)
     add_spec_commands(sub)
     add_serve_command(sub)
+    add_replay_command(sub)
 
     args = parser.parse_args(argv)
     try:
