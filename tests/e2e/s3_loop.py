@@ -4,8 +4,8 @@ tests/fixtures/s3.py) by tests/e2e/test_s3_loop.py and tests/e2e/test_no_secret_
 The small "rides" dataset (tests/aiflow/monitoring/world.py: other column names, Asia/Tokyo): four reference weeks
 landed on S3 -> ``rides_lifecycle_job`` (data plane, training through Pipes, gates, registry, champion) -> a real
 ``aiflow serve`` subprocess reading its champion from S3 (bearer token; HTTP scoring of a shifted week and one more
-day, then ``/v1/feedback``) -> ``rides_monitoring_job`` (drift with Evidently's HTML report, live performance) -> the
-retrain sensor's tick (its decision recorded on S3) -> the retrain run it requests (a second version registered on S3;
+day, then ``/v1/feedback``) -> ``rides_monitoring_job`` (one window: drift with Evidently's HTML report, live performance,
+the policy's decision recorded on S3) -> the retrain sensor's tick -> the retrain run it requests (a second version registered on S3;
 when it passes the gates, the running server hot-reloads it from S3). Server-side encryption is on (``AIFLOW_S3_SSE=AES256``), the
 webhook is a real receiver on 127.0.0.1 whose URL carries a secret, AIFLOW_HOME is an empty folder that must stay
 empty, and the Dagster instance lives on disk so its event log and compute logs can be scanned.
@@ -218,10 +218,10 @@ def run_loop(s3, tmp: Path) -> LoopRun:
         defs = build_definitions(spec_path, resources=resources_for("s3"))
         instance = DagsterInstance.local_temp(str(dagster_home))
 
-        def job(name: str, run_config: dict | None = None, tags: dict | None = None) -> None:
+        def job(name: str, run_config: dict | None = None, tags: dict | None = None, partition: str | None = None) -> None:
             t0 = time.monotonic()
             result = defs.resolve_job_def(name).execute_in_process(
-                instance=instance, run_config=run_config, tags=tags, raise_on_error=False
+                instance=instance, run_config=run_config, tags=tags, raise_on_error=False, partition_key=partition
             )
             run.run_ids.append(result.run_id)
             run.results.setdefault(name, []).append(result)
@@ -265,10 +265,10 @@ def run_loop(s3, tmp: Path) -> LoopRun:
             _wait_rows(lake, log_table("rides"), len(ids))  # flushed to S3 (the server keeps running)
             run.seconds["score, feedback"] = time.monotonic() - t0
 
-            # 3. monitoring: drift (Evidently, HTML report) and live performance
-            job("rides_monitoring_job", {"ops": {"rides__drift": {"config": {"report": True}}}})
+            # 3. monitoring of the completed window (a partition): drift (Evidently, HTML report), live performance, decision
+            job("rides_monitoring_job", {"ops": {"rides__drift": {"config": {"report": True}}}}, partition=SERVED.isoformat())
 
-            # 4. the retrain sensor decides (its decision recorded on S3)
+            # 4. the retrain sensor acts on the decision (recorded on S3)
             sensor = defs.get_sensor_def("rides_retrain_sensor")
             with build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name, resources=defs.resources) as context:
                 run.ticks.append(sensor.evaluate_tick(context))

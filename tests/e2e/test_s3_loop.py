@@ -6,6 +6,8 @@ home; server-side encryption (AIFLOW_S3_SSE) on every object written, checked by
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 import pytest
 
@@ -43,7 +45,12 @@ def test_the_whole_loop_writes_every_table_and_report_under_the_s3_lake(s3_loop_
     html = run.s3.client().get_object(Bucket=run.s3.bucket, Key=f"{run.key_prefix}/{reports[0]}")["Body"].read()
     assert b"<html" in html[:2000].lower()
     perf = history.read_performance(lake, "rides")
-    assert perf.filter(pl.col("window_start") == SERVED)["labelled"][0] == ROWS_PER_DAY * 7
+    # the window is a calendar week in the dataset's timezone (Asia/Tokyo): the records whose local date falls in it
+    served_ts = lake.scan("inference_log/rides").select(pl.col("input").str.json_path_match("$.ts")).collect().to_series()
+    local = served_ts.str.to_datetime(time_zone="UTC").dt.convert_time_zone("Asia/Tokyo").dt.date()
+    in_window = int(local.is_between(SERVED, SERVED + dt.timedelta(days=6)).sum())
+    assert ROWS_PER_DAY * 6 < in_window < ROWS_PER_DAY * 8
+    assert perf.filter(pl.col("window_start") == SERVED)["labelled"][0] == in_window
     # the sensor decided the shifted window (recorded on S3) and its retrain run registered a second version there
     decisions = history.read_decisions(lake, "rides")
     assert decisions["window_start"].to_list() == [SERVED] and decisions["action"].to_list() == ["retrain"]

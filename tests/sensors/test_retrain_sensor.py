@@ -1,7 +1,8 @@
-"""The retrain sensor evaluated by Dagster against a real instance, after real runs of the monitoring job on a real
-monitored world (tests/aiflow/monitoring/world.py): a signal that persists gives exactly one run request carrying
-its reason (hysteresis first), the webhook (a real HTTP receiver on 127.0.0.1) hears of it, a second tick decides
-nothing twice, a running retrain blocks the next one, and the reason reaches the model the retrain produces."""
+"""The retrain sensor and the fallback schedule evaluated by Dagster against a real instance, after real partition runs
+of the monitoring job (one per window, in data-time order) on a real monitored world (tests/aiflow/monitoring/world.py):
+a signal that persists gives exactly one run request carrying its reason (hysteresis first), the webhook (a real HTTP
+receiver on 127.0.0.1) hears of it, a second tick requests nothing twice, a running retrain blocks the next one, and the
+reason reaches the model the retrain produces; the schedule counts the champion's age in data time and obeys the budget."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
 
 from aiflow.models.bundle import verify_bundle
 from aiflow.models.candidates import Handoffs
-from aiflow.models.registry import Registry
 from aiflow.monitoring import history
+from aiflow.monitoring.partition import window_status
 from aiflow.storage.artifacts import ArtifactStore
 from definitions import build_definitions
 from resources.notify import NotifierResource
@@ -79,30 +80,43 @@ def test_the_sensor_requests_one_retrain_when_the_signal_persists_and_records_ev
     instance = DagsterInstance.ephemeral()
     sensor = defs.get_sensor_def("rides_retrain_sensor")
 
-    def tick():
-        context = build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name, resources=defs.resources)
+    def tick(cursor=None):
+        context = build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name, resources=defs.resources, cursor=cursor)
         return sensor.evaluate_tick(context)
 
+    monitored: list[dt.date] = []
+
     def monitor():
-        assert defs.resolve_job_def("rides_monitoring_job").execute_in_process(instance=instance).success
+        """What the monitoring sensor asks for: each complete window not monitored yet, oldest first."""
+        for window in window_status(world.lake, world.spec).filter("complete")["window_start"]:
+            if window not in monitored:
+                job = defs.resolve_job_def("rides_monitoring_job")
+                assert job.execute_in_process(instance=instance, partition_key=window.isoformat()).success
+                monitored.append(window)
 
     for week, shifted in enumerate([False, True, True, False]):
         serve_week(world, week, shifted=shifted)
-    monitor()  # three complete windows: same, shifted, shifted
+    monitor()  # the served weeks as calendar weeks of Asia/Tokyo: same, shifted, shifted (and the last, same, complete too)
     first = tick()
     shifted_again = SERVED + dt.timedelta(days=14)
     assert [r.run_key for r in first.run_requests] == [f"rides-retrain-{shifted_again}"]
     tags = first.run_requests[0].tags
     assert tags["aiflow/window"] == shifted_again.isoformat() and "drift" in tags["aiflow/reason"]
+    assert tags["aiflow/trigger"] == "retrain_sensor"
     # the drift asset announced both drifted windows, the sensor the retrain
-    assert [b["event"] for b in receiver.bodies] == ["drift", "drift", "retrain"] and "rides" in receiver.bodies[-1]["text"]
+    events = [b["event"] for b in receiver.bodies]
+    assert events.count("drift") == 2 and events.count("retrain") == 1 and "rides" in receiver.bodies[-1]["text"]
     decisions = history.read_decisions(world.lake, "rides")
-    assert decisions["action"].to_list() == ["skip", "skip", "retrain"]
-    assert "hysteresis" in decisions["reason"][1] and decisions["evaluator"].unique().to_list() == ["sensor"]
+    assert decisions["action"].to_list()[:3] == ["skip", "skip", "retrain"] and decisions["window_start"].n_unique() == decisions.height
+    assert "hysteresis" in decisions["reason"][1] and all(e.startswith("dagster run ") for e in decisions["evaluator"])
 
-    again = tick()  # nothing newly monitored: a skip, nothing decided twice
-    assert not again.run_requests and "no newly monitored window" in again.skip_message
-    assert history.read_decisions(world.lake, "rides").height == 3
+    again = tick(first.cursor)  # nothing newly decided: a skip, nothing requested twice
+    assert not again.run_requests and "no new decision" in again.skip_message
+    # a window computed again (late labels, a backfill) keeps one decision, and an old window never retrains again
+    job = defs.resolve_job_def("rides_monitoring_job")
+    assert job.execute_in_process(instance=instance, partition_key=shifted_again.isoformat()).success
+    assert history.read_decisions(world.lake, "rides").height == decisions.height
+    assert not tick(first.cursor).run_requests
 
     # a retrain in progress: the next window that fires is skipped, with the reason
     retrain = defs.resolve_job_def("rides_retrain_job")
@@ -110,7 +124,7 @@ def test_the_sensor_requests_one_retrain_when_the_signal_persists_and_records_ev
     for week in (4, 5, 6):  # weeks 4 and 5 drift (hysteresis met at 5); 6 completes 5
         serve_week(world, week, shifted=True)
     monitor()
-    blocked = tick()
+    blocked = tick(first.cursor)
     assert not blocked.run_requests
     assert "running" in history.read_decisions(world.lake, "rides")["reason"][-1]
 
@@ -151,26 +165,48 @@ def rides_spec_path(folder) -> str:
     return str(path)
 
 
-def test_the_fallback_schedule_retrains_a_champion_older_than_the_maximum_age(built: World, tmp_path):
+def test_the_fallback_schedule_counts_the_champion_age_in_data_time_and_obeys_the_budget(built: World, tmp_path):
     from dagster import build_schedule_context
 
-    defs = build_definitions(rides_spec_path(tmp_path), resources=local_resources(str(built.home)))  # read-only use of the world
+    from tests.aiflow.monitoring.world import REFERENCE_DAYS, ROWS_PER_DAY, START, rides, weather
+    from tests.aiflow.train.conftest import run_data_plane
+
+    shutil.copytree(built.home, tmp_path / "home")
+    world = World(tmp_path / "home", built.spec, built.version)
+    defs = build_definitions(rides_spec_path(tmp_path), resources=local_resources(str(world.home)))
     schedule = defs.get_schedule_def("rides_retrain_schedule")
-    registered = Registry(built.lake).get("rides", built.version).created_at
     (tmp_path / "dagster_home").mkdir()
     instance = DagsterInstance.local_temp(str(tmp_path / "dagster_home"))  # a schedule context with resources needs a reloadable instance
 
-    def tick(days: float):
-        # as a context manager: the context enters the instance it reloads, and must leave it (Dagster keeps the
-        # instance's state storage in a context variable that later definitions loads read)
-        when = registered + dt.timedelta(days=days)
+    def tick(wall_clock_days: float):
+        # the wall clock moves a year on: only data time counts
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(days=wall_clock_days)
         with build_schedule_context(instance=instance, scheduled_execution_time=when, resources=defs.resources) as context:
             return schedule.evaluate_tick(context)
 
-    young = tick(10)
-    assert not young.run_requests and "10.0 days old" in young.skip_message
-    old = tick(40)
-    assert len(old.run_requests) == 1 and "40 days old (> 35)" in old.run_requests[0].tags["aiflow/reason"]
+    def land(days: range) -> None:
+        landing = world.home / "landing"
+        for d in days:
+            day = START + dt.timedelta(days=d)
+            rides(day, ROWS_PER_DAY, seed=d).write_csv(landing / "rides" / f"{day}.csv")
+        weather(START + dt.timedelta(days=days.start - 1), len(days) + 1).write_csv(landing / "rides_weather" / f"more-{days.start}.csv")
+        run_data_plane(world.lake, landing, world.spec)
+
+    young = tick(365)  # a year of wall clock, no new data: the champion is as young as its data
+    assert not young.run_requests and "0 days old in data time" in young.skip_message
+    land(range(REFERENCE_DAYS, REFERENCE_DAYS + 30))
+    assert "30 days old in data time" in tick(0).skip_message  # at the limit (35): not yet
+    land(range(REFERENCE_DAYS + 30, REFERENCE_DAYS + 40))
+    old = tick(0)
+    assert len(old.run_requests) == 1 and "40 days old in data time (> 35)" in old.run_requests[0].tags["aiflow/reason"]
+    newest = old.run_requests[0].tags["aiflow/data"]
+    assert old.run_requests[0].run_key == f"rides-scheduled-{newest}"
+    # four retrains already started for recent data and none replaced the champion: the budget stops a daily retrain
+    retrain = defs.resolve_job_def("rides_retrain_job")
+    for _ in range(4):
+        instance.create_run_for_job(retrain, status=DagsterRunStatus.SUCCESS, tags={"aiflow/data": newest})
+    spent = tick(1)
+    assert not spent.run_requests and "budget 4" in spent.skip_message
 
 
 def test_a_failed_run_is_announced_on_the_webhook(tmp_path, receiver):
