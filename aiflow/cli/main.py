@@ -15,6 +15,7 @@ import polars as pl
 from tqdm import tqdm
 
 from aiflow.cli.models import add_models_commands
+from aiflow.cli.monitor import add_monitor_commands
 from aiflow.cli.replay import add_replay_command
 from aiflow.cli.serve import add_serve_command
 from aiflow.cli.spec import add_spec_commands
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     add_spec_commands(sub)
     add_serve_command(sub)
     add_replay_command(sub)
+    add_monitor_commands(sub)
 
     args = parser.parse_args(argv)
     try:

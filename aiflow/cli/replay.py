@@ -117,7 +117,7 @@ class Daemon:
     def __init__(self, home: Path, env: dict[str, str], *, say=print, max_restarts: int = 3):
         self.home, self.env, self.say, self.restarts_left = home, env, say, max_restarts
         self.log_path = home / "dagster.log"
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 — closed in stop()
+        self.log = open(self.log_path, "ab")
         self._start()
 
     def _start(self) -> None:
@@ -188,10 +188,12 @@ def cmd_replay(args) -> int:
     def timed(phase: str, t0: float) -> None:
         phases[phase] = phases.get(phase, 0.0) + time.monotonic() - t0
 
+    # SIGTERM as SIGINT: the daemon and the server (in their own sessions) are stopped by the finally below
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     say(f"{clock()} {name}: landing {first_day} .. {loop_start - dt.timedelta(days=1)} (the first model's {args.first_train} days)")
     source.land(first_day, loop_start - dt.timedelta(days=1))
     daemon = Daemon(home, env, say=lambda m: say(f"{clock()} {m}"))
-    server = None
+    server, interrupted = None, False
     say(f"{clock()} dagster-daemon started (sensors every {args.tick} s); it ingests the files and trains the first model")
     try:
         t0 = time.monotonic()
@@ -224,6 +226,7 @@ def cmd_replay(args) -> int:
                      HOP_TIMEOUT, f"the data plane to build the features of {day} .. {last}", hint)  # fmt: skip
             timed("data plane (daemon)", t0)
             t0 = time.monotonic()
+            before = window_status(lake, spec)
             due = [lab for when, labels in pending if when <= last for lab in labels]
             pending = [(w, labels) for w, labels in pending if w > last]
             if due:
@@ -240,7 +243,7 @@ def cmd_replay(args) -> int:
             wait_for(lambda sent=sent: _logged(lake, name) >= sent, 120, f"the server's inference log to hold {sent} rows", f"see {home / 'serve.log'}")
             timed("scoring and feedback (client)", t0)
             t0 = time.monotonic()
-            due_windows = _windows_to_decide(lake, spec, bool(due))
+            due_windows = _windows_to_decide(before, window_status(lake, spec))
             wait_for(lambda w=due_windows, t=sent_at: daemon.check() or _decided(lake, name, w, t), HOP_TIMEOUT,
                      f"monitoring and decisions of window(s) {', '.join(map(str, due_windows))}", hint)  # fmt: skip
             timed("monitoring (daemon)", t0)
@@ -268,6 +271,10 @@ def cmd_replay(args) -> int:
     except ReplayTimeout as exc:
         say(f"{clock()} aiflow replay: {exc}")
         return 1
+    except KeyboardInterrupt:
+        say(f"{clock()} aiflow replay: interrupted; stopping the server and the daemon")
+        interrupted = True
+        return 130
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
@@ -275,7 +282,8 @@ def cmd_replay(args) -> int:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-        _let_runs_finish(lake, spec, daemon)
+        if not interrupted:
+            _let_runs_finish(lake, spec, daemon)
         daemon.stop()
     table = summary(lake, spec)
     say("")
@@ -315,17 +323,16 @@ def _logged(lake: Lake, name: str) -> int:
     return lake.scan(table).select(pl.len()).collect().item() if lake.exists(table) else 0
 
 
-def _windows_to_decide(lake: Lake, spec: DatasetSpec, labels_sent: bool) -> list[dt.date]:
-    """The complete windows whose decision the daemon owes after this step: those without one yet (data time just moved
-    past them), and, when labels came back, those whose decision saw fewer labels than they now have."""
-    status = window_status(lake, spec).filter(pl.col("complete"))
-    decided = history.read_decisions(lake, spec.name)
-    owed = []
-    for row in status.iter_rows(named=True):
-        done = decided.filter(pl.col("window_start") == row["window_start"])
-        if not done.height or (labels_sent and int(done["labelled"][-1] or 0) < int(row["labelled"])):
-            owed.append(row["window_start"])
-    return owed
+def _windows_to_decide(before: pl.DataFrame, after: pl.DataFrame) -> list[dt.date]:
+    """The windows whose decision the daemon owes after this step, as the monitoring sensor sees them: those data time
+    just moved past, and the complete ones whose served rows or labels changed (from ``window_status`` before and
+    after the step's requests and labels)."""
+    held = {r["window_start"]: (r["rows"], r["labelled"], r["complete"]) for r in before.iter_rows(named=True)}
+    return [
+        r["window_start"]
+        for r in after.filter(pl.col("complete")).iter_rows(named=True)
+        if held.get(r["window_start"]) != (r["rows"], r["labelled"], True)
+    ]
 
 
 def _decided(lake: Lake, name: str, windows: list[dt.date], since: dt.datetime) -> bool:
