@@ -247,13 +247,16 @@ def cmd_replay(args) -> int:
             wait_for(lambda w=due_windows, t=sent_at: daemon.check() or _decided(lake, name, w, t), HOP_TIMEOUT,
                      f"monitoring and decisions of window(s) {', '.join(map(str, due_windows))}", hint)  # fmt: skip
             timed("monitoring (daemon)", t0)
+            decided = history.read_decisions(lake, name)
+            state = f"; window {decided['window_start'][-1]}: {decided['action'][-1]}" if decided.height else ""
+            say(f"{clock()} {day} .. {last}: {len(ids):,} records scored, {len(due):,} labels back{state}")
             for window, reason in _retrain_windows(lake, name).items():
                 if window in retrains_seen:
                     continue
                 retrains_seen[window] = reason
                 t0 = time.monotonic()
                 decided_at = _decision_time(lake, name, window)
-                say(f"{clock()}   window {window}: {_cut(reason, 80)}")
+                say(f"{clock()}   window {window}: {_cut(reason, 68)}")
                 wait_for(lambda decided_at=decided_at: daemon.check() or _evaluated_after(lake, name, decided_at), HOP_TIMEOUT,
                          f"the retrain of window {window} to be evaluated", hint)  # fmt: skip
                 version = _registered_after(lake, name, decided_at)
@@ -262,11 +265,8 @@ def cmd_replay(args) -> int:
                     wait_for(lambda v=version: client.champion(name) == v, 120, f"the server to serve v{version}")
                     say(f"{clock()}   retrained: v{version} promoted and serving")
                 else:
-                    say(f"{clock()}   retrain rejected by its gates ({_gate_message(lake, name)}): v{Registry(lake).alias(name, 'champion')} keeps serving")
+                    say(f"{clock()}   retrain rejected ({_cut(_gate_message(lake, name), 50)}): v{Registry(lake).alias(name, 'champion')} serves on")
                 timed("retraining (daemon)", t0)
-            decided = history.read_decisions(lake, name)
-            state = f"; window {decided['window_start'][-1]}: {decided['action'][-1]}" if decided.height else ""
-            say(f"{clock()} {day} .. {last}: {len(ids):,} records scored, {len(due):,} labels back{state}")
             day = last + dt.timedelta(days=1)
     except ReplayTimeout as exc:
         say(f"{clock()} aiflow replay: {exc}")

@@ -3,6 +3,7 @@ version, decision and a short reason) and a chart over data time with the thresh
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -39,12 +40,26 @@ def summary(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
     return table.rename({"model_version": "version"}).sort("window_start")
 
 
+_SHORT = [
+    (re.compile(r"has too few rows to judge \((\d+) < (\d+)\)"), "too few rows ({0} < {1})"),
+    (re.compile(r"hysteresis not yet met in .*?\((\w+) held (\d+) of (\d+) windows"), "{0} held {1} of {2} windows"),
+    (re.compile(r"^skip: cooldown until (\S+) "), "cooldown until {0}"),
+    (re.compile(r"^skip: retrain budget exhausted"), "retrain budget exhausted"),
+    (re.compile(r"^skip: a retrain is already running"), "a retrain is already running"),
+    (re.compile(r"^skip: no signal crossed"), "no signal crossed its threshold"),
+    (re.compile(r"^retrain: (.*?) in window "), "{0}"),
+]
+
+
 def short_reason(reason: str | None, width: int) -> str:
-    """The decision's reason cut to its first clause, to fit a terminal (the decisions table keeps the whole text)."""
+    """The gist of a decision's reason, to fit a terminal (the decisions table keeps the whole sentence)."""
     if not reason:
         return ""
-    head = reason.split(" (", 1)[0].split(" in window", 1)[0]
-    return textwrap.shorten(head, width=width, placeholder="…")
+    for pattern, template in _SHORT:
+        found = pattern.search(reason)
+        if found:
+            return textwrap.shorten(template.format(*found.groups()), width=width, placeholder="…")
+    return textwrap.shorten(reason, width=width, placeholder="…")
 
 
 def render(table: pl.DataFrame, spec: DatasetSpec, width: int = WIDTH) -> str:

@@ -1,0 +1,48 @@
+"""The replay's final table: the gist of every kind of decision reason the policy writes (real sentences from
+``aiflow.monitoring.policy.decide``), and no line wider than 100 columns whatever the reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from aiflow.cli.replay_report import render, short_reason
+from aiflow.monitoring.policy import Policy, Thresholds, WindowSignals, decide
+from aiflow.spec import demo_spec_path, load_spec
+
+W = dt.date(2013, 4, 1)
+
+
+def window(i: int, realized: float, rows: int = 1000) -> WindowSignals:
+    start = W + dt.timedelta(days=7 * i)
+    return WindowSignals(start, start + dt.timedelta(days=6), 1, rows, labelled=rows, realized_metric=realized)
+
+
+def test_each_kind_of_reason_has_a_short_gist():
+    policy = Policy(min_rows=500, min_labels=100, use_drift=False, use_estimated=False, use_realized=True, hysteresis=2,
+                    cooldown_days=28, budget=4, budget_days=120)  # fmt: skip
+    t = Thresholds("roc_auc", 0.5, 0.05, 0.05, 0.75, "calibrated", 8)
+    few = decide(policy, t, [window(0, 0.6, rows=102)], [], running=False)
+    calm = decide(policy, t, [window(0, 0.74)], [], running=False)
+    held = decide(policy, t, [window(0, 0.6)], [], running=False)
+    fired = decide(policy, t, [window(0, 0.6), window(1, 0.6)], [], running=False)
+    cooling = decide(policy, t, [window(1, 0.6), window(2, 0.6)], [fired], running=False)
+    running = decide(policy, t, [window(0, 0.6), window(1, 0.6)], [], running=True)
+    gists = [short_reason(d.reason, 40) for d in (few, calm, held, fired, cooling, running)]
+    assert gists == [
+        "too few rows (102 < 500)", "no signal crossed its threshold", "realized held 1 of 2 windows",
+        "realized roc_auc drop 0.150 > 0.050", f"cooldown until {fired.window_end + dt.timedelta(days=28)}",
+        "a retrain is already running",
+    ]  # fmt: skip
+    assert short_reason("something new the policy says one day, much longer than the column", 30).endswith("…")
+
+
+def test_the_table_fits_100_columns():
+    spec = load_spec(demo_spec_path())
+    table = pl.DataFrame(
+        {"window_start": [W], "version": [12], "rows": [123456], "drift": [0.5], "estimated_roc_auc": [0.7], "roc_auc": [None],
+         "labelled": [0], "decision": ["retrain"], "reason": ["retrain: " + "x" * 300 + " in window 2013-04-01"]}
+    )  # fmt: skip
+    text = render(table, spec)
+    assert max(len(line) for line in text.splitlines()) <= 100 and "retrain" in text and " - " in text
