@@ -11,7 +11,7 @@ when its labels change.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -149,9 +149,20 @@ def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: boo
         raise LookupError(f"window {start} of '{spec.name}' has no drift row: compute its drift first")
     window = signals[-1]
     own = [s for s in signals if s.model_version == window.model_version]  # a new champion starts its hysteresis afresh
-    done = history.read_decisions(lake, spec.name).filter(pl.col("window_start") < start)
-    past = [Decision.from_row(r) for r in done.iter_rows(named=True)]
+    decided = history.read_decisions(lake, spec.name)
+    past = [Decision.from_row(r) for r in decided.filter(pl.col("window_start") < start).iter_rows(named=True)]
     decision = decide(policy_of(spec), _thresholds(lake, spec, window.model_version), own, past, running=running)
+    before = decided.filter(pl.col("window_start") == start)
+    later = decided.filter((pl.col("window_start") > start) & (pl.col("action") == "retrain"))
+    if before.height and before["action"][-1] == "retrain":
+        # the retrain this window asked for was requested: re-judging it (late labels) updates its numbers, not its verdict
+        decision = replace(decision, action="retrain", reason=f"{before['reason'][-1]} Re-judged with {window.labelled} labels: "
+                           f"{decision.reason}", fired=decision.fired or tuple(s for s in (before["fired"][-1] or "").split(",") if s))
+    elif decision.action == "retrain" and later.height:
+        decision = replace(
+            decision, action="skip",
+            reason=f"skip: superseded: the later window {later['window_start'][0]} already retrained ({decision.reason})",
+        )  # fmt: skip
     key = run_key(spec.name, decision) if decision.action == "retrain" else None
     history.replace_decision(lake, spec.name, decision.to_row() | {"run_key": key, "evaluator": evaluator, "labelled": window.labelled})
     return WindowDecision(decision, window.labelled, key)

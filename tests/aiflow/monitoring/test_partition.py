@@ -1,0 +1,88 @@
+"""One monitoring window computed whole (what a partition run does) on a real world: window_status in data time, the
+window's rows replaced when computed again (never doubled), its decision re-judged when labels arrive without losing a
+retrain it already asked for, and an old window re-judged after a later retrain never asks for another."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from aiflow.monitoring import history
+from aiflow.monitoring.monitor import References
+from aiflow.monitoring.partition import decide_window, window_drift, window_performance, window_status
+from tests.aiflow.monitoring.world import ROWS_PER_DAY, SERVED, World, build_world, rides_spec, serve_week
+
+POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "cooldown_days": 0}}
+WEEK = dt.timedelta(days=7)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> World:
+    return build_world(tmp_path_factory.mktemp("partition-world"), rides_spec(**POLICY))
+
+
+@pytest.fixture
+def world(built: World, tmp_path) -> World:
+    import shutil
+
+    shutil.copytree(built.home, tmp_path / "home")
+    return World(tmp_path / "home", built.spec, built.version)
+
+
+def monitor(world: World, window: dt.date, *, running: bool = False):
+    refs = References(world.lake, world.spec.name, str(world.artifacts))
+    window_drift(world.lake, world.spec, refs, window)
+    window_performance(world.lake, world.spec, refs, window)
+    return decide_window(world.lake, world.spec, window, running=running, evaluator="test")
+
+
+def test_window_status_counts_rows_and_labels_per_window_and_knows_which_are_complete(world: World):
+    serve_week(world, 0, shifted=False)
+    serve_week(world, 1, shifted=True, labels=False)
+    status = window_status(world.lake, world.spec)
+    assert status.rows() == [(SERVED, 7 * ROWS_PER_DAY, 7 * ROWS_PER_DAY, True), (SERVED + WEEK, 7 * ROWS_PER_DAY, 0, False)]
+
+
+def test_a_window_computed_again_keeps_one_set_of_rows_and_one_decision(world: World):
+    serve_week(world, 0, shifted=False)
+    serve_week(world, 1, shifted=False)
+    first = monitor(world, SERVED)
+    again = monitor(world, SERVED)
+    assert first.decision.action == again.decision.action == "skip"
+    drift = pl.read_delta(world.lake.uri(history.drift_table("rides")))
+    assert drift.filter(pl.col("source") == "online").group_by("column").len()["len"].unique().to_list() == [1]
+    perf = history.read_performance(world.lake, "rides")
+    assert perf.filter(pl.col("window_start") == SERVED).height == 1
+    daily = history.read_performance(world.lake, "rides", daily=True)
+    assert daily.group_by("event_date", "model_version").len()["len"].unique().to_list() == [1] and daily.height == 7
+    assert history.read_decisions(world.lake, "rides").height == 1
+
+
+def test_a_window_that_asked_for_a_retrain_keeps_its_verdict_when_re_judged(world: World):
+    serve_week(world, 0, shifted=True)
+    serve_week(world, 1, shifted=True)
+    fired = monitor(world, SERVED)
+    assert fired.decision.action == "retrain" and fired.run_key == f"rides-retrain-{SERVED}"
+    # labels arrive later and the window is judged again while its own retrain runs: the verdict stands
+    rejudged = monitor(world, SERVED, running=True)
+    assert rejudged.decision.action == "retrain" and rejudged.run_key == fired.run_key
+    assert "Re-judged with" in rejudged.decision.reason
+    assert history.read_decisions(world.lake, "rides")["action"].to_list() == ["retrain"]
+
+
+def test_an_old_window_re_judged_after_a_later_retrain_does_not_ask_for_another(world: World):
+    serve_week(world, 0, shifted=True)
+    serve_week(world, 1, shifted=True)
+    serve_week(world, 2, shifted=False)
+    assert "already running" in monitor(world, SERVED, running=True).decision.reason  # drift fired, but a retrain ran
+    assert monitor(world, SERVED + WEEK).decision.action == "retrain"
+    # the first window is judged again (its labels came back, say) with nothing running: it fires, but a later window
+    # already retrained, so it is superseded, never a second retrain
+    rejudged = monitor(world, SERVED)
+    assert rejudged.decision.action == "skip" and rejudged.run_key is None
+    assert f"superseded: the later window {SERVED + WEEK} already retrained" in rejudged.decision.reason
+    decisions = history.read_decisions(world.lake, "rides")
+    assert decisions.filter(pl.col("action") == "retrain")["window_start"].to_list() == [SERVED + WEEK]
+    assert decisions.height == 2
