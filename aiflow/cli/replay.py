@@ -249,7 +249,7 @@ def cmd_replay(args) -> int:
             timed("monitoring (daemon)", t0)
             decided = history.read_decisions(lake, name)
             state = f"; window {decided['window_start'][-1]}: {decided['action'][-1]}" if decided.height else ""
-            say(f"{clock()} {day} .. {last}: {len(ids):,} records scored, {len(due):,} labels back{state}")
+            say(f"{clock()} {day} .. {last}: {len(ids):,} scored, {len(due):,} labels back{state}")
             for window, reason in _retrain_windows(lake, name).items():
                 if window in retrains_seen:
                     continue

@@ -60,6 +60,7 @@ class _File:
     table: str
     path: Path
     first: dt.date
+    last: dt.date
 
 
 class DirectorySource:
@@ -74,7 +75,7 @@ class DirectorySource:
             if not folder.is_dir():
                 raise FileNotFoundError(f"replay data {data}: no folder {table.name}/ for table '{table.name}' (one folder per table)")
             for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in LANDABLE):
-                self.files.append(_File(table.name, path, _first_date(path, table.event_time)))
+                self.files.append(_File(table.name, path, *_date_span(path, table.event_time)))
         if not any(f.table == spec.name for f in self.files):
             raise FileNotFoundError(f"replay data {data}/{spec.name}/ holds no CSV, Parquet or JSON lines file")
         self.files.sort(key=lambda f: (f.first, f.table != spec.name, f.path.name))
@@ -82,8 +83,8 @@ class DirectorySource:
         self.main = spec.name
 
     def span(self) -> tuple[dt.date, dt.date]:
-        dates = [f.first for f in self.files if f.table == self.main and f.first != dt.date.min]
-        return min(dates), max(dates)
+        main = [f for f in self.files if f.table == self.main and f.first != dt.date.min]
+        return min(f.first for f in main), max(f.last for f in main)
 
     def land(self, first: dt.date, last: dt.date) -> int:
         n = 0
@@ -97,8 +98,8 @@ class DirectorySource:
         return n
 
 
-def _first_date(path: Path, event_time: str) -> dt.date:
-    """The earliest event date a landing file holds (its data time), or ``date.min`` when it cannot be read."""
+def _date_span(path: Path, event_time: str) -> tuple[dt.date, dt.date]:
+    """The earliest and latest event dates a landing file holds (its data time); ``date.min`` twice when unreadable."""
     try:
         if path.suffix.lower() == ".parquet":
             column = pl.scan_parquet(path).select(event_time)
@@ -111,10 +112,12 @@ def _first_date(path: Path, event_time: str) -> dt.date:
             values = values.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
         elif values.dtype != pl.Date:
             values = values.cast(pl.Date, strict=False)
-        first = values.min()
-        return first if isinstance(first, dt.date) else dt.date.min
+        first, last = values.min(), values.max()
+        if isinstance(first, dt.date) and isinstance(last, dt.date):
+            return first, last
     except (pl.exceptions.PolarsError, OSError):
-        return dt.date.min
+        pass
+    return dt.date.min, dt.date.min
 
 
 class Client:

@@ -74,7 +74,7 @@ def prices_history(root: Path, months: int, shift_from: int) -> Path:
         "features": {"categorical": ["region"], "numeric": ["size_m2", "rooms"], "calendar": ["month", "weekday"]},
         "split": {"kind": "relative", "train_days": 60, "valid_days": 15, "test_days": 15},
         "gates": LENIENT_GATES,
-        "monitoring": {"window": "monthly", "start": "2021-01-01", "retrain": FAST_RETRAIN},
+        "monitoring": {"window": "monthly", "start": "2021-01-01", "retrain": {**FAST_RETRAIN, "signals": ["realized"]}},
     }
     folder = root / "data" / "prices"
     folder.mkdir(parents=True)
