@@ -63,15 +63,18 @@ def main(argv: list[str] | None = None) -> int:
                          "run_s": statistics.median(runs), "sensor_read_s": statistics.median(sensor)})  # fmt: skip
             print(f"window {week:>2} ({window}): run {rows[-1]['run_s']:.2f} s, sensor read {rows[-1]['sensor_read_s']:.3f} s, "
                   f"log {log_rows:,} rows", flush=True)  # fmt: skip
-    first, last = rows[0], rows[-1]
+    first, second, last = rows[0], rows[1], rows[-1]
     result = {
         "benchmark": "monitoring_windows", "date": dt.date.today().isoformat(), "rows_per_day": args.rows_per_day,
         "windows": rows, "run_ratio_last_to_first": last["run_s"] / first["run_s"],
+        # window 1 also calibrates the serving version's thresholds (once per version): window 2 is the steady state
+        "run_ratio_last_to_second": last["run_s"] / second["run_s"],
         "sensor_ratio_last_to_first": last["sensor_read_s"] / first["sensor_read_s"], "goal_run_ratio": 1.5,
     }  # fmt: skip
     print(
-        f"window {last['window']} / window {first['window']}: run {result['run_ratio_last_to_first']:.2f}x "
-        f"(goal <= 1.5), sensor read {result['sensor_ratio_last_to_first']:.2f}x"
+        f"window {last['window']} / window {first['window']}: run {result['run_ratio_last_to_first']:.2f}x (goal <= 1.5; window 1 "
+        f"includes the calibration), / window 2: {result['run_ratio_last_to_second']:.2f}x; sensor read "
+        f"{result['sensor_ratio_last_to_first']:.2f}x"
     )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

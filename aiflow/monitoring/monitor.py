@@ -220,10 +220,13 @@ def batch_pass(lake: Lake, spec: DatasetSpec, refs: References, *, report_store:
     return result
 
 
-def _scored(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
-    """The champion's logged records with their window and, where it came back, their label."""
-    log_rows = windows.scored_log(lake, spec, variants=("champion",))
-    return scored_with_labels(log_rows, windows.labels_frame(lake, spec)) if log_rows.height else log_rows
+def _scored(lake: Lake, spec: DatasetSpec, window: dt.date | None = None) -> pl.DataFrame:
+    """The champion's logged records (of one ``window``, or all) with their window and, where it came back, their label."""
+    log_rows = windows.scored_log(lake, spec, variants=("champion",), window=window)
+    if not log_rows.height:
+        return log_rows
+    labels = windows.labels_frame(lake, spec, log_rows["request_id"] if window is not None else None)
+    return scored_with_labels(log_rows, labels)
 
 
 #: A row logged, or a label received, this long before the previous computation still counts as new: log rows carry

@@ -76,8 +76,7 @@ def window_drift(lake: Lake, spec: DatasetSpec, refs: References, start: dt.date
         report_store: where Evidently's HTML report of the served records goes (the lake root); None: no report.
     """
     result = WindowDriftResult()
-    scored = _scored(lake, spec)
-    rows = scored.filter(pl.col("window_start") == start) if scored.height else scored
+    rows = _scored(lake, spec, start)
     if rows.height:
         version = windows.serving_version(rows)
         ctx = refs.get(version)
@@ -118,8 +117,7 @@ def _batch_window(lake: Lake, spec: DatasetSpec, refs: References, start: dt.dat
 def window_performance(lake: Lake, spec: DatasetSpec, refs: References, start: dt.date) -> pl.DataFrame:
     """Live performance of the window starting ``start`` per model version (realized from the labels back so far,
     estimated before they come), written over the window's earlier rows (and its days' rows in the daily table)."""
-    scored = _scored(lake, spec)
-    rows = scored.filter(pl.col("window_start") == start) if scored.height else scored
+    rows = _scored(lake, spec, start)
     if not rows.height:
         return pl.DataFrame()
     now = dt.datetime.now(dt.UTC)
@@ -172,8 +170,7 @@ def window_report(lake: Lake, spec: DatasetSpec, refs: References, start: dt.dat
     """Write Evidently's HTML drift report of the window starting ``start`` (its served records against the serving
     version's reference) under ``store``, headed by the dataset, the window, the model version and aiflow's drifted
     count (input features only; Evidently's table also lists the prediction); its URI, or None without served records."""
-    scored = _scored(lake, spec)
-    rows = scored.filter(pl.col("window_start") == start) if scored.height else scored
+    rows = _scored(lake, spec, start)
     if not rows.height:
         return None
     version = windows.serving_version(rows)
