@@ -80,7 +80,37 @@ def cmd_status(args) -> int:
                 by_rule = lake.scan(q).group_by("_stage", "_rule").agg(pl.len().alias("rows")).sort("rows", descending=True).collect()
                 print(f"quarantine/{table.name} by rule:")
                 print(by_rule)
+    for line in _loop_status(lake, spec):
+        print(line)
     return 0
+
+
+def _loop_status(lake: Lake, spec: DatasetSpec) -> list[str]:
+    """The rest of the lifecycle in a few lines: the registry's aliases, what the server logged and got back as labels,
+    the monitored windows and the newest decisions."""
+    from aiflow.models.registry import Registry
+    from aiflow.monitoring import history
+    from aiflow.serving.feedback import labels_table
+    from aiflow.serving.inference_log import log_table
+
+    registry = Registry(lake)
+    aliases = {a: registry.alias(spec.name, a) for a in ("champion", "canary", "challenger")}
+    said = ", ".join(f"{a} v{v}" for a, v in aliases.items() if v is not None) or "no champion yet"
+    lines = [f"registry: {spec.name}: {said}"]
+    count = lambda t: lake.scan(t).select(pl.len()).collect().item() if lake.exists(t) else 0  # noqa: E731
+    lines.append(f"serving: {count(log_table(spec.name)):,} records in the inference log, {count(labels_table(spec.name)):,} labels back")
+    decisions = history.read_decisions(lake, spec.name)
+    if not decisions.height:
+        lines.append(f"monitoring: no window decided yet ({spec.monitoring.window} windows, {spec.timezone})")
+        return lines
+    retrains = decisions.filter(pl.col("action") == "retrain")
+    lines.append(
+        f"monitoring: {decisions.height} {spec.monitoring.window} windows decided ({decisions['window_start'].min()} .. "
+        f"{decisions['window_start'].max()}), {retrains.height} retrain(s); newest decisions:"
+    )
+    for row in decisions.sort("window_start").tail(3).iter_rows(named=True):
+        lines.append(f"  {row['window_start']} (v{row['model_version']}): {row['reason']}")
+    return lines
 
 
 def _describe(lake: Lake, name: str) -> dict:
@@ -110,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     landing.add_argument("--quiet", action="store_true", help="No progress bar.")
     landing.set_defaults(func=cmd_demo_landing)
 
-    status = sub.add_parser("status", help="Version and row count of every table of the dataset.")
+    status = sub.add_parser(
+        "status",
+        help="The dataset at a glance: every lake table (version, rows, quarantine by rule), the registry's aliases, what the "
+        "server logged and got back as labels, the monitored windows and the newest decisions.",
+    )
     status.set_defaults(func=cmd_status)
 
     add_models_commands(sub)

@@ -86,3 +86,27 @@ def test_an_old_window_re_judged_after_a_later_retrain_does_not_ask_for_another(
     decisions = history.read_decisions(world.lake, "rides")
     assert decisions.filter(pl.col("action") == "retrain")["window_start"].to_list() == [SERVED + WEEK]
     assert decisions.height == 2
+
+
+def test_aiflow_status_shows_the_registry_serving_and_the_newest_decisions(world: World):
+    import subprocess
+    import sys
+
+    import yaml
+
+    serve_week(world, 0, shifted=False)
+    serve_week(world, 1, shifted=True)
+    serve_week(world, 2, shifted=False)
+    monitor(world, SERVED)
+    monitor(world, SERVED + WEEK)
+    spec_path = world.home / "rides.yaml"
+    spec_path.write_text(yaml.safe_dump(world.spec.model_dump(mode="json", exclude_none=True)))
+    env = {"AIFLOW_HOME": str(world.home), "AIFLOW_PROFILE": "local", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "aiflow.cli.main", "--spec", str(spec_path), "status"], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"registry: rides: champion v{world.version}" in out
+    assert f"serving: {3 * 7 * ROWS_PER_DAY:,} records in the inference log, {3 * 7 * ROWS_PER_DAY:,} labels back" in out
+    assert f"monitoring: 2 weekly windows decided ({SERVED} .. {SERVED + WEEK}), 1 retrain(s)" in out
+    assert f"{SERVED + WEEK} (v{world.version}): retrain: weighted drift share" in out
