@@ -240,7 +240,10 @@ class Gates(_Strict):
     champion_tolerance: float | None = Field(None, ge=0, description="Largest allowed regression of the primary metric vs the champion.")
     slice_tolerance: float | None = Field(None, ge=0, description="Largest allowed regression in any slice vs the champion.")
     must_beat_baseline: bool | None = Field(None, description="The primary validation metric must beat the baseline's.")
-    latency_budget_ms_per_1k: float | None = Field(None, gt=0, description="Largest prediction time for 1,000 rows (ms).")
+    latency_budget_ms_per_1k: float | None = Field(None, gt=0, description="The first model (no champion): largest prediction time for 1,000 rows (ms).")
+    latency_factor: float | None = Field(
+        None, ge=1, description="With a champion: at most this many times slower than the champion, measured interleaved in the same run."
+    )
     allow_input_change: bool | None = Field(None, description="Allow inputs that differ from the champion's.")
     off: list[GateName] = Field(default_factory=list, description="Gates not required: recorded as 'not required', never 'passed'.")
 

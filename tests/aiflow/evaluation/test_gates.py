@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from aiflow.evaluation.gates import (
     GateConfig,
+    LatencyReading,
     absolute_gates,
     apply_off,
     baseline_gate,
@@ -24,6 +25,7 @@ from aiflow.evaluation.gates import (
     slice_gate,
 )
 from aiflow.evaluation.metrics import calibration_error, classification_metrics, compute_metrics, regression_of, slice_metrics
+from aiflow.evaluation.validation import paired_latency
 from aiflow.spec import SpecError, parse_spec
 from tests.aiflow.tiny import TINY
 
@@ -149,21 +151,29 @@ def _spec(problem: str, gates: dict | None = None):
 def test_default_gates_follow_the_problem_type():
     assert effective_gates(_spec("classification")).absolute == {"roc_auc": 0.6}
     regression = effective_gates(_spec("regression"))
-    assert regression.absolute == {"r2": 0.0} and regression.must_beat_baseline is True and regression.off == []
-    assert regression.champion_tolerance == 0.005 and regression.latency_budget_ms_per_1k == 250.0
+    assert regression.absolute == {} and regression.must_beat_baseline is True and regression.off == []
+    assert regression.champion_tolerance == 0.005 and regression.latency_budget_ms_per_1k == 250.0 and regression.latency_factor == 1.5
 
 
-def test_a_good_regression_model_passes_its_default_gates_and_a_useless_one_fails():
+def test_a_regression_whose_level_shifted_passes_its_default_gates_when_it_beats_the_naive_reference():
+    """Prices move up in the test window: R² on the test window is negative (its own mean is out of every training
+    model's reach) although the model is 3x better than the naive reference. The default holds regression relative to
+    the naive reference and the champion, so it passes; a model that does not beat the naive reference fails."""
     rng = np.random.default_rng(3)
-    y = rng.normal(20, 10, 2000)
-    good = compute_metrics(y, y + rng.normal(0, 2, 2000), "regression")
-    useless = compute_metrics(y, np.full(2000, 35.0), "regression")  # worse than predicting the mean
+    train_mean, y = 20.0, rng.normal(40, 3, 2000)  # the level moved from 20 to 40
+    shifted = y - 14 + rng.normal(0, 1, 2000)  # follows the signal, still 14 too low on the new level
+    metrics = compute_metrics(y, shifted, "regression")
+    naive = compute_metrics(y, np.full(2000, train_mean), "regression")
+    assert metrics["r2"] < 0 and metrics["rmse"] < naive["rmse"] / 1.3
     config = effective_gates(_spec("regression"))
-    assert [(g.gate, g.passed) for g in absolute_gates(good, config)] == [("absolute:r2", True)]
-    failed = absolute_gates(useless, config)[0]
-    assert not failed.passed and failed.margin < 0 and "r2" in failed.detail
+    results = apply_off(
+        [*absolute_gates(metrics, config), baseline_gate("rmse", metrics["rmse"], naive["rmse"], config.must_beat_baseline)], config
+    )
+    assert all(r.passed for r in results) and [r.state for r in results] == ["not required", "passed"]
+    useless = baseline_gate("rmse", naive["rmse"] + 0.1, naive["rmse"], config.must_beat_baseline)
+    assert not useless.passed and "does not beat" in useless.detail
     # the old one-size default judged a regression model by ROC AUC, which it does not have
-    blocked = absolute_gates(good, GateConfig(absolute={"roc_auc": 0.6}))[0]
+    blocked = absolute_gates(metrics, GateConfig(absolute={"roc_auc": 0.6}))[0]
     assert not blocked.passed and "could not be computed" in blocked.detail
 
 
@@ -192,3 +202,48 @@ def test_gates_turned_off_are_recorded_as_not_required_never_passed():
     from aiflow.cli.models import _gate
 
     assert _gate(latency.as_dict()) == "not required" and _gate(schema_gate([], [], False).as_dict()) == "passed"
+
+
+class _Model:
+    """A stand-in model whose prediction costs ``work`` units of real CPU (a busy loop), for the latency gate's timing."""
+
+    def __init__(self, work: int):
+        self.work = work
+
+    def predict(self, rows):
+        total = 0
+        for i in range(self.work):
+            total += i * i
+        return total
+
+
+def test_the_relative_latency_gate_states_its_noise_and_its_boundary():
+    reading = LatencyReading(150.0, (140.0, 170.0), 100.0, (95.0, 120.0), 7)
+    exactly = latency_gate(reading, budget=10.0, factor=1.5)  # 1.5x exactly: on the bound passes, whatever the budget
+    assert exactly.passed and exactly.margin == pytest.approx(0.0) and "140.0–170.0 over 7 runs" in exactly.detail
+    slower = latency_gate(LatencyReading(151.0, (150.0, 152.0), 100.0, (99.0, 101.0), 7), budget=1e9, factor=1.5)
+    assert not slower.passed and "1.51x, at most 1.5x" in slower.detail
+    first = latency_gate(LatencyReading(250.0, (250.0, 250.0)), budget=250.0)  # no champion: the budget, bound included
+    assert first.passed and "no champion" in first.detail
+
+
+def test_a_cpu_burner_does_not_make_an_equal_candidate_fail_and_a_three_times_slower_one_still_fails():
+    import multiprocessing as mp
+
+    rows = pl.DataFrame({"x": list(range(1000))})
+    burners = [mp.get_context("spawn").Process(target=_burn, daemon=True) for _ in range(2)]  # both cores kept busy
+    for b in burners:
+        b.start()
+    try:
+        equal = latency_gate(paired_latency(_Model(200_000), _Model(200_000), rows, repeats=9), budget=0.001, factor=1.5)
+        slower = latency_gate(paired_latency(_Model(600_000), _Model(200_000), rows, repeats=9), budget=1e9, factor=1.5)
+    finally:
+        for b in burners:
+            b.terminate()
+    assert equal.passed, equal.detail  # an absolute budget of 0.001 ms would have failed it: only the ratio counts
+    assert not slower.passed, slower.detail
+
+
+def _burn() -> None:
+    while True:
+        pass
