@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 
-from dagster import BetaWarning, Definitions
+from dagster import AssetsDefinition, BetaWarning, Definitions, with_source_code_references
 
 from aiflow.spec import DatasetSpec, demo_spec_path, load_specs
 from assets.cleansing import cleansing_assets, cleansing_checks
@@ -50,16 +50,19 @@ def spec_locations() -> list[str]:
 def dataset_definitions(spec: DatasetSpec) -> Definitions:
     """Everything one dataset brings: its assets, checks, jobs, sensor and schedule."""
     maintenance, retrain, monitoring = maintenance_job(spec), retrain_job(spec), monitoring_job(spec)
+    assets = [
+        *ingestion_assets(spec),
+        *cleansing_assets(spec),
+        *feature_assets(spec),
+        *training_assets(spec),
+        *validation_assets(spec),
+        *deployment_assets(spec),
+        *monitoring_assets(spec),
+    ]
+    if spec.owners:  # project-wide rule, once: every asset of the dataset belongs to the spec's owners
+        assets = [a.map_asset_specs(lambda s: s.replace_attributes(owners=spec.owners)) if isinstance(a, AssetsDefinition) else a for a in assets]
     return Definitions(
-        assets=[
-            *ingestion_assets(spec),
-            *cleansing_assets(spec),
-            *feature_assets(spec),
-            *training_assets(spec),
-            *validation_assets(spec),
-            *deployment_assets(spec),
-            *monitoring_assets(spec),
-        ],
+        assets=with_source_code_references(assets),  # "View source" on every asset in the UI
         asset_checks=[*cleansing_checks(spec), *feature_checks(spec), *validation_checks(spec)],
         jobs=[
             data_plane_job(spec), lifecycle_job(spec), maintenance, sweep_job(spec), rollback_job(spec), canary_job(spec),

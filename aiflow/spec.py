@@ -345,6 +345,9 @@ class DatasetSpec(TableSpec):
     """The main table plus everything the lifecycle needs to learn from it."""
 
     problem_type: Literal["classification", "regression"]
+    owners: list[str] = Field(
+        default_factory=list, description="Who owns the dataset's assets, as Dagster takes them: emails or 'team:<name>' (shown in the UI)."
+    )
     target: Target
     timezone: str = Field("UTC", description="Timezone for calendar features.")
     known_after_event: list[str] = Field(

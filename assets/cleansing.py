@@ -40,7 +40,7 @@ def silver_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
             )
         # run_*: what this run did; dagster/row_count and table_*: the tables as they now are
         metadata = {
-            **table_metadata(store, silver),
+            **table_metadata(store, silver, descriptions={n: c.description for n, c in table.columns.items() if c.description}),
             "run_rows_in": report.rows_in,
             "run_rows_out": report.rows_out,
             "run_rows_quarantined": report.rows_quarantined,

@@ -50,7 +50,7 @@ def bronze_asset(spec: DatasetSpec, table: TableSpec) -> AssetsDefinition:
         bronze = Tables.bronze(table.name)
         # run_*: what this run did; dagster/row_count and table_*: the table as it now is
         metadata = {
-            **table_metadata(store, bronze),
+            **table_metadata(store, bronze, descriptions={n: c.description for n, c in table.columns.items() if c.description}),
             "run_files_ingested": report.count(INGESTED),
             "run_files_duplicate": report.count(DUPLICATE),
             "run_files_rejected": report.count(REJECTED),

@@ -28,10 +28,13 @@ def table_data_version(lake: Lake, table: str) -> DataVersion:
     return DataVersion("absent" if version is None else f"v{version}")
 
 
-def table_metadata(lake: Lake, table: str, *, preview_filter: pl.Expr | None = None) -> dict:
+def table_metadata(
+    lake: Lake, table: str, *, preview_filter: pl.Expr | None = None, descriptions: dict[str, str] | None = None
+) -> dict:
     """URI, Delta version, row count, schema and a small inline preview of ``table`` (only the URI if it is missing).
 
-    The row count (``dagster/row_count``) is the table's total, whatever the run added.
+    The row count (``dagster/row_count``) is the table's total, whatever the run added. ``descriptions`` (column name ->
+    text, from the dataset spec) go into the column schema the UI shows.
     """
     if not lake.exists(table):
         return {"delta_uri": uri_value(lake.uri(table)), "table_exists": False}
@@ -42,7 +45,9 @@ def table_metadata(lake: Lake, table: str, *, preview_filter: pl.Expr | None = N
         "delta_uri": uri_value(lake.uri(table)),
         "delta_version": lake.version(table),
         "dagster/row_count": lf.select(pl.len()).collect().item(),
-        "dagster/column_schema": TableSchema(columns=[TableColumn(name, str(dtype)) for name, dtype in schema.items()]),
+        "dagster/column_schema": TableSchema(
+            columns=[TableColumn(name, str(dtype), description=(descriptions or {}).get(name) or None) for name, dtype in schema.items()]
+        ),
         "preview": frame_table(preview),
     }
 

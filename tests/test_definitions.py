@@ -62,3 +62,21 @@ def test_profiles_pick_implementations_without_reading_secrets(monkeypatch, tmp_
     monkeypatch.setenv("AIFLOW_HOME", "s3://bucket/team")  # not a folder named "s3:"
     with pytest.raises(SettingsError, match="AIFLOW_HOME must be a local folder, got 's3://bucket/team'"):
         resources_for("local")
+
+
+def test_every_asset_has_its_owners_and_a_code_reference_and_the_monitoring_windows_are_partitions():
+    defs = build_definitions(resources=resources_for("local"))
+    specs = {s.key: s for s in defs.resolve_all_asset_specs()}
+    for key in (AssetKey(["flights", "features"]), AssetKey(["flights", "decisions"]), AssetKey(["flights", "predictions"])):
+        assert specs[key].owners == ["team:ml-platform"], key  # from the spec's owners
+        assert "dagster/code_references" in specs[key].metadata, key
+    graph = defs.resolve_asset_graph()
+    for stage in ("drift", "live_performance", "decisions"):
+        partitions = graph.get(AssetKey(["flights", stage])).partitions_def
+        assert partitions.get_first_partition_key() == "2012-12-31" and partitions.timezone == "America/New_York"  # a Monday, NY time
+    assert graph.get(AssetKey(["flights", "predictions"])).automation_condition is not None
+    sensors = {s.name: s for s in defs.sensors}
+    from dagster import DefaultSensorStatus
+
+    for name in ("flights_monitoring_sensor", "flights_retrain_sensor", "flights_automation_sensor", "flights_landing_sensor"):
+        assert sensors[name].default_status == DefaultSensorStatus.RUNNING, name  # production is the daemon: on by default

@@ -49,7 +49,8 @@ def test_materialize_data_plane_reports_metadata_and_passes_checks(tmp_path, dem
     assert silver["run_rows_out"].value + silver["run_rows_quarantined"].value + silver["run_rows_superseded"].value == landed.height
     # tabular metadata renders inline: a table value, not Markdown
     assert isinstance(silver["preview"], TableMetadataValue) and len(silver["preview"].records) == PREVIEW_ROWS
-    assert "dagster/column_schema" in silver
+    columns = {c.name: c for c in silver["dagster/column_schema"].schema.columns}
+    assert columns["sched_dep_time"].description == "scheduled departure (HHMM local)"  # the spec's column description
     assert isinstance(silver["quarantine_table"], PathMetadataValue)
     assert silver["run_first_date"].value == "2013-01-01"
 
