@@ -35,9 +35,12 @@ from sensors.rollback import rollback_job
 from sensors.schedules import maintenance_schedule
 from sensors.sweep import sweep_job
 
-#: Project-wide rule, applied once: the two beta APIs the monitoring assets use are known and pinned
+#: Project-wide rule, applied once: the beta APIs used here (observable sources, code references) are known and pinned
 #: (dagster 1.13.*); their warnings would print on every load of the code location.
-warnings.filterwarnings("ignore", category=BetaWarning, message=r".*(observable_source_asset|include_sources).*")
+warnings.filterwarnings(
+    "ignore", category=BetaWarning,
+    message=r".*(observable_source_asset|include_sources|with_source_code_references|LocalFileCodeReference|CodeReferencesMetadataValue).*",
+)  # fmt: skip
 
 
 def spec_locations() -> list[str]:

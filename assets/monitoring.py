@@ -57,6 +57,7 @@ from assets.keys import (
 )
 from assets.metadata import frame_table, table_data_version, table_metadata, uri_value
 from resources.notify import NotifierResource
+from resources.reports import ReportLinksResource
 from resources.storage import ArtifactsResource, LakeResource
 
 GROUP = "monitoring"
@@ -180,8 +181,9 @@ def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
         "on the predictions and on the labels.",
     )
     def _drift(
-        context: AssetExecutionContext, config: DriftConfig, lake: LakeResource, artifacts: ArtifactsResource, notifier: NotifierResource
-    ):
+        context: AssetExecutionContext, config: DriftConfig, lake: LakeResource, artifacts: ArtifactsResource, notifier: NotifierResource,
+        reports: ReportLinksResource,
+    ):  # fmt: skip
         """Compare the window's served records with the serving version's reference; its rows in the drift table replaced."""
         store = lake.lake()
         refs = References(store, spec.name, artifacts.uri(), artifacts.options())
@@ -206,7 +208,7 @@ def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
             if t is not None:
                 meta["threshold_drift_share"] = t.drift_share
             if w.report_uri:
-                meta["report"] = uri_value(w.report_uri)
+                meta["report"] = reports.link(w.report_uri)
         else:
             meta["skipped"] = MetadataValue.text("; ".join(result.skipped))
         over = w is not None and t is not None and w.weighted_share > t.drift_share
@@ -279,7 +281,7 @@ def decisions_asset(spec: DatasetSpec) -> AssetsDefinition:
         "values and thresholds, the labels it saw, the verdict (retrain or skip). The retrain sensor starts a run for "
         "each retrain verdict.",
     )
-    def _decisions(context: AssetExecutionContext, lake: LakeResource, artifacts: ArtifactsResource):
+    def _decisions(context: AssetExecutionContext, lake: LakeResource, artifacts: ArtifactsResource, reports: ReportLinksResource):
         """The policy applied to the window's signals (hysteresis, cooldown and budget over earlier windows); recorded."""
         store = lake.lake()
         start = window_of(context)
@@ -304,10 +306,10 @@ def decisions_asset(spec: DatasetSpec) -> AssetsDefinition:
             meta["run_key"] = found.run_key
         if d.fired:  # Evidently's report for every window where a signal fired
             refs = References(store, spec.name, artifacts.uri(), artifacts.options())
-            reports = ArtifactStore(store.root, storage_options=store.storage_options or None)
-            uri = windows_run.window_report(store, spec, refs, start, reports)
+            report_store = ArtifactStore(store.root, storage_options=store.storage_options or None)
+            uri = windows_run.window_report(store, spec, refs, start, report_store)
             if uri:
-                meta["report"] = uri_value(uri)
+                meta["report"] = reports.link(uri)
         yield MaterializeResult(metadata=meta)
         yield AssetCheckResult(
             check_name="no_signal_fired", passed=not d.fired, severity=AssetCheckSeverity.WARN,

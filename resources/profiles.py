@@ -12,8 +12,11 @@ import os
 from dagster import EnvVar, FilesystemIOManager
 from dagster_aws.s3 import S3Resource
 
+from aiflow.serving.reports import KEY_ENV as REPORT_KEY_ENV
+from aiflow.serving.reports import URL_ENV as REPORTS_URL_ENV
 from aiflow.storage import settings as cfg
 from resources.notify import NotifierResource
+from resources.reports import ReportLinksResource
 from resources.storage import (
     ArtifactsResource,
     LocalLakeResource,
@@ -30,6 +33,13 @@ PROFILES = cfg.PROFILES
 WEBHOOK_URL = "AIFLOW_WEBHOOK_URL"
 
 
+def report_links_resource() -> ReportLinksResource:
+    """Signed links to the reports when ``AIFLOW_REPORTS_URL`` and ``AIFLOW_REPORT_KEY`` are set (the key as an ``EnvVar``)."""
+    if os.environ.get(REPORTS_URL_ENV) and os.environ.get(REPORT_KEY_ENV):
+        return ReportLinksResource(base_url=os.environ[REPORTS_URL_ENV], key=EnvVar(REPORT_KEY_ENV))
+    return ReportLinksResource()
+
+
 def notifier_resource() -> NotifierResource:
     """The webhook from ``AIFLOW_WEBHOOK_URL`` when it is set (resolved by Dagster as an ``EnvVar``); off otherwise."""
     return NotifierResource(url=EnvVar(WEBHOOK_URL)) if os.environ.get(WEBHOOK_URL) else NotifierResource()
@@ -44,6 +54,7 @@ def local_resources(home: str = cfg.DEFAULT_HOME) -> dict:
         "artifacts": ArtifactsResource(root=artifacts),
         "trainer": SubprocessTrainingLauncher(),
         "notifier": notifier_resource(),
+        "reports": report_links_resource(),
         # Dagster's default, declared so its config is typed: the implicit one breaks `dagster job scaffold_config`
         "io_manager": FilesystemIOManager(),
     }
@@ -95,6 +106,7 @@ def s3_resources() -> dict:
         "artifacts": ArtifactsResource(root=EnvVar(cfg.ARTIFACT_URI), **access),
         "trainer": SubprocessTrainingLauncher(),
         "notifier": notifier_resource(),
+        "reports": report_links_resource(),
         "io_manager": FilesystemIOManager(),  # as in local_resources
     }
 

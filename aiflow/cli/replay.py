@@ -38,6 +38,8 @@ from aiflow.models.registry import Registry
 from aiflow.monitoring import history
 from aiflow.monitoring.partition import window_status
 from aiflow.serving.inference_log import log_table
+from aiflow.serving.reports import KEY_ENV as REPORT_KEY_ENV
+from aiflow.serving.reports import URL_ENV as REPORTS_URL_ENV
 from aiflow.spec import EVENT_DATE, DatasetSpec, demo_spec_path, load_spec
 from aiflow.storage.lake import Lake, Tables
 from aiflow.storage.landing import resolve_uri
@@ -168,8 +170,13 @@ def cmd_replay(args) -> int:
     dagster_home.mkdir()
     _instance_yaml(dagster_home)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIFLOW_", "DAGSTER_"))}
+    port = args.port or _free_port()
+    # the reports' links in the UI open from this server: Dagster signs them, the server checks (aiflow.serving.reports)
+    reports_env = {REPORTS_URL_ENV: f"http://127.0.0.1:{port}", REPORT_KEY_ENV: secrets.token_urlsafe(32)}
+    (home / "reports.env").write_text("".join(f"{k}={v}\n" for k, v in reports_env.items()))
+    (home / "reports.env").chmod(0o600)
     env.update(AIFLOW_HOME=str(home), DAGSTER_HOME=str(dagster_home), AIFLOW_PROFILE="local", AIFLOW_DATASET=spec_path,
-               AIFLOW_TICK_SECONDS=str(args.tick), PYTHONUNBUFFERED="1")  # fmt: skip
+               AIFLOW_TICK_SECONDS=str(args.tick), PYTHONUNBUFFERED="1", **reports_env)  # fmt: skip
     os.environ.update(AIFLOW_HOME=str(home))
     lake = Lake(str(home / "lake"))
     zones = {t.name: Path(resolve_uri(t.landing.uri, home)) for t in spec.tables}
@@ -207,7 +214,6 @@ def cmd_replay(args) -> int:
             return 1
         say(f"{clock()} champion v{champion} serves ({Registry(lake).get(name, champion).family}); starting aiflow serve")
         token = secrets.token_urlsafe(24)
-        port = args.port or _free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "aiflow.cli.main", "--spec", spec_path, "serve", "--host", "127.0.0.1", "--port", str(port),
              "--reload-interval", "1", "--log-interval", "0.5"],
@@ -296,6 +302,7 @@ def cmd_replay(args) -> int:
     say(f"{table.height} windows monitored, {retrains} retrain(s) decided, {clock()[1:-1]} in all. Chart: {png}")
     say(f"Decisions with their full reasons: {lake.uri(history.decisions_table(name))} (Polars: pl.read_delta(...)); Dagster's log: {home / 'dagster.log'}")
     say(f"The same runs in the UI: DAGSTER_HOME={dagster_home} AIFLOW_HOME={home} AIFLOW_DATASET={spec_path} dagster dev -w {ROOT / 'workspace.yaml'}")
+    say(f"Its report links open while aiflow serve runs on port {port} with the variables in {home / 'reports.env'} (and a token).")
     return 0
 
 

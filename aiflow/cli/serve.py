@@ -16,7 +16,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="Serve every dataset's champion over REST (/v1) and the Open Inference Protocol (/v2).",
         description="Datasets: --spec, else $AIFLOW_DATASETS (paths separated by the OS path separator), else $AIFLOW_DATASET, "
-        "else the demo. Auth: bearer tokens from $AIFLOW_SERVE_TOKEN (comma-separated) and/or a tokens file.",
+        "else the demo. Auth: bearer tokens from $AIFLOW_SERVE_TOKEN (comma-separated) and/or a tokens file. With "
+        "$AIFLOW_REPORT_KEY, it also serves the monitoring's Evidently reports under the signed links the Dagster UI shows.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1, loopback only).")
     serve.add_argument("--port", type=int, default=8080)
@@ -71,6 +72,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from aiflow.serving.online import ServeConfig, create_app
+    from aiflow.serving.reports import KEY_ENV as REPORT_KEY_ENV
 
     specs = load_specs(_locations(args))
     settings = args.settings
@@ -79,6 +81,7 @@ def cmd_serve(args) -> int:
         datasets=[s.name for s in specs], tokens=tokens, reload_interval=args.reload_interval, max_body_bytes=args.max_body_bytes,
         log_interval=args.log_interval, log_batch_rows=args.log_batch_rows, canary_fraction=args.canary_fraction,
         inference_log=not args.no_inference_log, max_batch_records=args.max_batch_records,
+        report_key=os.environ.get(REPORT_KEY_ENV) or None,  # a secret: from the environment at start, never logged
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"aiflow serve: serving {', '.join(config.datasets)} on {args.host}:{args.port}", file=sys.stderr)

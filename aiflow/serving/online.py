@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
+from aiflow.serving import reports
 from aiflow.serving.auth import TokenSource
 from aiflow.serving.batcher import MicroBatcher
 from aiflow.serving.errors import HTTPError
@@ -38,6 +39,7 @@ from aiflow.serving.metrics import ServingMetrics
 from aiflow.serving.oip import check_version, infer_response, model_metadata, oip_records
 from aiflow.serving.schema import RecordError, validate_records
 from aiflow.serving.traffic import KEY_HEADER, ShadowGate, choose_variant
+from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake
 
 log = logging.getLogger("aiflow.serving")
@@ -63,6 +65,7 @@ class ServeConfig:
     max_batch_records: int = 256  # micro-batching: the most records of concurrent requests scored in one call
     inline_records: int = 32  # a request with this many records or more is scored at once on the event loop when no batch is in flight
     remember_ids: int = 1_000_000  # request ids kept in memory to flag feedback (the log table answers for older ones)
+    report_key: str | None = None  # signs report links (aiflow.serving.reports); None: no report is served
 
 
 class RecentIds:
@@ -317,6 +320,27 @@ def create_app(config: ServeConfig) -> FastAPI:
         """Readiness: every dataset's champion is loaded."""
         ok = holder.ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    # ------------------------------------------------------------------ signed links: Evidently's reports (aiflow.serving.reports)
+    report_key = config.report_key or None
+
+    @app.get("/reports/{dataset}/{name}")
+    async def report(dataset: str, name: str, sig: str | None = None) -> Response:
+        """One monitoring report, opened from a signed link (the Dagster UI's); no bearer token, no other file."""
+        try:
+            path = reports.report_path(dataset, name)
+        except ValueError:
+            return JSONResponse({"error": "not a report"}, status_code=404)
+        if report_key is None:
+            return JSONResponse({"error": f"this server serves no report: set {reports.KEY_ENV}"}, status_code=404)
+        if not reports.verify(report_key, dataset, name, sig):
+            return JSONResponse({"error": "the link's signature does not match this report"}, status_code=403)
+        store = ArtifactStore(config.lake.root, storage_options=config.lake.storage_options or None)
+        try:
+            body = await asyncio.to_thread(store.get_bytes, path)
+        except FileNotFoundError:
+            return JSONResponse({"error": f"no report {dataset}/{name}"}, status_code=404)
+        return Response(body, media_type="text/html", headers={"Cache-Control": "private, max-age=300"})
 
     # ------------------------------------------------------------------ authenticated: each handler calls auth() first
     # (directly, not as a FastAPI dependency: a sync dependency costs a thread-pool hop and dependency solving per request)

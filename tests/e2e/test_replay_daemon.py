@@ -114,12 +114,23 @@ def test_the_daemon_alone_ran_the_classification_loop_and_survived_kill_9(replay
     assert len(first) == 1
     assert set(by_window) == {w.isoformat() for w in decisions.filter(pl.col("action") == "retrain")["window_start"]}
     assert all(n == 1 for n in by_window.values()), by_window  # one retrain per window, across the daemon's restart
-    from dagster import AssetKey, DagsterInstance
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
     with DagsterInstance.from_config(str(r.home / "dagster_home")) as instance:
         for stage in ("drift", "live_performance", "decisions"):  # each decided window is a materialized partition
             done = instance.get_materialized_partitions(AssetKey(["rides", stage]))
             assert {w.isoformat() for w in decisions["window_start"]} <= done, (stage, done)
+        # the window that fired has Evidently's report, linked for the browser: signed for the replay's server
+        fired = decisions.filter(pl.col("action") == "retrain")["window_start"][0].isoformat()
+        found = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(["rides", "decisions"]), asset_partitions=[fired]), limit=1)
+    from aiflow.serving.reports import verify
+
+    link = found.records[0].asset_materialization.metadata["report"].value
+    env = dict(line.split("=", 1) for line in (r.home / "reports.env").read_text().splitlines())
+    assert link.startswith(env["AIFLOW_REPORTS_URL"] + "/reports/rides/online-" + fired)
+    name, sig = link.split("/reports/rides/")[1].split("?sig=")
+    assert verify(env["AIFLOW_REPORT_KEY"], "rides", name, sig) and (r.home / "lake" / "monitoring" / "rides" / "reports" / name).exists()
+    assert env["AIFLOW_REPORT_KEY"] not in (r.home / "dagster.log").read_text()
     assert (r.home / "replay.png").read_bytes()[:4] == b"\x89PNG"
     assert max(len(line) for line in r.out.splitlines() if line[:1] in "[2w") <= 100
 
