@@ -7,6 +7,7 @@ validated with pydantic and every error names the offending field (``features.ca
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -269,7 +270,11 @@ class RetrainSettings(_Strict):
     min_rows: int = Field(500, ge=1, description="Scored rows a window needs before any signal counts.")
     min_labels: int = Field(200, ge=1, description="Labelled rows a window needs before its realized metric counts.")
     hysteresis: int = Field(2, ge=1, description="Windows in a row a signal must hold before it fires.")
-    cooldown_days: int = Field(28, ge=0, description="Days of data after a retrain during which no other retrain fires.")
+    cooldown_days: int = Field(
+        28, ge=0, description="Days of data after a retrain during which no other retrain fires, counted in monitoring windows: "
+        "ceil(days / window length), at least one window when > 0 (28 days: 4 weekly windows, 1 monthly window)."
+    )
+    cooldown_windows: int | None = Field(None, ge=0, description="The cooldown in monitoring windows; set, it replaces cooldown_days.")
     budget: int = Field(4, ge=1, description="At most this many retrains in any budget_days of data.")
     budget_days: int = Field(120, ge=1, description="The period the retrain budget counts over (days of data).")
     max_age_days: int | None = Field(
@@ -317,6 +322,14 @@ class Monitoring(_Strict):
         if data.get("window") not in (None, by_days[days]):
             raise ValueError(f"monitoring.window_days: {days} contradicts monitoring.window: {data['window']}; keep only window")
         return {**data, "window": by_days[days]}
+
+    def cooldown_windows(self) -> int:
+        """The retrain cooldown in windows: ``retrain.cooldown_windows``, else ``cooldown_days`` over the window's
+        nominal length (1, 7, 30 days), rounded up, so any cooldown of a day or more blocks at least the next window."""
+        r = self.retrain
+        if r.cooldown_windows is not None:
+            return r.cooldown_windows
+        return math.ceil(r.cooldown_days / {"daily": 1, "weekly": 7, "monthly": 30}[self.window])
 
     def window_bounds(self, start: dt.date) -> tuple[dt.date, dt.date]:
         """The first and last event dates of the window starting on ``start``."""

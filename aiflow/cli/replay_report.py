@@ -44,6 +44,7 @@ _SHORT = [
     (re.compile(r"has too few rows to judge \((\d+) < (\d+)\)"), "too few rows ({0} < {1})"),
     (re.compile(r"hysteresis not yet met in .*?\((\w+) held (\d+) of (\d+) windows"), "{0} held {1} of {2} windows"),
     (re.compile(r"^skip: cooldown until (\S+) "), "cooldown until {0}"),
+    (re.compile(r"^skip: cooldown, window (\d+) of (\d+) "), "cooldown: window {0} of {1}"),
     (re.compile(r"^skip: retrain budget exhausted"), "retrain budget exhausted"),
     (re.compile(r"^skip: a retrain is already running"), "a retrain is already running"),
     (re.compile(r"^skip: no signal crossed"), "no signal crossed its threshold"),

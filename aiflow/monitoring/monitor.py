@@ -127,7 +127,8 @@ def policy_of(spec: DatasetSpec) -> Policy:
     r = spec.monitoring.retrain
     return Policy(
         min_rows=r.min_rows, min_labels=r.min_labels, use_drift="drift" in r.signals, use_estimated="estimated" in r.signals,
-        use_realized="realized" in r.signals, hysteresis=r.hysteresis, cooldown_days=r.cooldown_days, budget=r.budget,
+        use_realized="realized" in r.signals, hysteresis=r.hysteresis, cooldown_days=r.cooldown_days,
+        cooldown_windows=spec.monitoring.cooldown_windows(), budget=r.budget,
         budget_days=r.budget_days,
     )  # fmt: skip
 

@@ -33,7 +33,10 @@ class Policy:
         use_estimated: whether the drop of the CBPE-estimated metric may fire.
         use_realized: whether the drop of the realized metric may fire.
         hysteresis: windows in a row (same model version) in which a signal must be over its threshold.
-        cooldown_days: days of data time after a retrain's window end during which nothing fires.
+        cooldown_days: days of data time after a retrain's window end during which nothing fires (when
+            ``cooldown_windows`` is None).
+        cooldown_windows: monitored windows after a retrain's window during which nothing fires (the loop sets it
+            from the spec: days alone let a 28-day cooldown block nothing under monthly windows).
         budget: at most this many retrains in any ``budget_days`` of data time.
         budget_days: the budget's span in days of data time.
         fallback_drift_share: drift-share threshold when the reference cannot be calibrated.
@@ -50,6 +53,7 @@ class Policy:
     use_realized: bool = True
     hysteresis: int = 2
     cooldown_days: int = 14
+    cooldown_windows: int | None = None
     budget: int = 4
     budget_days: int = 90
     fallback_drift_share: float = 0.3
@@ -254,7 +258,18 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
         waits = ", ".join(f"{n} held {held[n]} of {policy.hysteresis} windows" for n in fired)
         return verdict("skip", f"skip: signals crossed but hysteresis not yet met in {span} ({waits}; {'; '.join(notes)}).", fired)
     retrains = sorted((d for d in past if d.action == "retrain" and d.window_end <= now.window_end), key=lambda d: d.window_end)
-    if retrains:
+    if retrains and policy.cooldown_windows is not None:
+        last = retrains[-1]
+        # now is the n-th monitored window after the retrain's (every monitored window has a decision)
+        n = 1 + len({d.window_start for d in past if last.window_start < d.window_start < now.window_start})
+        if n <= policy.cooldown_windows:
+            return verdict(
+                "skip",
+                f"skip: cooldown, window {n} of {policy.cooldown_windows} after the retrain for the window starting "
+                f"{last.window_start} ({', '.join(holding)} fired in {span}).",
+                holding,
+            )
+    elif retrains:
         until = retrains[-1].window_end + dt.timedelta(days=policy.cooldown_days)
         if now.window_end < until:
             return verdict(

@@ -139,3 +139,48 @@ def test_fallback_thresholds_and_bad_policies():
         Thresholds("f2", 0.3, 0.1, 0.1, None)
     with pytest.raises(ValueError, match="at least one monitoring window"):
         decide(POLICY, AUC, [], [], running=False)
+
+
+def month(i: int, **kw) -> WindowSignals:
+    """The i-th calendar month of 2024 as a monitoring window."""
+    start = dt.date(2024, 1 + i, 1)
+    end = dt.date(2024 + (i + 1) // 12, (i + 1) % 12 + 1, 1) - dt.timedelta(days=1)
+    return WindowSignals(start, end, kw.pop("version", 1), 1000, 0, kw.pop("drift", 0.5), 0.79, None)
+
+
+def test_a_cooldown_in_windows_blocks_the_next_month_where_28_days_blocked_nothing():
+    days_only = Policy(min_rows=100, hysteresis=1, cooldown_days=28, budget=9, budget_days=365)
+    retrained = decide(days_only, AUC, [month(0)], [], running=False)
+    assert retrained.action == "retrain"
+    # the hole: February ends 29 days after January, so a 28-day cooldown lets the next month retrain at once
+    assert decide(days_only, AUC, [month(1)], [retrained], running=False).action == "retrain"
+    windows = Policy(min_rows=100, hysteresis=1, cooldown_days=28, cooldown_windows=1, budget=9, budget_days=365)
+    blocked = decide(windows, AUC, [month(1)], [retrained], running=False)
+    assert blocked.action == "skip" and "cooldown, window 1 of 1 after the retrain for the window starting 2024-01-01" in blocked.reason
+    feb = Decision(month(1).window_start, month(1).window_end, 1, "skip", blocked.reason)
+    assert decide(windows, AUC, [month(2)], [retrained, feb], running=False).action == "retrain"
+
+
+def test_the_cooldown_bound_in_windows_is_exact():
+    two = Policy(min_rows=100, hysteresis=1, cooldown_windows=2, budget=9, budget_days=365)
+    first = decide(two, AUC, [window(0, drift=0.5)], [], running=False)
+    past = [first]
+    verdicts = []
+    for i in (1, 2, 3):
+        d = decide(two, AUC, [window(i, drift=0.5)], past, running=False)
+        verdicts.append(d.action)
+        past.append(d)
+    assert verdicts == ["skip", "skip", "retrain"]  # windows 1 and 2 of 2 blocked, the third after the retrain fires
+
+
+@pytest.mark.parametrize(
+    ("window", "days", "expected"), [("weekly", 28, 4), ("monthly", 28, 1), ("daily", 28, 28), ("weekly", 5, 1), ("monthly", 0, 0), ("monthly", 61, 3)]
+)
+def test_the_spec_converts_cooldown_days_to_windows(window, days, expected):
+    from aiflow.spec import parse_spec
+    from tests.aiflow.tiny import TINY
+
+    spec = parse_spec({**TINY, "monitoring": {"window": window, "retrain": {"cooldown_days": days}}}, "tiny")
+    assert spec.monitoring.cooldown_windows() == expected
+    explicit = parse_spec({**TINY, "monitoring": {"window": window, "retrain": {"cooldown_days": days, "cooldown_windows": 2}}}, "tiny")
+    assert explicit.monitoring.cooldown_windows() == 2
