@@ -120,4 +120,24 @@ def calibrate(
         return max(spread, policy.min_drop)
 
     est = drop(estimated) if problem_type == "classification" else policy.fallback_relative_increase
-    return Thresholds(metric, drift, est, drop(realized), ref_metric, "calibrated", chunks)
+    noise = bootstrap_std(valid, problem_type, metric, threshold)
+    if noise is not None and problem_type == "regression" and ref_metric:
+        noise /= ref_metric  # RMSE / MAE drops are relative increases
+    return Thresholds(metric, drift, est, drop(realized), ref_metric, "calibrated", chunks, noise, valid.height, k)
+
+
+def bootstrap_std(rows: pl.DataFrame, problem_type: str, metric: str, threshold: float, *, resamples: int = 200,
+                  seed: int = 0) -> float | None:  # fmt: skip
+    """The metric's standard deviation over bootstrap resamples of ``rows`` (its sampling noise at that many rows;
+    seeded, so the same reference gives the same threshold); None below 30 rows or when the metric is undefined."""
+    if rows.height < 30:
+        return None
+    y, p = rows["label"].to_numpy(), rows["prediction"].to_numpy()
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        i = rng.integers(0, rows.height, rows.height)
+        value = compute_metrics(y[i], p[i], problem_type, threshold).get(metric)
+        if value is not None and np.isfinite(value):
+            values.append(value)
+    return float(np.std(values)) if len(values) >= resamples // 2 else None

@@ -28,7 +28,7 @@ DRIFT_SCHEMA = {
 THRESHOLDS_SCHEMA = {
     "model_version": pl.Int64, "metric": pl.String, "drift_share": pl.Float64, "estimated_drop": pl.Float64,
     "realized_drop": pl.Float64, "reference_metric": pl.Float64, "source": pl.String, "chunks": pl.Int64,
-    "computed_at": pl.Datetime("us", "UTC"),
+    "noise_std": pl.Float64, "noise_rows": pl.Int64, "noise_k": pl.Float64, "computed_at": pl.Datetime("us", "UTC"),
 }  # fmt: skip
 #: ``aiflow.monitoring.policy.Decision.to_row()`` plus how and when it was evaluated and the run it requested.
 DECISIONS_SCHEMA = {

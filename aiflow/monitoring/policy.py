@@ -109,6 +109,16 @@ class Thresholds:
     reference_metric: float | None
     source: str = "fallback"
     chunks: int = 0
+    noise_std: float | None = None  # the metric's bootstrap std on ``noise_rows`` reference rows (relative for RMSE / MAE)
+    noise_rows: int = 0
+    noise_k: float = 3.0
+
+    def noise_floor(self, rows: int) -> float:
+        """The smallest drop a window of ``rows`` rows can show beyond sampling noise: k · std, scaled by √(n₀ / n);
+        0 without a measured noise or rows."""
+        if not self.noise_std or self.noise_rows <= 0 or rows <= 0:
+            return 0.0
+        return self.noise_k * self.noise_std * (self.noise_rows / rows) ** 0.5
 
     def __post_init__(self) -> None:
         if self.metric not in HIGHER_IS_BETTER:
@@ -121,7 +131,8 @@ class Thresholds:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Thresholds:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        # a row saved before the noise floor existed has nulls there: the defaults (no floor)
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data and not (k.startswith("noise_") and data[k] is None)})
 
 
 def fallback_thresholds(policy: Policy, metric: str, reference_metric: float | None = None) -> Thresholds:
@@ -191,11 +202,13 @@ def _fired(policy: Policy, t: Thresholds, s: WindowSignals) -> tuple[list[str], 
         return [], []
     values = _signal_values(s, t)
     fired, notes = [], []
+    # a metric threshold is never below the window's own sampling noise (thresholds stay stable across versions)
     checks = [
         ("drift", policy.use_drift, values["drift_share"], t.drift_share, "weighted drift share", True),
-        ("estimated", policy.use_estimated, values["estimated_drop"], t.estimated_drop, f"estimated {t.metric} drop", True),
-        ("realized", policy.use_realized, values["realized_drop"], t.realized_drop, f"realized {t.metric} drop",
-         s.labelled >= policy.min_labels),
+        ("estimated", policy.use_estimated, values["estimated_drop"], max(t.estimated_drop, t.noise_floor(s.rows)),
+         f"estimated {t.metric} drop", True),
+        ("realized", policy.use_realized, values["realized_drop"], max(t.realized_drop, t.noise_floor(s.labelled)),
+         f"realized {t.metric} drop", s.labelled >= policy.min_labels),
     ]  # fmt: skip
     for name, enabled, value, limit, label, enough in checks:
         if not enabled:

@@ -184,3 +184,39 @@ def test_the_spec_converts_cooldown_days_to_windows(window, days, expected):
     assert spec.monitoring.cooldown_windows() == expected
     explicit = parse_spec({**TINY, "monitoring": {"window": window, "retrain": {"cooldown_days": days, "cooldown_windows": 2}}}, "tiny")
     assert explicit.monitoring.cooldown_windows() == 2
+
+
+def test_a_metric_threshold_is_never_below_the_window_s_sampling_noise():
+    """A calibration that came out at 0.012 (its 8 chunks happened to agree) would fire on a 0.05 wobble of a window with
+    650 labels; the floor from the bootstrap noise (0.02 at 650 rows, k=3: 0.06) holds it, and lets it through once the
+    window has 10x the labels (0.019)."""
+    tight = Thresholds("roc_auc", 0.3, 0.012, 0.012, 0.8, "calibrated", 8, noise_std=0.02, noise_rows=650, noise_k=3.0)
+    policy = Policy(min_rows=100, min_labels=50, use_drift=False, use_estimated=False, hysteresis=1, budget=9, budget_days=365)
+    few = decide(policy, tight, [window(0, realized=0.75, labelled=650)], [], running=False)
+    assert few.action == "skip" and "realized roc_auc drop 0.050 <= 0.060" in few.reason
+    many = decide(policy, tight, [window(0, realized=0.75, labelled=6500)], [], running=False)
+    assert many.action == "retrain" and "realized roc_auc drop 0.050 > 0.019" in many.reason
+    assert tight.noise_floor(650) == pytest.approx(0.06) and Thresholds("roc_auc", 0.3, 0.01, 0.01, 0.8).noise_floor(650) == 0.0
+    # read back from a thresholds row saved before the floor existed: no floor, no error
+    old = Thresholds.from_dict({"metric": "roc_auc", "drift_share": 0.3, "estimated_drop": 0.05, "realized_drop": 0.05,
+                                "reference_metric": 0.8, "noise_std": None, "noise_rows": None})  # fmt: skip
+    assert old.noise_floor(100) == 0.0
+
+
+def test_the_bootstrap_noise_shrinks_as_the_square_root_of_the_rows_and_is_seeded():
+    import numpy as np
+    import polars as pl
+
+    from aiflow.monitoring.calibration import bootstrap_std
+
+    rng = np.random.default_rng(1)
+
+    def rows(n: int) -> pl.DataFrame:
+        y = rng.integers(0, 2, n)
+        return pl.DataFrame({"label": y.astype(float), "prediction": np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, n), 0, 1)})
+
+    small, large = rows(400), rows(6400)
+    s400, s6400 = bootstrap_std(small, "classification", "roc_auc", 0.5), bootstrap_std(large, "classification", "roc_auc", 0.5)
+    assert 3.0 < s400 / s6400 < 5.5  # sqrt(16) = 4
+    assert bootstrap_std(small, "classification", "roc_auc", 0.5) == s400  # the same reference gives the same threshold
+    assert bootstrap_std(small.head(20), "classification", "roc_auc", 0.5) is None
