@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -624,11 +625,28 @@ def parse_spec(data: dict, source: str = "<dict>") -> DatasetSpec:
         raise SpecError(_format_error(source, exc, extra)) from None
 
 
+class SpecLoader(yaml.SafeLoader):
+    """YAML as people write specs: only ``true`` / ``false`` are booleans. YAML 1.1 also reads ``on``, ``off``, ``yes``,
+    ``no`` (and ``y``, ``n``) as booleans, which turns ``gates: {off: [latency]}`` into a key ``False``."""
+
+
+SpecLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def read_spec_yaml(text: str):
+    """A spec file's YAML (see :class:`SpecLoader`)."""
+    return yaml.load(text, Loader=SpecLoader)
+
+
 def load_spec(path: str | os.PathLike) -> DatasetSpec:
     """Load and validate a dataset spec from a YAML file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_spec_yaml(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"dataset spec {path} does not exist") from None
     except yaml.YAMLError as exc:

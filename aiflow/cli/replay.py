@@ -40,7 +40,7 @@ from aiflow.monitoring.partition import window_status
 from aiflow.serving.inference_log import log_table
 from aiflow.serving.reports import KEY_ENV as REPORT_KEY_ENV
 from aiflow.serving.reports import URL_ENV as REPORTS_URL_ENV
-from aiflow.spec import EVENT_DATE, DatasetSpec, demo_spec_path, load_spec
+from aiflow.spec import EVENT_DATE, DatasetSpec, demo_spec_path, load_spec, read_spec_yaml
 from aiflow.storage.lake import Lake, Tables
 from aiflow.storage.landing import resolve_uri
 
@@ -102,7 +102,7 @@ def _spec_for(path: str, window: str | None, home: Path) -> tuple[DatasetSpec, s
     spec = load_spec(path)
     if window is None or window == spec.monitoring.window:
         return spec, str(Path(path).resolve())
-    data = yaml.safe_load(Path(path).read_text())
+    data = read_spec_yaml(Path(path).read_text())
     monitoring = dict(data.get("monitoring") or {})
     monitoring.pop("window_days", None)
     data["monitoring"] = {**monitoring, "window": window}
