@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from aiflow.serving import reports
+from aiflow.serving import access_log, reports
 from aiflow.serving.auth import TokenSource
 from aiflow.serving.batcher import MicroBatcher
 from aiflow.serving.errors import HTTPError
@@ -156,6 +156,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        access_log.install()  # uvicorn has configured its loggers by now: no query-string value reaches the access log
         if config.tokens is None:
             log.warning("aiflow serve: INSECURE DEVELOPMENT MODE: no authentication, anyone who reaches this port can call the models")
         holder.refresh()
