@@ -27,11 +27,20 @@ def labels_table(dataset: str) -> str:
     return f"labels/{dataset}"
 
 
-def parse_feedback(items: object) -> list[tuple[str, float]]:
+#: A regression label beyond this magnitude is refused: its square overflows every error metric (1e308 is finite).
+MAX_REGRESSION_LABEL = 1e12
+
+
+def parse_feedback(items: object, problem_type: str | None = None) -> list[tuple[str, float]]:
     """``[{"request_id": ..., "label": ...}, ...]`` → (id, label) pairs, last occurrence of an id winning.
 
+    Args:
+        problem_type: ``classification`` takes 0 or 1 (or a boolean), ``regression`` a finite number of magnitude at
+            most :data:`MAX_REGRESSION_LABEL`; None (the dataset's model not loaded yet) any finite number.
+
     Raises:
-        RecordError: an item is not an object, lacks an id, or its label is not a number or a boolean.
+        RecordError: an item is not an object, lacks an id, or its label is not a number or a boolean, or is out of the
+            problem type's range (named by position and field).
     """
     if not isinstance(items, list) or not items:
         raise RecordError([(0, "labels", "expected a non-empty list of {\"request_id\": ..., \"label\": ...} objects")])
@@ -47,6 +56,10 @@ def parse_feedback(items: object) -> list[tuple[str, float]]:
             label = float(label)
         if not isinstance(label, int | float) or not math.isfinite(label):
             problems.append((i, "label", f"expected a number (class or value), got {label!r}"))
+        elif problem_type == "classification" and label not in (0, 1):
+            problems.append((i, "label", f"a classification label is 0 or 1 (or true/false), got {label!r}"))
+        elif problem_type == "regression" and abs(label) > MAX_REGRESSION_LABEL:
+            problems.append((i, "label", f"a regression label's magnitude is at most {MAX_REGRESSION_LABEL:g}, got {label!r}"))
         elif isinstance(rid, str) and rid:
             out.pop(rid, None)
             out[rid] = float(label)

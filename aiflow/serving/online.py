@@ -380,7 +380,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         if name not in config.datasets:
             raise HTTPError(404 if isinstance(name, str) else 422, f"unknown dataset {name!r}; this server serves {', '.join(config.datasets)}")
         try:
-            pairs = parse_feedback(payload.get("labels"))
+            served = holder.get(name)
+            pairs = parse_feedback(payload.get("labels"), served.model.problem_type if served is not None else None)
         except RecordError as exc:
             raise HTTPError(422, str(exc), problems=exc.details()) from None
 

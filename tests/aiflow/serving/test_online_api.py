@@ -201,10 +201,16 @@ def test_feedback_is_idempotent_latest_wins_and_unknown_ids_are_flagged(api):
         for value in (12.5, 14.25):  # a regression label: the value; sent twice, the latest wins
             assert c.post("/v1/feedback", json={"dataset": "fares", "labels": [{"request_id": fare, "label": value}]}).status_code == 200
         assert c.post("/v1/feedback", json={"dataset": "planes", "labels": [{"request_id": fare, "label": 1}]}).status_code == 404
-    assert read_labels(home.lake, "fares").select("request_id", "label", "known").rows() == [(fare, 14.25, True)]
+        # labels out of the problem type's range: refused by position and field, nothing recorded
+        for dataset, label in (("trips", 1e308), ("trips", 2), ("trips", 0.5), ("fares", 1e308), ("fares", -1e13)):
+            out = c.post("/v1/feedback", json={"dataset": dataset, "labels": [{"request_id": ids[0], "label": label}]})
+            assert out.status_code == 422 and out.json()["problems"][0]["field"] == "label", (dataset, label, out.text)
+        edge = c.post("/v1/feedback", json={"dataset": "fares", "labels": [{"request_id": "edge", "label": 1e12}]})
+        assert edge.status_code == 200  # exactly on the bound: a value
+    assert sorted(read_labels(home.lake, "fares").select("request_id", "label", "known").rows()) == sorted([(fare, 14.25, True), ("edge", 1e12, False)])
     labels = read_labels(home.lake, "trips").sort("request_id")
     rows = {r["request_id"]: (r["label"], r["known"]) for r in labels.iter_rows(named=True)}
-    assert labels.height == 3 == len(rows)  # one row per id
+    assert labels.height == 3 == len(rows)  # one row per id (the refused labels changed nothing)
     assert rows == {ids[0]: (0.0, True), ids[1]: (1.0, True), "never-served": (0.0, False)}
 
 
