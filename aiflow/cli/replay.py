@@ -181,7 +181,7 @@ def cmd_replay(args) -> int:
     lake = Lake(str(home / "lake"))
     zones = {t.name: Path(resolve_uri(t.landing.uri, home)) for t in spec.tables}
     if args.data:
-        source = DirectorySource(Path(args.data), spec, zones)
+        source = DirectorySource(Path(args.data), spec, zones)  # files placed by their first and last local dates
     elif spec.name == "flights" and Path(spec_path).name == demo_spec_path().name:
         source = DemoSource(zones[spec.name].parent)
     else:
@@ -313,7 +313,10 @@ def _cut(text: str, n: int) -> str:
 def _records(lake: Lake, spec: DatasetSpec, first: dt.date, last: dt.date) -> pl.DataFrame:
     """The step's rows as the application sends them (the raw columns the server takes, side values joined as the spec
     says) with their target, which comes back later as the label; event times as ISO-8601 text."""
-    silver = lake.scan(Tables.silver(spec.name)).filter(pl.col(EVENT_DATE).is_between(first, last))
+    # the step's dates are the dataset's calendar days (as its files and its monitoring windows are); event_date is UTC
+    silver = lake.scan(Tables.silver(spec.name)).filter(
+        pl.col(EVENT_DATE).is_between(first - dt.timedelta(days=1), last + dt.timedelta(days=1)) & (local_date(spec).is_between(first, last))
+    )
     sides = {j.table: lake.scan(Tables.silver(j.table)) for j in spec.joins}
     frame = serving_rows(silver, sides, spec)
     event = frame[spec.event_time]
@@ -323,6 +326,14 @@ def _records(lake: Lake, spec: DatasetSpec, first: dt.date, last: dt.date) -> pl
     elif event.dtype == pl.Date:
         frame = frame.with_columns(event.dt.strftime("%Y-%m-%d").alias(spec.event_time))
     return frame
+
+
+def local_date(spec: DatasetSpec) -> pl.Expr:
+    """The event's date in the dataset's timezone (Polars expression on a silver or features table)."""
+    event = pl.col(spec.event_time)
+    if spec.columns[spec.event_time].type == "datetime":
+        return event.dt.convert_time_zone(spec.timezone).dt.date()
+    return event.cast(pl.Date)
 
 
 def _logged(lake: Lake, name: str) -> int:

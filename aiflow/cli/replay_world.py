@@ -75,7 +75,7 @@ class DirectorySource:
             if not folder.is_dir():
                 raise FileNotFoundError(f"replay data {data}: no folder {table.name}/ for table '{table.name}' (one folder per table)")
             for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in LANDABLE):
-                self.files.append(_File(table.name, path, *_date_span(path, table.event_time)))
+                self.files.append(_File(table.name, path, *_date_span(path, table.event_time, spec.timezone)))
         if not any(f.table == spec.name for f in self.files):
             raise FileNotFoundError(f"replay data {data}/{spec.name}/ holds no CSV, Parquet or JSON lines file")
         self.files.sort(key=lambda f: (f.first, f.table != spec.name, f.path.name))
@@ -98,8 +98,9 @@ class DirectorySource:
         return n
 
 
-def _date_span(path: Path, event_time: str) -> tuple[dt.date, dt.date]:
-    """The earliest and latest event dates a landing file holds (its data time); ``date.min`` twice when unreadable."""
+def _date_span(path: Path, event_time: str, timezone: str = "UTC") -> tuple[dt.date, dt.date]:
+    """The earliest and latest event dates a landing file holds in the dataset's timezone (its data time); ``date.min``
+    twice when unreadable. Text with an offset or ``Z`` is converted; naive text is taken as UTC, as ingestion does."""
     try:
         if path.suffix.lower() == ".parquet":
             column = pl.scan_parquet(path).select(event_time)
@@ -109,7 +110,13 @@ def _date_span(path: Path, event_time: str) -> tuple[dt.date, dt.date]:
             column = pl.scan_ndjson(path, infer_schema_length=None).select(pl.col(event_time).cast(pl.String))
         values = column.collect().to_series()
         if values.dtype == pl.String:
-            values = values.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+            from aiflow.monitoring.windows import parse_times
+
+            values = parse_times(values).dt.convert_time_zone(timezone).dt.date().fill_null(
+                values.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+            )
+        elif isinstance(values.dtype, pl.Datetime):
+            values = (values.dt.convert_time_zone(timezone) if values.dtype.time_zone else values).dt.date()
         elif values.dtype != pl.Date:
             values = values.cast(pl.Date, strict=False)
         first, last = values.min(), values.max()
@@ -163,11 +170,12 @@ class Client:
 
 
 def ingested_through(lake: Lake, spec: DatasetSpec, last: dt.date) -> bool:
-    """Whether the features hold every date of the main table's bronze up to ``last`` (the data plane is through)."""
+    """Whether the features reach the newest date of the main table's bronze (the data plane is through the step
+    ending ``last``)."""
     bronze, features = Tables.bronze(spec.name), Tables.features(spec.name)
     if not lake.exists(bronze) or not lake.exists(features):
         return False
-    landed = lake.scan(bronze).filter(pl.col(EVENT_DATE) <= last).select(pl.col(EVENT_DATE).max()).collect().item()
+    landed = lake.scan(bronze).select(pl.col(EVENT_DATE).max()).collect().item()  # only the steps so far have landed
     built = lake.scan(features).select(pl.col(EVENT_DATE).max()).collect().item()
     return landed is not None and built is not None and built >= landed
 
