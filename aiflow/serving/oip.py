@@ -23,6 +23,17 @@ def model_metadata(model: Served) -> dict:
     }  # fmt: skip
 
 
+def requested_outputs(payload: object) -> set[str]:
+    """The output names an OIP request asks for (empty: all); raises HTTPError 400 when ``outputs`` is not a list of
+    ``{"name": ...}`` objects. Checked before scoring, so a refused request is neither scored nor logged."""
+    requested = payload.get("outputs") if isinstance(payload, dict) else None
+    if requested is None:
+        return set()
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise HTTPError(400, "'outputs' must be a list of {\"name\": ...} objects (the output names), e.g. [{\"name\": \"probability\"}]")
+    return {o["name"] for o in requested}
+
+
 def infer_response(payload: dict, model: Served, preds, probs, ids: list[str]) -> dict:
     """The inference response: the requested outputs (all by default), the request ``id`` echoed, request ids as a parameter."""
     n = len(ids)
@@ -33,7 +44,7 @@ def infer_response(payload: dict, model: Served, preds, probs, ids: list[str]) -
         ]
     else:
         outputs = [{"name": "prediction", "datatype": "FP64", "shape": [n], "data": [float(p) for p in preds]}]
-    wanted = {o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)}
+    wanted = requested_outputs(payload)
     if wanted:
         outputs = [o for o in outputs if o["name"] in wanted]
     out = {"model_name": model.dataset, "model_version": str(model.version), "outputs": outputs, "parameters": {"request_ids": ",".join(ids)}}
@@ -55,12 +66,15 @@ def oip_records(payload: object, model: Served) -> list[dict]:
     columns: dict[str, list] = {}
     for tensor in payload["inputs"]:
         name = tensor.get("name") if isinstance(tensor, dict) else None
-        if name not in fields:
+        if not isinstance(name, str) or name not in fields:
             raise HTTPError(400, f"unknown input {name!r}; the model's inputs are {', '.join(fields)}")
         shape, data = tensor.get("shape"), tensor.get("data")
         if not isinstance(shape, list) or not isinstance(data, list) or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
             raise HTTPError(400, f"input {name!r}: expected a 1-D tensor (shape [n] or [n, 1]) with a flat 'data' list")
-        flat = [v for row in data for v in row] if data and isinstance(data[0], list) else data
+        nested = [row for row in data if isinstance(row, list)]
+        if nested and (len(nested) != len(data) or any(len(row) != 1 for row in nested)):
+            raise HTTPError(400, f"input {name!r}: 'data' is flat, or rows of exactly one element each (shape [n, 1])")
+        flat = [row[0] for row in data] if nested else data
         if len(flat) != shape[0]:
             raise HTTPError(400, f"input {name!r}: shape says {shape[0]} elements, data has {len(flat)}")
         if tensor.get("datatype") != fields[name].datatype:

@@ -36,7 +36,7 @@ from aiflow.serving.feedback import parse_feedback, record_feedback
 from aiflow.serving.holder import CANARY, CHALLENGER, CHAMPION, ModelHolder, Served
 from aiflow.serving.inference_log import InferenceLog, LogBatch, log_table
 from aiflow.serving.metrics import ServingMetrics
-from aiflow.serving.oip import check_version, infer_response, model_metadata, oip_records
+from aiflow.serving.oip import check_version, infer_response, model_metadata, oip_records, requested_outputs
 from aiflow.serving.schema import RecordError, validate_records
 from aiflow.serving.traffic import KEY_HEADER, ShadowGate, choose_variant
 from aiflow.storage.artifacts import ArtifactStore
@@ -119,13 +119,34 @@ async def read_json(request: Request, limit: int) -> object:
         if len(body) > limit:
             raise HTTPError(413, f"request body is over the limit of {limit} bytes; send fewer records per request")
     try:
-        return orjson.loads(body)
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        pass  # what orjson refuses but json accepts (NaN, integers past 64 bits) gets the same answer as before
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+        # what orjson refuses but json accepts (NaN, integers past 64 bits) gets the same answer as before
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise HTTPError(400, f"request body nests arrays or objects deeper than {MAX_DEPTH} levels") from None
+    if _deeper_than(payload, MAX_DEPTH):
+        raise HTTPError(400, f"request body nests arrays or objects deeper than {MAX_DEPTH} levels")
+    return payload
+
+
+#: No request needs more than a few levels; a record nested a thousand deep would stop every JSON encoder downstream.
+MAX_DEPTH = 32
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether ``value`` nests lists or dicts deeper than ``limit`` (iterative: no recursion; flat values cost one check)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def json_response(body: object, background: BackgroundTask | None = None) -> Response:
@@ -463,10 +484,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         payload = await read_json(request, config.max_body_bytes)
         model = route(name, request, version)
         try:
+            requested_outputs(payload)
             records = validate_records(oip_records(payload, model), model.fields)
         except RecordError as exc:
             failed(name, "v2", 400)
             raise HTTPError(400, str(exc)) from None
+        except HTTPError:
+            failed(name, "v2", 400)
+            raise
         preds, probs = await score_batched(model, records)
         ids = account(model, records, preds.astype(np.float64).tolist(), probs.tolist() if probs is not None else None, started, "v2")
         return JSONResponse(infer_response(payload, model, preds, probs, ids), background=shadow_task(name, records, ids, "v2"))

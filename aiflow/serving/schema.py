@@ -65,6 +65,10 @@ def input_fields(spec: DatasetSpec) -> list[Field]:
     return fields
 
 
+#: Dates and times outside the nanosecond range (pandas, Evidently) would overflow a reader of the inference log.
+EARLIEST, LATEST = dt.date(1678, 1, 1), dt.date(2261, 12, 31)
+
+
 def _problem(value: object, kind: str) -> str | None:
     """Why ``value`` (decoded JSON) does not fit the spec type ``kind``, or None when it fits."""
     if kind == "string":
@@ -85,9 +89,13 @@ def _problem(value: object, kind: str) -> str | None:
         if not isinstance(value, str):
             return f"expected an ISO-8601 {kind} string, got {type(value).__name__} {value!r}"
         try:
-            (dt.date if kind == "date" else dt.datetime).fromisoformat(value.replace("Z", "+00:00") if kind == "datetime" else value)
-        except ValueError:
+            parsed = (dt.date if kind == "date" else dt.datetime).fromisoformat(value.replace("Z", "+00:00") if kind == "datetime" else value)
+            if isinstance(parsed, dt.datetime) and parsed.tzinfo is not None:
+                parsed = parsed.astimezone(dt.UTC)  # 9999-12-31T23:59:59-12:00 overflows here: refused below, not a 500
+        except (ValueError, OverflowError):
             return f"expected an ISO-8601 {kind} (e.g. {'2013-01-01' if kind == 'date' else '2013-01-01T10:00:00Z'}), got {value!r}"
+        if not EARLIEST <= (parsed if isinstance(parsed, dt.date) and not isinstance(parsed, dt.datetime) else parsed.date()) <= LATEST:
+            return f"expected a {kind} between {EARLIEST} and {LATEST} (the range every reader of the log takes), got {value!r}"
         return None
     return f"unsupported column type {kind}"
 
