@@ -50,11 +50,33 @@ _stdlib_dumps = json.JSONEncoder(default=str).encode
 def _dumps(record: dict) -> str:
     """A record as JSON text: orjson (9x faster than the stdlib encoder; compact, UTF-8), or the stdlib encoder for what
     orjson refuses (an integer past 64 bits). Every reader parses the text, so the layout does not matter; a NaN, which
-    JSON cannot hold, is written ``null`` (the server answers 422 to one in a model input; an extra field may hold one)."""
+    JSON cannot hold, is written ``null`` (the server answers 422 to one in a model input; an extra field may hold one).
+
+    Raises:
+        UnencodableRecord: neither encoder can write it (nested past the stdlib's recursion limit, say).
+    """
     try:
         return orjson.dumps(record, default=str).decode()
     except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return _stdlib_dumps(record)
+        try:
+            return _stdlib_dumps(record)
+        except (TypeError, ValueError, RecursionError, OverflowError) as exc:
+            raise UnencodableRecord(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+class UnencodableRecord(ValueError):
+    """A record no JSON encoder can write: logged as an error row with its request id, never lost silently."""
+
+
+#: The status of a log row whose record could not be written as JSON (its ``input`` says why).
+UNENCODABLE = "error: input not encodable as JSON"
+
+
+def _encoded(record: dict) -> tuple[str, bool]:
+    try:
+        return _dumps(record), True
+    except UnencodableRecord as exc:
+        return orjson.dumps({"_aiflow_error": str(exc)}).decode(), False
 
 
 @dataclass(frozen=True)
@@ -87,12 +109,19 @@ def _frame(batches: list[LogBatch]) -> pl.DataFrame:
         schema={name: SCHEMA[name] for name in _PER_REQUEST},
     ).with_columns(pl.col("time").dt.date().alias("date"))
     repeated = per_request[np.repeat(np.arange(len(batches)), [len(b) for b in batches])]
+    encoded = [_encoded(r) for b in batches for r in b.records]
     per_record = pl.DataFrame(
-        {"request_id": [i for b in batches for i in b.request_ids], "input": [_dumps(r) for b in batches for r in b.records],
+        {"request_id": [i for b in batches for i in b.request_ids], "input": [text for text, _ in encoded],
          "prediction": [v for b in batches for v in b.predictions], "probability": [v for b in batches for v in b.probabilities]},
         schema={name: SCHEMA[name] for name in ("request_id", "input", "prediction", "probability")},
     )  # fmt: skip
-    return pl.concat([repeated, per_record], how="horizontal").select(list(SCHEMA))
+    frame = pl.concat([repeated, per_record], how="horizontal").select(list(SCHEMA))
+    failed = [i for i, (_, ok) in enumerate(encoded) if not ok]
+    if failed:
+        log.error("inference log: %d record(s) could not be encoded as JSON; logged as error rows (request ids %s)",
+                  len(failed), ", ".join(frame["request_id"].gather(failed[:5]).to_list()))  # fmt: skip
+        frame = frame.with_columns(pl.when(pl.int_range(pl.len()).is_in(failed)).then(pl.lit(UNENCODABLE)).otherwise("status").alias("status"))
+    return frame
 
 
 def log_table(dataset: str) -> str:
@@ -144,6 +173,10 @@ class InferenceLog:
             if self._pending >= self.batch_rows:
                 self._cond.notify()
 
+    def alive(self) -> bool:
+        """Whether the background thread runs (readiness turns red when it does not)."""
+        return self._thread is None or self._thread.is_alive()
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -151,7 +184,12 @@ class InferenceLog:
                     self._cond.wait(self.interval)
                 if self._stopping:
                     return
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # never die on one bad flush: say what was lost, count it, go on
+                log.exception("inference log: a flush failed and its rows were lost: %s", exc)
+                if self._on_flush:
+                    self._on_flush(0, exc)
 
     def flush(self) -> int:
         """Append every queued row now (one commit per dataset); return the rows appended."""

@@ -339,9 +339,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/v2/health/ready")
     async def ready():
-        """Readiness: every dataset's champion is loaded."""
-        ok = holder.ready()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        """Readiness: every dataset's champion is loaded and the inference log's writer runs."""
+        logging_ok = not config.inference_log or inference_log.alive()
+        ok = holder.ready() and logging_ok
+        body = {"ready": ok} if logging_ok else {"ready": False, "reason": "the inference log's writer thread has stopped"}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     # ------------------------------------------------------------------ signed links: Evidently's reports (aiflow.serving.reports)
     report_key = config.report_key or None

@@ -110,3 +110,36 @@ def test_request_batches_become_the_same_rows_as_one_row_per_record(tmp_path):
     assert got.drop("input").equals(expected.drop("input"))
     assert [json.loads(t) for t in got["input"]] == [json.loads(t) for t in expected["input"]]
     assert got.filter(pl.col("request_id") == "b0")["date"].item() == dt.date(2026, 3, 2)  # the row's own UTC date
+
+
+def test_a_poison_record_becomes_an_error_row_and_the_writer_keeps_logging(tmp_path):
+    """A record nested 1,018 deep (orjson refuses it, the stdlib encoder overflows its recursion) once killed the writer
+    thread: nothing logged afterwards, no error counted, readiness green. Now it is an error row with its request id,
+    the requests around it are logged, and the thread lives on."""
+    from aiflow.serving.inference_log import UNENCODABLE, LogBatch
+
+    lake = Lake(tmp_path / "lake")
+    flushes: list[tuple[int, Exception | None]] = []
+    log = InferenceLog(lake, interval=0.1, batch_rows=1000, on_flush=lambda n, e: flushes.append((n, e)))
+    log.start()
+    deep: object = "bottom"
+    for _ in range(1018):
+        deep = [deep]
+    now = dt.datetime.now(dt.UTC)
+
+    def batch(rid: str, record: dict) -> LogBatch:
+        return LogBatch([rid], [record], "trips", 1, "champion", [1.0], [0.7], 1.0, now)
+
+    try:
+        log.add_batch(batch("before", {"x": 1}))
+        log.add_batch(batch("poison", {"x": 1, "extra": deep}))
+        assert wait_until(lambda: {"before", "poison"} <= ids(lake))
+        log.add_batch(batch("after", {"x": 2}))
+        assert wait_until(lambda: "after" in ids(lake)) and log.alive()
+    finally:
+        log.close()
+    table = lake.scan(log_table("trips")).collect()
+    poison = table.filter(pl.col("request_id") == "poison").row(0, named=True)
+    assert poison["status"] == UNENCODABLE and "RecursionError" in poison["input"]
+    assert table.filter(pl.col("request_id") != "poison")["status"].to_list() == ["ok", "ok"]
+    assert all(e is None for _, e in flushes)
