@@ -89,12 +89,32 @@ def _read_csv_typed(data: bytes, table: TableSpec, header: list[str]) -> pl.Data
         return None
 
 
+#: ISO-8601 shapes parsed value by value, so a value's type never depends on the other values of its column: without
+#: a format, Polars takes the format of the first value, and files typed together (same columns) then quarantined each
+#: other's rows (one file of "2013-06-01 05:00:00" made every "2013-01-02T03:00:00Z" of the batch unparseable).
+_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z",
+                "%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M%:z")  # fmt: skip
+_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
+
+
+def _text_datetime(text: pl.Expr) -> pl.Expr:
+    """Text → UTC datetime: each ISO-8601 shape tried on each value (``Z`` or an offset converted to UTC, naive taken as
+    UTC, a bare date at midnight); other shapes by Polars' inference as the last resort."""
+    zulu = text.str.replace(r"[zZ]$", "+00:00")
+    return pl.coalesce(
+        *(zulu.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC") for f in _WITH_OFFSET),
+        *(text.str.to_datetime(f, strict=False, time_unit="us").dt.replace_time_zone("UTC") for f in _NAIVE),
+        text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+        text.str.to_datetime(time_zone="UTC", strict=False, time_unit="us"),
+    )
+
+
 def _convert(column: str, dtype: pl.DataType, target: str) -> pl.Expr:
     """Expression casting ``column`` to the spec type; failures become null (checked by the caller)."""
     c = pl.col(column)
     if target == "datetime":
         if dtype == pl.String:
-            return c.str.strip_chars().str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
+            return _text_datetime(c.str.strip_chars())
         if isinstance(dtype, pl.Datetime):
             return (c.dt.replace_time_zone("UTC") if dtype.time_zone is None else c.dt.convert_time_zone("UTC")).dt.cast_time_unit("us")
         if dtype == pl.Date:
@@ -102,7 +122,8 @@ def _convert(column: str, dtype: pl.DataType, target: str) -> pl.Expr:
         return pl.lit(None, pl.Datetime("us", "UTC"))
     if target == "date":
         if dtype == pl.String:
-            return c.str.strip_chars().str.to_date(strict=False)
+            text = c.str.strip_chars()
+            return pl.coalesce(text.str.to_date("%Y-%m-%d", strict=False), text.str.to_date(strict=False))
         return c.cast(pl.Date, strict=False)
     if target == "bool":
         if dtype == pl.String:

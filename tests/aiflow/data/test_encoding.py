@@ -489,7 +489,8 @@ def test_fast_path_matches_the_polars_path_on_random_records(shape):
             assert fast[0].dtype == expected[0].dtype and fast[1].dtype == expected[1].dtype
         assert all(np.array_equal(a, b) for a, b in zip(encoder.arrays(batch), expected, strict=True))
     # the comparison means something only if both kinds of batch occurred often enough
-    assert fast_batches >= 40 and refused >= 20, (fast_batches, refused)
+    # (since datetimes are parsed value by value, a batch mixing zones is accepted: fewer refusals than before)
+    assert fast_batches >= 40 and refused >= 10, (fast_batches, refused)
 
 
 def test_a_value_that_does_not_parse_raises_the_same_error_on_every_path(tiny_spec):

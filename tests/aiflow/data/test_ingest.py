@@ -361,3 +361,28 @@ def test_empty_landing_zone_says_where_it_looked(lake, zone, landing_dir, tiny_s
     ingest(lake, zone, tiny_spec)
     again = ingest(lake, zone, tiny_spec)
     assert again.summary() == f"trips: 1 file(s) in {landing_dir}, none new: bronze unchanged"
+
+
+SPACED = ["8,AA,JFK,300,100,,,,2013-06-01 05:00:00", "9,UA,EWR,310,100,,,,2013-06-01 06:30:00"]
+
+
+@pytest.mark.parametrize("order", [("a_iso.csv", "b_spaced.csv"), ("b_spaced.csv", "a_iso.csv")])
+def test_a_file_s_rows_are_typed_alone_whatever_else_lands_with_it(lake, zone, landing_dir, tiny_spec, tmp_path, order):
+    """Files with the same columns are typed together; a datetime format must not travel from one file to another
+    (one small file of '2013-06-01 05:00:00' quarantined every ISO row of the batch, and the run was green)."""
+    files = {"a_iso.csv": csv_bytes(TRIPS_ROWS), "b_spaced.csv": csv_bytes(SPACED)}
+    for name in order:
+        write_file(landing_dir, name, files[name])
+    report = ingest(lake, zone, tiny_spec)
+    assert report.rows_quarantined == 0 and report.rows_ingested == len(TRIPS_ROWS) + len(SPACED)
+    together = rows(lake, BRONZE).select("trip_id", "ts").sort("trip_id")
+    # the same bytes ingested file by file give the same rows
+    alone = []
+    for name, data in files.items():
+        own = tmp_path / f"alone-{name}"
+        write_file(own, name, data)
+        other = Lake(tmp_path / f"lake-{name}")
+        ingest(other, LocalLandingZone(own), tiny_spec)
+        alone.append(rows(other, BRONZE).select("trip_id", "ts"))
+    assert together.equals(pl.concat(alone).sort("trip_id"))
+    assert together.filter(pl.col("trip_id") == 8)["ts"].item() == dt.datetime(2013, 6, 1, 5, tzinfo=dt.UTC)  # naive text is UTC
