@@ -30,14 +30,13 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from aiflow.cli import replay_watch as watch
 from aiflow.cli.replay_report import chart, render, summary
 from aiflow.cli.replay_world import Client, DemoSource, DirectorySource, ReplayTimeout, ingested_through, ledger_holds, wait_for
 from aiflow.data.features import serving_rows
-from aiflow.models.candidates import Handoffs
 from aiflow.models.registry import Registry
 from aiflow.monitoring import history
 from aiflow.monitoring.partition import window_status
-from aiflow.serving.inference_log import log_table
 from aiflow.serving.reports import KEY_ENV as REPORT_KEY_ENV
 from aiflow.serving.reports import URL_ENV as REPORTS_URL_ENV
 from aiflow.spec import EVENT_DATE, DatasetSpec, demo_spec_path, load_spec, read_spec_yaml
@@ -46,8 +45,7 @@ from aiflow.storage.landing import resolve_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = ".aiflow_replay"
-#: How long one hop of the daemon may take before the replay gives up (a training run is the longest).
-HOP_TIMEOUT = 900.0
+HOP_TIMEOUT = watch.HOP_TIMEOUT
 
 
 def _days(text: str) -> int:
@@ -205,12 +203,12 @@ def cmd_replay(args) -> int:
     try:
         t0 = time.monotonic()
         wait_for(lambda: daemon.check() or ledger_holds(lake, spec, zones), HOP_TIMEOUT, "the landing sensor to ingest the first files", hint)
-        wait_for(lambda: daemon.check() or Registry(lake).alias(name, "champion") is not None or _first_rejected(lake, name),
+        wait_for(lambda: daemon.check() or Registry(lake).alias(name, "champion") is not None or watch.first_rejected(lake, name),
                  HOP_TIMEOUT, "the retrain sensor to train and promote the first model", hint)  # fmt: skip
         timed("first model", t0)
         champion = Registry(lake).alias(name, "champion")
         if champion is None:
-            say(f"{clock()} the first model failed its gates: nothing to serve ({_gate_message(lake, name)}); {hint}")
+            say(f"{clock()} the first model failed its gates: nothing to serve ({watch.gate_message(lake, name)}); {hint}")
             return 1
         say(f"{clock()} champion v{champion} serves ({Registry(lake).get(name, champion).family}); starting aiflow serve")
         token = secrets.token_urlsafe(24)
@@ -222,7 +220,7 @@ def cmd_replay(args) -> int:
         client = Client(f"http://127.0.0.1:{port}", token)
         client.wait_ready(server)
         pending: list[tuple[dt.date, list[dict]]] = []  # (when the labels come back, labels)
-        sent, retrains_seen = 0, _retrain_windows(lake, name)
+        sent, retrains_seen = 0, watch.retrain_windows(lake, name)
         day = loop_start
         while day <= until:
             last = min(day + dt.timedelta(days=args.step - 1), until)
@@ -246,32 +244,32 @@ def cmd_replay(args) -> int:
                 {"request_id": r, "label": float(y)} for r, y in zip(ids, labels, strict=True) if y is not None
             ]))  # fmt: skip
             sent_at = dt.datetime.now(dt.UTC)
-            wait_for(lambda sent=sent: _logged(lake, name) >= sent, 120, f"the server's inference log to hold {sent} rows", f"see {home / 'serve.log'}")
+            wait_for(lambda sent=sent: watch.logged(lake, name) >= sent, 120, f"the server's inference log to hold {sent} rows", f"see {home / 'serve.log'}")
             timed("scoring and feedback (client)", t0)
             t0 = time.monotonic()
-            due_windows = _windows_to_decide(before, window_status(lake, spec))
-            wait_for(lambda w=due_windows, t=sent_at: daemon.check() or _decided(lake, name, w, t), HOP_TIMEOUT,
+            due_windows = watch.windows_to_decide(before, window_status(lake, spec))
+            wait_for(lambda w=due_windows, t=sent_at: daemon.check() or watch.decided(lake, name, w, t), HOP_TIMEOUT,
                      f"monitoring and decisions of window(s) {', '.join(map(str, due_windows))}", hint)  # fmt: skip
             timed("monitoring (daemon)", t0)
             decided = history.read_decisions(lake, name)
             state = f"; window {decided['window_start'][-1]}: {decided['action'][-1]}" if decided.height else ""
             say(f"{clock()} {day} .. {last}: {len(ids):,} scored, {len(due):,} labels back{state}")
-            for window, reason in _retrain_windows(lake, name).items():
+            for window, reason in watch.retrain_windows(lake, name).items():
                 if window in retrains_seen:
                     continue
                 retrains_seen[window] = reason
                 t0 = time.monotonic()
-                decided_at = _decision_time(lake, name, window)
+                decided_at = watch.decision_time(lake, name, window)
                 say(f"{clock()}   window {window}: {_cut(reason, 68)}")
-                wait_for(lambda decided_at=decided_at: daemon.check() or _evaluated_after(lake, name, decided_at), HOP_TIMEOUT,
+                wait_for(lambda decided_at=decided_at: daemon.check() or watch.evaluated_after(lake, name, decided_at), HOP_TIMEOUT,
                          f"the retrain of window {window} to be evaluated", hint)  # fmt: skip
-                version = _registered_after(lake, name, decided_at)
+                version = watch.registered_after(lake, name, decided_at)
                 if version is not None:
                     wait_for(lambda v=version: Registry(lake).alias(name, "champion") == v, HOP_TIMEOUT, f"v{version} to become champion", hint)
                     wait_for(lambda v=version: client.champion(name) == v, 120, f"the server to serve v{version}")
                     say(f"{clock()}   retrained: v{version} promoted and serving")
                 else:
-                    say(f"{clock()}   retrain rejected ({_cut(_gate_message(lake, name), 50)}): v{Registry(lake).alias(name, 'champion')} serves on")
+                    say(f"{clock()}   retrain rejected ({_cut(watch.gate_message(lake, name), 50)}): v{Registry(lake).alias(name, 'champion')} serves on")
                 timed("retraining (daemon)", t0)
             day = last + dt.timedelta(days=1)
     except ReplayTimeout as exc:
@@ -334,69 +332,6 @@ def local_date(spec: DatasetSpec) -> pl.Expr:
     if spec.columns[spec.event_time].type == "datetime":
         return event.dt.convert_time_zone(spec.timezone).dt.date()
     return event.cast(pl.Date)
-
-
-def _logged(lake: Lake, name: str) -> int:
-    table = log_table(name)
-    return lake.scan(table).select(pl.len()).collect().item() if lake.exists(table) else 0
-
-
-def _windows_to_decide(before: pl.DataFrame, after: pl.DataFrame) -> list[dt.date]:
-    """The windows whose decision the daemon owes after this step, as the monitoring sensor sees them: those data time
-    just moved past, and the complete ones whose served rows or labels changed (from ``window_status`` before and
-    after the step's requests and labels)."""
-    held = {r["window_start"]: (r["rows"], r["labelled"], r["complete"]) for r in before.iter_rows(named=True)}
-    return [
-        r["window_start"]
-        for r in after.filter(pl.col("complete")).iter_rows(named=True)
-        if held.get(r["window_start"]) != (r["rows"], r["labelled"], True)
-    ]
-
-
-def _decided(lake: Lake, name: str, windows: list[dt.date], since: dt.datetime) -> bool:
-    if not windows:
-        return True
-    decided = history.read_decisions(lake, name).filter(pl.col("window_start").is_in(windows) & (pl.col("evaluated_at") >= since))
-    return decided["window_start"].n_unique() == len(windows)
-
-
-def _retrain_windows(lake: Lake, name: str) -> dict[dt.date, str]:
-    decided = history.read_decisions(lake, name).filter(pl.col("action") == "retrain")
-    return dict(zip(decided["window_start"].to_list(), decided["reason"].to_list(), strict=True))
-
-
-def _decision_time(lake: Lake, name: str, window: dt.date) -> dt.datetime:
-    return history.read_decisions(lake, name).filter(pl.col("window_start") == window)["evaluated_at"][-1]
-
-
-def _evaluated_after(lake: Lake, name: str, when: dt.datetime) -> bool:
-    return any(e.created_at >= when for e in Handoffs(lake).evaluations(name))
-
-
-def _registered_after(lake: Lake, name: str, when: dt.datetime) -> int | None:
-    done = [e for e in Handoffs(lake).evaluations(name) if e.created_at >= when]
-    if not done or not done[-1].gates_passed:
-        return None
-    for _ in range(int(HOP_TIMEOUT)):
-        found = [r for r in Handoffs(lake).registrations(name) if r.created_at >= when]
-        if found:
-            return found[-1].version
-        time.sleep(1)
-    return None
-
-
-def _first_rejected(lake: Lake, name: str) -> bool:
-    """Whether a first candidate was evaluated and failed its gates (no champion will come)."""
-    evaluations = Handoffs(lake).evaluations(name)
-    return bool(evaluations) and not any(e.gates_passed for e in evaluations)
-
-
-def _gate_message(lake: Lake, name: str) -> str:
-    evaluations = Handoffs(lake).evaluations(name)
-    if not evaluations:
-        return "no evaluation"
-    failed = [f"{gate}: {r.get('message') or r.get('status')}" for gate, r in evaluations[-1].gate_results.items() if r.get("status") == "failed"]
-    return "; ".join(failed) or "gates failed"
 
 
 def _let_runs_finish(lake: Lake, spec: DatasetSpec, daemon: Daemon, timeout: float = 60) -> None:

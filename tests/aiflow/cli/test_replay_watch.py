@@ -1,0 +1,41 @@
+"""What the replay reads of the daemon's progress: which windows it owes a decision after a step (the monitoring
+sensor's view), and the failed gates' details of a refused candidate, from real hand-off records."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from aiflow.cli.replay_watch import gate_message, windows_to_decide
+from aiflow.evaluation.gates import LatencyReading, latency_gate
+from aiflow.models.candidates import Handoffs
+from aiflow.storage.lake import Lake
+
+W = [dt.date(2013, 4, 1) + dt.timedelta(days=7 * i) for i in range(4)]
+
+
+def status(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"window_start": pl.Date, "rows": pl.UInt32, "labelled": pl.UInt32, "complete": pl.Boolean}, orient="row")
+
+
+def test_the_windows_owed_a_decision_are_the_newly_complete_and_the_changed_ones():
+    before = status([(W[0], 100, 100, True), (W[1], 100, 0, True), (W[2], 50, 0, False)])
+    after = status([(W[0], 100, 100, True), (W[1], 100, 90, True), (W[2], 100, 0, True), (W[3], 10, 0, False)])
+    assert windows_to_decide(before, after) == [W[1], W[2]]  # W0 unchanged, W3 not complete
+    assert windows_to_decide(after, after) == []
+
+
+def test_the_gate_message_names_each_failed_gate_with_its_detail(tmp_path):
+    from tests.aiflow.models.test_candidates import record
+
+    handoffs = Handoffs(Lake(tmp_path / "lake"))
+    assert gate_message(handoffs.lake, "trips") == "no evaluation"
+    failed = latency_gate(LatencyReading(300.0, (290.0, 310.0)), budget=250.0)
+    passed = latency_gate(LatencyReading(100.0, (90.0, 110.0)), budget=250.0)
+    handoffs.record_evaluation(
+        record(handoffs, 1, "run-1"), run_id="run-1", test_metrics={"rmse": 12.0}, champion_version=None, champion_metrics=None,
+        rows=100, latency_ms_per_1k=300.0, gate_results={"latency": failed.as_dict(), "schema": {**passed.as_dict(), "gate": "schema"}},
+        slices=[], plot_uri=None, notes=[],
+    )  # fmt: skip
+    assert gate_message(handoffs.lake, "trips") == f"latency: {failed.detail}"
