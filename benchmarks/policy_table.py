@@ -1,6 +1,6 @@
 """Retrain policy over the demo year (issue 12): for each candidate policy, the retrains it starts and the live ROC AUC it gets.
 
-An engine-level replay of the closed loop (no Dagster, no HTTP server; ``scripts/closed_loop.py`` runs the real
+An engine-level replay of the closed loop (no Dagster, no HTTP server; ``aiflow replay`` runs the real
 thing once, too slowly to run once per policy):
 
 1. The lake is built once, as the main job lands it: the first quarter, then the rest of the year, each through
@@ -63,7 +63,7 @@ from aiflow.train.loop import train
 from aiflow.train.request import pinned_request
 
 FIRST_DAY = dt.date(2013, 1, 1)
-FIRST_TRAIN_DAYS = 90  # January to March, as scripts/closed_loop.py lands it first
+FIRST_TRAIN_DAYS = 90  # January to March, as ./scripts/demo (aiflow replay) lands it first
 LOOP_START = dt.date(2013, 4, 1)  # a Monday: the first monitored window and the first model's week
 LAST_DAY = dt.date(2013, 12, 29)  # a Sunday: the last monitored window ends here
 
@@ -190,7 +190,7 @@ class Windows:
     def __init__(self, lake: Lake, spec: DatasetSpec):
         self.spec = spec
         features = lake.scan(Tables.features(spec.name)).filter(pl.col(EVENT_DATE).is_between(LOOP_START, LAST_DAY))
-        frame = features.with_columns(window_expr(pl.col(EVENT_DATE), spec.monitoring.window_days).alias("window_start")).collect()
+        frame = features.with_columns(window_expr(pl.col(EVENT_DATE), spec.monitoring.window).alias("window_start")).collect()
         self.rows = {start: part for (start,), part in frame.partition_by("window_start", as_dict=True).items()}
         self.starts = sorted(self.rows)
         self.cache: dict[tuple[dt.date, dt.date], Measured] = {}
@@ -209,7 +209,7 @@ class Windows:
         threshold = reference.threshold or 0.5
         probability = served.model.predict(rows)
         label = rows[spec.target.name].cast(pl.Float64)
-        end = start + dt.timedelta(days=spec.monitoring.window_days - 1)  # the last event date, as the drift history records it
+        end = spec.monitoring.window_bounds(start)[1]  # the last event date, as the drift history records it
         # drift as monitor._window_drift computes it: the inputs and the prediction against the reference's train rows
         current = rows.select(list(reference.columns)).with_columns(pl.Series(PREDICTION, probability, dtype=pl.Float64))
         kinds = {**reference.columns, PREDICTION: "numeric"}
