@@ -187,9 +187,9 @@ def drift_asset(spec: DatasetSpec) -> AssetsDefinition:
         """Compare the window's served records with the serving version's reference; its rows in the drift table replaced."""
         store = lake.lake()
         refs = References(store, spec.name, artifacts.uri(), artifacts.options())
-        reports = ArtifactStore(store.root, storage_options=store.storage_options or None)
+        report_store = ArtifactStore(store.root, storage_options=store.storage_options or None)
         start = window_of(context)
-        result = windows_run.window_drift(store, spec, refs, start, report_store=reports if config.report else None)
+        result = windows_run.window_drift(store, spec, refs, start, report_store=report_store if config.report else None)
         for reason in result.skipped:
             context.log.info(f"{spec.name} drift: {reason}")
         meta: dict = {"window": start.isoformat(), "table": uri_value(store.uri(history.drift_table(spec.name)))}
