@@ -16,6 +16,7 @@ from assets.monitoring import monitoring_assets
 from definitions import dataset_definitions
 from resources.notify import NotifierResource
 from resources.profiles import local_resources
+from resources.reports import ReportLinksResource
 from resources.storage import ArtifactsResource, LocalLakeResource
 from sensors.canary import canary_sensor
 from sensors.jobs import canary_job_name
@@ -56,7 +57,7 @@ def run_analysis(tmp_path, spec, config=CONFIG):
         monitoring_assets(spec),
         resources={
             "lake": LocalLakeResource(root=str(tmp_path / "lake")), "notifier": NotifierResource(),
-            "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
+            "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")), "reports": ReportLinksResource(),
         },  # fmt: skip
         selection=[canary_analysis_key(spec)],
         run_config={"ops": {f"{spec.name}__canary_analysis": {"config": config}}},
