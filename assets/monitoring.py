@@ -264,6 +264,11 @@ def live_performance_asset(spec: DatasetSpec) -> AssetsDefinition:
 ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
+def retrain_running(instance, job_name: str) -> bool:
+    """Whether a run of ``job_name`` is queued or in progress (a second retrain must not start)."""
+    return bool(instance.get_run_records(filters=RunsFilter(job_name=job_name, statuses=ACTIVE), limit=1))
+
+
 def decisions_asset(spec: DatasetSpec) -> AssetsDefinition:
     @asset(
         key=decisions_key(spec),
@@ -285,7 +290,7 @@ def decisions_asset(spec: DatasetSpec) -> AssetsDefinition:
         """The policy applied to the window's signals (hysteresis, cooldown and budget over earlier windows); recorded."""
         store = lake.lake()
         start = window_of(context)
-        running = bool(context.instance.get_run_records(RunsFilter(job_name=retrain_job_name(spec), statuses=ACTIVE), limit=1))
+        running = retrain_running(context.instance, retrain_job_name(spec))
         found = windows_run.decide_window(store, spec, start, running=running, evaluator=f"dagster run {context.run_id}")
         d = found.decision
         context.log.info(f"{spec.name} window {d.window_start}..{d.window_end} (v{d.model_version}, {found.labelled} labels): {d.reason}")

@@ -13,7 +13,6 @@ import json
 
 import polars as pl
 from dagster import (
-    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -33,6 +32,7 @@ from aiflow.models.registry import Registry
 from aiflow.monitoring import history
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.lake import Tables
+from assets.monitoring import ACTIVE, retrain_running
 from assets.training import REASON_TAG
 from resources.notify import NotifierResource
 from resources.storage import LakeResource, LandingResource
@@ -42,12 +42,6 @@ WINDOW_TAG = "aiflow/window"
 TRIGGER_TAG = "aiflow/trigger"
 #: The newest data a scheduled or first-model retrain is for (the sensor's retrains carry their window instead).
 DATA_TAG = "aiflow/data"
-ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
-
-
-def retrain_running(instance, job_name: str) -> bool:
-    """Whether a run of ``job_name`` is queued or in progress (a second retrain must not start)."""
-    return bool(instance.get_run_records(filters=RunsFilter(job_name=job_name, statuses=ACTIVE), limit=1))
 
 
 def retrain_sensor(spec: DatasetSpec, job):

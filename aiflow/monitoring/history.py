@@ -18,7 +18,7 @@ import datetime as dt
 
 import polars as pl
 
-from aiflow.storage.lake import Lake
+from aiflow.storage.lake import Lake, dates_predicate
 
 DRIFT_SCHEMA = {
     "source": pl.String, "window_start": pl.Date, "window_end": pl.Date, "model_version": pl.Int64, "column": pl.String,
@@ -79,12 +79,12 @@ def replace_drift(lake: Lake, dataset: str, rows: pl.DataFrame) -> int:
     (source, start, version), *more = frame.select("source", "window_start", "model_version").unique().rows()
     if more:
         raise ValueError("replace_drift writes one (source, window, model version) at a time")
-    predicate = f"source = '{source}' AND window_start = '{start.isoformat()}' AND model_version = {int(version)}"
+    predicate = f"source = '{source}' AND {window_predicate(start)} AND model_version = {int(version)}"
     return lake.replace_where(drift_table(dataset), frame, predicate, metadata={"writer": "aiflow monitoring"})
 
 
-def window_predicate(start: dt.date, column: str = "window_start") -> str:
-    return f"{column} = '{start.isoformat()}'"
+def window_predicate(start: dt.date) -> str:
+    return dates_predicate([start], "window_start")
 
 
 def replace_performance(lake: Lake, dataset: str, start: dt.date, frame: pl.DataFrame, *, daily: bool = False) -> int | None:
@@ -96,7 +96,7 @@ def replace_performance(lake: Lake, dataset: str, start: dt.date, frame: pl.Data
         dates = frame["event_date"].to_list() if frame.height else []
         if not dates:
             return None
-        predicate = f"event_date IN ({', '.join(repr(d.isoformat()) for d in sorted(set(dates)))})"
+        predicate = dates_predicate(dates, "event_date")
     else:
         predicate = window_predicate(start)
     return lake.replace_where(table, frame, predicate, metadata={"writer": "aiflow monitoring"})

@@ -275,12 +275,17 @@ def _stamped(frame: pl.DataFrame, now: dt.datetime) -> pl.DataFrame:
     return frame.with_columns(pl.lit(now, pl.Datetime("us", "UTC")).alias("computed_at")) if frame.height else frame
 
 
-def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, rows: pl.DataFrame, report_store) -> WindowDrift:
-    """Drift of one window of logged records (their inputs re-encoded by the serving version's encoder)."""
+def served_frame(rows: pl.DataFrame, spec: DatasetSpec, ctx: ModelContext) -> pl.DataFrame:
+    """Logged records as the reference holds its rows: their inputs re-encoded by the serving version's encoder, the
+    prediction (positive-class probability, or the value) and the label (null while not back)."""
     current = windows.features_of(rows, spec, ctx.state)
     prediction = rows["probability"] if ctx.reference.problem_type == "classification" else rows[PREDICTION]
-    current = current.with_columns(prediction.alias(PREDICTION), rows[LABEL].alias(LABEL))
-    return _compare(lake, spec, ctx, start, current, ONLINE, report_store)
+    return current.with_columns(prediction.alias(PREDICTION), rows[LABEL].alias(LABEL))
+
+
+def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, rows: pl.DataFrame, report_store) -> WindowDrift:
+    """Drift of one window of logged records (their inputs re-encoded by the serving version's encoder)."""
+    return _compare(lake, spec, ctx, start, served_frame(rows, spec, ctx), ONLINE, report_store)
 
 
 def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, current: pl.DataFrame, source: str, report_store) -> WindowDrift:

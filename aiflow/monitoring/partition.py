@@ -29,6 +29,7 @@ from aiflow.monitoring.monitor import (
     _window_drift,
     performance,
     policy_of,
+    served_frame,
     thresholds_for,
 )
 from aiflow.monitoring.policy import Decision, Thresholds, decide
@@ -178,9 +179,7 @@ def window_report(lake: Lake, spec: DatasetSpec, refs: References, start: dt.dat
     if ctx is None:
         return None
     rows = rows.filter(pl.col("model_version") == version)
-    current = windows.features_of(rows, spec, ctx.state)
-    prediction = rows["probability"] if ctx.reference.problem_type == "classification" else rows[PREDICTION]
-    current = current.with_columns(prediction.alias(PREDICTION))
+    current = served_frame(rows, spec, ctx).drop(LABEL)
     kinds = {**ctx.reference.columns, PREDICTION: "numeric"}
     html = drift_report_html(ctx.reference.train(), current, kinds, **_drift_options(spec) | {"max_rows": 20_000})
     first, last = spec.monitoring.window_bounds(start)
