@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-from tests.aiflow.monitoring.world import REFERENCE_DAYS, ROWS_PER_DAY, START, rides, weather
-from tests.aiflow.tiny import TINY
+from tests.aiflow.monitoring.world import REFERENCE_DAYS, ROWS_PER_DAY, START, rides, rides_spec, weather
 
 #: Gates that let a retrain through on tiny synthetic data (the loop, not the gates, is under test here).
 LENIENT_GATES = {"off": ["latency", "slices_vs_champion", "input_schema"], "champion_tolerance": 0.5, "absolute": {}}
@@ -27,16 +25,8 @@ FAST_RETRAIN = {"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "min_lab
 def rides_history(root: Path, problem_type: str, shifted: list[bool]) -> Path:
     """Write the rides spec and its history under ``root``: four reference weeks, then one served week per ``shifted``
     flag. Returns the spec's path; the data is in ``root / "data"``."""
-    data = copy.deepcopy(TINY)
-    data["name"], data["timezone"] = "rides", "Asia/Tokyo"
-    data["landing"]["uri"] = "landing/rides"
-    data["side_tables"][0] |= {"name": "rides_weather", "landing": {"uri": "landing/rides_weather"}}
-    data["joins"][0]["table"] = "rides_weather"
-    data["features"]["calendar"] = ["hour", "weekday"]
+    data = rides_spec(problem_type).model_dump(mode="json", exclude_none=True)  # the world's spec (columns, zone, side table)
     data["split"] = {"kind": "relative", "train_days": 14, "valid_days": 7, "test_days": 7}
-    if problem_type == "regression":
-        data["problem_type"] = "regression"
-        data["target"] = {"name": "delay_minutes", "source": "delay", "kind": "identity", "when_null": "quarantine"}
     data["gates"] = LENIENT_GATES
     data["monitoring"] = {"window": "weekly", "start": START.isoformat(), "retrain": FAST_RETRAIN}
     folder = root / "data"
