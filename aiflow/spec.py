@@ -281,6 +281,18 @@ class RetrainSettings(_Strict):
     max_age_days: int | None = Field(
         35, ge=1, description="Fallback schedule: retrain when the champion is older than this (wall clock); null: never."
     )
+    promotion: Literal["shadow", "direct"] = Field(
+        "shadow",
+        description="shadow: a retrained model that passes its gates becomes the challenger, scores live traffic in shadow and "
+        "is promoted only when it beats the champion on the same labelled rows (or at once when its offline margin is decisive); "
+        "direct: it becomes the champion at once.",
+    )
+    cost: float = Field(
+        0.002, ge=0, description="What one promotion costs, in the monitored metric: the gain (ROC AUC, or relative RMSE "
+        "reduction) a challenger must at least bring to replace the champion."
+    )
+    confidence: float = Field(0.9, ge=0.5, lt=1, description="One-sided confidence the challenger's gain must be above 0 with.")
+    challenger_windows: int = Field(4, ge=1, description="Windows in shadow after which an undecided challenger is retired.")
     calibration_chunks: int = Field(8, ge=3, description="Chunks of the training window the alarm thresholds are calibrated on.")
     calibration_k: float = Field(3.0, gt=0, description="Threshold = mean + k standard deviations of the signal over the chunks.")
 

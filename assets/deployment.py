@@ -7,12 +7,15 @@ import pydantic
 from dagster import AssetExecutionContext, AssetsDefinition, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from aiflow.evaluation.metrics import PRIMARY
+from aiflow.evaluation.paired import Evidence
 from aiflow.evaluation.validation import ModelRef, load_model
 from aiflow.models.bundle import verify_bundle
 from aiflow.models.candidates import Handoffs
 from aiflow.models.metric_names import NAIVE, prefixed, registry_metrics
 from aiflow.models.model_card import model_card
 from aiflow.models.registry import Registry
+from aiflow.monitoring.challenger import challenger_policy_of, decisive_offline
 from aiflow.serving.batch import score_new_partitions
 from aiflow.spec import DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
@@ -38,7 +41,7 @@ def alias_history(registry: Registry, name: str) -> MetadataValue:
 def alias_metadata(registry: Registry, name: str) -> dict:
     """Current champion and canary versions (keys left out when unset) and the alias history."""
     meta: dict = {"alias_history": alias_history(registry, name)}
-    for alias in ("champion", "canary"):
+    for alias in ("champion", "canary", "challenger"):
         version = registry.alias(name, alias)
         if version is not None:
             meta[f"{alias}_version"] = version
@@ -144,8 +147,13 @@ PromotionConfig = pydantic.create_model(
     "PromotionConfig",
     __base__=Config,
     policy=(
-        Literal["direct", "canary"],
-        Field("direct", description="direct: the registered version becomes champion at once; canary: it becomes canary and the champion stays."),
+        Literal["spec", "direct", "shadow", "canary"],
+        Field(
+            "spec",
+            description="spec: the dataset's monitoring.retrain.promotion (shadow by default); direct: the registered version becomes "
+            "champion at once; shadow: it becomes the challenger (scored in shadow, promoted on live evidence) unless its offline "
+            "margin over the champion is decisive or there is no champion; canary: it becomes canary and the champion stays.",
+        ),
     ),
     reason=(str, Field("passed the gates", description="Recorded with the alias change.")),
     candidate_id=CANDIDATE_ID,
@@ -170,18 +178,50 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         )
         version = found.record.version
         context.log.info(f"promoting {found.how}: v{version} (candidate {found.record.candidate_id})")
-        alias = "champion" if config.policy == "direct" else "canary"
+        evaluation = store_evaluation(store, spec, found.record.candidate_id)
+        alias, reason = promotion_alias(spec, config.policy, registry.alias(spec.name, "champion"), evaluation, config.reason)
         before = registry.alias(spec.name, alias)
-        registry.promote(spec.name, version, reason=config.reason, actor=actor(context), alias=alias)
+        registry.promote(spec.name, version, reason=reason, actor=actor(context), alias=alias)
         context.log.info(promotion_message(spec.name, alias, before, version))
+        context.log.info(reason)
         if before != version:
-            notifier.notifier().send("promotion", promotion_message(spec.name, alias, before, version), {"version": version, "reason": config.reason})
-        meta = {**alias_metadata(registry, spec.name), "promoted_version": version, "policy": config.policy}
+            notifier.notifier().send("promotion", promotion_message(spec.name, alias, before, version), {"version": version, "reason": reason})
+        meta = {**alias_metadata(registry, spec.name), "promoted_version": version, "policy": config.policy, "alias": alias, "reason": reason}
         if before is not None:
             meta["previous_version"] = before
         return MaterializeResult(metadata=meta)
 
     return _champion
+
+
+def store_evaluation(store, spec: DatasetSpec, candidate_id: str):
+    """The newest evaluation of ``candidate_id`` (None when it was registered without one)."""
+    found = [e for e in Handoffs(store).evaluations(spec.name) if e.candidate_id == candidate_id]
+    return found[-1] if found else None
+
+
+def promotion_alias(spec: DatasetSpec, policy: str, champion: int | None, evaluation, reason: str) -> tuple[str, str]:
+    """The alias a registered version takes under ``policy`` and the reason recorded with it.
+
+    ``shadow`` (the spec's default): the first model becomes the champion; otherwise the version becomes the
+    challenger, unless the validation step's paired evidence against the *current* champion is already decisive
+    (its lower bound clears ``monitoring.retrain.cost``), which promotes it at once."""
+    if policy == "spec":
+        policy = spec.monitoring.retrain.promotion
+    if policy == "canary":
+        return "canary", reason
+    if policy == "direct" or champion is None:
+        return "champion", reason
+    m = evaluation.test_metrics if evaluation is not None and evaluation.champion_version == champion else {}
+    rule = challenger_policy_of(spec)
+    if "gain_vs_champion_low" in m:
+        e = Evidence(PRIMARY[spec.problem_type][0], evaluation.rows, gain=m["gain_vs_champion"], low=m["gain_vs_champion_low"],
+                     high=m["gain_vs_champion_high"], confidence=0.9)  # fmt: skip
+        said = f"offline gain over champion v{champion} {e.gain:+.4f} on {e.rows:,} test rows, 90% lower bound {e.low:+.4f}"
+        if decisive_offline(rule, e):
+            return "champion", f"{reason}; decisive offline: {said} >= cost {rule.cost}"
+        return "challenger", f"{reason}; challenger in shadow: {said}, not decisive (cost {rule.cost}): live evidence decides"
+    return "challenger", f"{reason}; challenger in shadow: no offline comparison with champion v{champion}: live evidence decides"
 
 
 def promotion_message(name: str, alias: str, before: int | None, after: int) -> str:

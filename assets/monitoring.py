@@ -283,7 +283,8 @@ def decisions_asset(spec: DatasetSpec) -> AssetsDefinition:
             )
         ],  # fmt: skip
         description=f"What the retraining policy of '{spec.name}' decided for one monitoring window and why: the signal "
-        "values and thresholds, the labels it saw, the verdict (retrain or skip). The retrain sensor starts a run for "
+        "values and thresholds, the labels it saw, the verdict (retrain or skip), and the challenger's verdict on its live "
+        "evidence against the champion (promote, retire or wait: applied to the aliases). The retrain sensor starts a run for "
         "each retrain verdict.",
     )
     def _decisions(context: AssetExecutionContext, lake: LakeResource, artifacts: ArtifactsResource, reports: ReportLinksResource):
@@ -309,6 +310,16 @@ def decisions_asset(spec: DatasetSpec) -> AssetsDefinition:
                     meta[f"threshold_{name}"] = float(value)
         if found.run_key:
             meta["run_key"] = found.run_key
+        if (c := found.challenger) is not None:  # the challenger in shadow: its live evidence and what happened to it
+            e = c.verdict.evidence
+            context.log.info(f"{spec.name} window {start}: {c.verdict.reason}")
+            meta |= {"challenger_version": c.challenger, "challenger_action": c.verdict.action,
+                     "challenger_reason": MetadataValue.text(c.verdict.reason), "challenger_rows": e.rows, "challenger_windows": c.windows}  # fmt: skip
+            for name in ("gain", "low", "high"):
+                if getattr(e, name) is not None:
+                    meta[f"challenger_gain{'' if name == 'gain' else '_' + name}"] = float(getattr(e, name))
+            if c.applied:
+                meta |= alias_metadata(Registry(store), spec.name)
         if d.fired:  # Evidently's report for every window where a signal fired
             refs = References(store, spec.name, artifacts.uri(), artifacts.options())
             report_store = ArtifactStore(store.root, storage_options=store.storage_options or None)

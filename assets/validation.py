@@ -92,7 +92,7 @@ def evaluation_asset(spec: DatasetSpec) -> AssetsDefinition:
         evaluation = handoffs.record_evaluation(
             cand,
             run_id=context.run_id,
-            test_metrics=report.candidate_metrics,
+            test_metrics=report.candidate_metrics | report.evidence_metrics(),
             champion_version=champion_version,
             champion_metrics=report.champion_metrics,
             rows=report.rows,

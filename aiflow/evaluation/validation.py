@@ -30,6 +30,7 @@ from aiflow.evaluation.gates import (
     slice_gate,
 )
 from aiflow.evaluation.metrics import PRIMARY, compute_metrics, slice_metrics
+from aiflow.evaluation.paired import Evidence, paired_evidence
 from aiflow.evaluation.plots import comparison_plot
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
@@ -82,6 +83,14 @@ class ValidationReport:
     champion_metrics: dict[str, float] | None = None
     champion_slices: pl.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None  # the candidate's gain over the champion on these rows (paired bootstrap)
+
+    def evidence_metrics(self) -> dict[str, float]:
+        """``gain_vs_champion`` and its bounds (``_low``, ``_high``) for the evaluation's test metrics; {} without."""
+        e = self.evidence
+        if e is None or e.gain is None or e.low is None or e.high is None:
+            return {}
+        return {"gain_vs_champion": e.gain, "gain_vs_champion_low": e.low, "gain_vs_champion_high": e.high}
 
     @property
     def passed(self) -> bool:
@@ -181,7 +190,7 @@ def validate(
     cand = compute_metrics(y, scored[SCORE].to_numpy(), problem)
     cand_slices = slice_metrics(scored, spec.slices, problem, target=target, score=SCORE)
 
-    champ_metrics = champ_slices = champ_model = None
+    champ_metrics = champ_slices = champ_model = evidence = None
     curves = {f"candidate ({candidate.label})": scored[SCORE].to_numpy()}
     missing = sorted(_inputs(model) - set(rows.columns))
     changed: list[str] = []
@@ -193,6 +202,7 @@ def validate(
         champ_slices = slice_metrics(champ_scored, spec.slices, problem, target=target, score=SCORE)
         curves[f"champion ({champion.label})"] = champ_scored[SCORE].to_numpy()
         changed = sorted(_inputs(model) ^ _inputs(champ_model))
+        evidence = paired_evidence(y, champ_scored[SCORE].to_numpy(), scored[SCORE].to_numpy(), metric)
     else:
         notes.append("no champion yet: the candidate is compared with the gates and the baseline only")
 
@@ -220,4 +230,5 @@ def validate(
         champion_metrics=champ_metrics,
         champion_slices=champ_slices,
         notes=notes,
+        evidence=evidence,
     )

@@ -92,3 +92,9 @@ def judge(policy: ChallengerPolicy, evidence: Evidence, *, windows: int, challen
 def decisive_offline(policy: ChallengerPolicy, evidence: Evidence) -> bool:
     """Whether offline evidence (the validation step's held-out rows) already promotes: its lower bound clears the cost."""
     return evidence.low is not None and evidence.rows >= policy.min_labels and evidence.low >= policy.cost and math.isfinite(evidence.low)
+
+
+def challenger_policy_of(spec) -> ChallengerPolicy:
+    """The spec's ``monitoring.retrain`` promotion settings as a :class:`ChallengerPolicy`."""
+    r = spec.monitoring.retrain
+    return ChallengerPolicy(cost=r.cost, confidence=r.confidence, min_labels=r.min_labels, max_windows=r.challenger_windows)

@@ -37,6 +37,9 @@ DECISIONS_SCHEMA = {
     "threshold_metric": pl.String, "threshold_drift_share": pl.Float64, "threshold_estimated_drop": pl.Float64,
     "threshold_realized_drop": pl.Float64, "reference_metric": pl.Float64, "threshold_source": pl.String,
     "run_key": pl.String, "evaluator": pl.String, "labelled": pl.Int64, "evaluated_at": pl.Datetime("us", "UTC"),
+    # the challenger in shadow after this window (aiflow.monitoring.shadow): null without one
+    "challenger_version": pl.Int64, "challenger_action": pl.String, "challenger_reason": pl.String, "challenger_gain": pl.Float64,
+    "challenger_gain_low": pl.Float64, "challenger_gain_high": pl.Float64, "challenger_rows": pl.Int64, "challenger_windows": pl.Int64,
 }  # fmt: skip
 
 
@@ -167,4 +170,7 @@ def replace_decision(lake: Lake, dataset: str, row: dict) -> int:
 
 
 def read_decisions(lake: Lake, dataset: str) -> pl.DataFrame:
-    return read(lake, decisions_table(dataset), DECISIONS_SCHEMA).sort("window_start", "evaluated_at")
+    """Every decision, oldest window first; a table written before a column existed reads it as nulls."""
+    frame = read(lake, decisions_table(dataset), DECISIONS_SCHEMA)
+    missing = [pl.lit(None, t).alias(c) for c, t in DECISIONS_SCHEMA.items() if c not in frame.columns]
+    return frame.with_columns(missing).select(list(DECISIONS_SCHEMA)).sort("window_start", "evaluated_at")

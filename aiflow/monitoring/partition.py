@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from aiflow.monitoring import history, windows
+from aiflow.monitoring import history, shadow, windows
 from aiflow.monitoring.drift import drift_report_html
 from aiflow.monitoring.monitor import (
     BATCH,
@@ -134,11 +134,16 @@ class WindowDecision:
     decision: Decision
     labelled: int
     run_key: str | None
+    challenger: shadow.ShadowOutcome | None = None
 
 
 def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: bool, evaluator: str) -> WindowDecision:
     """The policy's verdict on the window starting ``start``, from its drift and performance rows and the decisions on
     earlier windows (hysteresis, cooldown and budget), recorded over any earlier decision on the same window.
+
+    With ``monitoring.retrain.promotion: shadow``, the challenger (if one scored in this window) is judged first on its
+    live evidence (:mod:`aiflow.monitoring.shadow`: promoted, retired or kept in shadow, applied to the aliases as
+    ``evaluator``); a retrain verdict waits while a challenger stays in shadow or was just promoted.
 
     Raises:
         LookupError: the window has no drift row yet (its drift has to be computed first).
@@ -162,9 +167,17 @@ def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: boo
             decision, action="skip",
             reason=f"skip: superseded: the later window {later['window_start'][0]} already retrained ({decision.reason})",
         )  # fmt: skip
+    asked = before.height and before["action"][-1] == "retrain"
+    outcome = shadow.judge_window(lake, spec, start, actor=evaluator)
+    if outcome is not None and decision.action == "retrain" and not asked and outcome.verdict.action in ("wait", "promote"):
+        why = "stays in shadow" if outcome.verdict.action == "wait" else "was just promoted"
+        decision = replace(decision, action="skip", reason=f"skip: challenger v{outcome.challenger} {why} ({decision.reason})")
     key = run_key(spec.name, decision) if decision.action == "retrain" else None
-    history.replace_decision(lake, spec.name, decision.to_row() | {"run_key": key, "evaluator": evaluator, "labelled": window.labelled})
-    return WindowDecision(decision, window.labelled, key)
+    # a window re-judged after its verdict on the challenger was applied keeps that verdict (the alias moved on since)
+    kept = before.select(shadow.COLUMNS).row(-1, named=True) if before.height and before["challenger_action"][-1] else {}
+    row = decision.to_row() | {"run_key": key, "evaluator": evaluator, "labelled": window.labelled} | (outcome.row() if outcome else kept)
+    history.replace_decision(lake, spec.name, row)
+    return WindowDecision(decision, window.labelled, key, outcome)
 
 
 def window_report(lake: Lake, spec: DatasetSpec, refs: References, start: dt.date, store: ArtifactStore) -> str | None:

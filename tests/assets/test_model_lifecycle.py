@@ -210,6 +210,11 @@ def test_better_candidate_is_promoted(world, better):
     assert card.startswith("# Model card: flights v2") and "| metric | split | this model | naive reference | Δ vs naive | champion v1 | Δ vs champion |" in card
     champion = _meta(better, "flights__champion")
     assert champion["previous_version"].value == 1 and champion["champion_version"].value == 2
+    # the paired offline evidence against the champion on the same test rows: the gain and its bounds, in the registry too
+    evaluation = _meta(better, "flights__evaluation")
+    gain, low, high = (evaluation[f"test_gain_vs_champion{s}"].value for s in ("", "_low", "_high"))
+    assert low <= gain <= high and gain == pytest.approx(v2.metrics["test_roc_auc"] - evaluation["champion_test_roc_auc"].value, abs=1e-6)
+    assert v2.metrics["test_gain_vs_champion_low"] == pytest.approx(low)
 
 
 def test_rollback_restores_the_previous_champion(world, rolled_back):

@@ -1,0 +1,112 @@
+"""The challenger in shadow, judged per monitoring window on a real world (aiflow.monitoring.shadow through
+decide_window): a challenger that beats the champion on the same labelled live rows is promoted; one that does not is
+retired and the champion keeps serving; without labels it waits and a retrain verdict waits with it; a re-judged window
+keeps the verdict it applied; an old window the challenger never scored judges nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from aiflow.models.registry import Registry
+from aiflow.monitoring import history
+from aiflow.serving.inference_log import log_table
+from tests.aiflow.monitoring.test_partition import WEEK, monitor
+from tests.aiflow.monitoring.world import SERVED, World, build_world, rides_spec, serve_week
+
+POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "min_labels": 200, "cooldown_days": 0, "cost": 0.01}}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> World:
+    return build_world(tmp_path_factory.mktemp("shadow-world"), rides_spec(**POLICY))
+
+
+@pytest.fixture
+def world(built: World, tmp_path) -> World:
+    import shutil
+
+    shutil.copytree(built.home, tmp_path / "home")
+    return World(tmp_path / "home", built.spec, built.version)
+
+
+def challenger(world: World) -> int:
+    """A second registered version set as the challenger (its scores are written below: only the log is read)."""
+    registry = Registry(world.lake)
+    mv = registry.get(world.spec.name, world.version)
+    second = registry.register(
+        world.spec.name, artifact_uri=mv.artifact_uri + "-2", artifact_sha256="c" * 64, training_table=mv.training_table,
+        training_version=mv.training_version, metrics={}, baseline_metrics={}, params={}, gate_results={}, gates_passed=True,
+        reason="retrain", artifact_root=str(world.artifacts),
+    )  # fmt: skip
+    registry.promote(world.spec.name, second.version, reason="test: shadow", actor="test", alias="challenger")
+    return second.version
+
+
+def shadow(world: World, ids: list[str], version: int, quality: str, seed: int = 0) -> None:
+    """Log the challenger's shadow answers for ``ids``: ``oracle`` scores from the true labels (plus noise), ``noise``
+    random scores."""
+    lake = world.lake
+    champ = lake.scan(log_table(world.spec.name)).filter(pl.col("request_id").is_in(ids)).collect()
+    labels = lake.scan("labels/rides").filter(pl.col("request_id").is_in(ids)).select("request_id", "label").collect()
+    rows = champ.join(labels, on="request_id", how="left")
+    rng = np.random.default_rng(seed)
+    truth = rows["label"].fill_null(0).to_numpy()
+    score = np.clip(0.7 * truth + 0.3 * rng.random(rows.height), 0, 1) if quality == "oracle" else rng.random(rows.height)
+    lake.append(
+        log_table(world.spec.name),
+        rows.drop("label").with_columns(pl.lit("shadow").alias("variant"), pl.lit(version, pl.Int64).alias("model_version"),
+                                        pl.Series("probability", score), pl.Series("prediction", (score >= 0.5).astype(float))),  # fmt: skip
+        partition_by=["date"],
+    )
+
+
+def decision(world: World, window: dt.date) -> dict:
+    return history.read_decisions(world.lake, world.spec.name).filter(pl.col("window_start") == window).row(-1, named=True)
+
+
+def test_a_challenger_that_wins_on_live_labelled_rows_is_promoted(world: World):
+    v2 = challenger(world)
+    shadow(world, serve_week(world, 0, shifted=False), v2, "oracle")
+    serve_week(world, 1, shifted=False, labels=False)  # data time moves past the first week
+    found = monitor(world, SERVED)
+    registry = Registry(world.lake)
+    assert found.challenger is not None and found.challenger.verdict.action == "promote", found.challenger
+    assert registry.alias("rides", "champion") == v2 and registry.alias("rides", "challenger") is None
+    row = decision(world, SERVED)
+    assert row["challenger_action"] == "promote" and row["challenger_version"] == v2 and row["challenger_gain_low"] > 0.01
+    assert row["challenger_rows"] == 7 * 150 and row["challenger_windows"] == 1
+    events = registry.history("rides")
+    assert any("promote challenger v2" in r for r in events.filter(pl.col("alias") == "champion")["reason"])
+    # the window re-judged (late labels: computed again) keeps the verdict it applied, though the alias has moved on
+    again = monitor(world, SERVED)
+    assert again.challenger is None and decision(world, SERVED)["challenger_action"] == "promote"
+
+
+def test_a_challenger_that_does_not_win_is_retired_and_the_champion_keeps_serving(world: World):
+    v2 = challenger(world)
+    shadow(world, serve_week(world, 0, shifted=False), v2, "noise")
+    serve_week(world, 1, shifted=False, labels=False)
+    found = monitor(world, SERVED)
+    registry = Registry(world.lake)
+    assert found.challenger.verdict.action == "retire", found.challenger.verdict.reason
+    assert registry.alias("rides", "champion") == world.version and registry.alias("rides", "challenger") is None
+    assert decision(world, SERVED)["challenger_gain_high"] < 0.01
+    assert any("not better by the cost" in r for r in registry.history("rides", "challenger")["reason"])
+
+
+def test_without_labels_the_challenger_waits_and_so_does_a_retrain(world: World):
+    serve_week(world, 0, shifted=False)
+    v2 = challenger(world)
+    shadow(world, serve_week(world, 1, shifted=True, labels=False), v2, "noise")  # the shifted week fires drift
+    serve_week(world, 2, shifted=True, labels=False)
+    found = monitor(world, SERVED)
+    assert found.challenger is None  # the challenger scored nothing in the first week: nothing judged there
+    found = monitor(world, SERVED + WEEK)
+    assert found.challenger.verdict.action == "wait" and "too little evidence" in found.challenger.verdict.reason
+    assert found.decision.action == "skip" and "challenger v2 stays in shadow" in found.decision.reason
+    assert found.decision.fired == ("drift",) and found.run_key is None
+    assert Registry(world.lake).alias("rides", "challenger") == v2
