@@ -24,6 +24,8 @@ DRIFT_SCHEMA = {
     "source": pl.String, "window_start": pl.Date, "window_end": pl.Date, "model_version": pl.Int64, "column": pl.String,
     "kind": pl.String, "method": pl.String, "score": pl.Float64, "threshold": pl.Float64, "drifted": pl.Boolean,
     "importance": pl.Float64, "reference_rows": pl.Int64, "current_rows": pl.Int64, "computed_at": pl.Datetime("us", "UTC"),
+    # drifted = drifted against the reference and (where a recent range was compared) against the recent range
+    "drifted_reference": pl.Boolean, "recent_score": pl.Float64, "recent_drifted": pl.Boolean, "recent_rows": pl.Int64,
 }  # fmt: skip
 THRESHOLDS_SCHEMA = {
     "model_version": pl.Int64, "metric": pl.String, "drift_share": pl.Float64, "estimated_drop": pl.Float64,

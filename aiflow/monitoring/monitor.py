@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -288,8 +288,21 @@ def _window_drift(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.da
     return _compare(lake, spec, ctx, start, served_frame(rows, spec, ctx), ONLINE, report_store)
 
 
-def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, current: pl.DataFrame, source: str, report_store) -> WindowDrift:
-    """Compare ``current`` (feature columns, ``prediction``, ``label``) with the reference; record and report it."""
+#: Rows a recent window needs to serve as the recent range of a column (fewer: the reference's valid rows serve).
+MIN_RECENT_ROWS = 200
+
+
+def _compare(
+    lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, current: pl.DataFrame, source: str, report_store,
+    recent: pl.DataFrame | None = None,
+) -> WindowDrift:  # fmt: skip
+    """Compare ``current`` (feature columns, ``prediction``, ``label``) with the reference; record and report it.
+
+    With ``recent`` (the rows just before the window, encoded the same way), a column counts as drifted only when
+    Evidently finds it drifted against the reference *and* against its recent range: a column that moves with the
+    seasons every week has drifted from the training months but is not news this week; one that leaves its recent
+    range is. Both verdicts are kept (``drifted_reference``, ``recent_drifted``, ``recent_score``).
+    """
     end = spec.monitoring.window_bounds(start)[1]
     options = _drift_options(spec)
     kinds = {**ctx.reference.columns, PREDICTION: "numeric"}
@@ -300,17 +313,27 @@ def _compare(lake: Lake, spec: DatasetSpec, ctx: ModelContext, start: dt.date, c
     if labelled.height >= MIN_LABELS_FOR_DRIFT:  # label drift on the labelled rows only
         frames.append(detect_drift(reference, labelled, {LABEL: _label_kind(ctx.reference.problem_type)}, **options).columns)
     columns = pl.concat(frames, how="diagonal_relaxed").with_columns(
-        pl.col("column").replace_strict(ctx.reference.importance, default=0.0, return_dtype=pl.Float64).alias("importance")
+        pl.col("column").replace_strict(ctx.reference.importance, default=0.0, return_dtype=pl.Float64).alias("importance"),
+        pl.col("drifted").alias("drifted_reference"),
     )
+    recent_rows = 0
+    if recent is not None and recent.height:
+        near = detect_drift(recent, current, kinds, **options).columns
+        recent_rows = recent.height
+        columns = columns.join(near.select("column", pl.col("score").alias("recent_score"), pl.col("drifted").alias("recent_drifted")),
+                               on="column", how="left")  # fmt: skip
+        columns = columns.with_columns((pl.col("drifted") & pl.col("recent_drifted").fill_null(True)).alias("drifted"))
+    else:
+        columns = columns.with_columns(pl.lit(None, pl.Float64).alias("recent_score"), pl.lit(None, pl.Boolean).alias("recent_drifted"))
     features = columns.filter(~pl.col("column").is_in([PREDICTION, LABEL]))
     share = float(features["drifted"].mean() or 0.0)
-    weighted = weighted_share(drift, ctx.reference.importance)
+    weighted = weighted_share(replace(drift, columns=features.select(drift.columns.columns), share=share), ctx.reference.importance)
     history.replace_drift(
         lake, spec.name,
         columns.with_columns(
             pl.lit(source).alias("source"), pl.lit(start).alias("window_start"), pl.lit(end).alias("window_end"),
             pl.lit(ctx.version).alias("model_version"), pl.lit(reference.height).alias("reference_rows"),
-            pl.lit(current.height).alias("current_rows"),
+            pl.lit(current.height).alias("current_rows"), pl.lit(recent_rows).alias("recent_rows"),
         ),
     )  # fmt: skip
     report_uri = None

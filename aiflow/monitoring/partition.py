@@ -20,13 +20,14 @@ from aiflow.monitoring.drift import drift_report_html
 from aiflow.monitoring.monitor import (
     BATCH,
     LABEL,
+    MIN_RECENT_ROWS,
+    ONLINE,
     PREDICTION,
     References,
     WindowDrift,
     _compare,
     _drift_options,
     _scored,
-    _window_drift,
     performance,
     policy_of,
     served_frame,
@@ -85,11 +86,23 @@ def window_drift(lake: Lake, spec: DatasetSpec, refs: References, start: dt.date
             result.skipped.append(f"window {start}: model version {version} has no reference profile (trained before profiles existed)")
         else:
             result.thresholds = thresholds_for(lake, spec, ctx)
-            result.online = _window_drift(lake, spec, ctx, start, rows.filter(pl.col("model_version") == version), report_store)
+            current = served_frame(rows.filter(pl.col("model_version") == version), spec, ctx)
+            result.online = _compare(lake, spec, ctx, start, current, ONLINE, report_store, recent=recent_frame(lake, spec, ctx, start))
     else:
         result.skipped.append(f"window {start}: no served record of '{spec.name}' in it")
     result.batch = _batch_window(lake, spec, refs, start, result.skipped)
     return result
+
+
+def recent_frame(lake: Lake, spec: DatasetSpec, ctx, start: dt.date) -> pl.DataFrame:
+    """The recent range the window starting ``start`` is compared with: the served records of the window before it
+    (whatever version served them, encoded by ``ctx``'s encoder), or, with fewer than ``MIN_RECENT_ROWS``, the reference's
+    valid rows (the newest rows the model saw)."""
+    before = shadow.window_before(start, spec.monitoring.window)
+    rows = _scored(lake, spec, before) if before >= windows.first_window(spec) else pl.DataFrame()
+    if rows.height >= MIN_RECENT_ROWS:
+        return served_frame(rows, spec, ctx)
+    return ctx.reference.valid()
 
 
 def _batch_window(lake: Lake, spec: DatasetSpec, refs: References, start: dt.date, skipped: list[str]) -> list[WindowDrift]:

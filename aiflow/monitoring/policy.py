@@ -256,6 +256,9 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
         said = "; ".join(notes) or "every signal is switched off"
         return verdict("skip", f"skip: no signal crossed its threshold in {span} ({said}).")
     # hysteresis: the trailing windows of the same model version in which each signal fired
+    # drift is judged against the recent range as well as the reference (aiflow.monitoring.monitor._compare): it is
+    # news once, when the data leaves where it was; a drop in a metric must hold
+    need = {n: 1 if n == "drift" else policy.hysteresis for n in fired}
     held: dict[str, int] = {}
     for name in fired:
         run = 0
@@ -263,12 +266,12 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
             if s.model_version != now.model_version or name not in _fired(policy, thresholds, s)[0]:
                 break
             run += 1
-            if run == policy.hysteresis:
+            if run == need[name]:
                 break
         held[name] = run
-    holding = [n for n in fired if held[n] >= policy.hysteresis]
+    holding = [n for n in fired if held[n] >= need[n]]
     if not holding:
-        waits = ", ".join(f"{n} held {held[n]} of {policy.hysteresis} windows" for n in fired)
+        waits = ", ".join(f"{n} held {held[n]} of {need[n]} windows" for n in fired)
         return verdict("skip", f"skip: signals crossed but hysteresis not yet met in {span} ({waits}; {'; '.join(notes)}).", fired)
     retrains = sorted((d for d in past if d.action == "retrain" and d.window_end <= now.window_end), key=lambda d: d.window_end)
     if retrains and policy.cooldown_windows is not None:

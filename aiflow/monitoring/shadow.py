@@ -82,7 +82,7 @@ def judge_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, actor: str, a
         if not rows.height:
             break
         frames.append(rows)
-        day = _window_before(day, spec.monitoring.window)
+        day = window_before(day, spec.monitoring.window)
     rows = pl.concat(frames).filter(pl.col("label").is_not_null())
     metric = "roc_auc" if spec.problem_type == "classification" else "rmse"
     evidence = paired_evidence(rows["label"], rows["champion_score"], rows["challenger_score"], metric, confidence=policy.confidence)
@@ -98,7 +98,7 @@ def judge_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, actor: str, a
     return ShadowOutcome(challenger, champion, len(frames), verdict, applied)
 
 
-def _window_before(start: dt.date, window: str) -> dt.date:
+def window_before(start: dt.date, window: str) -> dt.date:
     """The start of the window before the one starting ``start``."""
     if window == "monthly":
         return (start - dt.timedelta(days=1)).replace(day=1)

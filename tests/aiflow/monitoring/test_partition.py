@@ -74,18 +74,37 @@ def test_a_window_that_asked_for_a_retrain_keeps_its_verdict_when_re_judged(worl
 
 def test_an_old_window_re_judged_after_a_later_retrain_does_not_ask_for_another(world: World):
     serve_week(world, 0, shifted=True)
-    serve_week(world, 1, shifted=True)
-    serve_week(world, 2, shifted=False)
+    serve_week(world, 1, shifted=True, rows_per_day=20)  # too few rows to judge, or to be the next week's recent range
+    serve_week(world, 2, shifted=True)
+    serve_week(world, 3, shifted=False)
     assert "already running" in monitor(world, SERVED, running=True).decision.reason  # drift fired, but a retrain ran
-    assert monitor(world, SERVED + WEEK).decision.action == "retrain"
+    assert "too few rows" in monitor(world, SERVED + WEEK).decision.reason
+    # the third week is compared with the reference's newest rows (its week before is too small): it fires
+    assert monitor(world, SERVED + 2 * WEEK).decision.action == "retrain"
     # the first window is judged again (its labels came back, say) with nothing running: it fires, but a later window
     # already retrained, so it is superseded, never a second retrain
     rejudged = monitor(world, SERVED)
     assert rejudged.decision.action == "skip" and rejudged.run_key is None
-    assert f"superseded: the later window {SERVED + WEEK} already retrained" in rejudged.decision.reason
+    assert f"superseded: the later window {SERVED + 2 * WEEK} already retrained" in rejudged.decision.reason
     decisions = history.read_decisions(world.lake, "rides")
-    assert decisions.filter(pl.col("action") == "retrain")["window_start"].to_list() == [SERVED + WEEK]
-    assert decisions.height == 2
+    assert decisions.filter(pl.col("action") == "retrain")["window_start"].to_list() == [SERVED + 2 * WEEK]
+    assert decisions.height == 3
+
+
+def test_drift_is_news_once_a_shift_that_stays_is_not_a_new_alarm(world: World):
+    serve_week(world, 0, shifted=False)
+    serve_week(world, 1, shifted=True)
+    serve_week(world, 2, shifted=True)
+    serve_week(world, 3, shifted=True)
+    verdicts = [monitor(world, SERVED + k * WEEK).decision for k in range(3)]
+    assert [d.fired for d in verdicts] == [(), ("drift",), ()]  # the week the data moved; not the weeks it stayed
+    drift = pl.read_delta(world.lake.uri(history.drift_table("rides"))).filter(pl.col("source") == "online")
+    inputs = drift.filter(~pl.col("column").is_in(["prediction", "label"]))
+    second, third = (inputs.filter(pl.col("window_start") == SERVED + k * WEEK) for k in (1, 2))
+    # the third week is still far from the training months (drifted against the reference) but inside its recent
+    # range (the second week): not news
+    assert third["drifted_reference"].sum() >= 2 and third["drifted"].sum() == 0 and not third["recent_drifted"].any()
+    assert second["drifted"].sum() >= 2 and third["recent_rows"].unique().to_list() == [7 * ROWS_PER_DAY]
 
 
 def test_aiflow_status_shows_the_registry_serving_and_the_newest_decisions(world: World):
