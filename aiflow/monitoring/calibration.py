@@ -101,10 +101,18 @@ def calibrate(
     reference = reference.with_columns(_row=index)
     train_ids = reference.filter(pl.col("split") == "train").sort("event_date", maintain_order=True)["_row"].to_numpy()
     shares, estimated, realized = [], [], []
+    previous = None
     for ids in np.array_split(train_ids, chunks):
         is_chunk = pl.col("_row").is_in(pl.Series(ids))
         chunk, rest = reference.filter(is_chunk), reference.filter(~is_chunk)
-        shares.append(_share(drift_fn(rest.select(cols), chunk.select(cols)), importance))
+        verdict = drift_fn(rest.select(cols), chunk.select(cols))
+        if isinstance(verdict, Mapping):  # per column: news as monitoring judges it, against the rest and the chunk before
+            if previous is not None:
+                near = drift_fn(previous.select(cols), chunk.select(cols))
+                shares.append(_share({c: bool(v) and bool(near.get(c, True)) for c, v in verdict.items()}, importance))
+        else:
+            shares.append(_share(verdict, importance))
+        previous = chunk
         realized.append(_realized(chunk, problem_type, metric, threshold))
         if problem_type == "classification":
             estimated.append(expected_roc_auc((calibrator or Calibrator()).apply(chunk["prediction"].to_numpy())))

@@ -109,12 +109,15 @@ def _label_kind(problem_type: str) -> str:
     return "categorical" if problem_type == "classification" else "numeric"
 
 
-def _drift_fn(spec: DatasetSpec, importance: dict[str, float], kinds: dict[str, str]) -> Callable[[pl.DataFrame, pl.DataFrame], float]:
-    def share(reference: pl.DataFrame, current: pl.DataFrame) -> float:
-        result = detect_drift(reference, current, kinds, **_drift_options(spec))
-        return weighted_share(result, importance)
+def _drift_fn(spec: DatasetSpec, importance: dict[str, float], kinds: dict[str, str]) -> Callable[[pl.DataFrame, pl.DataFrame], dict[str, bool]]:
+    """Evidently's per-column verdicts (the calibration weighs them by importance and combines them as monitoring does:
+    drifted against the rest of the reference and against the chunk before)."""
 
-    return share
+    def verdicts(reference: pl.DataFrame, current: pl.DataFrame) -> dict[str, bool]:
+        result = detect_drift(reference, current, kinds, **_drift_options(spec))
+        return dict(zip(result.columns["column"], result.columns["drifted"], strict=True))
+
+    return verdicts
 
 
 def _drift_options(spec: DatasetSpec) -> dict:

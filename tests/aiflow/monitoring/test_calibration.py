@@ -154,3 +154,18 @@ def test_weighted_share_and_bad_input():
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['num_seats'\]"):
         calibrate(classification_reference(np.random.default_rng(0)).drop("num_seats"), problem_type="classification",
                   kinds=KINDS, drift_fn=mean_shift_drift)  # fmt: skip
+
+
+def test_a_seasonal_column_does_not_push_the_drift_threshold_out_of_reach():
+    """The most important column moves steadily through the training months (a season): every chunk drifts against the
+    rest, so judged against the rest alone the threshold would be past 1 and drift could never fire; judged as monitoring
+    judges a window (against the rest and the chunk before), the season is not news and the threshold stays low."""
+    rng = np.random.default_rng(11)
+    ref = classification_reference(rng)
+    season = np.linspace(-0.5, 0.5, ref.height)  # rows are in date order: a gentle trend, an eighth of it per chunk
+    ref = ref.with_columns((pl.col("num_distance") + season).alias("num_distance"))
+    against_rest = calibrate(ref, problem_type="classification", kinds=KINDS, drift_fn=lambda r, c: weighted_drift_share(mean_shift_drift(r, c), IMPORTANCE),
+                             importance=IMPORTANCE, policy=POLICY)  # fmt: skip
+    as_news = calibrate(ref, problem_type="classification", kinds=KINDS, drift_fn=mean_shift_drift, importance=IMPORTANCE, policy=POLICY)
+    assert against_rest.drift_share == 1.0
+    assert as_news.drift_share < 0.5
