@@ -265,8 +265,10 @@ class RetrainSettings(_Strict):
     """When the retraining sensor asks for a retrain (see the README's "The retraining policy")."""
 
     signals: list[Literal["drift", "estimated", "realized"]] = Field(
-        default_factory=lambda: ["estimated", "realized"],
-        description="Signals that may fire: importance-weighted drift share, estimated (CBPE) or realized metric drop.",
+        default_factory=lambda: ["drift", "estimated", "realized"],
+        description="Signals that may start a retrain (a challenger, under promotion: shadow): the importance-weighted share of "
+        "input columns that left both the reference and their recent range (news once, at the onset), the estimated (CBPE) or "
+        "the realized metric drop (held for hysteresis windows).",
     )
     min_rows: int = Field(500, ge=1, description="Scored rows a window needs before any signal counts.")
     min_labels: int = Field(200, ge=1, description="Labelled rows a window needs before its realized metric counts.")
