@@ -34,7 +34,8 @@ def summary(lake: Lake, spec: DatasetSpec) -> pl.DataFrame:
     if decisions.height:
         table = table.join(
             decisions.select("window_start", pl.col("action").alias("decision"), "reason", "fired", "threshold_drift_share",
-                             "threshold_estimated_drop", "threshold_realized_drop", "reference_metric"),
+                             "threshold_estimated_drop", "threshold_realized_drop", "reference_metric", "challenger_version",
+                             "challenger_action", "challenger_gain"),
             on="window_start", how="left",
         )  # fmt: skip
     return table.rename({"model_version": "version"}).sort("window_start")
@@ -48,6 +49,7 @@ _SHORT = [
     (re.compile(r"^skip: retrain budget exhausted"), "retrain budget exhausted"),
     (re.compile(r"^skip: a retrain is already running"), "a retrain is already running"),
     (re.compile(r"^skip: no signal crossed"), "no signal crossed its threshold"),
+    (re.compile(r"^skip: challenger (v\d+) (stays in shadow|was just promoted)"), "a retrain waits"),
     (re.compile(r"^retrain: (.*?) in window "), "{0}"),
 ]
 
@@ -61,6 +63,16 @@ def short_reason(reason: str | None, width: int) -> str:
         if found:
             return textwrap.shorten(template.format(*found.groups()), width=width, placeholder="…")
     return textwrap.shorten(reason, width=width, placeholder="…")
+
+
+def challenger_note(row: dict) -> str:
+    """``v3 promoted (+0.012); `` when the window judged a challenger (its verdict, and the gain it saw)."""
+    action = row.get("challenger_action")
+    if not action:
+        return ""
+    gain = row.get("challenger_gain")
+    said = {"promote": "promoted", "retire": "retired", "wait": "waits"}.get(action, action)
+    return f"v{row.get('challenger_version')} {said}" + (f" ({gain:+.3f})" if gain is not None else "") + "; "
 
 
 def render(table: pl.DataFrame, spec: DatasetSpec, width: int = WIDTH) -> str:
@@ -81,7 +93,7 @@ def render(table: pl.DataFrame, spec: DatasetSpec, width: int = WIDTH) -> str:
         lines.append(
             f"{row['window_start']!s:<10} {row['rows']:>6} {num(row, 'drift', '5.2f')} {num(row, f'estimated_{metric}', '6.3f')} "
             f"{num(row, metric, '6.3f')} {num(row, 'labelled', '>6')} {row['version']:>2} {row.get('decision') or '-':<8} "
-            + short_reason(row.get("reason"), room)
+            + (note := challenger_note(row)) + short_reason(row.get("reason"), max(10, room - len(note)))
         )
     del short
     return "\n".join(lines)

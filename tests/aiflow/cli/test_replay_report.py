@@ -46,3 +46,18 @@ def test_the_table_fits_100_columns():
     )  # fmt: skip
     text = render(table, spec)
     assert max(len(line) for line in text.splitlines()) <= 100 and "retrain" in text and " - " in text
+
+
+def test_a_window_that_judged_a_challenger_says_its_verdict_and_gain():
+    spec = load_spec(demo_spec_path())
+    table = pl.DataFrame(
+        {"window_start": [W, W + dt.timedelta(days=7)], "version": [2, 3], "rows": [900, 900], "drift": [0.0, 0.0],
+         "estimated_roc_auc": [0.7, 0.7], "roc_auc": [0.66, 0.7], "labelled": [900, 900], "decision": ["skip", "skip"],
+         "reason": ["skip: challenger v3 stays in shadow (retrain: realized roc_auc drop 0.1 > 0.05 in window 2013-04-01)",
+                    "skip: no signal crossed its threshold in window " + "y" * 200],
+         "challenger_version": [3, 3], "challenger_action": ["wait", "promote"], "challenger_gain": [0.004, 0.0123]}
+    )  # fmt: skip
+    lines = render(table, spec).splitlines()[2:]
+    assert lines[0].endswith("skip     v3 waits (+0.004); a retrain waits")
+    assert "skip     v3 promoted (+0.012); no signal crossed" in lines[1]
+    assert max(len(line) for line in lines) <= 100
