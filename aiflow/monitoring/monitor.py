@@ -26,7 +26,14 @@ from aiflow.models.registry import Registry, UnknownVersionError
 from aiflow.monitoring import history, windows
 from aiflow.monitoring.calibration import calibrate
 from aiflow.monitoring.drift import detect_drift, drift_report_html, weighted_share
-from aiflow.monitoring.performance import Calibrator, live_performance, scored_with_labels
+from aiflow.monitoring.loss_estimation import LossEstimator
+from aiflow.monitoring.performance import (
+    ESTIMATED_ABSOLUTE_ERROR,
+    ESTIMATED_SQUARED_ERROR,
+    Calibrator,
+    live_performance,
+    scored_with_labels,
+)
 from aiflow.monitoring.policy import Policy, Thresholds
 from aiflow.serving.batch import SCORE
 from aiflow.spec import EVENT_DATE, DatasetSpec
@@ -49,6 +56,7 @@ class ModelContext:
     reference: Reference
     state: FeatureState
     calibrator: Calibrator
+    loss_estimator: LossEstimator | None = None  # regression: direct loss estimation (DLE) on the reference's valid rows
 
 
 @dataclass
@@ -94,8 +102,9 @@ class References:
             return None
         state = state_from_preprocessing(json.loads(bundle.raw[PREPROCESSING]))
         valid = reference.valid()
-        calibrator = Calibrator.fit(valid[PREDICTION].to_numpy(), valid[LABEL].to_numpy()) if reference.problem_type == "classification" else None
-        return ModelContext(version, reference, state, calibrator)
+        if reference.problem_type == "classification":
+            return ModelContext(version, reference, state, Calibrator.fit(valid[PREDICTION].to_numpy(), valid[LABEL].to_numpy()))
+        return ModelContext(version, reference, state, None, LossEstimator.fit(valid, reference.columns, prediction=PREDICTION, label=LABEL))
 
 
 def stattests_by_column(spec: DatasetSpec) -> dict[str, str]:
@@ -354,6 +363,9 @@ def performance(
     parts = []
     for (version,), rows in scored.filter(pl.col("window_start").is_not_null()).partition_by("model_version", as_dict=True).items():
         ctx = refs.get(int(version))
+        if ctx is not None and ctx.loss_estimator is not None:  # regression: each record's estimated loss (DLE)
+            squared, absolute = ctx.loss_estimator.losses(served_frame(rows, spec, ctx), prediction=PREDICTION)
+            rows = rows.with_columns(pl.Series(ESTIMATED_SQUARED_ERROR, squared), pl.Series(ESTIMATED_ABSOLUTE_ERROR, absolute))
         calibrator = ctx.calibrator if ctx else None
         threshold = (ctx.reference.threshold if ctx else None) or 0.5
         parts.append(

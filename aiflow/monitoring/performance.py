@@ -23,6 +23,8 @@ LOG_COLUMNS = ("request_id", "time", "status", "prediction", "probability")
 LABEL_COLUMNS = ("request_id", "label", "received_at", "known")
 #: Realized metrics reported per problem type (the estimated ones are ``estimated_<name>``).
 METRICS = {"classification": ("roc_auc", "accuracy"), "regression": ("rmse", "mae")}
+#: Each row's estimated loss (regression: direct loss estimation), when the caller adds it.
+ESTIMATED_SQUARED_ERROR, ESTIMATED_ABSOLUTE_ERROR = "estimated_squared_error", "estimated_absolute_error"
 #: Below this many rows, or with a single class, the calibrator is the identity.
 MIN_CALIBRATION_ROWS = 50
 
@@ -162,6 +164,10 @@ def _group_metrics(part: pl.DataFrame, problem_type: str, threshold: float, cali
         calibrated = (calibrator or Calibrator()).apply(p)
         out["estimated_roc_auc"] = expected_roc_auc(calibrated)
         out["estimated_accuracy"] = expected_accuracy(calibrated, (p >= threshold).astype(np.int64))
+    elif ESTIMATED_SQUARED_ERROR in part.columns:  # direct loss estimation (aiflow.monitoring.loss_estimation)
+        squared, absolute = part[ESTIMATED_SQUARED_ERROR].drop_nulls(), part[ESTIMATED_ABSOLUTE_ERROR].drop_nulls()
+        out["estimated_rmse"] = float(np.sqrt(squared.mean())) if len(squared) else None
+        out["estimated_mae"] = float(absolute.mean()) if len(absolute) else None
     else:
         out.update({f"estimated_{name}": None for name in names})
     return out
@@ -190,7 +196,9 @@ def live_performance(
         (median over the labelled rows), the realized metrics on the labelled rows (classification: ``roc_auc``, null
         unless both classes are present, and ``accuracy``; regression: ``rmse``, ``mae``; null with no labels) and
         the estimated ones (``estimated_roc_auc``, ``estimated_accuracy`` by CBPE over every row). For regression
-        the estimated metrics are null: NannyML's direct loss estimation (DLE) is not implemented here.
+        the estimated metrics come from each row's estimated loss when ``scored`` has the columns
+        ``estimated_squared_error`` and ``estimated_absolute_error`` (direct loss estimation, filled in by the
+        caller: :mod:`aiflow.monitoring.loss_estimation`), else they are null.
     """
     if problem_type not in METRICS:
         raise ValueError(f"problem_type must be one of {sorted(METRICS)}, got {problem_type!r}")

@@ -109,6 +109,9 @@ def test_live_performance_equals_a_hand_computation(world: World):
     assert second[metric] is None
     if classification:  # before the labels, the estimate (CBPE) is there
         assert 0.5 < second["estimated_roc_auc"] <= 1.0
+    else:  # ... and for regression, direct loss estimation: near the realized RMSE where the world did not change
+        assert first["estimated_rmse"] == pytest.approx(first["rmse"], rel=0.25) and second["estimated_rmse"] > 0
+        assert second["estimated_mae"] > 0
     assert pl.read_delta(world.lake.uri(history.performance_table(world.spec.name))).height == 2
 
 

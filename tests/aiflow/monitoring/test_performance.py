@@ -119,7 +119,7 @@ def test_live_performance_uses_the_calibrator_for_the_estimate():
     assert perf["accuracy"] == pytest.approx(1 / 3)  # realized metrics ignore the calibrator
 
 
-def test_live_performance_regression_by_window_has_no_estimate():
+def test_live_performance_regression_by_window_has_no_estimate_without_estimated_losses():
     t = T0
     log = _log([("a", t, 7, 1.0, None, "ok"), ("b", t, 7, 2.0, None, "ok"), ("c", t, 7, 4.0, None, "ok"), ("d", t, 7, 9.0, None, "ok")])
     labels = _labels([("a", 2.0, t, True), ("b", 2.0, t, True), ("c", 1.0, t, True)])
