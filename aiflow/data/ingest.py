@@ -15,6 +15,10 @@ landing files (checked against their SHA-256) and the ledger entries from the co
 rows are only written after their batch's bronze commit, so none exist for a batch that never committed.
 Nothing is left to undo: a failure before the bronze commit wrote nothing; one after it is repaired.
 
+**A file whose rows mostly go to quarantine is rejected whole** (the table's ``max_quarantined_share``,
+:mod:`aiflow.data.quarantine_limit`): nothing of it is committed, and its content is not claimed, so it
+can be landed again once fixed.
+
 **Exactly once without any outside lock.** The bronze commit is a Delta overwrite whose predicate
 (``event_date IN (…) AND _source_sha256 IN (…)``, the batch's dates and content hashes) matches no
 existing row, made on top of the version the batch read; Delta's conflict check rejects it when another
@@ -45,6 +49,7 @@ import polars as pl
 from deltalake.exceptions import CommitFailedError
 
 from aiflow.data.parse import REASON, RECORD, ROW, RULE, RejectedFile, read_file, split_typed
+from aiflow.data.quarantine_limit import over_limit
 from aiflow.spec import EVENT_DATE, TableSpec
 from aiflow.storage.lake import META, Lake, Tables, partition_columns
 from aiflow.storage.landing import LandedFile, LandingZone
@@ -108,6 +113,13 @@ class FileOutcome:
     event_dates: list[dt.date] = field(default_factory=list)
     rejected_to: str | None = None
     duplicate_of: str | None = None
+    #: Share of the file's rows that went (or, when it is over the limit, would have gone) to quarantine; None if not typed.
+    quarantine_share: float | None = None
+
+    @property
+    def over_limit(self) -> bool:
+        """Rejected because too many of its rows went to quarantine (see :mod:`aiflow.data.quarantine_limit`)."""
+        return self.outcome == REJECTED and self.quarantine_share is not None
 
 
 @dataclass
@@ -124,6 +136,11 @@ class IngestReport:
 
     def count(self, outcome: str) -> int:
         return sum(f.outcome == outcome for f in self.files)
+
+    @property
+    def over_limit(self) -> list[FileOutcome]:
+        """Files rejected because more of their rows than the table's ``max_quarantined_share`` went to quarantine."""
+        return [f for f in self.files if f.over_limit]
 
     @property
     def rows_ingested(self) -> int:
@@ -400,7 +417,8 @@ def ingest(
         # the claims the repair read (one ledger read per run, ~0.3 ms per ledger file), taken on to bronze's head
         claims = claims or _Claims.load(lake, table)
         claims.advance(lake.version(Tables.bronze(table.name)))
-        chunk = _Chunk(lake, table, f"{batch_id}-0000", indexed_through=indexed)
+        limit = table.landing.max_quarantined_share
+        chunk = _Chunk(lake, table, f"{batch_id}-0000", indexed_through=indexed, limit=limit)
         taken: dict[str, tuple[str, str]] = {}
         for i, file in enumerate(todo):
             data = landing.read_bytes(file.name)
@@ -413,7 +431,7 @@ def ingest(
                 chunk.add_file(file, data, digest, landing)
             if chunk.rows >= chunk_rows:
                 report.files += chunk.commit(report, claims)
-                chunk = _Chunk(lake, table, f"{batch_id}-{len(report.files):04d}", indexed_through=indexed)
+                chunk = _Chunk(lake, table, f"{batch_id}-{len(report.files):04d}", indexed_through=indexed, limit=limit)
             if on_progress:
                 on_progress(i + 1, len(todo))
         report.files += chunk.commit(report, claims)
@@ -425,9 +443,17 @@ class _Chunk:
     """Files buffered for one batch: one bronze commit (the commit point), then quarantine and ledger."""
 
     def __init__(
-        self, lake: Lake | None, table: TableSpec, batch_id: str, now: dt.datetime | None = None, indexed_through: int | None = None
+        self,
+        lake: Lake | None,
+        table: TableSpec,
+        batch_id: str,
+        now: dt.datetime | None = None,
+        indexed_through: int | None = None,
+        limit: float | None = None,
     ):
-        self.lake, self.table, self.batch_id, self.indexed_through = lake, table, batch_id, indexed_through
+        """``limit``: the quarantine share over which a file is rejected whole (None: no limit, for rebuilding a batch)."""
+        self.lake, self.table, self.batch_id, self.indexed_through, self.limit = lake, table, batch_id, indexed_through, limit
+        self.landing: LandingZone | None = None
         self.now = now or dt.datetime.now(dt.UTC)
         self.good: list[pl.DataFrame] = []
         self.bad: list[pl.DataFrame] = []
@@ -446,6 +472,7 @@ class _Chunk:
         per-file pass dominated ingestion (benchmarks/README.md).
         """
         fmt = file.format
+        self.landing = landing
         try:
             if fmt is None:
                 raise RejectedFile(f"{file.name}: unknown file type (expected .csv, .parquet or .jsonl)")
@@ -496,11 +523,24 @@ class _Chunk:
                 log.warning("new column(s) %s kept as strings (in %s)", new_columns, ", ".join(names.to_list()))
             for i, (slot, file, digest, _) in enumerate(entries):
                 st = stats.get(i, {"good": 0, "bad": 0, "dates": set()})
+                total = st["good"] + st["bad"]
+                share = st["bad"] / total if total else 0.0
+                if self.limit is not None and share > self.limit:
+                    self.outcomes[slot] = (file, self._reject_over_limit(file, digest, st["good"], bad.filter(pl.col("__f") == i), share))
+                    continue
                 self.outcomes[slot] = (
                     file,
-                    FileOutcome(file.name, digest, INGESTED, st["good"], st["bad"], None, list(new_columns), sorted(st["dates"])),
-                )
+                    FileOutcome(file.name, digest, INGESTED, st["good"], st["bad"], None, list(new_columns), sorted(st["dates"]),
+                                quarantine_share=share),
+                )  # fmt: skip
         self.pending = {}
+
+    def _reject_over_limit(self, file: LandedFile, digest: str, good: int, bad: pl.DataFrame, share: float) -> FileOutcome:
+        """Reject a file whose rows mostly went to quarantine: none of its rows is committed, it stays re-landable."""
+        why = over_limit(file.name, good, bad, self.limit)
+        where = self.landing.reject(file.name, self.batch_id, why)
+        log.error("rejected %s: %s (kept at %s)", file.name, why, where)
+        return FileOutcome(file.name, digest, REJECTED, error=why, rejected_to=where, quarantine_share=share)
 
     def ingested(self) -> list[str]:
         return [o.sha256 for _, o in self.outcomes if o.outcome == INGESTED]
