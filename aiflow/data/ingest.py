@@ -10,10 +10,12 @@ DuckDB, Spark) only through the commit that records them, so no reader ever sees
 did not commit. Two more writes follow, both keyed by the batch id and both "replace the batch's rows"
 (idempotent): the batch's ingest-stage quarantine rows (``quarantine/<table>``), then its entries in
 ``ledger/<table>``. The ledger table is an index derived from bronze's log: if a process stops after
-the bronze commit, the next ingestion (:func:`repair`) writes the missing quarantine rows again from the
-landing files (checked against their SHA-256) and the ledger entries from the commit metadata. Quarantine
+the bronze commit, the next ingestion (:func:`repair`) writes the missing quarantine rows from the copy
+staged in the lake before the bronze commit (:mod:`aiflow.data.quarantine_stage`; a landing file moved,
+deleted or rewritten since loses nothing) and the ledger entries from the commit metadata. Quarantine
 rows are only written after their batch's bronze commit, so none exist for a batch that never committed.
-Nothing is left to undo: a failure before the bronze commit wrote nothing; one after it is repaired.
+Nothing is left to undo: a failure before the bronze commit wrote nothing a reader sees; one after it is
+repaired, or, if rows truly cannot be found again, the ingestion fails naming the files.
 
 **A file whose rows mostly go to quarantine is rejected whole** (the table's ``max_quarantined_share``,
 :mod:`aiflow.data.quarantine_limit`): nothing of it is committed, and its content is not claimed, so it
@@ -50,6 +52,7 @@ from deltalake.exceptions import CommitFailedError
 
 from aiflow.data.parse import REASON, RECORD, ROW, RULE, RejectedFile, read_file, split_typed
 from aiflow.data.quarantine_limit import over_limit
+from aiflow.data.quarantine_stage import stage, staged, unstage
 from aiflow.spec import EVENT_DATE, TableSpec
 from aiflow.storage.lake import META, Lake, Tables, partition_columns
 from aiflow.storage.landing import LandedFile, LandingZone
@@ -275,12 +278,16 @@ def seen_hashes(lake: Lake, table: TableSpec) -> dict[str, str]:
 def repair(lake: Lake, landing: LandingZone, table: TableSpec) -> int:
     """Finish batches whose bronze commit happened but whose process stopped before its ledger commit.
 
-    Writes each such batch's quarantine rows (read again from its landing files, checked against their
-    SHA-256) and its ledger entries (from the bronze commit's metadata). Both writes replace the batch's
+    Writes each such batch's quarantine rows (staged in the lake before its bronze commit; for a batch
+    committed without them, read again from its landing files, checked against their SHA-256) and its
+    ledger entries (from the bronze commit's metadata). Both writes replace the batch's
     rows, so a repair racing the batch's own process, or another repair, leaves one copy.
 
     Returns:
         The number of batches repaired.
+
+    Raises:
+        QuarantineLost: a batch's quarantined rows are neither staged nor in its landing files any more.
     """
     return _repair(lake, landing, table)[0]
 
@@ -299,32 +306,67 @@ def _repair(lake: Lake, landing: LandingZone, table: TableSpec) -> tuple[int, in
         if batch in indexed:
             continue
         log.warning("%s: batch %s is in bronze but not in the ledger (its run stopped): repairing", table.name, batch)
-        _write_quarantine(lake, table, batch, _quarantine_again(landing, table, batch, entries))
+        try:
+            quarantine = _quarantine_again(lake, landing, table, batch, entries)
+        except QuarantineLost:
+            if batch in _ledger_state(lake, table)[1]:  # its own run (or another repair) finished it meanwhile
+                continue
+            raise
+        _write_quarantine(lake, table, batch, quarantine)
         _write_ledger(lake, table, batch, entries, current)
+        unstage(lake, table.name, batch)
         repaired += 1
     # a repair rewrote the ledger: the claims are read again from it (rare); otherwise the ledger is as read
     return repaired, current, None if repaired else claims
 
 
-def _quarantine_again(landing: LandingZone, table: TableSpec, batch: str, entries: pl.DataFrame) -> pl.DataFrame | None:
-    """The ingest-stage quarantine rows of a committed batch, typed again from its landing files."""
+class QuarantineLost(RuntimeError):
+    """Quarantined rows of a committed batch are neither staged in the lake nor in their landing files any more."""
+
+
+def _quarantine_again(lake: Lake, landing: LandingZone, table: TableSpec, batch: str, entries: pl.DataFrame) -> pl.DataFrame | None:
+    """The ingest-stage quarantine rows of a committed batch: those staged in the lake before its bronze commit (see
+    :mod:`aiflow.data.quarantine_stage`), else (a batch committed before rows were staged) typed again from its landing files.
+
+    Raises:
+        QuarantineLost: some file's rows are in neither place; the batch stays unfinished (not in the ledger).
+    """
     wanted = entries.filter((pl.col("outcome") == INGESTED) & (pl.col("rows_quarantined") > 0))
     if not wanted.height:
         return None
+    frames, missing = [], wanted
+    rows = staged(lake, table.name, batch)
+    if rows is not None:
+        counts = dict(rows.group_by("_source_sha256").len().iter_rows())
+        complete = [h for h, n in zip(wanted["sha256"], wanted["rows_quarantined"], strict=True) if counts.get(h) == n]
+        frames.append(rows.filter(pl.col("_source_sha256").is_in(complete)))
+        missing = wanted.filter(~pl.col("sha256").is_in(complete))
+    if missing.height:
+        frames.append(_quarantine_from_landing(landing, table, batch, missing))
+    frame = pl.concat(frames, how="vertical_relaxed").select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
+    return frame if frame.height else None
+
+
+def _quarantine_from_landing(landing: LandingZone, table: TableSpec, batch: str, wanted: pl.DataFrame) -> pl.DataFrame:
+    """The quarantine rows of ``wanted`` files of a committed batch, typed again from the landing files (same SHA-256)."""
     chunk = _Chunk(None, table, batch, now=wanted["ingested_at"][0])
     listed = {f.name: f for f in landing.list()}
+    lost = []
     for entry in wanted.iter_rows(named=True):
         file = listed.get(entry["file"])
         data = landing.read_bytes(file.name) if file is not None else None
         if data is None or sha256(data) != entry["sha256"]:
-            log.error(
-                "%s: cannot rebuild the %d quarantined rows of batch %s: %s is no longer in %s with SHA-256 %s",
-                table.name, entry["rows_quarantined"], batch, entry["file"], landing.uri, entry["sha256"],
-            )  # fmt: skip
+            lost.append(f"{entry['file']} ({entry['rows_quarantined']} rows, SHA-256 {entry['sha256']})")
             continue
         chunk.add_file(file, data, entry["sha256"], landing)
+    if lost:
+        raise QuarantineLost(
+            f"{table.name}: batch {batch} is in bronze, but the quarantined rows of {', '.join(lost)} are neither staged in "
+            f"the lake nor rebuildable from {landing.uri} (the file is gone or holds other bytes). Land each file again "
+            f"with those bytes under its name and run the ingestion again; until then the batch stays unfinished."
+        )
     chunk._type_pending()
-    return chunk.quarantine_frame()
+    return chunk.quarantine_frame() if chunk.bad else pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
 
 def _write_quarantine(lake: Lake, table: TableSpec, batch: str, frame: pl.DataFrame | None) -> int | None:
@@ -654,13 +696,19 @@ class _Chunk:
         if not self.outcomes:
             return []
         self._type_pending()
+        quarantine = self.quarantine_frame()
         if self.ingested():
+            if quarantine is not None:  # in the lake before the commit that claims them: no landing file needed after it
+                stage(self.lake, self.table.name, self.batch_id, quarantine)
             self._commit_bronze(report, claims)
             _after_commit("bronze")
-        version = _write_quarantine(self.lake, self.table, self.batch_id, self.quarantine_frame())
+            quarantine = self.quarantine_frame()  # files other ingestions took first are no longer this batch's
+        version = _write_quarantine(self.lake, self.table, self.batch_id, quarantine)
         if version is not None:
             report.quarantine_version = version
         _after_commit("quarantine")
         report.ledger_version = _write_ledger(self.lake, self.table, self.batch_id, self.ledger_rows(), self.indexed_through)
         _after_commit("ledger")
+        if quarantine is not None:
+            unstage(self.lake, self.table.name, self.batch_id)
         return [o for _, o in self.outcomes]

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from aiflow.data.ingest import DUPLICATE, INGESTED, REJECTED, ingest
+from aiflow.data.quarantine_stage import STAGING
 from aiflow.storage.lake import Lake, Tables
 from aiflow.storage.landing import REJECTED_DIR, LocalLandingZone
 from tests.aiflow.tiny import TRIPS_ROWS, csv_bytes, frame_rows, write_file
@@ -248,6 +249,8 @@ def test_bad_rows_go_to_quarantine_and_every_input_row_is_accounted_for(lake, zo
     day2 = ledger(lake).filter(pl.col("file") == "day2.csv").row(0, named=True)
     assert (day2["rows_ingested"], day2["rows_quarantined"]) == (3, 3)
     assert day2["event_dates"] == [dt.date(2013, 1, 2), dt.date(2013, 1, 3)]
+    # the copy of the quarantined rows staged before the bronze commit is gone once the batch is in the ledger
+    assert not list(Path(lake.root, STAGING).rglob("*.parquet"))
 
 
 def test_new_unknown_column_is_merged_into_bronze_and_reported(lake, zone, landing_dir, tiny_spec):
