@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from aiflow.data.text_files import RejectedFile, as_utf8, check_unique_columns, csv_header
 from aiflow.spec import EVENT_DATE, LINEAGE_COLUMNS, POLARS_TYPES, ROW_ID, DatasetSpec, TableSpec
 
 ROW = "_source_row"
@@ -43,8 +44,7 @@ _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
 
 
-class RejectedFile(Exception):
-    """The whole file is unusable; ``str(exc)`` says why (parser error or missing column)."""
+__all__ = ["RejectedFile", "Parsed", "read_file", "parse_file", "split_typed", "with_row_numbers", "content_hashes"]
 
 
 @dataclass
@@ -273,34 +273,58 @@ def _csv_bad_lines(data: bytes, name: str) -> tuple[bytes, list[BadLine]]:
 
 
 def _csv_bad_lines_quoted(data: bytes, name: str) -> tuple[bytes, list[BadLine]]:
-    """:func:`_csv_bad_lines` for a file with quoted fields."""
+    """:func:`_csv_bad_lines` for a file with quoted fields; a stray quote sinks its line only.
+
+    Records are read strictly, one at a time. A record the reader cannot take (a quote closed in the middle of a
+    field), or that a quote opened on its first line stretched over the next lines into the wrong number of fields,
+    quarantines that first line alone, and reading starts again on the next line. A quote inside an unquoted value
+    (``U"A``, which other readers refuse) quarantines its line too.
+    """
     text = data.decode("utf-8", "replace")
     lines = list(io.StringIO(text, newline=""))
-    reader = csv.reader(lines)
+
+    def reader_from(index: int):
+        return csv.reader((lines[k] for k in range(index, len(lines))), strict=True)
+
+    reader, base = reader_from(0), 0
     try:
         header = next(reader)
     except StopIteration:
         return data, []
     except csv.Error as exc:
-        raise RejectedFile(f"{name}: cannot parse as csv: line 1: {exc}") from exc
-    expected, done, position = len(header), reader.line_num, 0
-    keep, bad, changed = [*lines[:done]], [], False
+        raise RejectedFile(f"{name}: cannot parse as csv: line 1 (the header): {exc}") from exc
+    expected, position = len(header), 0
+    keep, bad, changed = [*lines[: reader.line_num]], [], False
     while True:
+        first = base + reader.line_num  # 0-based index of the record's first line
         try:
             row = next(reader)
         except StopIteration:
             break
-        except csv.Error as exc:
-            raise RejectedFile(f"{name}: cannot parse as csv: line {reader.line_num}: {exc}") from exc
-        first, done = done + 1, reader.line_num
-        record = lines[first - 1 : done]
+        except csv.Error as exc:  # only this line is bad: read again from the next one
+            spanned = base + reader.line_num - first > 1  # a quote opened here ran into later lines before the error
+            problem = "a quoted field opens on this line and does not close on it" if spanned else _quote_error(exc)
+            bad.append(BadLine(position, first + 1, f"line {first + 1}: stray quote: {problem}", lines[first].rstrip("\r\n")))
+            changed, position = True, position + 1
+            reader, base = reader_from(first + 1), first + 1
+            continue
+        done = base + reader.line_num
+        record = lines[first:done]
         if not row and expected > 1:
             changed = True
+        elif len(row) != expected and done - first > 1:  # a quote opened here swallowed the next lines
+            reason = f"line {first + 1}: stray quote: a quoted field opens on this line and does not close on it"
+            bad.append(BadLine(position, first + 1, reason, lines[first].rstrip("\r\n")))
+            changed, position = True, position + 1
+            reader, base = reader_from(first + 1), first + 1
         elif len(row) != expected:
-            bad.append(BadLine(position, first, f"line {first}: {_plural(len(row), 'field')}, expected {expected}",
-                               "".join(record).rstrip("\r\n")))
-            changed = True
-            position += 1
+            bad.append(BadLine(position, first + 1, f"line {first + 1}: {_plural(len(row), 'field')}, expected {expected}",
+                               "".join(record).rstrip("\r\n")))  # fmt: skip
+            changed, position = True, position + 1
+        elif (stray := _stray_quote(row, "".join(record))) is not None:
+            reason = f"line {first + 1}: stray quote in field {stray + 1} ({header[stray]!r}): quote the whole value and double the quote"
+            bad.append(BadLine(position, first + 1, reason, "".join(record).rstrip("\r\n")))
+            changed, position = True, position + 1
         else:
             keep += record
             position += 1
@@ -309,6 +333,24 @@ def _csv_bad_lines_quoted(data: bytes, name: str) -> tuple[bytes, list[BadLine]]
     if keep and not keep[-1].endswith(("\n", "\r")):
         keep[-1] += "\n"
     return "".join(keep).encode(), bad
+
+
+def _quote_error(exc: csv.Error) -> str:
+    """The csv module's complaint about a quote, in the words of someone fixing the file."""
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return "a quoted field opens on this line and does not close on it"
+    if "expected after" in text:
+        return "text follows a closing quote inside the same field"
+    return text
+
+
+def _stray_quote(row: list[str], raw: str) -> int | None:
+    """The first field holding a quote that its raw text does not write quoted and doubled (``U"A``), or None."""
+    for k, value in enumerate(row):
+        if '"' in value and '"' + value.replace('"', '""') + '"' not in raw:
+            return k
+    return None
 
 
 def _jsonl_bad_lines(data: bytes) -> tuple[bytes, list[BadLine]]:
@@ -373,19 +415,25 @@ def read_file(data: bytes, fmt: str, table: TableSpec, name: str) -> pl.DataFram
     come back in place as rows carrying :data:`LINE_ERROR` and :data:`LINE_TEXT` (see :func:`split_typed`),
     so row numbers counted over the result are the records' numbers in the file.
 
+    Text files are read as UTF-8 after :func:`~aiflow.data.text_files.as_utf8` (byte-order marks, CR-only line ends).
+
     Raises:
-        RejectedFile: the format is not accepted, the file cannot be parsed, no line of it can, a
-            required column is missing, or an engine column arrives unmapped.
+        RejectedFile: the format is not accepted, the file cannot be parsed, no line of it can, it is not
+            UTF-8 (nor text with a byte-order mark), its header names a column twice, a required column is
+            missing, or an engine column arrives unmapped.
     """
     if fmt not in table.landing.formats:
         raise RejectedFile(f"{name}: format {fmt!r} is not accepted for table {table.name!r} ({table.landing.formats})")
     typed = None
     bad_lines: list[BadLine] = []
+    if fmt in ("csv", "jsonl"):
+        data = as_utf8(data, name)
     if fmt == "csv":
         try:
             header = pl.read_csv(data, n_rows=0, infer_schema=False).columns
         except pl.exceptions.PolarsError as exc:
             raise RejectedFile(f"{name}: cannot parse as csv: {str(exc).splitlines()[0]}") from exc
+        check_unique_columns(csv_header(data), name)
         renames = _renamed(header, table, name)
         _check_required([renames.get(c, c) for c in header], table, name)
         data, bad_lines = _csv_bad_lines(data, name)
