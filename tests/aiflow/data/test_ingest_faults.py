@@ -28,6 +28,7 @@ from duckdb_extensions import import_extension
 from aiflow.data.ingest import BARRIER_ENV, DUPLICATE, INGESTED, KILL_AFTER_ENV, QuarantineLost, commit_entries, ingest
 from aiflow.data.quarantine_stage import STAGING
 from aiflow.spec import parse_spec
+from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake, Tables
 from aiflow.storage.landing import LocalLandingZone
 from tests.aiflow.tiny import TINY, csv_bytes, write_file
@@ -288,6 +289,9 @@ def test_two_concurrent_ingestions_into_an_s3_lake_commit_each_file_once(tmp_pat
     assert "DELETE" not in {c.get("operation") for c in lake.history(Tables.bronze("meters"))}
     _assert_only_recorded_rows_visible(lake, "meters", readers=(_polars,))  # DuckDB's S3 reader needs httpfs (not offline)
     assert _content(lake, "meters", duckdb_too=False) == _reference(tmp_path, "meters", "meters", files)
+    # the quarantined rows staged on S3 before each bronze commit were there, and are gone once their batch is in the ledger
+    staging = ArtifactStore(f"{lake.root}/{STAGING}", s3_server.storage_options)
+    assert _polars(lake, Tables.quarantine("meters")).height > 0 and staging.list("meters") == []
 
 
 def test_two_concurrent_ingestions_of_a_file_with_only_bad_rows_quarantine_it_once(tmp_path):
