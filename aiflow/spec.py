@@ -69,6 +69,14 @@ class Landing(_Strict):
     uri: str = Field(description="Folder or s3:// prefix where raw files arrive (relative to AIFLOW_HOME if not absolute).")
     formats: list[FileFormat] = Field(default_factory=lambda: ["csv", "parquet", "jsonl"])
     null_values: list[str] = Field(default_factory=lambda: [""], description="CSV strings read as null.")
+    max_quarantined_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A file whose rows go to quarantine in a larger share than this (0.5: more than half) is rejected "
+        "whole, nothing of it ingested, and the run fails naming the file and its top reasons; land it again once fixed. "
+        "1 turns the limit off.",
+    )
 
 
 class Range(_Strict):

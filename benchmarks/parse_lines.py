@@ -30,12 +30,12 @@ from aiflow.storage.landing import LocalLandingZone
 @contextlib.contextmanager
 def line_check_off() -> Iterator[None]:
     """The parser as it was before line-level quarantine: no per-line field count."""
-    original = parse._csv_bad_lines
-    parse._csv_bad_lines = lambda data, name: (data, [])
+    original = parse.csv_bad_lines
+    parse.csv_bad_lines = lambda data, name: (data, [])
     try:
         yield
     finally:
-        parse._csv_bad_lines = original
+        parse.csv_bad_lines = original
 
 
 def _timed(fn) -> float:

@@ -10,10 +10,16 @@ DuckDB, Spark) only through the commit that records them, so no reader ever sees
 did not commit. Two more writes follow, both keyed by the batch id and both "replace the batch's rows"
 (idempotent): the batch's ingest-stage quarantine rows (``quarantine/<table>``), then its entries in
 ``ledger/<table>``. The ledger table is an index derived from bronze's log: if a process stops after
-the bronze commit, the next ingestion (:func:`repair`) writes the missing quarantine rows again from the
-landing files (checked against their SHA-256) and the ledger entries from the commit metadata. Quarantine
+the bronze commit, the next ingestion (:func:`repair`) writes the missing quarantine rows from the copy
+staged in the lake before the bronze commit (:mod:`aiflow.data.quarantine_stage`; a landing file moved,
+deleted or rewritten since loses nothing) and the ledger entries from the commit metadata. Quarantine
 rows are only written after their batch's bronze commit, so none exist for a batch that never committed.
-Nothing is left to undo: a failure before the bronze commit wrote nothing; one after it is repaired.
+Nothing is left to undo: a failure before the bronze commit wrote nothing a reader sees; one after it is
+repaired, or, if rows truly cannot be found again, the ingestion fails naming the files.
+
+**A file whose rows mostly go to quarantine is rejected whole** (the table's ``max_quarantined_share``,
+:mod:`aiflow.data.quarantine_limit`): nothing of it is committed, and its content is not claimed, so it
+can be landed again once fixed.
 
 **Exactly once without any outside lock.** The bronze commit is a Delta overwrite whose predicate
 (``event_date IN (…) AND _source_sha256 IN (…)``, the batch's dates and content hashes) matches no
@@ -45,6 +51,8 @@ import polars as pl
 from deltalake.exceptions import CommitFailedError
 
 from aiflow.data.parse import REASON, RECORD, ROW, RULE, RejectedFile, read_file, split_typed
+from aiflow.data.quarantine_limit import over_limit
+from aiflow.data.quarantine_stage import stage, staged, unstage
 from aiflow.spec import EVENT_DATE, TableSpec
 from aiflow.storage.lake import META, Lake, Tables, partition_columns
 from aiflow.storage.landing import LandedFile, LandingZone
@@ -108,6 +116,13 @@ class FileOutcome:
     event_dates: list[dt.date] = field(default_factory=list)
     rejected_to: str | None = None
     duplicate_of: str | None = None
+    #: Share of the file's rows that went (or, when it is over the limit, would have gone) to quarantine; None if not typed.
+    quarantine_share: float | None = None
+
+    @property
+    def over_limit(self) -> bool:
+        """Rejected because too many of its rows went to quarantine (see :mod:`aiflow.data.quarantine_limit`)."""
+        return self.outcome == REJECTED and self.quarantine_share is not None
 
 
 @dataclass
@@ -124,6 +139,11 @@ class IngestReport:
 
     def count(self, outcome: str) -> int:
         return sum(f.outcome == outcome for f in self.files)
+
+    @property
+    def over_limit(self) -> list[FileOutcome]:
+        """Files rejected because more of their rows than the table's ``max_quarantined_share`` went to quarantine."""
+        return [f for f in self.files if f.over_limit]
 
     @property
     def rows_ingested(self) -> int:
@@ -258,12 +278,16 @@ def seen_hashes(lake: Lake, table: TableSpec) -> dict[str, str]:
 def repair(lake: Lake, landing: LandingZone, table: TableSpec) -> int:
     """Finish batches whose bronze commit happened but whose process stopped before its ledger commit.
 
-    Writes each such batch's quarantine rows (read again from its landing files, checked against their
-    SHA-256) and its ledger entries (from the bronze commit's metadata). Both writes replace the batch's
+    Writes each such batch's quarantine rows (staged in the lake before its bronze commit; for a batch
+    committed without them, read again from its landing files, checked against their SHA-256) and its
+    ledger entries (from the bronze commit's metadata). Both writes replace the batch's
     rows, so a repair racing the batch's own process, or another repair, leaves one copy.
 
     Returns:
         The number of batches repaired.
+
+    Raises:
+        QuarantineLost: a batch's quarantined rows are neither staged nor in its landing files any more.
     """
     return _repair(lake, landing, table)[0]
 
@@ -282,32 +306,67 @@ def _repair(lake: Lake, landing: LandingZone, table: TableSpec) -> tuple[int, in
         if batch in indexed:
             continue
         log.warning("%s: batch %s is in bronze but not in the ledger (its run stopped): repairing", table.name, batch)
-        _write_quarantine(lake, table, batch, _quarantine_again(landing, table, batch, entries))
+        try:
+            quarantine = _quarantine_again(lake, landing, table, batch, entries)
+        except QuarantineLost:
+            if batch in _ledger_state(lake, table)[1]:  # its own run (or another repair) finished it meanwhile
+                continue
+            raise
+        _write_quarantine(lake, table, batch, quarantine)
         _write_ledger(lake, table, batch, entries, current)
+        unstage(lake, table.name, batch)
         repaired += 1
     # a repair rewrote the ledger: the claims are read again from it (rare); otherwise the ledger is as read
     return repaired, current, None if repaired else claims
 
 
-def _quarantine_again(landing: LandingZone, table: TableSpec, batch: str, entries: pl.DataFrame) -> pl.DataFrame | None:
-    """The ingest-stage quarantine rows of a committed batch, typed again from its landing files."""
+class QuarantineLost(RuntimeError):
+    """Quarantined rows of a committed batch are neither staged in the lake nor in their landing files any more."""
+
+
+def _quarantine_again(lake: Lake, landing: LandingZone, table: TableSpec, batch: str, entries: pl.DataFrame) -> pl.DataFrame | None:
+    """The ingest-stage quarantine rows of a committed batch: those staged in the lake before its bronze commit (see
+    :mod:`aiflow.data.quarantine_stage`), else (a batch committed before rows were staged) typed again from its landing files.
+
+    Raises:
+        QuarantineLost: some file's rows are in neither place; the batch stays unfinished (not in the ledger).
+    """
     wanted = entries.filter((pl.col("outcome") == INGESTED) & (pl.col("rows_quarantined") > 0))
     if not wanted.height:
         return None
+    frames, missing = [], wanted
+    rows = staged(lake, table.name, batch)
+    if rows is not None:
+        counts = dict(rows.group_by("_source_sha256").len().iter_rows())
+        complete = [h for h, n in zip(wanted["sha256"], wanted["rows_quarantined"], strict=True) if counts.get(h) == n]
+        frames.append(rows.filter(pl.col("_source_sha256").is_in(complete)))
+        missing = wanted.filter(~pl.col("sha256").is_in(complete))
+    if missing.height:
+        frames.append(_quarantine_from_landing(landing, table, batch, missing))
+    frame = pl.concat(frames, how="vertical_relaxed").select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
+    return frame if frame.height else None
+
+
+def _quarantine_from_landing(landing: LandingZone, table: TableSpec, batch: str, wanted: pl.DataFrame) -> pl.DataFrame:
+    """The quarantine rows of ``wanted`` files of a committed batch, typed again from the landing files (same SHA-256)."""
     chunk = _Chunk(None, table, batch, now=wanted["ingested_at"][0])
     listed = {f.name: f for f in landing.list()}
+    lost = []
     for entry in wanted.iter_rows(named=True):
         file = listed.get(entry["file"])
         data = landing.read_bytes(file.name) if file is not None else None
         if data is None or sha256(data) != entry["sha256"]:
-            log.error(
-                "%s: cannot rebuild the %d quarantined rows of batch %s: %s is no longer in %s with SHA-256 %s",
-                table.name, entry["rows_quarantined"], batch, entry["file"], landing.uri, entry["sha256"],
-            )  # fmt: skip
+            lost.append(f"{entry['file']} ({entry['rows_quarantined']} rows, SHA-256 {entry['sha256']})")
             continue
         chunk.add_file(file, data, entry["sha256"], landing)
+    if lost:
+        raise QuarantineLost(
+            f"{table.name}: batch {batch} is in bronze, but the quarantined rows of {', '.join(lost)} are neither staged in "
+            f"the lake nor rebuildable from {landing.uri} (the file is gone or holds other bytes). Land each file again "
+            f"with those bytes under its name and run the ingestion again; until then the batch stays unfinished."
+        )
     chunk._type_pending()
-    return chunk.quarantine_frame()
+    return chunk.quarantine_frame() if chunk.bad else pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
 
 def _write_quarantine(lake: Lake, table: TableSpec, batch: str, frame: pl.DataFrame | None) -> int | None:
@@ -400,7 +459,8 @@ def ingest(
         # the claims the repair read (one ledger read per run, ~0.3 ms per ledger file), taken on to bronze's head
         claims = claims or _Claims.load(lake, table)
         claims.advance(lake.version(Tables.bronze(table.name)))
-        chunk = _Chunk(lake, table, f"{batch_id}-0000", indexed_through=indexed)
+        limit = table.landing.max_quarantined_share
+        chunk = _Chunk(lake, table, f"{batch_id}-0000", indexed_through=indexed, limit=limit)
         taken: dict[str, tuple[str, str]] = {}
         for i, file in enumerate(todo):
             data = landing.read_bytes(file.name)
@@ -413,7 +473,7 @@ def ingest(
                 chunk.add_file(file, data, digest, landing)
             if chunk.rows >= chunk_rows:
                 report.files += chunk.commit(report, claims)
-                chunk = _Chunk(lake, table, f"{batch_id}-{len(report.files):04d}", indexed_through=indexed)
+                chunk = _Chunk(lake, table, f"{batch_id}-{len(report.files):04d}", indexed_through=indexed, limit=limit)
             if on_progress:
                 on_progress(i + 1, len(todo))
         report.files += chunk.commit(report, claims)
@@ -425,9 +485,17 @@ class _Chunk:
     """Files buffered for one batch: one bronze commit (the commit point), then quarantine and ledger."""
 
     def __init__(
-        self, lake: Lake | None, table: TableSpec, batch_id: str, now: dt.datetime | None = None, indexed_through: int | None = None
+        self,
+        lake: Lake | None,
+        table: TableSpec,
+        batch_id: str,
+        now: dt.datetime | None = None,
+        indexed_through: int | None = None,
+        limit: float | None = None,
     ):
-        self.lake, self.table, self.batch_id, self.indexed_through = lake, table, batch_id, indexed_through
+        """``limit``: the quarantine share over which a file is rejected whole (None: no limit, for rebuilding a batch)."""
+        self.lake, self.table, self.batch_id, self.indexed_through, self.limit = lake, table, batch_id, indexed_through, limit
+        self.landing: LandingZone | None = None
         self.now = now or dt.datetime.now(dt.UTC)
         self.good: list[pl.DataFrame] = []
         self.bad: list[pl.DataFrame] = []
@@ -446,6 +514,7 @@ class _Chunk:
         per-file pass dominated ingestion (benchmarks/README.md).
         """
         fmt = file.format
+        self.landing = landing
         try:
             if fmt is None:
                 raise RejectedFile(f"{file.name}: unknown file type (expected .csv, .parquet or .jsonl)")
@@ -496,11 +565,24 @@ class _Chunk:
                 log.warning("new column(s) %s kept as strings (in %s)", new_columns, ", ".join(names.to_list()))
             for i, (slot, file, digest, _) in enumerate(entries):
                 st = stats.get(i, {"good": 0, "bad": 0, "dates": set()})
+                total = st["good"] + st["bad"]
+                share = st["bad"] / total if total else 0.0
+                if self.limit is not None and share > self.limit:
+                    self.outcomes[slot] = (file, self._reject_over_limit(file, digest, st["good"], bad.filter(pl.col("__f") == i), share))
+                    continue
                 self.outcomes[slot] = (
                     file,
-                    FileOutcome(file.name, digest, INGESTED, st["good"], st["bad"], None, list(new_columns), sorted(st["dates"])),
-                )
+                    FileOutcome(file.name, digest, INGESTED, st["good"], st["bad"], None, list(new_columns), sorted(st["dates"]),
+                                quarantine_share=share),
+                )  # fmt: skip
         self.pending = {}
+
+    def _reject_over_limit(self, file: LandedFile, digest: str, good: int, bad: pl.DataFrame, share: float) -> FileOutcome:
+        """Reject a file whose rows mostly went to quarantine: none of its rows is committed, it stays re-landable."""
+        why = over_limit(file.name, good, bad, self.limit)
+        where = self.landing.reject(file.name, self.batch_id, why)
+        log.error("rejected %s: %s (kept at %s)", file.name, why, where)
+        return FileOutcome(file.name, digest, REJECTED, error=why, rejected_to=where, quarantine_share=share)
 
     def ingested(self) -> list[str]:
         return [o.sha256 for _, o in self.outcomes if o.outcome == INGESTED]
@@ -614,13 +696,19 @@ class _Chunk:
         if not self.outcomes:
             return []
         self._type_pending()
+        quarantine = self.quarantine_frame()
         if self.ingested():
+            if quarantine is not None:  # in the lake before the commit that claims them: no landing file needed after it
+                stage(self.lake, self.table.name, self.batch_id, quarantine)
             self._commit_bronze(report, claims)
             _after_commit("bronze")
-        version = _write_quarantine(self.lake, self.table, self.batch_id, self.quarantine_frame())
+            quarantine = self.quarantine_frame()  # files other ingestions took first are no longer this batch's
+        version = _write_quarantine(self.lake, self.table, self.batch_id, quarantine)
         if version is not None:
             report.quarantine_version = version
         _after_commit("quarantine")
         report.ledger_version = _write_ledger(self.lake, self.table, self.batch_id, self.ledger_rows(), self.indexed_through)
         _after_commit("ledger")
+        if quarantine is not None:
+            unstage(self.lake, self.table.name, self.batch_id)
         return [o for _, o in self.outcomes]

@@ -3,9 +3,10 @@
 A file that cannot be read at all, or that lacks a required column, raises :class:`RejectedFile`
 with the parser's error or the missing column's name. A row whose value does not fit its column's
 type is not dropped: it comes back in ``bad`` with the column, the value and the expected type.
-A line that cannot be read (a CSV row with the wrong number of fields, a JSON line that is not a
-JSON object) is not dropped either, nor does it sink its file: it comes back in ``bad`` with its line
-number and the problem, its raw text as the record, and the file's good lines are kept.
+A line that cannot be read (a CSV row with the wrong number of fields or a stray quote, a JSON line
+that is not a JSON object; found by :mod:`aiflow.data.bad_lines`) is not dropped either, nor does it
+sink its file: it comes back in ``bad`` with its line number and the problem, its raw text as the
+record, and the file's good lines are kept. Text files are decoded first (:mod:`aiflow.data.text_files`).
 
 Columns declared with a ``source`` are renamed on read; a table with a ``row_identity`` gets its
 generated ``row_id`` here (see :mod:`aiflow.spec`).
@@ -13,15 +14,14 @@ generated ``row_id`` here (see :mod:`aiflow.spec`).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
+from aiflow.data.bad_lines import BadLine, csv_bad_lines, jsonl_bad_lines
+from aiflow.data.text_files import RejectedFile, as_utf8, check_unique_columns, csv_header
 from aiflow.spec import EVENT_DATE, LINEAGE_COLUMNS, POLARS_TYPES, ROW_ID, DatasetSpec, TableSpec
 
 ROW = "_source_row"
@@ -41,10 +41,6 @@ ENGINE_COLUMNS = {EVENT_DATE, *LINEAGE_COLUMNS, RULE, REASON, RECORD, "_stage", 
 _INT_TYPES = {"int32", "int64"}
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
-
-
-class RejectedFile(Exception):
-    """The whole file is unusable; ``str(exc)`` says why (parser error or missing column)."""
 
 
 @dataclass
@@ -219,121 +215,6 @@ def split_typed(raw: pl.DataFrame, table: TableSpec, keep: tuple[str, ...] = ())
     return good, bad, new_columns
 
 
-@dataclass
-class BadLine:
-    """A record of a file that cannot be read: its position among the file's records, and why."""
-
-    position: int  # 0-based, among the file's records (the header and empty lines are not records)
-    line: int  # 1-based line number in the file
-    reason: str
-    text: str
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _csv_bad_lines(data: bytes, name: str) -> tuple[bytes, list[BadLine]]:
-    """Rows of a CSV file whose number of fields differs from the header's, and the file without them.
-
-    Fields are counted per line with numpy when the file has no quote character (the common case,
-    cheap); a file with quotes is walked with the ``csv`` module, which knows quoted separators and
-    line breaks. Empty lines are dropped (they are no record). A clean file comes back unchanged.
-    """
-    if b'"' in data:
-        return _csv_bad_lines_quoted(data, name)
-    raw = np.frombuffer(data, np.uint8)
-    breaks = np.flatnonzero(raw == 10)
-    ends = breaks if data.endswith(b"\n") else np.append(breaks, len(raw))
-    starts = np.concatenate(([0], breaks + 1))[: len(ends)]
-    if len(ends) < 2:
-        return data, []
-    commas = np.flatnonzero(raw == 44)
-    fields = np.searchsorted(commas, ends) - np.searchsorted(commas, starts) + 1
-    stripped_ends = ends - (raw[np.maximum(ends - 1, 0)] == 13) * (ends > starts)
-    empty = stripped_ends == starts
-    expected = int(fields[0])
-    wrong = (fields != expected) & ~empty
-    wrong[0] = False
-    drop = wrong | (empty if expected > 1 else np.zeros_like(empty))
-    drop[0] = False
-    if not drop.any():
-        return data, []
-    is_record = ~empty if expected > 1 else np.ones_like(empty)
-    is_record[0] = False  # the header
-    positions = np.cumsum(is_record) - 1  # each line's index among the file's records
-    bad = [
-        BadLine(int(positions[i]), int(i) + 1, f"line {i + 1}: {_plural(int(fields[i]), 'field')}, expected {expected}",
-                data[starts[i]:stripped_ends[i]].decode("utf-8", "replace"))
-        for i in np.flatnonzero(wrong)
-    ]
-    keep = np.flatnonzero(~drop)
-    good = b"".join(data[starts[i]:ends[i]] + b"\n" for i in keep)
-    return good, bad
-
-
-def _csv_bad_lines_quoted(data: bytes, name: str) -> tuple[bytes, list[BadLine]]:
-    """:func:`_csv_bad_lines` for a file with quoted fields."""
-    text = data.decode("utf-8", "replace")
-    lines = list(io.StringIO(text, newline=""))
-    reader = csv.reader(lines)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return data, []
-    except csv.Error as exc:
-        raise RejectedFile(f"{name}: cannot parse as csv: line 1: {exc}") from exc
-    expected, done, position = len(header), reader.line_num, 0
-    keep, bad, changed = [*lines[:done]], [], False
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise RejectedFile(f"{name}: cannot parse as csv: line {reader.line_num}: {exc}") from exc
-        first, done = done + 1, reader.line_num
-        record = lines[first - 1 : done]
-        if not row and expected > 1:
-            changed = True
-        elif len(row) != expected:
-            bad.append(BadLine(position, first, f"line {first}: {_plural(len(row), 'field')}, expected {expected}",
-                               "".join(record).rstrip("\r\n")))
-            changed = True
-            position += 1
-        else:
-            keep += record
-            position += 1
-    if not changed:
-        return data, []
-    if keep and not keep[-1].endswith(("\n", "\r")):
-        keep[-1] += "\n"
-    return "".join(keep).encode(), bad
-
-
-def _jsonl_bad_lines(data: bytes) -> tuple[bytes, list[BadLine]]:
-    """Lines of a JSON-lines file that are not a JSON object, and the file without them (empty lines are no record)."""
-    good: list[bytes] = []
-    bad: list[BadLine] = []
-    position = 0
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        text = line.decode("utf-8", "replace")
-        try:
-            value = json.loads(line)
-        except ValueError as exc:
-            reason = f"line {number}: not valid JSON ({getattr(exc, 'msg', exc)} at column {getattr(exc, 'colno', '?')})"
-            bad.append(BadLine(position, number, reason, text))
-        else:
-            if isinstance(value, dict):
-                good.append(line)
-            else:
-                bad.append(BadLine(position, number, f"line {number}: a JSON {type(value).__name__}, expected an object", text))
-        position += 1
-    return b"\n".join(good) + b"\n", bad
-
-
 def _with_bad_lines(raw: pl.DataFrame, bad: list[BadLine]) -> pl.DataFrame:
     """``raw`` (the good records) with the bad ones back in their places, as rows of nulls with the problem and the text."""
     if not bad:
@@ -373,22 +254,28 @@ def read_file(data: bytes, fmt: str, table: TableSpec, name: str) -> pl.DataFram
     come back in place as rows carrying :data:`LINE_ERROR` and :data:`LINE_TEXT` (see :func:`split_typed`),
     so row numbers counted over the result are the records' numbers in the file.
 
+    Text files are read as UTF-8 after :func:`~aiflow.data.text_files.as_utf8` (byte-order marks, CR-only line ends).
+
     Raises:
-        RejectedFile: the format is not accepted, the file cannot be parsed, no line of it can, a
-            required column is missing, or an engine column arrives unmapped.
+        RejectedFile: the format is not accepted, the file cannot be parsed, no line of it can, it is not
+            UTF-8 (nor text with a byte-order mark), its header names a column twice, a required column is
+            missing, or an engine column arrives unmapped.
     """
     if fmt not in table.landing.formats:
         raise RejectedFile(f"{name}: format {fmt!r} is not accepted for table {table.name!r} ({table.landing.formats})")
     typed = None
     bad_lines: list[BadLine] = []
+    if fmt in ("csv", "jsonl"):
+        data = as_utf8(data, name)
     if fmt == "csv":
         try:
             header = pl.read_csv(data, n_rows=0, infer_schema=False).columns
         except pl.exceptions.PolarsError as exc:
             raise RejectedFile(f"{name}: cannot parse as csv: {str(exc).splitlines()[0]}") from exc
+        check_unique_columns(csv_header(data), name)
         renames = _renamed(header, table, name)
         _check_required([renames.get(c, c) for c in header], table, name)
-        data, bad_lines = _csv_bad_lines(data, name)
+        data, bad_lines = csv_bad_lines(data, name)
         typed = _read_csv_typed(data, table, header)
     if typed is not None:
         raw = typed
@@ -396,7 +283,7 @@ def read_file(data: bytes, fmt: str, table: TableSpec, name: str) -> pl.DataFram
         try:
             raw = _read_raw(data, fmt, table, name)
         except RejectedFile:
-            good, bad_lines = _jsonl_bad_lines(data)
+            good, bad_lines = jsonl_bad_lines(data)
             if not bad_lines or len(good) <= 1:
                 raise  # nothing to keep: the file is rejected with the parser's error
             raw = _read_raw(good, fmt, table, name)

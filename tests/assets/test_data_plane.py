@@ -19,6 +19,7 @@ from dagster import (
 
 from aiflow.spec import demo_spec_path
 from aiflow.storage.lake import Lake, Tables
+from assets.ingestion import QUARANTINE_CHECK
 from assets.metadata import PREVIEW_ROWS
 from tests.dagster_helpers import DATA_PLANE, local_defs, local_home
 
@@ -173,7 +174,9 @@ def test_empty_landing_zone_is_a_clean_no_op_that_says_where_it_looked(tmp_path)
     assert "delta_version" not in bronze and "ledger_version" not in bronze  # no -1 sentinels
     features = result.asset_materializations_for_node("flights__features")[0]
     assert features.tags["dagster/data_version"] == "absent"
-    checks = result.get_asset_check_evaluations()
+    limits = [c for c in result.get_asset_check_evaluations() if c.check_name == QUARANTINE_CHECK]
+    assert len(limits) == 2 and all(c.passed for c in limits)  # one per bronze table: no file, none over the limit
+    checks = [c for c in result.get_asset_check_evaluations() if c.check_name != QUARANTINE_CHECK]
     assert len(checks) == 12
     assert all(not c.passed and c.severity == AssetCheckSeverity.WARN for c in checks)
     silver_uri = str(Lake(home / "lake").uri(Tables.silver("flights")))

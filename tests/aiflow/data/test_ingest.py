@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from aiflow.data.ingest import DUPLICATE, INGESTED, REJECTED, ingest
+from aiflow.data.quarantine_stage import STAGING
 from aiflow.storage.lake import Lake, Tables
 from aiflow.storage.landing import REJECTED_DIR, LocalLandingZone
 from tests.aiflow.tiny import TRIPS_ROWS, csv_bytes, frame_rows, write_file
@@ -24,6 +25,8 @@ DAY2 = [
     "5,DL,EWR,far,100,,,,2013-01-02T13:00:00Z",  # bad value: quarantined at ingestion
     "6,DL,LGA,800,1.5,,,,2013-01-03T14:00:00Z",  # int column holding a fraction
     "7,B6,JFK,900,100,,,,NA",  # null event time
+    "10,AA,EWR,300,100,,,,2013-01-02T15:00:00Z",  # two more good rows: half the file is bad, within the quarantine limit
+    "11,UA,LGA,400,,,,,2013-01-03T16:00:00Z",
 ]
 
 
@@ -244,8 +247,10 @@ def test_bad_rows_go_to_quarantine_and_every_input_row_is_accounted_for(lake, zo
     assert set(q["_source_sha256"]) == {hashlib.sha256(csv_bytes(DAY2)).hexdigest()}
     assert '"far"' in q["_record"][0]
     day2 = ledger(lake).filter(pl.col("file") == "day2.csv").row(0, named=True)
-    assert (day2["rows_ingested"], day2["rows_quarantined"]) == (1, 3)
+    assert (day2["rows_ingested"], day2["rows_quarantined"]) == (3, 3)
     assert day2["event_dates"] == [dt.date(2013, 1, 2), dt.date(2013, 1, 3)]
+    # the copy of the quarantined rows staged before the bronze commit is gone once the batch is in the ledger
+    assert not list(Path(lake.root, STAGING).rglob("*.parquet"))
 
 
 def test_new_unknown_column_is_merged_into_bronze_and_reported(lake, zone, landing_dir, tiny_spec):
@@ -315,7 +320,7 @@ def test_failed_bronze_commit_changes_nothing_and_rerun_ingests_once(lake, zone,
     report = ingest(lake, zone, tiny_spec)
     assert report.count(INGESTED) == 2 and report.batches_repaired == 0
     bronze = rows(lake, BRONZE)
-    assert dict(bronze.group_by("_source_file").len().iter_rows()) == ({"day1.csv": 3} if existing else {}) | {"day2.csv": 1, "day3.csv": 1}
+    assert dict(bronze.group_by("_source_file").len().iter_rows()) == ({"day1.csv": 3} if existing else {}) | {"day2.csv": 3, "day3.csv": 1}
     assert bronze.select(key).is_duplicated().sum() == 0
     assert rows(lake, QUARANTINE).filter(pl.col("_source_file") == "day2.csv").height == 3
     assert ledger(lake).filter(pl.col("file").is_in(["day2.csv", "day3.csv"]))["outcome"].to_list() == [INGESTED, INGESTED]
@@ -343,11 +348,11 @@ def test_failure_after_the_bronze_commit_is_completed_by_the_next_run(lake, zone
 
     report = ingest(lake, zone, tiny_spec)
     assert report.batches_repaired == 1 and report.files == []  # day2.csv is recorded by the repair, not read again
-    assert rows(lake, BRONZE).group_by("_source_file").len().sort("_source_file").rows() == [("day1.csv", 3), ("day2.csv", 1)]
+    assert rows(lake, BRONZE).group_by("_source_file").len().sort("_source_file").rows() == [("day1.csv", 3), ("day2.csv", 3)]
     quarantine = rows(lake, QUARANTINE)
     assert sorted(quarantine["_source_row"]) == [2, 3, 4] and set(quarantine["_source_file"]) == {"day2.csv"}
     entry = ledger(lake).filter(pl.col("file") == "day2.csv").row(0, named=True)
-    assert (entry["outcome"], entry["rows_ingested"], entry["rows_quarantined"]) == (INGESTED, 1, 3)
+    assert (entry["outcome"], entry["rows_ingested"], entry["rows_quarantined"]) == (INGESTED, 3, 3)
     assert ingest(lake, zone, tiny_spec).batches_repaired == 0
 
 

@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +25,10 @@ import polars as pl
 import pytest
 from duckdb_extensions import import_extension
 
-from aiflow.data.ingest import BARRIER_ENV, DUPLICATE, INGESTED, KILL_AFTER_ENV, commit_entries, ingest
+from aiflow.data.ingest import BARRIER_ENV, DUPLICATE, INGESTED, KILL_AFTER_ENV, QuarantineLost, commit_entries, ingest
+from aiflow.data.quarantine_stage import STAGING
 from aiflow.spec import parse_spec
+from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake, Tables
 from aiflow.storage.landing import LocalLandingZone
 from tests.aiflow.tiny import TINY, csv_bytes, write_file
@@ -46,7 +49,18 @@ METERS = {
     "features": {"categorical": ["meter"], "numeric": [], "calendar": ["hour"]},
     "split": {"valid_from": "2024-03-01", "test_from": "2024-03-15"},
 }
-SPECS = {"trips": TINY, "meters": METERS}
+
+
+def _without_quarantine_limit(spec: dict) -> dict:
+    """The spec with ``max_quarantined_share: 1`` on every table: these tests put files of mostly or only bad rows through the
+    commit protocol (a file with no bronze row is owned by the first commit recording it), which the limit would reject."""
+    spec = copy.deepcopy(spec)
+    for table in [spec, *spec.get("side_tables", [])]:
+        table["landing"]["max_quarantined_share"] = 1.0
+    return spec
+
+
+SPECS = {"trips": _without_quarantine_limit(TINY), "meters": _without_quarantine_limit(METERS)}
 
 #: The same work in a child process: python -c RUNNER <spec> <table> <lake> <zone> <chunk_rows>.
 RUNNER = """
@@ -198,6 +212,37 @@ def test_kill_at_each_commit_point_shows_no_unrecorded_rows_and_the_next_run_ing
     assert set(ledger["file"]) == set(files)
 
 
+def test_kill_after_the_bronze_commit_then_the_landing_file_moved_away_loses_no_quarantined_row(tmp_path):
+    """Issue 22 item 3: the rerun rebuilt the killed batch's quarantine from the landing file, which was gone: its rows were in
+    neither table while the ledger counted them, and the run was green. The rows are now staged in the lake before the commit."""
+    files = _files("trips", "trips")
+    zone = _land(tmp_path / "landing", files)
+    lake = Lake(tmp_path / "lake")
+    ingest(lake, zone, _table("trips", "trips"), files=[n for n in files if n.startswith("t0")])
+    proc = _run("trips", "trips", tmp_path / "lake", tmp_path / "landing", 1, **{KILL_AFTER_ENV: "bronze"})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err
+    # one file a batch, by name: the killed batch is the mixed file's (good rows in bronze, bad ones not yet in quarantine)
+    (killed,) = {batch for batch, file in _recorded(lake, "trips") if file == "a_mixed.csv"}
+    assert not lake.exists(Tables.quarantine("trips"))
+    (tmp_path / "elsewhere").mkdir()
+    shutil.move(tmp_path / "landing" / "a_mixed.csv", tmp_path / "elsewhere" / "a_mixed.csv")
+
+    # with the staged copy gone as well the rows are nowhere: the run fails naming the file, and finishes nothing
+    staging = Path(lake.root, STAGING, "trips", killed)
+    shutil.move(staging, tmp_path / "staged")
+    with pytest.raises(QuarantineLost, match=r"batch .* is in bronze, but the quarantined rows of a_mixed\.csv \(2 rows"):
+        ingest(lake, zone, _table("trips", "trips"))
+    assert not lake.exists(Tables.quarantine("trips")) and "a_mixed.csv" not in set(_polars(lake, Tables.ledger("trips"))["file"])
+
+    shutil.move(tmp_path / "staged", staging)
+    report = ingest(lake, zone, _table("trips", "trips"))
+    assert report.batches_repaired == 1
+    _assert_only_recorded_rows_visible(lake, "trips")
+    assert _content(lake, "trips") == _reference(tmp_path, "trips", "trips", files)  # a_mixed.csv's 2 bad rows included
+    assert not staging.exists()  # removed once the batch is in the ledger
+
+
 @pytest.mark.parametrize(("name", "table"), [("trips", "trips"), ("trips", "weather")])
 def test_two_concurrent_ingestions_commit_each_file_once(tmp_path, name, table):
     files = _files(name, table)
@@ -244,6 +289,9 @@ def test_two_concurrent_ingestions_into_an_s3_lake_commit_each_file_once(tmp_pat
     assert "DELETE" not in {c.get("operation") for c in lake.history(Tables.bronze("meters"))}
     _assert_only_recorded_rows_visible(lake, "meters", readers=(_polars,))  # DuckDB's S3 reader needs httpfs (not offline)
     assert _content(lake, "meters", duckdb_too=False) == _reference(tmp_path, "meters", "meters", files)
+    # the quarantined rows staged on S3 before each bronze commit were there, and are gone once their batch is in the ledger
+    staging = ArtifactStore(f"{lake.root}/{STAGING}", s3_server.storage_options)
+    assert _polars(lake, Tables.quarantine("meters")).height > 0 and staging.list("meters") == []
 
 
 def test_two_concurrent_ingestions_of_a_file_with_only_bad_rows_quarantine_it_once(tmp_path):
