@@ -7,28 +7,13 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
-import pytest
 
 from aiflow.monitoring import history
 from aiflow.monitoring.monitor import References
 from aiflow.monitoring.partition import decide_window, window_drift, window_performance, window_status
-from tests.aiflow.monitoring.world import ROWS_PER_DAY, SERVED, World, build_world, rides_spec, serve_week
+from tests.aiflow.monitoring.world import ROWS_PER_DAY, SERVED, World, serve_week
 
-POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "cooldown_days": 0}}
 WEEK = dt.timedelta(days=7)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> World:
-    return build_world(tmp_path_factory.mktemp("partition-world"), rides_spec(**POLICY))
-
-
-@pytest.fixture
-def world(built: World, tmp_path) -> World:
-    import shutil
-
-    shutil.copytree(built.home, tmp_path / "home")
-    return World(tmp_path / "home", built.spec, built.version)
 
 
 def monitor(world: World, window: dt.date, *, running: bool = False):
