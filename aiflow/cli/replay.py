@@ -253,6 +253,8 @@ def cmd_replay(args) -> int:
             timed("monitoring (daemon)", t0)
             decided = history.read_decisions(lake, name)
             state = f"; window {decided['window_start'][-1]}: {decided['action'][-1]}" if decided.height else ""
+            if decided.height and decided["challenger_action"][-1]:  # the challenger judged on this window's live evidence
+                state += f"; challenger v{decided['challenger_version'][-1]}: {decided['challenger_action'][-1]}"
             say(f"{clock()} {day} .. {last}: {len(ids):,} scored, {len(due):,} labels back{state}")
             for window, reason in watch.retrain_windows(lake, name).items():
                 if window in retrains_seen:
@@ -264,10 +266,12 @@ def cmd_replay(args) -> int:
                 wait_for(lambda decided_at=decided_at: daemon.check() or watch.evaluated_after(lake, name, decided_at), HOP_TIMEOUT,
                          f"the retrain of window {window} to be evaluated", hint)  # fmt: skip
                 version = watch.registered_after(lake, name, decided_at)
-                if version is not None:
-                    wait_for(lambda v=version: Registry(lake).alias(name, "champion") == v, HOP_TIMEOUT, f"v{version} to become champion", hint)
-                    wait_for(lambda v=version: client.champion(name) == v, 120, f"the server to serve v{version}")
-                    say(f"{clock()}   retrained: v{version} promoted and serving")
+                if version is not None:  # promoted at once (decisive offline margin), or the challenger in shadow
+                    wait_for(lambda v=version: v in Registry(lake).aliases(name).values(), HOP_TIMEOUT, f"v{version} to take an alias", hint)
+                    alias = next(a for a, v in Registry(lake).aliases(name).items() if v == version)
+                    wait_for(lambda v=version, a=alias: client.serving(name, a) == v, 120, f"the server to load v{version} as {alias}")
+                    said = "promoted and serving" if alias == "champion" else f"the {alias}, scored in shadow: live evidence decides"
+                    say(f"{clock()}   retrained: v{version} {said}")
                 else:
                     say(f"{clock()}   retrain rejected ({_cut(watch.gate_message(lake, name), 50)}): v{Registry(lake).alias(name, 'champion')} serves on")
                 timed("retraining (daemon)", t0)

@@ -152,8 +152,12 @@ class Client:
         wait_for(ready, timeout, "aiflow serve to become ready")
 
     def champion(self, dataset: str) -> int | None:
+        return self.serving(dataset, "champion")
+
+    def serving(self, dataset: str, variant: str) -> int | None:
+        """The version the server holds as ``variant`` (champion, canary, challenger) of ``dataset``."""
         for m in self.call("GET", "/v1/models")["models"]:
-            if m.get("name") == dataset and m.get("variant") == "champion":
+            if m.get("name") == dataset and m.get("variant") == variant:
                 return m.get("version")
         return None
 
