@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -47,8 +48,10 @@ from aiflow.data.demo import write_landing
 from aiflow.data.ingest import ingest
 from aiflow.data.refine import refresh_features, refresh_silver
 from aiflow.data.split import split_windows
+from aiflow.evaluation.paired import paired_evidence
 from aiflow.models.bundle import LoadedModel, load_bundle
 from aiflow.models.reference import LABEL, PREDICTION, load_reference
+from aiflow.monitoring.challenger import ChallengerPolicy, challenger_policy_of, decisive_offline, judge
 from aiflow.monitoring.drift import detect_drift, weighted_share
 from aiflow.monitoring.monitor import ModelContext, _drift_options, policy_of, thresholds_for
 from aiflow.monitoring.performance import Calibrator, live_performance
@@ -194,7 +197,41 @@ class Windows:
         self.rows = {start: part for (start,), part in frame.partition_by("window_start", as_dict=True).items()}
         self.starts = sorted(self.rows)
         self.cache: dict[tuple[dt.date, dt.date], Measured] = {}
+        self.scored: dict[tuple[dt.date, dt.date], np.ndarray] = {}
+        self.news: dict[tuple[dt.date, dt.date], float] = {}
         self.drift_s = 0.0
+
+    def scores(self, start: dt.date, served: Served) -> np.ndarray:
+        """The probabilities ``served`` gives the window's rows (cached)."""
+        key = (start, served.week)
+        if key not in self.scored:
+            self.scored[key] = np.asarray(served.model.predict(self.rows[start]), dtype=np.float64)
+        return self.scored[key]
+
+    def labels(self, start: dt.date) -> np.ndarray:
+        return self.rows[start][self.spec.target.name].cast(pl.Float64).to_numpy()
+
+    def news_share(self, start: dt.date, served: Served) -> float:
+        """The drift share as the shipped monitoring computes it: a column counts when it drifted against the reference
+        and against the window before (the reference's valid rows for the first window)."""
+        key = (start, served.week)
+        if key not in self.news:
+            reference, i = served.context.reference, self.starts.index(start)
+            kinds = {**reference.columns, PREDICTION: "numeric"}
+
+            def frame(day: dt.date) -> pl.DataFrame:
+                return self.rows[day].select(list(reference.columns)).with_columns(pl.Series(PREDICTION, self.scores(day, served)))
+
+            current = frame(start)
+            recent = frame(self.starts[i - 1]) if i > 0 else reference.valid().select(list(kinds))
+            t0 = time.monotonic()
+            far = detect_drift(reference.train(), current, kinds, **_drift_options(self.spec)).columns
+            near = detect_drift(recent, current, kinds, **_drift_options(self.spec)).columns
+            self.drift_s += time.monotonic() - t0
+            both = far.join(near.select("column", pl.col("drifted").alias("near")), on="column").with_columns(pl.col("drifted") & pl.col("near"))
+            inputs = both.filter(pl.col("column") != PREDICTION)
+            self.news[key] = weighted_share(SimpleNamespace(columns=inputs, share=float(inputs["drifted"].mean())), reference.importance)
+        return self.news[key]
 
     def measure(self, start: dt.date, served: Served) -> Measured:
         key = (start, served.week)
@@ -207,7 +244,7 @@ class Windows:
         rows = self.rows[start]
         reference = ctx.reference
         threshold = reference.threshold or 0.5
-        probability = served.model.predict(rows)
+        probability = self.scores(start, served)
         label = rows[spec.target.name].cast(pl.Float64)
         end = spec.monitoring.window_bounds(start)[1]  # the last event date, as the drift history records it
         # drift as monitor._window_drift computes it: the inputs and the prediction against the reference's train rows
@@ -241,6 +278,8 @@ class Candidate:
     policy: Policy | None
     schedule: bool = False  # also retrain at the first window of each month, whatever the sensor says
     fixed_drift: float | None = None  # judge drift by this fixed share instead of the calibrated threshold
+    shadow: ChallengerPolicy | None = None  # the shipped loop: a retrain is a challenger, promoted on paired evidence
+    news: bool = False  # drift as shipped: drifted against the reference and against the window before
 
 
 def candidates(spec: DatasetSpec) -> list[Candidate]:
@@ -267,6 +306,8 @@ def candidates(spec: DatasetSpec) -> list[Candidate]:
         Candidate("drift + estimated + realized", signals("drift", "estimated", "realized")),
         Candidate("estimated + realized, hysteresis 1", signals("estimated", "realized", hysteresis=1)),
         Candidate("estimated + realized + monthly schedule", signals("estimated", "realized"), schedule=True),
+        Candidate("shipped: drift (news) + estimated + realized, challenger on evidence", base, shadow=challenger_policy_of(spec), news=True),
+        Candidate("challenger on evidence, monthly challengers", None, schedule=True, shadow=challenger_policy_of(spec), news=True),
     ]
 
 
@@ -279,6 +320,10 @@ class Outcome:
     def retrains(self) -> list[dt.date]:
         return [w["window_start"] for w in self.windows if w["action"] == "retrain"]
 
+    @property
+    def promotions(self) -> list[dt.date]:
+        return [w["window_start"] for w in self.windows if w.get("promoted")]
+
     def row(self) -> dict:
         frame = pl.DataFrame(self.windows)
         scored = frame.filter(pl.col("roc_auc").is_not_null())
@@ -288,6 +333,7 @@ class Outcome:
             "policy": self.candidate.name,
             "retrains": len(self.retrains),
             "retrain windows": ", ".join(d.strftime("%m-%d") for d in self.retrains) or "-",
+            "promotions": len(self.promotions),
             "mean ROC AUC": round(mean, 4),
             "worst window ROC AUC": f"{worst['roc_auc']:.4f} ({worst['window_start']:%m-%d})",
             "drift fired": f"{frame['drift_fired'].mean():.0%}",
@@ -295,34 +341,74 @@ class Outcome:
 
 
 def replay(candidate: Candidate, models: Models, windows: Windows, spec: DatasetSpec) -> Outcome:
-    """The year under one candidate: each window scored by the model serving it, decided, a retrain deployed a week later."""
+    """The year under one candidate: each window scored by the model serving it, decided, a retrain deployed a week later.
+
+    With ``candidate.shadow`` (the shipped loop), a retrain at window i is the model trained through window i: promoted
+    at once when its paired gain over the champion on its own test rows (windows i-1 and i, which it did not train on)
+    clears the cost, else it scores in shadow from window i+1 and each later window judges it on every row both scored
+    (labels are all back at decision time here): promoted for the next window, retired, or kept waiting (and a retrain
+    verdict waits with it)."""
     serving = models.get(LOOP_START)
     history: list[WindowSignals] = []
     past: list[Decision] = []
     out = []
+    challenger: Served | None = None
+    shadow_from = 0
     for i, start in enumerate(windows.starts):
         measured = windows.measure(start, serving)
-        history.append(measured.signals)
+        signals = measured.signals
+        if candidate.news:
+            signals = dataclasses.replace(signals, drift_share=windows.news_share(start, serving))
+        history.append(signals)
         thresholds = serving.thresholds
         if candidate.fixed_drift is not None:
             thresholds = dataclasses.replace(thresholds, drift_share=candidate.fixed_drift)
-        drift_fired = measured.signals.rows >= spec.monitoring.retrain.min_rows and measured.signals.drift_share > thresholds.drift_share
+        drift_fired = signals.rows >= spec.monitoring.retrain.min_rows and signals.drift_share > thresholds.drift_share
+        verdict, promote_next = None, None
+        if challenger is not None and candidate.shadow is not None:
+            seen = windows.starts[shadow_from : i + 1]
+            y = np.concatenate([windows.labels(d) for d in seen])
+            a = np.concatenate([windows.scores(d, serving) for d in seen])
+            b = np.concatenate([windows.scores(d, challenger) for d in seen])
+            verdict = judge(candidate.shadow, paired_evidence(y, a, b, "roc_auc"), windows=len(seen), challenger=challenger.version,
+                            champion=serving.version)  # fmt: skip
+            if verdict.action == "promote":
+                promote_next = challenger
+            if verdict.action != "wait":
+                challenger = None
         action, reason = "skip", "never retrains"
         if candidate.policy is not None:
             own = [s for s in history if s.model_version == serving.version]  # the serving version's windows (hysteresis)
             decision = decide(candidate.policy, thresholds, own, past, running=False)
+            if decision.action == "retrain" and verdict is not None and verdict.action in ("wait", "promote"):
+                decision = dataclasses.replace(decision, action="skip", reason=f"skip: challenger {verdict.action} ({decision.reason})")
             past.append(decision)  # the sensor's decisions table: a scheduled retrain is not in it (as in the main job)
             action, reason = decision.action, decision.reason
         # the schedule: the first window of each month (the first model was trained for April's)
-        if candidate.schedule and action != "retrain" and start.day <= 7 and start != LOOP_START:
+        if candidate.schedule and action != "retrain" and start.day <= 7 and start != LOOP_START and challenger is None and promote_next is None:
             action, reason = "retrain", "monthly schedule"
-        out.append({
-            "window_start": start, "model_week": serving.week, "rows": measured.signals.rows, "roc_auc": measured.realized,
-            "estimated_roc_auc": measured.signals.estimated_metric, "drift_share": measured.signals.drift_share,
-            "drift_threshold": thresholds.drift_share, "drift_fired": drift_fired, "action": action, "reason": reason,
-        })  # fmt: skip
+        promoted = promote_next is not None
         if action == "retrain" and i + 1 < len(windows.starts):
-            serving = models.get(windows.starts[i + 1])  # trained on the data through this window's Sunday
+            fresh = models.get(windows.starts[i + 1])  # trained on the data through this window's Sunday
+            if candidate.shadow is None:
+                promote_next, promoted = fresh, True
+            else:
+                test = [d for d in windows.starts[max(0, i - 1) : i + 1]]  # its test rows: the 14 days before its week
+                offline = paired_evidence(np.concatenate([windows.labels(d) for d in test]), np.concatenate([windows.scores(d, serving) for d in test]),
+                                          np.concatenate([windows.scores(d, fresh) for d in test]), "roc_auc")  # fmt: skip
+                if decisive_offline(candidate.shadow, offline):
+                    promote_next, promoted = fresh, True
+                    reason += f" | promoted at once (offline gain {offline.gain:+.4f}, lower bound {offline.low:+.4f})"
+                else:
+                    challenger, shadow_from = fresh, i + 1
+        out.append({
+            "window_start": start, "model_week": serving.week, "rows": signals.rows, "roc_auc": measured.realized,
+            "estimated_roc_auc": signals.estimated_metric, "drift_share": signals.drift_share,
+            "drift_threshold": thresholds.drift_share, "drift_fired": drift_fired, "action": action, "reason": reason,
+            "promoted": promoted, "challenger": verdict.reason if verdict is not None else None,
+        })  # fmt: skip
+        if promote_next is not None:
+            serving = promote_next
     return Outcome(candidate, out)
 
 

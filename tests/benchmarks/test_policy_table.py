@@ -7,8 +7,10 @@ import dataclasses
 import datetime as dt
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from aiflow.monitoring.challenger import challenger_policy_of
 from aiflow.monitoring.monitor import policy_of
 from aiflow.monitoring.policy import Thresholds, WindowSignals
 from aiflow.spec import demo_spec_path, load_spec, parse_spec
@@ -86,7 +88,7 @@ def test_drift_is_judged_by_the_calibrated_threshold_unless_a_fixed_one_is_given
     fixed = replay(by_name["drift only, fixed threshold 0.3 (not calibrated)"], FakeModels(), FakeWindows(), spec)
     assert not any(w["drift_fired"] for w in calibrated.windows) and calibrated.retrains == []  # 0.4 <= calibrated 0.5
     assert all(w["drift_fired"] for w in fixed.windows)  # 0.4 > 0.3 every window
-    assert fixed.retrains[0] == D(2013, 4, 8)  # held two windows
+    assert fixed.retrains[0] == D(2013, 4, 1)  # drift is news at once (no hysteresis)
 
 
 def test_a_table_row_weights_the_mean_by_rows_and_names_the_worst_window():
@@ -108,3 +110,37 @@ def test_the_schedule_adds_its_retrains_to_the_sensor_s(spec):
     assert outcome.retrains == [D(2013, 4, 29), D(2013, 5, 6), D(2013, 6, 3)]
     assert [w["reason"] for w in outcome.windows if w["action"] == "retrain"][1:] == ["monthly schedule"] * 2
     assert [w["model_week"] for w in outcome.windows][4:7] == [LOOP_START, D(2013, 5, 6), D(2013, 5, 13)]
+
+
+class ShadowWindows(FakeWindows):
+    """FakeWindows with rows: labels alternate; a model ``good`` from its week on scores them perfectly, else at random."""
+
+    def __init__(self, good_from: dt.date | None, weeks: int = 10):
+        super().__init__(weeks)
+        self.good_from = good_from
+
+    def labels(self, start):
+        return np.tile([0.0, 1.0], 300)
+
+    def scores(self, start, served):
+        rng = np.random.default_rng(served.version * 100 + start.toordinal() % 97)
+        if self.good_from is not None and served.week >= self.good_from:
+            return self.labels(start) * 0.8 + rng.random(600) * 0.2
+        return rng.random(600)
+
+    def news_share(self, start, served):
+        return 0.4
+
+
+def test_the_shipped_loop_promotes_a_challenger_only_on_evidence(spec):
+    realized = dataclasses.replace(policy_of(spec), use_drift=False, use_estimated=False, use_realized=True)
+    shadow = challenger_policy_of(spec)
+    # fresh models are better: the first retrain (29 April) is promoted at once on its offline rows
+    better = replay(Candidate("shipped", realized, shadow=shadow, news=True), FakeModels(), ShadowWindows(D(2013, 5, 6)), spec)
+    assert better.retrains[0] == D(2013, 4, 29) and better.promotions[0] == D(2013, 4, 29)
+    assert better.windows[5]["model_week"] == D(2013, 5, 6)
+    # fresh models are no better: every challenger is retired on live evidence, the first model serves throughout
+    same = replay(Candidate("shipped", realized, shadow=shadow, news=True), FakeModels(), ShadowWindows(None), spec)
+    assert same.retrains and same.promotions == []
+    assert {w["model_week"] for w in same.windows} == {LOOP_START}
+    assert any(w["challenger"] and w["challenger"].startswith("retire") for w in same.windows)
