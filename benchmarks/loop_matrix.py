@@ -56,6 +56,7 @@ class Matrix:
     M: np.ndarray = field(default_factory=lambda: np.empty(0))  # true metric [model, window] on every row
     fresh: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))  # the freshest trainable model of window w
     loss: np.ndarray = field(default_factory=lambda: np.empty(0))  # [model, window]
+    memo: dict = field(default_factory=dict)  # what policies compute once per model (calibrated thresholds)
 
     @property
     def windows(self) -> int:

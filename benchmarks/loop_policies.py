@@ -98,7 +98,10 @@ def cara(m: Matrix, cost: float) -> Run:
 
 
 def thresholds_of(m: Matrix, k: int, policy: Policy) -> Thresholds:
-    """The real calibration on model ``k``'s reference: its training rows (train) and held-out rows (valid)."""
+    """The real calibration on model ``k``'s reference: its training rows (train) and held-out rows (valid); once per
+    model and policy."""
+    if ("thresholds", k, policy) in m.memo:
+        return m.memo["thresholds", k, policy]
     s, X = m.stream, m.stream.X
     hold_w, hold = m.holdout[k]
     parts = []
@@ -116,7 +119,9 @@ def thresholds_of(m: Matrix, k: int, policy: Policy) -> Thresholds:
             **{f"x{j}": X[w, rows, j] for j in range(X.shape[-1])},
         }))  # fmt: skip
     reference = pl.concat(frames)
-    return calibrate(reference, problem_type=m.world.task, kinds={}, drift_fn=lambda _a, _b: 0.0, policy=policy)
+    found = calibrate(reference, problem_type=m.world.task, kinds={}, drift_fn=lambda _a, _b: 0.0, policy=policy)
+    m.memo["thresholds", k, policy] = found
+    return found
 
 
 def _signals(m: Matrix, model: int, u: int, v: int) -> WindowSignals:
