@@ -80,15 +80,17 @@ class Matrix:
         return (None if not np.isfinite(value) else value), len(rows)
 
 
-def build_matrix(world: World, seed: int) -> Matrix:
-    """Train every model of the seeded stream and score it on every window (``first = N + delay``)."""
+def build_matrix(world: World, seed: int, train_windows: int = TRAIN_WINDOWS) -> Matrix:
+    """Train every model of the seeded stream on ``train_windows`` windows and score it on every window.
+
+    The first monitored window is ``TRAIN_WINDOWS + delay`` whatever ``train_windows``, so the same windows are judged."""
     stream = world.generate(seed)
-    delay, N, T = world.label_delay, TRAIN_WINDOWS, world.windows
-    m = Matrix(world, stream, first=N + delay)
+    delay, N, T = world.label_delay, train_windows, world.windows
+    m = Matrix(world, stream, first=TRAIN_WINDOWS + delay)
     m.broken = {w: cols for w in range(T) if (cols := broken_columns(stream.X[w]))}
     rng = np.random.default_rng(seed + 7919)
     for k in range(m.first, T):
-        windows = list(range(k - delay - N, k - delay))
+        windows = list(range(max(k - delay - N, 0), k - delay))
         m.train_windows[k] = windows
         bad = [w for w in windows if w in m.broken]
         if bad:
