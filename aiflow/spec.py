@@ -272,11 +272,12 @@ class DriftSettings(_Strict):
 class RetrainSettings(_Strict):
     """When the retraining sensor asks for a retrain (see the README's "The retraining policy")."""
 
-    signals: list[Literal["drift", "estimated", "realized"]] = Field(
-        default_factory=lambda: ["drift", "estimated", "realized"],
+    signals: list[Literal["drift", "estimated", "realized", "age"]] = Field(
+        default_factory=lambda: ["drift", "estimated", "realized", "age"],
         description="Signals that may start a retrain (a challenger, under promotion: shadow): the importance-weighted share of "
-        "input columns that left both the reference and their recent range (news once, at the onset), the estimated (CBPE) or "
-        "the realized metric drop (held for hysteresis windows).",
+        "input columns that left both the reference and their recent range (news once, at the onset), the estimated (CBPE: "
+        "classification; DLE: regression) or the realized metric drop (held for hysteresis windows), and age: the champion "
+        "served max_age_days of windows since it started or since the last retrain (would a fresh model do better?).",
     )
     min_rows: int = Field(500, ge=1, description="Scored rows a window needs before any signal counts.")
     min_labels: int = Field(200, ge=1, description="Labelled rows a window needs before its realized metric counts.")
@@ -289,7 +290,8 @@ class RetrainSettings(_Strict):
     budget: int = Field(4, ge=1, description="At most this many retrains in any budget_days of data.")
     budget_days: int = Field(120, ge=1, description="The period the retrain budget counts over (days of data).")
     max_age_days: int | None = Field(
-        35, ge=1, description="Fallback schedule: retrain when the champion is older than this (wall clock); null: never."
+        35, ge=1, description="The age signal and the fallback schedule: a champion older than this in days of data (counted "
+        "in monitoring windows by the signal) starts a retrain; null: never."
     )
     promotion: Literal["shadow", "direct"] = Field(
         "shadow",
@@ -353,6 +355,11 @@ class Monitoring(_Strict):
         if r.cooldown_windows is not None:
             return r.cooldown_windows
         return math.ceil(r.cooldown_days / {"daily": 1, "weekly": 7, "monthly": 30}[self.window])
+
+    def max_age_windows(self) -> int | None:
+        """``retrain.max_age_days`` in monitoring windows (rounded up, at least 1); None when it is null."""
+        days = self.retrain.max_age_days
+        return None if days is None else max(1, math.ceil(days / {"daily": 1, "weekly": 7, "monthly": 30}[self.window]))
 
     def window_bounds(self, start: dt.date) -> tuple[dt.date, dt.date]:
         """The first and last event dates of the window starting on ``start``."""

@@ -17,7 +17,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-SIGNALS = ("drift", "estimated", "realized")
+SIGNALS = ("drift", "estimated", "realized", "age")
 #: Whether a higher value of each monitored metric is better.
 HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "rmse": False, "mae": False}
 
@@ -44,6 +44,10 @@ class Policy:
         fallback_relative_increase: relative-increase threshold for RMSE / MAE when it cannot be calibrated.
         min_drift_share: floor of a calibrated drift-share threshold (a perfectly stable reference gives 0).
         min_drop: floor of a calibrated drop threshold (absolute, or relative for RMSE / MAE).
+        max_age_windows: the ``age`` signal: fires once the serving version has served this many monitored windows
+            since it started or since the last retrain, whichever is later (None: off). It asks "would a model trained
+            on the newest data be better?" when no other signal can: under shadow promotion it costs a challenger's
+            training, and only live evidence promotes.
     """
 
     min_rows: int = 500
@@ -61,6 +65,7 @@ class Policy:
     fallback_relative_increase: float = 0.1
     min_drift_share: float = 0.05
     min_drop: float = 0.01
+    max_age_windows: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_rows", "min_labels", "cooldown_days"):
@@ -252,15 +257,26 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     if now.rows < policy.min_rows:
         return verdict("skip", f"skip: {span} has too few rows to judge ({now.rows} < {policy.min_rows}).")
     fired, notes = _fired(policy, thresholds, now)
+    retrains = sorted((d for d in past if d.action == "retrain" and d.window_end <= now.window_end), key=lambda d: d.window_end)
+    if policy.max_age_windows is not None and now.rows >= policy.min_rows:
+        since = retrains[-1].window_start if retrains else None
+        age = sum(1 for s in history if s.model_version == now.model_version and (since is None or s.window_start > since))
+        if age >= policy.max_age_windows:
+            fired.append("age")
+            notes.append(f"age {age} windows >= {policy.max_age_windows} (served by v{now.model_version} since it started or the last retrain)")
+        else:
+            notes.append(f"age {age} of {policy.max_age_windows} windows")
     if not fired:
         said = "; ".join(notes) or "every signal is switched off"
         return verdict("skip", f"skip: no signal crossed its threshold in {span} ({said}).")
     # hysteresis: the trailing windows of the same model version in which each signal fired
     # drift is judged against the recent range as well as the reference (aiflow.monitoring.monitor._compare): it is
     # news once, when the data leaves where it was; a drop in a metric must hold
-    need = {n: 1 if n == "drift" else policy.hysteresis for n in fired}
-    held: dict[str, int] = {}
+    need = {n: 1 if n in ("drift", "age") else policy.hysteresis for n in fired}
+    held: dict[str, int] = {"age": 1}
     for name in fired:
+        if name == "age":
+            continue
         run = 0
         for s in reversed(history):
             if s.model_version != now.model_version or name not in _fired(policy, thresholds, s)[0]:
@@ -273,7 +289,6 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     if not holding:
         waits = ", ".join(f"{n} held {held[n]} of {need[n]} windows" for n in fired)
         return verdict("skip", f"skip: signals crossed but hysteresis not yet met in {span} ({waits}; {'; '.join(notes)}).", fired)
-    retrains = sorted((d for d in past if d.action == "retrain" and d.window_end <= now.window_end), key=lambda d: d.window_end)
     if retrains and policy.cooldown_windows is not None:
         last = retrains[-1]
         # now is the n-th monitored window after the retrain's (every monitored window has a decision)
@@ -310,5 +325,5 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
 
 
 def _labels(t: Thresholds, names: Sequence[str]) -> list[str]:
-    label = {"drift": "weighted drift share", "estimated": f"estimated {t.metric} drop", "realized": f"realized {t.metric} drop"}
+    label = {"drift": "weighted drift share", "estimated": f"estimated {t.metric} drop", "realized": f"realized {t.metric} drop", "age": "age"}
     return [label[n] + " " for n in names]

@@ -31,7 +31,7 @@ def test_demo_spec_loads_with_its_declared_contents():
     assert spec.side("weather").key == ["origin", "time_hour"]
     assert spec.joins[0].table == "weather" and spec.joins[0].by == ["origin"]
     assert (spec.split.kind, spec.split.train_days, spec.split.valid_days, spec.split.test_days) == ("relative", 62, 14, 14)
-    assert spec.monitoring.window == "weekly" and spec.monitoring.retrain.signals == ["drift", "estimated", "realized"]
+    assert spec.monitoring.window == "weekly" and spec.monitoring.retrain.signals == ["drift", "estimated", "realized", "age"]
 
 
 def test_demo_spec_schema_and_required_columns():

@@ -61,14 +61,19 @@ def test_too_few_rows_skip_with_the_counts():
 
 
 def test_hysteresis_waits_for_windows_in_a_row_of_the_same_model_version():
-    d = decide(POLICY, AUC, [window(0), window(1, drift=0.5)], [], running=False)
-    assert d.action == "skip" and "drift held 1 of 2 windows" in d.reason and d.fired == ("drift",)
+    d = decide(POLICY, AUC, [window(0), window(1, estimated=0.7)], [], running=False)
+    assert d.action == "skip" and "estimated held 1 of 2 windows" in d.reason and d.fired == ("estimated",)
     # the previous window crossed too, but under another model version: it does not count
-    d = decide(POLICY, AUC, [window(0, version=1, drift=0.5), window(1, version=2, drift=0.5)], [], running=False)
+    d = decide(POLICY, AUC, [window(0, version=1, estimated=0.7), window(1, version=2, estimated=0.7)], [], running=False)
     assert d.action == "skip" and "1 of 2" in d.reason
     three = Policy(min_rows=100, hysteresis=3)
-    d = decide(three, AUC, [window(0), window(1, drift=0.5), window(2, drift=0.5)], [], running=False)
-    assert d.action == "skip" and "drift held 2 of 3 windows" in d.reason
+    d = decide(three, AUC, [window(0), window(1, estimated=0.7), window(2, estimated=0.7)], [], running=False)
+    assert d.action == "skip" and "estimated held 2 of 3 windows" in d.reason
+
+
+def test_drift_is_news_at_its_onset_it_needs_no_hysteresis():
+    d = decide(POLICY, AUC, [window(0), window(1, drift=0.5)], [], running=False)
+    assert d.action == "retrain" and d.fired == ("drift",)
 
 
 def test_cooldown_blocks_until_its_date_then_lets_through():
@@ -220,3 +225,27 @@ def test_the_bootstrap_noise_shrinks_as_the_square_root_of_the_rows_and_is_seede
     assert 3.0 < s400 / s6400 < 5.5  # sqrt(16) = 4
     assert bootstrap_std(small, "classification", "roc_auc", 0.5) == s400  # the same reference gives the same threshold
     assert bootstrap_std(small.head(20), "classification", "roc_auc", 0.5) is None
+
+
+def test_age_starts_a_retrain_once_the_champion_served_long_enough_since_it_started_or_the_last_retrain():
+    import dataclasses as dc
+
+    from aiflow.monitoring.policy import Policy, Thresholds, WindowSignals, decide
+
+    t = Thresholds("roc_auc", 0.5, 0.05, 0.05, 0.75, "calibrated", 8)
+    policy = Policy(min_rows=10, use_drift=False, use_estimated=False, use_realized=True, cooldown_windows=1, max_age_windows=3)
+    start = dt.date(2024, 1, 1)
+    weeks = [WindowSignals(start + dt.timedelta(days=7 * i), start + dt.timedelta(days=7 * i + 6), 1, 100, 100, realized_metric=0.75)
+             for i in range(8)]  # fmt: skip
+    past, actions = [], []
+    for i in range(len(weeks)):
+        d = decide(policy, t, weeks[: i + 1], past, running=False)
+        past.append(d)
+        actions.append(d.action)
+    # a calm champion: the third window it served asks whether a fresh model does better, then three windows later again
+    assert actions == ["skip", "skip", "retrain", "skip", "skip", "retrain", "skip", "skip"]
+    assert past[2].fired == ("age",) and "age 3 windows >= 3" in past[2].reason
+    assert "age 2 of 3 windows" in past[4].reason
+    # a new version starts its age afresh; off when max_age_windows is None
+    assert decide(policy, t, [dc.replace(w, model_version=2) for w in weeks[5:7]], past[:5], running=False).action == "skip"
+    assert decide(dc.replace(policy, max_age_windows=None), t, weeks, [], running=False).action == "skip"
