@@ -18,8 +18,10 @@ from dagster_k8s.pipes import build_pod_body
 from aiflow.monitoring.history import decisions_table, reports_path
 from aiflow.serving.feedback import labels_table
 from aiflow.serving.inference_log import log_table
+from aiflow.spec import demo_spec_path, load_spec
 from aiflow.storage.lake import Tables
 from aiflow.storage.landing import REJECTED_DIR
+from aiflow.storage.settings import Settings
 from resources.k8s_training import K8sTrainingLauncher
 
 pytestmark = pytest.mark.k8s_boundary
@@ -181,7 +183,10 @@ def configured_prefixes() -> tuple[str, list[str]]:
     values = yaml.safe_load((K8S / "values.yaml").read_text())
     (code_location,) = values["dagster-user-deployments"]["deployments"]
     env = {e["name"]: e["value"] for e in code_location["env"]}
-    uris = [env[v] for v in ("AIFLOW_LAKE_URI", "AIFLOW_LANDING_URI", "AIFLOW_ARTIFACT_URI")]
+    uris = [env[v] for v in ("AIFLOW_LAKE_URI", "AIFLOW_ARTIFACT_URI")]
+    # landing: where the code resolves the specs' landing zones under AIFLOW_LANDING_URI (the demo's: landing/<table>)
+    zones = Settings.from_env({**env, "AIFLOW_PROFILE": "k8s"})
+    uris += sorted({zones.landing_uri_for(t).rsplit("/", 1)[0] for t in load_spec(demo_spec_path()).tables})
     logs = values["computeLogManager"]["config"]["s3ComputeLogManager"]
     uris.append(f"s3://{logs['bucket']}/{logs['prefix']}")
     (bucket,) = {u.removeprefix("s3://").split("/")[0] for u in uris}
@@ -273,10 +278,10 @@ def test_each_component_can_do_what_its_code_does_and_no_more():
         assert all(can("dagster", a, f"{lake}/{table}/{data}") for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"))
         assert can("dagster", "s3:ListBucket", "arn:aws:s3:::aiflow-lake", f"lake/{table}/_delta_log/")
     assert can("dagster", "s3:PutObject", f"{lake}/{reports_path(name, 'log', day, 3)}")
-    assert can("dagster", "s3:GetObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")
-    assert can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/{REJECTED_DIR}/b1/2026-01-05.csv")
-    assert not can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")  # producers' files
-    assert not can("dagster", "s3:DeleteObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")
+    assert can("dagster", "s3:GetObject", f"arn:aws:s3:::aiflow-lake/landing/{name}/2026-01-05.csv")
+    assert can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/{name}/{REJECTED_DIR}/b1/2026-01-05.csv")
+    assert not can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/{name}/2026-01-05.csv")  # producers' files
+    assert not can("dagster", "s3:DeleteObject", f"arn:aws:s3:::aiflow-lake/landing/{name}/2026-01-05.csv")
     assert can("dagster", "s3:DeleteObject", bundle) and can("dagster", "s3:PutObject", f"{logs}/run/step.out")
 
     # training pods: the pinned features and feature state; their own bundle and checkpoint
