@@ -166,7 +166,8 @@ class K8sTrainingLauncher(TrainingLauncher):
         }
         if self.env_from_secrets:
             container["envFrom"] = [{"secretRef": {"name": name}} for name in self.env_from_secrets]
-        spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+        # No service-account token: the pod talks to Dagster through Pipes (its log and environment), never the API.
+        spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "automountServiceAccountToken": False}
         if self.distributed:
             shm: dict[str, Any] = {"medium": "Memory"}
             if self.shm_size_limit:

@@ -62,9 +62,10 @@ def test_rbac_validates_strictly_and_grants_what_the_pipes_launcher_calls():
     documents = list(yaml.safe_load_all((K8S / "rbac.yaml").read_text()))
     for document in documents:
         kubernetes_validate.validate(document, kubernetes_validate.utils.latest_version(), strict=True)
-    by_kind = {d["kind"]: d for d in documents}
-    assert by_kind["ServiceAccount"]["metadata"]["name"] == K8sTrainingLauncher(image="x").service_account_name
-    granted = {(r, v) for rule in by_kind["Role"]["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    accounts = {d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"}
+    assert K8sTrainingLauncher(image="x").service_account_name in accounts
+    (role,) = [d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == "aiflow-training-launcher"]
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     needed = {("pods", v) for v in ("create", "get", "list", "delete")} | {("pods/log", "get"), ("events", "list")}
     assert needed <= granted
 
