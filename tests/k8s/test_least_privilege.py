@@ -158,14 +158,25 @@ def run_pod_spec(values: dict) -> dict:
         run_k8s_config=UserDefinedDagsterK8sConfig.from_dict({snake(k): v for k, v in launcher["runK8sConfig"].items()}),
     )
     # helm/dagster/charts/dagster-user-deployments/templates/helpers/_helpers.tpl, dagsterUserDeployments.k8sContainerContext
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
     code_location = {
         "namespace": NAMESPACE,
         "service_account_name": values["dagster-user-deployments"]["serviceAccount"]["name"],
+        "env_secrets": [s["name"] for s in deployment.get("envSecrets", [])],
+        "env": deployment.get("env", []),
+        "volume_mounts": deployment.get("volumeMounts", []),
+        "volumes": deployment.get("volumes", []),
+        "labels": deployment.get("labels", {}),
         "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
     }
     context = K8sContainerContext().merge(from_launcher).merge(K8sContainerContext.create_from_config({"k8s": code_location}))
     job = construct_dagster_k8s_job(
-        job_config=DagsterK8sJobConfig(job_image="registry.example.com/aiflow:0.1.0", dagster_home="/opt/dagster/dagster_home"),
+        job_config=DagsterK8sJobConfig(
+            job_image="registry.example.com/aiflow:0.1.0",
+            dagster_home="/opt/dagster/dagster_home",
+            instance_config_map="dagster-instance",
+            postgres_password_secret=values["global"]["postgresqlSecretName"],
+        ),
         args=["dagster", "api", "execute_run"],
         job_name="dagster-run-1",
         pod_name="dagster-run-1",
