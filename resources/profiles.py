@@ -64,8 +64,8 @@ def s3_access() -> dict:
     """S3 credential fields as ``EnvVar`` (resolved at run time); non-secret options as the settings read them.
 
     ``AWS_REGION`` is optional (default ``us-east-1``); ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP`` only
-    for S3-compatible servers; ``AIFLOW_S3_SSE`` (``AES256`` or ``aws:kms``) and ``AIFLOW_S3_SSE_KMS_KEY_ID``
-    encrypt every write. Which of those are set is decided when the code location loads (a wrong SSE
+    for S3-compatible servers; ``AIFLOW_S3_SSE`` (``AES256``, the default when unset; ``aws:kms``; ``none``) and
+    ``AIFLOW_S3_SSE_KMS_KEY_ID`` encrypt every write. Which of those are set is decided when the code location loads (a wrong SSE
     setting fails the load, naming the variable).
     """
     encryption = cfg.s3_storage_options(
@@ -78,7 +78,7 @@ def s3_access() -> dict:
         "region": EnvVar(cfg.REGION) if os.environ.get(cfg.REGION) else cfg.DEFAULT_REGION,
         "endpoint_url": EnvVar(cfg.ENDPOINT_URL) if os.environ.get(cfg.ENDPOINT_URL) else None,
         "allow_http": cfg.allow_http(os.environ.get(cfg.ALLOW_HTTP)),
-        "sse": encryption.get(cfg.SSE_OPTION),
+        "sse": encryption.get(cfg.SSE_OPTION) or cfg.SSE_OFF,  # resolved: None would mean the default again
         "sse_kms_key_id": encryption.get(cfg.SSE_KMS_KEY_OPTION),
     }
 

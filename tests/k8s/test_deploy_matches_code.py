@@ -109,13 +109,15 @@ def referenced_secrets() -> dict[str, set[str]]:
             for child in node:
                 walk(child)
 
+    walk(v)  # volumes of the values (the PostgreSQL CA)
+    refs["values.yaml"] |= found
     for name in sorted(K8S.glob("*.yaml")):
         if name.name in ("values.yaml", "dagster.yaml"):
             continue
-        found.clear()
+        found = set()
         for doc in yaml.safe_load_all(name.read_text()):
             walk(doc)
-        refs[name.name] = set(found)
+        refs[name.name] = found
     return refs
 
 

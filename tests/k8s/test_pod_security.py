@@ -84,7 +84,6 @@ def every_pod() -> dict[str, dict]:
     return {
         "webserver": chart_pod(v["dagsterWebserver"], "docker.io/dagster/dagster-celery-k8s:1.13.0", init=True),
         "daemon": chart_pod(v["dagsterDaemon"], "docker.io/dagster/dagster-celery-k8s:1.13.0"),
-        "migrate Job": chart_pod(v["dagsterWebserver"], "docker.io/dagster/dagster-celery-k8s:1.13.0", extra_mounts=False),
         "code location": code_location_pod(v),
         "run pod": run_pod_spec(v),
         "training pod": training_pod(),
