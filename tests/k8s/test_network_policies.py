@@ -88,6 +88,7 @@ MUST = [
     ("daemon -> code server", lambda: (DAEMON, CODE, 3030)),
     ("webserver -> PostgreSQL", lambda: (WEBSERVER, POSTGRES, 5432)),
     ("webserver -> S3 compute logs", lambda: (WEBSERVER, S3, 443)),
+    ("webserver -> Kubernetes API (terminates runs)", lambda: (WEBSERVER, API, 443)),
     ("daemon -> PostgreSQL", lambda: (DAEMON, POSTGRES, 5432)),
     ("daemon -> Kubernetes API (launches runs)", lambda: (DAEMON, API, 443)),
     ("code server -> PostgreSQL", lambda: (CODE, POSTGRES, 5432)),
