@@ -4,6 +4,7 @@ lets exactly the flows the components need through and denies the rest; the webs
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import kubernetes
@@ -27,6 +28,7 @@ def docs(name: str) -> list[dict]:
     return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
 
 
+@functools.cache
 def policies() -> list[dict]:
     return docs("network-policies.yaml")
 
@@ -53,6 +55,7 @@ DNS = Pod("kube-system", {"k8s-app": "kube-dns"})
 POSTGRES, API, S3, METADATA, PRIVATE = "10.0.64.5", "10.0.0.10", "52.217.10.1", "169.254.169.254", "10.1.2.3"
 
 
+@functools.cache
 def run_pod() -> Pod:
     """A run pod as dagster-k8s labels it (the run Job of the values' runK8sConfig, plus the launcher's labels)."""
     launcher = values()["runLauncher"]["config"]["k8sRunLauncher"]
@@ -60,6 +63,7 @@ def run_pod() -> Pod:
     return Pod(NS, {**labels, **launcher["labels"]})
 
 
+@functools.cache
 def training_pod() -> Pod:
     """The training pod the code builds (K8sTrainingLauncher through dagster-k8s's build_pod_body)."""
     launcher = K8sTrainingLauncher(image="registry.example.com/aiflow:0.1.0")

@@ -4,6 +4,7 @@ profile the namespace enforces, runs with a read-only root, and validates strict
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 
@@ -80,6 +81,12 @@ def gpu_step_pod() -> dict:
 
 
 def every_pod() -> dict[str, dict]:
+    """Each pod's spec (a fresh copy: tests may edit it)."""
+    return copy.deepcopy(_every_pod())
+
+
+@functools.cache
+def _every_pod() -> dict[str, dict]:
     v = values()
     return {
         "webserver": chart_pod(v["dagsterWebserver"], "docker.io/dagster/dagster-celery-k8s:1.13.0", init=True),
