@@ -20,6 +20,14 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from resources.k8s_security import (
+    SCRATCH_ENV,
+    container_security_context,
+    pod_security_context,
+    scratch_mount,
+    scratch_volume,
+)
+
 #: Extended resource the NVIDIA device plugin advertises.
 GPU_RESOURCE = "nvidia.com/gpu"
 #: Run/op tag marking GPU work; the run queue limits concurrent runs carrying it.
@@ -69,14 +77,22 @@ def gpu_op_tags(
     if gpus:
         resources["limits"][GPU_RESOURCE] = str(gpus)
     pod_spec_config: dict[str, Any] = {
-        "tolerations": copy.deepcopy(list(tolerations if tolerations is not None else DEFAULT_GPU_TOLERATIONS))
+        "tolerations": copy.deepcopy(list(tolerations if tolerations is not None else DEFAULT_GPU_TOLERATIONS)),
+        # the restricted profile, as on every pod aiflow builds (resources/k8s_security.py)
+        "security_context": pod_security_context(),
+        "volumes": [scratch_volume(None)],
     }
     node_selector = DEFAULT_GPU_NODE_SELECTOR if node_selector is None else node_selector
     if node_selector:
         pod_spec_config["node_selector"] = dict(node_selector)
     return {
         "dagster-k8s/config": {
-            "container_config": {"resources": resources},
+            "container_config": {
+                "resources": resources,
+                "security_context": container_security_context(),
+                "volume_mounts": [scratch_mount()],
+                "env": [{"name": name, "value": value} for name, value in SCRATCH_ENV.items()],
+            },
             "pod_spec_config": pod_spec_config,
             "pod_template_spec_metadata": {"annotations": dict(DO_NOT_DISRUPT_ANNOTATIONS)},
         },

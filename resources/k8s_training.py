@@ -39,6 +39,14 @@ from pydantic import Field
 from aiflow.train.contract import TrainRequest
 from aiflow.train.distributed import torchrun_args
 from aiflow.train.preemption import PodFailure, diagnose_pod_failure, log_tail, pipes_error_from_logs
+from resources.k8s_security import (
+    IMAGE_UID,
+    SCRATCH_ENV,
+    container_security_context,
+    pod_security_context,
+    scratch_mount,
+    scratch_volume,
+)
 from resources.k8s_tags import (
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
@@ -87,6 +95,14 @@ class K8sTrainingLauncher(TrainingLauncher):
         "2Gi",
         description="Size limit of the memory-backed /dev/shm of a multi-GPU pod (counts against the memory limit; "
         "None: no limit).",
+    )
+    run_as_user: int = Field(
+        IMAGE_UID, ge=1, description="UID and GID the training container runs as (the image's non-root USER)."
+    )
+    scratch_size_limit: str | None = Field(
+        "20Gi",
+        description="Size limit of the /tmp emptyDir, the one writable path (the root filesystem is read-only); "
+        "None: no limit.",
     )
     node_selector: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_GPU_NODE_SELECTOR),
@@ -157,22 +173,36 @@ class K8sTrainingLauncher(TrainingLauncher):
         return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
 
     def base_pod_spec(self) -> dict[str, Any]:
-        """PodSpec (camelCase) that ``PipesK8sClient`` completes with image, command and Pipes env."""
+        """PodSpec (camelCase) that ``PipesK8sClient`` completes with image, command and Pipes env.
+
+        Hardened as the Pod Security "restricted" profile asks (``resources/k8s_security.py``): non-root,
+        no escalation, no capabilities, seccomp RuntimeDefault, read-only root with ``/tmp`` an emptyDir.
+        """
+        env = {**SCRATCH_ENV, **self.env}  # scratch paths first: an explicit env wins
         container: dict[str, Any] = {
             "name": CONTAINER_NAME,
             "imagePullPolicy": self.image_pull_policy,
             "resources": self._resources(),
-            "env": [{"name": name, "value": value} for name, value in self.env.items()],
+            "env": [{"name": name, "value": value} for name, value in env.items()],
+            "securityContext": container_security_context(),
+            "volumeMounts": [scratch_mount()],
         }
         if self.env_from_secrets:
             container["envFrom"] = [{"secretRef": {"name": name}} for name in self.env_from_secrets]
-        spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+        # No service-account token: the pod talks to Dagster through Pipes (its log and environment), never the API.
+        spec: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "containers": [container],
+            "automountServiceAccountToken": False,
+            "securityContext": pod_security_context(self.run_as_user),
+            "volumes": [scratch_volume(self.scratch_size_limit)],
+        }
         if self.distributed:
             shm: dict[str, Any] = {"medium": "Memory"}
             if self.shm_size_limit:
                 shm["sizeLimit"] = self.shm_size_limit
-            container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
-            spec["volumes"] = [{"name": SHM_VOLUME, "emptyDir": shm}]
+            container["volumeMounts"].append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+            spec["volumes"].append({"name": SHM_VOLUME, "emptyDir": shm})
         if self.service_account_name:
             spec["serviceAccountName"] = self.service_account_name
         if self.node_selector:

@@ -64,8 +64,8 @@ def s3_access() -> dict:
     """S3 credential fields as ``EnvVar`` (resolved at run time); non-secret options as the settings read them.
 
     ``AWS_REGION`` is optional (default ``us-east-1``); ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP`` only
-    for S3-compatible servers; ``AIFLOW_S3_SSE`` (``AES256`` or ``aws:kms``) and ``AIFLOW_S3_SSE_KMS_KEY_ID``
-    encrypt every write. Which of those are set is decided when the code location loads (a wrong SSE
+    for S3-compatible servers; ``AIFLOW_S3_SSE`` (``AES256``, the default when unset; ``aws:kms``; ``none``) and
+    ``AIFLOW_S3_SSE_KMS_KEY_ID`` encrypt every write. Which of those are set is decided when the code location loads (a wrong SSE
     setting fails the load, naming the variable).
     """
     encryption = cfg.s3_storage_options(
@@ -78,7 +78,7 @@ def s3_access() -> dict:
         "region": EnvVar(cfg.REGION) if os.environ.get(cfg.REGION) else cfg.DEFAULT_REGION,
         "endpoint_url": EnvVar(cfg.ENDPOINT_URL) if os.environ.get(cfg.ENDPOINT_URL) else None,
         "allow_http": cfg.allow_http(os.environ.get(cfg.ALLOW_HTTP)),
-        "sse": encryption.get(cfg.SSE_OPTION),
+        "sse": encryption.get(cfg.SSE_OPTION) or cfg.SSE_OFF,  # resolved: None would mean the default again
         "sse_kms_key_id": encryption.get(cfg.SSE_KMS_KEY_OPTION),
     }
 
@@ -111,6 +111,17 @@ def s3_resources() -> dict:
     }
 
 
+#: The Secret of S3 credentials deploy/README.md creates (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+TRAINING_SECRET = "aiflow-aws"
+TRAINING_SECRET_ENV = "AIFLOW_TRAINING_SECRET"
+
+
+def training_secrets() -> list[str]:
+    """The Secrets whose keys become a training pod's environment: ``AIFLOW_TRAINING_SECRET`` (unset: ``aiflow-aws``; empty: none)."""
+    name = os.environ.get(TRAINING_SECRET_ENV, TRAINING_SECRET).strip()
+    return [name] if name else []
+
+
 def _int_env(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -125,8 +136,9 @@ def k8s_resources() -> dict:
     """The s3 profile, with training in a GPU pod per run (``resources/k8s_training.py``).
 
     Environment at run time, besides the s3 profile's: ``AIFLOW_TRAINING_IMAGE`` (the training
-    image), ``AIFLOW_TRAINING_NAMESPACE``, ``AIFLOW_TRAINING_SECRET`` (the Kubernetes secret whose
-    keys become the pod's environment: the ``AWS_*`` credentials and ``AIFLOW_*`` URIs). The S3
+    image), ``AIFLOW_TRAINING_NAMESPACE``, ``AIFLOW_TRAINING_SECRET`` (the Kubernetes Secret whose
+    keys become the pod's environment, default :data:`TRAINING_SECRET` - the S3 key Secret the deploy
+    guide creates; set it empty when the pods get cloud identity instead of a key). The S3
     encryption settings (``AIFLOW_S3_SSE``, ``AIFLOW_S3_SSE_KMS_KEY_ID``; not secrets) are passed on to the
     training pods, so bundles and checkpoints are encrypted as the rest of the lake.
     ``AIFLOW_TRAINING_GPUS`` (default 1) is the GPUs of a training pod: more than one runs the
@@ -139,7 +151,7 @@ def k8s_resources() -> dict:
         "trainer": K8sTrainingLauncher(
             image=EnvVar("AIFLOW_TRAINING_IMAGE"),
             namespace=os.environ.get("AIFLOW_TRAINING_NAMESPACE", "aiflow"),
-            env_from_secrets=[os.environ.get("AIFLOW_TRAINING_SECRET", "aiflow-storage")],
+            env_from_secrets=training_secrets(),
             env={name: os.environ[name] for name in (cfg.SSE, cfg.SSE_KMS_KEY_ID) if os.environ.get(name)},
             gpus=_int_env("AIFLOW_TRAINING_GPUS", 1),
             load_incluster_config=True,

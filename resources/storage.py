@@ -38,7 +38,7 @@ class S3Access(ConfigurableResource):
     region: str = Field(DEFAULT_REGION, description="AWS region.")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, SeaweedFS); None for AWS.")
     allow_http: bool = Field(False, description="Allow plain-HTTP endpoints (local test servers only).")
-    sse: str | None = Field(None, description="Server-side encryption of every write: AES256 (SSE-S3), aws:kms (SSE-KMS) or None.")
+    sse: str | None = Field(None, description="Server-side encryption of every write: AES256 (SSE-S3; also when None), aws:kms (SSE-KMS) or none (off).")
     sse_kms_key_id: str | None = Field(None, description="KMS key of aws:kms (None: the account's aws/s3 key).")
 
     def storage_options(self) -> dict[str, str]:
@@ -82,7 +82,7 @@ class S3LandingResource(LandingResource):
 
     s3: ResourceDependency[S3Resource]
     root_uri: str = Field(description="s3://bucket/prefix that relative landing URIs in the spec are resolved against.")
-    sse: str | None = Field(None, description="Server-side encryption of the files the zone writes (rejected copies, reasons).")
+    sse: str | None = Field(None, description="Server-side encryption of the files the zone writes (rejected copies, reasons); None: AES256, none: off.")
     sse_kms_key_id: str | None = Field(None, description="KMS key of aws:kms (None: the account's aws/s3 key).")
 
     def zone(self, table: TableSpec) -> LandingZone:

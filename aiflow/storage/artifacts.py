@@ -9,7 +9,8 @@ process (a subprocess, or a pod given a Kubernetes secret) gets them, never from
 
 Server-side encryption: the options may carry ``aws_server_side_encryption`` (``AES256`` or
 ``aws:kms``) and ``aws_sse_kms_key_id``, the object_store names delta-rs and Polars understand; from
-the environment they come from ``AIFLOW_S3_SSE`` and ``AIFLOW_S3_SSE_KMS_KEY_ID``. With them, every
+the environment they come from ``AIFLOW_S3_SSE`` (unset: ``AES256``, encryption on by default; ``none``: off) and
+``AIFLOW_S3_SSE_KMS_KEY_ID``. With them, every
 S3 write of the store goes through boto3 with ``ServerSideEncryption`` (pyarrow's S3 filesystem cannot
 ask for SSE-S3 or SSE-KMS); reads need nothing (S3 decrypts).
 """
@@ -33,10 +34,16 @@ SSE_KMS_KEY_ENV = "AIFLOW_S3_SSE_KMS_KEY_ID"
 SSE_OPTION = "aws_server_side_encryption"
 SSE_KMS_KEY_OPTION = "aws_sse_kms_key_id"
 SSE_MODES = ("AES256", "aws:kms")
+#: Encryption when nothing is configured: SSE-S3. Every object is encrypted unless ``AIFLOW_S3_SSE=none`` says otherwise
+#: (an S3-compatible store that refuses the header).
+SSE_DEFAULT = "AES256"
+SSE_OFF = "none"
 
 
 def sse_options(mode: str | None, kms_key_id: str | None = None) -> dict[str, str]:
-    """Storage options asking for server-side encryption on every write (empty when ``mode`` is unset).
+    """Storage options asking for server-side encryption on every write.
+
+    ``mode`` unset means :data:`SSE_DEFAULT` (``AES256``); ``none`` turns encryption off (empty options).
 
     Raises:
         ValueError: an unknown mode, or a KMS key id without ``aws:kms`` (the message names the variables).
@@ -46,9 +53,13 @@ def sse_options(mode: str | None, kms_key_id: str | None = None) -> dict[str, st
     if mode is None:
         if kms_key_id:
             raise ValueError(f"{SSE_KMS_KEY_ENV} is set but {SSE_ENV} is not: set {SSE_ENV}=aws:kms to encrypt with that key")
+        mode = SSE_DEFAULT
+    if mode.lower() == SSE_OFF:
+        if kms_key_id:
+            raise ValueError(f"{SSE_KMS_KEY_ENV} needs {SSE_ENV}=aws:kms, got {SSE_ENV}={mode}")
         return {}
     if mode not in SSE_MODES:
-        raise ValueError(f"{SSE_ENV} must be one of {', '.join(SSE_MODES)} (or unset), got {mode!r}")
+        raise ValueError(f"{SSE_ENV} must be one of {', '.join(SSE_MODES)}, {SSE_OFF} (or unset: {SSE_DEFAULT}), got {mode!r}")
     if kms_key_id and mode != "aws:kms":
         raise ValueError(f"{SSE_KMS_KEY_ENV} needs {SSE_ENV}=aws:kms, got {SSE_ENV}={mode}")
     return {SSE_OPTION: mode, **({SSE_KMS_KEY_OPTION: kms_key_id} if kms_key_id else {})}

@@ -14,10 +14,11 @@ Profiles:
   ``AIFLOW_ARTIFACT_URI`` (each ``s3://bucket/prefix``); a spec's relative landing URI is resolved
   under ``AIFLOW_LANDING_URI`` (the demo's flights land in ``<AIFLOW_LANDING_URI>/landing/flights/``).
   Credentials ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``; optional ``AWS_REGION`` (default
-  ``us-east-1``), ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP`` for S3-compatible servers. Optional
-  server-side encryption of every write (Delta tables, artifacts, reports, landing-zone writes):
-  ``AIFLOW_S3_SSE`` = ``AES256`` (SSE-S3) or ``aws:kms`` (SSE-KMS, with ``AIFLOW_S3_SSE_KMS_KEY_ID``
-  naming the key; unset: the account's default ``aws/s3`` key).
+  ``us-east-1``), ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP`` for S3-compatible servers. Server-side
+  encryption of every write (Delta tables, artifacts, reports, landing-zone writes), on by default:
+  ``AIFLOW_S3_SSE`` = ``AES256`` (SSE-S3, the default when unset), ``aws:kms`` (SSE-KMS, with
+  ``AIFLOW_S3_SSE_KMS_KEY_ID`` naming the key; unset: the account's default ``aws/s3`` key) or ``none``
+  (off, for an S3-compatible store that refuses the header).
 
 Secrets are read from the environment only when a store is built, and never appear in a repr or in
 :meth:`Settings.describe`.
@@ -34,6 +35,7 @@ from aiflow.storage.artifacts import (
     SSE_ENV,
     SSE_KMS_KEY_ENV,
     SSE_KMS_KEY_OPTION,
+    SSE_OFF,
     SSE_OPTION,
     ArtifactStore,
     boto3_sse_args,
@@ -207,7 +209,7 @@ class S3Access:
     region: str = DEFAULT_REGION
     endpoint_url: str | None = None
     allow_http: bool = False
-    #: Server-side encryption of every write: ``AES256``, ``aws:kms`` or None.
+    #: Server-side encryption of every write: ``AES256``, ``aws:kms`` or ``none`` (None: the default, ``AES256``).
     sse: str | None = None
     sse_kms_key_id: str | None = None
 
@@ -268,7 +270,7 @@ class Settings:
             region=env.get(REGION) or DEFAULT_REGION,
             endpoint_url=env.get(ENDPOINT_URL) or None,
             allow_http=allow_http(env.get(ALLOW_HTTP)),
-            sse=encryption.get(SSE_OPTION),
+            sse=encryption.get(SSE_OPTION) or SSE_OFF,
             sse_kms_key_id=encryption.get(SSE_KMS_KEY_OPTION),
         )
         return cls(profile, uris[LAKE_URI], uris[LANDING_URI], uris[ARTIFACT_URI], access, env)
@@ -282,7 +284,7 @@ class Settings:
         where = f"profile {self.profile}: lake {self.lake_uri} | landing {self.landing_uri} | artifacts {self.artifact_uri}"
         if self.s3 and self.s3.endpoint_url:
             where += f" | endpoint {self.s3.endpoint_url}"
-        if self.s3 and self.s3.sse:
+        if self.s3 and self.s3.sse and self.s3.sse != SSE_OFF:
             where += f" | server-side encryption {self.s3.sse}"
         return where
 

@@ -101,7 +101,7 @@ def test_a_wrong_sse_setting_is_refused_naming_the_variable(monkeypatch):
     from aiflow.storage.settings import Settings, SettingsError
     from resources.profiles import resources_for
 
-    with pytest.raises(SettingsError, match=r"AIFLOW_S3_SSE must be one of AES256, aws:kms .*'AES-256'"):
+    with pytest.raises(SettingsError, match=r"AIFLOW_S3_SSE must be one of AES256, aws:kms, none .*'AES-256'"):
         Settings.from_env({**S3_ENV, "AIFLOW_S3_SSE": "AES-256"})
     with pytest.raises(SettingsError, match="AIFLOW_S3_SSE_KMS_KEY_ID needs AIFLOW_S3_SSE=aws:kms"):
         Settings.from_env({**S3_ENV, "AIFLOW_S3_SSE": "AES256", "AIFLOW_S3_SSE_KMS_KEY_ID": "k"})

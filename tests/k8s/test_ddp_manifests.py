@@ -11,6 +11,7 @@ import pytest
 from dagster_k8s.pipes import build_pod_body
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, DAGSTER_PIPES_MESSAGES_ENV_VAR
 
+from resources.k8s_security import SCRATCH_VOLUME
 from resources.k8s_tags import GPU_RESOURCE
 from resources.k8s_training import CONTAINER_NAME, SHM_VOLUME, K8sTrainingLauncher
 
@@ -43,8 +44,8 @@ def test_multi_gpu_pod_runs_torchrun_with_n_gpus_and_shared_memory(gpus):
     assert container["name"] == CONTAINER_NAME
     assert container["command"] == ["torchrun", "--standalone", "--nnodes=1", f"--nproc-per-node={gpus}", "-m", "aiflow.train"]
     assert container["resources"]["limits"][GPU_RESOURCE] == str(gpus)
-    assert container["volumeMounts"] == [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
-    assert spec["volumes"] == [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}}]
+    assert {"name": SHM_VOLUME, "mountPath": "/dev/shm"} in container["volumeMounts"]  # besides the /tmp scratch
+    assert {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}} in spec["volumes"]
     assert spec["restartPolicy"] == "Never" and spec["tolerations"]  # the GPU placement of the one-GPU pod is kept
     env = {e["name"] for e in container["env"]}
     assert DAGSTER_PIPES_CONTEXT_ENV_VAR in env  # torchrun passes it to every rank; rank 0 alone opens Pipes
@@ -57,14 +58,15 @@ def test_zero_or_one_gpu_keeps_the_plain_entrypoint_and_no_shm(gpus):
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
     (container,) = manifest["spec"]["containers"]
     assert container["command"] == ["python", "-m", "aiflow.train"]
-    assert "volumes" not in manifest["spec"] and "volumeMounts" not in container
+    assert [v["name"] for v in manifest["spec"]["volumes"]] == [SCRATCH_VOLUME]  # the /tmp scratch only, no shm
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
 
 
 def test_unlimited_shm_and_a_custom_interpreter_still_validate():
     launcher = K8sTrainingLauncher(image="aiflow:gpu", gpus=2, shm_size_limit=None, command=["/opt/venv/bin/python", "-m", "aiflow.train"])
     manifest = pod_manifest(launcher)
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
-    assert manifest["spec"]["volumes"] == [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
+    assert {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}} in manifest["spec"]["volumes"]
     assert manifest["spec"]["containers"][0]["command"][-2:] == ["-m", "aiflow.train"]
 
 
@@ -72,7 +74,7 @@ def test_a_misspelled_volume_field_is_rejected_by_the_strict_schema():
     """Proves the validation covers the new parts: a typo in the shm mount passes the lax schema only."""
     manifest = pod_manifest(K8sTrainingLauncher(image="aiflow:gpu", gpus=2))
     broken = copy.deepcopy(manifest)
-    broken["spec"]["containers"][0]["volumeMounts"][0]["mountpath"] = broken["spec"]["containers"][0]["volumeMounts"][0].pop("mountPath")
+    broken["spec"]["containers"][0]["volumeMounts"][-1]["mountpath"] = broken["spec"]["containers"][0]["volumeMounts"][-1].pop("mountPath")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 

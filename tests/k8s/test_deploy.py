@@ -62,9 +62,10 @@ def test_rbac_validates_strictly_and_grants_what_the_pipes_launcher_calls():
     documents = list(yaml.safe_load_all((K8S / "rbac.yaml").read_text()))
     for document in documents:
         kubernetes_validate.validate(document, kubernetes_validate.utils.latest_version(), strict=True)
-    by_kind = {d["kind"]: d for d in documents}
-    assert by_kind["ServiceAccount"]["metadata"]["name"] == K8sTrainingLauncher(image="x").service_account_name
-    granted = {(r, v) for rule in by_kind["Role"]["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    accounts = {d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"}
+    assert K8sTrainingLauncher(image="x").service_account_name in accounts
+    (role,) = [d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == "aiflow-training-launcher"]
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     needed = {("pods", v) for v in ("create", "get", "list", "delete")} | {("pods/log", "get"), ("events", "list")}
     assert needed <= granted
 
@@ -98,8 +99,17 @@ def dockerfile_problems(text: str, root: Path = ROOT) -> list[str]:
         return [f"{len(groups)} stage(s): want a builder and a slim final stage"]
     builder, final = groups[0], groups[-1]
     builder_name = builder[0].value[-1] if "AS" in (v.upper() for v in builder[0].value) else None
-    if not re.fullmatch(r"python:3\.\d+-slim(-\w+)?", final[0].value[0]):
+    if not re.fullmatch(r"python:3\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", final[0].value[0]):
         problems.append(f"final stage FROM {final[0].value[0]}: want a python:3.X-slim base")
+    for group in groups:
+        if not re.search(r"@sha256:[0-9a-f]{64}$", group[0].value[0]):
+            problems.append(f"line {group[0].start_line}: FROM {group[0].value[0]} is not pinned by digest")
+    if "imagetools inspect" not in text and "crane digest" not in text:
+        problems.append("no command to refresh the base image's digest is documented")
+    port = next((c.value[c.value.index("-p") + 1] for c in final if c.cmd == "CMD" and "-p" in c.value), None)
+    checks = [c for c in final if c.cmd == "HEALTHCHECK"]
+    if not checks or "grpc-health-check" not in checks[-1].value or port not in checks[-1].value:
+        problems.append(f"the final stage needs a HEALTHCHECK running `dagster api grpc-health-check -p {port}` (the CMD's port)")
     if final[0].value[0] != builder[0].value[0]:
         problems.append("builder and final stage differ in base image: the copied venv's interpreter path breaks")
     for command in final:
@@ -153,7 +163,11 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_installs_the_lock():
 @pytest.mark.parametrize(
     "edit, complaint",
     [
-        (lambda t: t.replace("FROM python:3.11-slim AS runtime", "FROM python:3.11 AS runtime"), "slim"),
+        (lambda t: re.sub(r"FROM python:3.11-slim@sha256:\w+ AS runtime", "FROM python:3.11 AS runtime", t), "slim"),
+        (lambda t: re.sub(r"@sha256:\w+ AS runtime", " AS runtime", t), "pinned by digest"),
+        (lambda t: t.replace("crane digest", "crane").replace("imagetools inspect", "inspect"), "refresh"),
+        (lambda t: re.sub(r"HEALTHCHECK[^\n]*\\\n[^\n]*\n", "", t), "HEALTHCHECK"),
+        (lambda t: t.replace('"grpc-health-check", "-p", "3030"', '"grpc-health-check", "-p", "4000"'), "HEALTHCHECK"),
         (lambda t: t.replace("USER 10001", "USER root"), "non-root"),
         (lambda t: t.replace("COPY --from=builder /opt/venv /opt/venv", "COPY aiflow /opt/aiflow/aiflow"), "--from=builder"),
         (lambda t: t + "RUN apt-get update && apt-get install -y gcc\n", "final stage"),
@@ -162,10 +176,14 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_installs_the_lock():
         (lambda t: t.replace("-r /tmp/requirements.image.lock", "-c constraints.txt ."), "requirements.lock"),
         (lambda t: t.replace("-r /tmp/requirements.image.lock", "-r requirements.txt"), "requirements.lock"),
         (lambda t: t.replace('--extra-index-url "${TORCH_INDEX_URL}" ', ""), "TORCH_INDEX_URL"),
-        (lambda t: t.split("FROM python:3.11-slim AS runtime")[0], "stage"),
+        (lambda t: t.split("FROM python:3.11-slim@")[0] + "FROM python:3.11-slim@" + t.split("FROM python:3.11-slim@")[1], "stage"),
     ],
     ids=[
         "not-slim",
+        "no-digest",
+        "no-refresh-command",
+        "no-healthcheck",
+        "healthcheck-port",
         "root",
         "no-copy-from",
         "compiler",

@@ -140,10 +140,20 @@ def instance_differences(values: dict, instance: dict) -> list[str]:
     same("run pod service account", values["serviceAccount"]["name"], run_launcher["service_account_name"])
     for key in ("imagePullPolicy", "loadInclusterConfig", "envVars", "labels"):
         same(key, launcher[key], run_launcher[snake(key)])
-    # The chart adds its PostgreSQL Secret to run pods itself; every other Secret must be the same.
-    same("run pod secrets", [s["name"] for s in launcher["envSecrets"]], [s for s in run_launcher["env_secrets"] if "postgres" not in s])
+    same("run pod secrets", [s["name"] for s in launcher["envSecrets"]], run_launcher["env_secrets"])
+    same("run pod PostgreSQL secret", values["global"]["postgresqlSecretName"], run_launcher["postgres_password_secret"])
+    same("storage", chart_storage(values), instance["storage"])
     same("run pod Job", run_job(launcher["runK8sConfig"]), run_job(run_launcher["run_k8s_config"]))
     return differences
+
+
+def chart_storage(values: dict) -> dict:
+    """``storage`` as the chart renders it from ``postgresql`` (helm/dagster templates/helpers/instance/_postgresql.tpl)."""
+    pg = values["postgresql"]
+    db = {"hostname": pg["postgresqlHost"], "username": pg["postgresqlUsername"], "password": {"env": "DAGSTER_PG_PASSWORD"},
+          "db_name": pg["postgresqlDatabase"], "port": pg["service"]["port"], "params": pg["postgresqlParams"],
+          "scheme": pg["postgresqlScheme"]}  # fmt: skip
+    return {"postgres": {"postgres_db": db}}
 
 
 def run_job(run_k8s_config: dict) -> dict:
@@ -188,8 +198,11 @@ def test_the_chart_values_render_the_same_instance_as_dagster_yaml():
             "Job",
         ),
         (lambda v, i: i["run_launcher"]["config"]["env_secrets"].append("extra"), "secrets"),
+        (lambda v, i: i["run_launcher"]["config"]["env_secrets"].append("aiflow-dagster-postgres"), "secrets"),
+        (lambda v, i: v["postgresql"]["postgresqlParams"].update(sslmode="disable"), "storage"),
+        (lambda v, i: v["global"].update(postgresqlSecretName="pg"), "PostgreSQL secret"),
     ],
-    ids=["retries", "monitoring", "gpu-limit", "log-prefix", "job-ttl", "secret"],
+    ids=["retries", "monitoring", "gpu-limit", "log-prefix", "job-ttl", "secret", "non-helm-secret", "sslmode", "pg-secret"],
 )
 def test_a_setting_changed_in_only_one_file_is_named(edit, complaint):
     values, instance = load_values(), load_instance()
@@ -219,7 +232,9 @@ def literal_passwords(tree, path: str = "") -> list[str]:
     found = []
     if isinstance(tree, dict):
         for key, value in tree.items():
-            if re.search(r"password|secret_?key|token", str(key), re.I) and isinstance(value, str | int) and not isinstance(value, bool):
+            names_a_secret = re.search(r"_secret$", str(key))  # postgres_password_secret: a Secret's name, not a password
+            if re.search(r"password|secret_?key|token", str(key), re.I) and not names_a_secret and isinstance(value, str | int) \
+                    and not isinstance(value, bool):
                 found.append(f"{path}.{key}")
             found += literal_passwords(value, f"{path}.{key}")
     elif isinstance(tree, list):
@@ -236,11 +251,11 @@ def test_postgresql_is_managed_and_its_password_comes_from_a_pre_created_secret(
     assert literal_passwords({"postgresql": {"postgresqlPassword": "test"}}) == [".postgresql.postgresqlPassword"]
 
 
-def test_every_postgres_config_reads_the_same_variables_with_the_psycopg2_driver():
-    """The chart, the k8s dagster.yaml and the single-machine PostgreSQL file agree: one set of DAGSTER_PG_* names, and the
-    psycopg2 scheme (a bare postgresql:// makes SQLAlchemy 2 import psycopg 3, which dagster-postgres does not install)."""
+def test_every_postgres_config_reads_the_password_from_the_environment_with_the_psycopg2_driver():
+    """The chart's rendering (k8s dagster.yaml) and the single-machine PostgreSQL file: the password from DAGSTER_PG_PASSWORD,
+    and the psycopg2 scheme (a bare postgresql:// makes SQLAlchemy 2 import psycopg 3, which dagster-postgres does not install)."""
     k8s = load_instance()["storage"]["postgres"]["postgres_db"]
     machine = yaml.safe_load((ROOT / "deploy" / "dagster.postgres.yaml").read_text())["storage"]["postgres"]["postgres_db"]
-    assert k8s == machine
-    assert k8s["scheme"] == load_values()["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
-    assert all(isinstance(v, dict) and v["env"].startswith("DAGSTER_PG_") for k, v in k8s.items() if k != "scheme")
+    assert k8s["password"] == machine["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    assert k8s["scheme"] == machine["scheme"] == load_values()["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
+    assert all(isinstance(v, dict) and v["env"].startswith("DAGSTER_PG_") for k, v in machine.items() if k != "scheme")

@@ -18,8 +18,10 @@ from dagster_k8s.pipes import build_pod_body
 from aiflow.monitoring.history import decisions_table, reports_path
 from aiflow.serving.feedback import labels_table
 from aiflow.serving.inference_log import log_table
+from aiflow.spec import demo_spec_path, load_spec
 from aiflow.storage.lake import Tables
 from aiflow.storage.landing import REJECTED_DIR
+from aiflow.storage.settings import Settings
 from resources.k8s_training import K8sTrainingLauncher
 
 pytestmark = pytest.mark.k8s_boundary
@@ -27,11 +29,15 @@ pytestmark = pytest.mark.k8s_boundary
 ROOT = Path(__file__).resolve().parents[2]
 K8S, AWS = ROOT / "deploy" / "k8s", ROOT / "deploy" / "aws"
 NAMESPACE = "aiflow"
-RUN_POD_SA, TRAINING_SA, SERVING_SA = "dagster", "aiflow-training", "aiflow-serving"
+#: The chart's account (webserver and daemon: they launch run Jobs), the run pods' (they create training pods), and
+#: the accounts that need no Kubernetes API at all.
+CHART_SA, RUN_POD_SA, TRAINING_SA, SERVING_SA, PROXY_SA = "dagster", "aiflow-run", "aiflow-training", "aiflow-serving", "aiflow-oauth2-proxy"
+NO_API = (TRAINING_SA, SERVING_SA, PROXY_SA)
 
 
 def manifests() -> list[dict]:
-    return [d for name in ("rbac.yaml", "serving.yaml") for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    names = ("rbac.yaml", "serving.yaml", "oauth2-proxy.yaml")
+    return [d for name in names for d in yaml.safe_load_all((K8S / name).read_text()) if d]
 
 
 # --- Kubernetes: every verb granted is one the code calls -------------------------------------------------------------
@@ -56,11 +62,15 @@ def api_calls() -> set[tuple[str, str, str]]:
 
 #: What the run pod cannot do without: our launcher (resources/k8s_training.py) and PipesK8sClient.
 NEEDED = {("", "pods", v) for v in ("create", "get", "list", "delete")} | {("", "pods/log", "get"), ("", "events", "list")}
+#: What K8sRunLauncher calls from the daemon and the webserver (launch, health check, debug info, terminate).
+RUN_LAUNCHER_NEEDED = {("batch", "jobs", v) for v in ("create", "list", "delete")} | {("batch", "jobs/status", "get")} | {
+    ("", "pods", "list"), ("", "pods", "delete"), ("", "pods/log", "get"), ("", "events", "list")}  # fmt: skip
 
 
 def rbac_problems(documents: list[dict], used: set[tuple[str, str, str]]) -> list[str]:
     """Everything over-broad in the RBAC of aiflow's components (empty: fine)."""
     problems = []
+    pod_creators = {d["metadata"]["name"] for d in documents if d["kind"] == "Role" and ("", "pods", "create") in granted([d])}
     for doc in documents:
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind in ("ClusterRole", "ClusterRoleBinding"):
@@ -80,10 +90,13 @@ def rbac_problems(documents: list[dict], used: set[tuple[str, str, str]]) -> lis
                             problems.append(f"Role {name}: {verb} {resource!r} (group {group!r}) is granted but no code calls it")
         if kind == "RoleBinding":
             for subject in doc["subjects"]:
-                if subject["name"] in (TRAINING_SA, SERVING_SA) or subject["kind"] != "ServiceAccount":
+                if subject["name"] in NO_API or subject["kind"] != "ServiceAccount":
                     problems.append(f"RoleBinding {name} binds {subject['kind']} {subject['name']}: it needs no API rights")
-        if kind == "ServiceAccount" and name in (TRAINING_SA, SERVING_SA) and doc.get("automountServiceAccountToken") is not False:
-            problems.append(f"ServiceAccount {name} mounts a token it never uses")
+                if doc.get("roleRef", {}).get("name") in pod_creators and subject["name"] != RUN_POD_SA:
+                    problems.append(f"RoleBinding {name}: {subject['name']} may create pods; only the run pods' {RUN_POD_SA} may")
+        # aiflow-run too: the code server's pod runs as it (the chart's doing) and must get no token; run pods opt in
+        if kind == "ServiceAccount" and name in (*NO_API, RUN_POD_SA) and doc.get("automountServiceAccountToken") is not False:
+            problems.append(f"ServiceAccount {name} mounts a token by default")
     return problems
 
 
@@ -108,12 +121,93 @@ def test_rbac_grants_only_verbs_the_code_calls_and_nothing_to_training_or_servin
     assert {TRAINING_SA, SERVING_SA} <= accounts
 
 
-def test_the_chart_creates_no_role_and_its_service_account_gets_ours():
+def bound_grants(documents: list[dict], account: str) -> set[tuple[str, str, str]]:
+    """What the Roles bound to ``account`` grant."""
+    roles = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Role"}
+    return {
+        grant
+        for d in documents
+        if d["kind"] == "RoleBinding" and any(s["name"] == account for s in d["subjects"])
+        for grant in granted([roles[d["roleRef"]["name"]]])
+    }
+
+
+def test_the_chart_creates_no_role_and_each_account_gets_only_its_own():
     values = yaml.safe_load((K8S / "values.yaml").read_text())
     assert values["rbacEnabled"] is False  # the chart's own Role is broader than what the code calls
-    (binding,) = [d for d in manifests() if d["kind"] == "RoleBinding"]
-    assert {"kind": "ServiceAccount", "name": values["serviceAccount"]["name"], "namespace": NAMESPACE} in binding["subjects"]
-    assert values["serviceAccount"]["name"] == RUN_POD_SA
+    assert values["serviceAccount"]["name"] == CHART_SA
+    assert values["dagster-user-deployments"]["serviceAccount"] == {"create": False, "name": RUN_POD_SA}
+    documents = manifests()
+    assert RUN_LAUNCHER_NEEDED <= bound_grants(documents, CHART_SA) and RUN_LAUNCHER_NEEDED <= api_calls()
+    assert ("", "pods", "create") not in bound_grants(documents, CHART_SA)  # the daemon creates Jobs, not pods
+    assert NEEDED <= bound_grants(documents, RUN_POD_SA)
+    assert all(bound_grants(documents, account) == set() for account in NO_API)
+
+
+def run_pod_spec(values: dict) -> dict:
+    """The run pod's spec as K8sRunLauncher builds it: the launcher's config merged with the code location's container
+    context as the chart renders it (its account, token on), the code location's winning - dagster_k8s's own merge."""
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job
+
+    from tests.k8s.test_helm_values import snake
+
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    from_launcher = K8sContainerContext(
+        service_account_name=values["serviceAccount"]["name"],  # the chart renders the run launcher with its own account
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict({snake(k): v for k, v in launcher["runK8sConfig"].items()}),
+    )
+    # helm/dagster/charts/dagster-user-deployments/templates/helpers/_helpers.tpl, dagsterUserDeployments.k8sContainerContext
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    code_location = {
+        "namespace": NAMESPACE,
+        "service_account_name": values["dagster-user-deployments"]["serviceAccount"]["name"],
+        "env_secrets": [s["name"] for s in deployment.get("envSecrets", [])],
+        "env": deployment.get("env", []),
+        "volume_mounts": deployment.get("volumeMounts", []),
+        "volumes": deployment.get("volumes", []),
+        "labels": deployment.get("labels", {}),
+        "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
+    }
+    context = K8sContainerContext().merge(from_launcher).merge(K8sContainerContext.create_from_config({"k8s": code_location}))
+    job = construct_dagster_k8s_job(
+        job_config=DagsterK8sJobConfig(
+            job_image="registry.example.com/aiflow:0.1.0",
+            dagster_home="/opt/dagster/dagster_home",
+            instance_config_map="dagster-instance",
+            postgres_password_secret=values["global"]["postgresqlSecretName"],
+        ),
+        args=["dagster", "api", "execute_run"],
+        job_name="dagster-run-1",
+        pod_name="dagster-run-1",
+        component="run_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+    )
+    return kubernetes.client.ApiClient().sanitize_for_serialization(job)["spec"]["template"]["spec"]
+
+
+def test_run_pods_run_as_the_pod_creating_account_with_a_token_and_the_code_server_has_none():
+    values = yaml.safe_load((K8S / "values.yaml").read_text())
+    spec = run_pod_spec(values)
+    assert spec["serviceAccountName"] == RUN_POD_SA and spec["automountServiceAccountToken"] is True
+    (account,) = [d for d in manifests() if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == RUN_POD_SA]
+    assert account["automountServiceAccountToken"] is False  # the code server's pod (chart template: no override) has none
+    values["dagster-user-deployments"]["serviceAccount"]["name"] = "aiflow-code-location"  # the trap: that one would win
+    assert run_pod_spec(values)["serviceAccountName"] == "aiflow-code-location"
+
+
+def test_each_account_names_its_components_iam_role_with_the_key_secret_as_fallback():
+    """IRSA: every account that reaches S3 is annotated with the role whose policy deploy/aws/README.md creates for it."""
+    readme = (AWS / "README.md").read_text()
+    policy_of_role = dict(re.findall(r"--policy-name (\S+) +--policy-document file://deploy/aws/(\S+)", readme))
+    values = yaml.safe_load((K8S / "values.yaml").read_text())
+    annotations = {CHART_SA: values["serviceAccount"]["annotations"]}
+    annotations |= {d["metadata"]["name"]: d["metadata"].get("annotations", {}) for d in manifests() if d["kind"] == "ServiceAccount"}
+    expected = {CHART_SA: POLICIES["dagster"], RUN_POD_SA: POLICIES["dagster"], TRAINING_SA: POLICIES["training"], SERVING_SA: POLICIES["serving"]}
+    for account, policy in expected.items():
+        role = annotations[account]["eks.amazonaws.com/role-arn"].rsplit("/", 1)[1]
+        assert policy_of_role[role] == policy, account
+    assert "eks.amazonaws.com/role-arn" not in annotations[PROXY_SA]  # the proxy reaches no AWS service
 
 
 def test_the_training_and_serving_pods_mount_no_token():
@@ -124,7 +218,7 @@ def test_the_training_and_serving_pods_mount_no_token():
                          base_pod_meta=launcher.base_pod_meta(), base_pod_spec=launcher.base_pod_spec())  # fmt: skip
     spec = kubernetes.client.ApiClient().sanitize_for_serialization(pod)["spec"]
     assert spec["serviceAccountName"] == TRAINING_SA == launcher.service_account_name
-    assert spec.get("automountServiceAccountToken") is not True  # inherits the service account's false
+    assert spec["automountServiceAccountToken"] is False  # on the pod itself, whatever the account says
     (account,) = [d for d in manifests() if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == TRAINING_SA]
     assert account["automountServiceAccountToken"] is False
 
@@ -150,12 +244,24 @@ def test_the_training_and_serving_pods_mount_no_token():
             lambda docs, role: [d.pop("automountServiceAccountToken") for d in docs if d["metadata"]["name"] == TRAINING_SA],
             "mounts a token",
         ),
+        (
+            lambda docs, role: [d.pop("automountServiceAccountToken") for d in docs if d["metadata"]["name"] == RUN_POD_SA],
+            "mounts a token",
+        ),
+        (
+            lambda docs, role: [
+                d["subjects"].append({"kind": "ServiceAccount", "name": CHART_SA, "namespace": NAMESPACE})
+                for d in docs
+                if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == role["metadata"]["name"]
+            ],
+            "may create pods",
+        ),
     ],
-    ids=["wildcard-verb", "secrets", "unused-verb", "cluster-role", "bound-server", "training-token"],
+    ids=["wildcard-verb", "secrets", "unused-verb", "cluster-role", "bound-server", "training-token", "run-token", "daemon-pods"],
 )
 def test_the_rbac_checker_rejects_an_over_broad_edit(edit, complaint):
     documents = copy.deepcopy(manifests())
-    (role,) = [d for d in documents if d["kind"] == "Role"]
+    (role,) = [d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == "aiflow-training-launcher"]
     edit(documents, role)
     problems = rbac_problems(documents, api_calls())
     assert any(complaint in p for p in problems), problems
@@ -181,7 +287,10 @@ def configured_prefixes() -> tuple[str, list[str]]:
     values = yaml.safe_load((K8S / "values.yaml").read_text())
     (code_location,) = values["dagster-user-deployments"]["deployments"]
     env = {e["name"]: e["value"] for e in code_location["env"]}
-    uris = [env[v] for v in ("AIFLOW_LAKE_URI", "AIFLOW_LANDING_URI", "AIFLOW_ARTIFACT_URI")]
+    uris = [env[v] for v in ("AIFLOW_LAKE_URI", "AIFLOW_ARTIFACT_URI")]
+    # landing: where the code resolves the specs' landing zones under AIFLOW_LANDING_URI (the demo's: landing/<table>)
+    zones = Settings.from_env({**env, "AIFLOW_PROFILE": "k8s"})
+    uris += sorted({zones.landing_uri_for(t).rsplit("/", 1)[0] for t in load_spec(demo_spec_path()).tables})
     logs = values["computeLogManager"]["config"]["s3ComputeLogManager"]
     uris.append(f"s3://{logs['bucket']}/{logs['prefix']}")
     (bucket,) = {u.removeprefix("s3://").split("/")[0] for u in uris}
@@ -273,10 +382,10 @@ def test_each_component_can_do_what_its_code_does_and_no_more():
         assert all(can("dagster", a, f"{lake}/{table}/{data}") for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"))
         assert can("dagster", "s3:ListBucket", "arn:aws:s3:::aiflow-lake", f"lake/{table}/_delta_log/")
     assert can("dagster", "s3:PutObject", f"{lake}/{reports_path(name, 'log', day, 3)}")
-    assert can("dagster", "s3:GetObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")
-    assert can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/{REJECTED_DIR}/b1/2026-01-05.csv")
-    assert not can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")  # producers' files
-    assert not can("dagster", "s3:DeleteObject", f"arn:aws:s3:::aiflow-lake/landing/landing/{name}/2026-01-05.csv")
+    assert can("dagster", "s3:GetObject", f"arn:aws:s3:::aiflow-lake/landing/{name}/2026-01-05.csv")
+    assert can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/{name}/{REJECTED_DIR}/b1/2026-01-05.csv")
+    assert not can("dagster", "s3:PutObject", f"arn:aws:s3:::aiflow-lake/landing/{name}/2026-01-05.csv")  # producers' files
+    assert not can("dagster", "s3:DeleteObject", f"arn:aws:s3:::aiflow-lake/landing/{name}/2026-01-05.csv")
     assert can("dagster", "s3:DeleteObject", bundle) and can("dagster", "s3:PutObject", f"{logs}/run/step.out")
 
     # training pods: the pinned features and feature state; their own bundle and checkpoint

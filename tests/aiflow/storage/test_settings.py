@@ -100,6 +100,7 @@ def test_s3_profile_roots_and_options(profile):
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
         "AWS_ALLOW_HTTP": "true",
+        "aws_server_side_encryption": "AES256",  # encryption on by default (AIFLOW_S3_SSE unset)
     }
     lake = settings.lake()
     assert (lake.root, lake.storage_options) == ("s3://bucket/team/lake", settings.storage_options())
