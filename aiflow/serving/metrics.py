@@ -37,6 +37,10 @@ class ServingMetrics:
         self.shadow_skipped = Counter(
             "aiflow_shadow_skipped_total", "Requests not shadowed because shadow scoring was at its limit.", ["dataset"], registry=r
         )
+        self.slow_clients = Counter(
+            "aiflow_slow_clients_closed_total", "Connections closed because a request's headers or body did not arrive in time.",
+            ["phase"], registry=r,
+        )  # fmt: skip
         self.loaded_version = Gauge("aiflow_model_version", "The version being served.", ["dataset", "variant"], registry=r)
 
     def render(self) -> bytes:

@@ -27,6 +27,7 @@ import polars as pl
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 from aiflow.serving import access_log, reports
 from aiflow.serving.auth import TokenSource
@@ -114,10 +115,13 @@ async def read_json(request: Request, limit: int) -> object:
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes; send fewer records per request")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPError(413, f"request body is over the limit of {limit} bytes; send fewer records per request")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPError(413, f"request body is over the limit of {limit} bytes; send fewer records per request")
+    except ClientDisconnect:  # the client went away, or was cut off for sending too slowly (aiflow.serving.slow_clients)
+        raise HTTPError(408, "the connection closed before the request body was complete") from None
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
