@@ -20,6 +20,10 @@ class ServingMetrics:
             "aiflow_requests_total", "Prediction requests by dataset, model version, variant, API and status.",
             ["dataset", "version", "variant", "api", "status"], registry=r,
         )  # fmt: skip
+        self.responses = Counter(
+            "aiflow_http_responses_total", "Every response by endpoint (route template) and HTTP status, 5xx included.",
+            ["endpoint", "status"], registry=r,
+        )  # fmt: skip
         self.records = Counter("aiflow_scored_records_total", "Records scored.", ["dataset", "version", "variant"], registry=r)
         self.latency = Histogram(
             "aiflow_request_latency_seconds", "Latency of prediction requests (server side).",
