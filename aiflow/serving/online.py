@@ -168,17 +168,22 @@ def create_app(config: ServeConfig) -> FastAPI:
         if error is None and version is not None:
             metrics.loaded_version.labels(dataset, variant).set(version)
 
+    def on_remove(dataset: str, variant: str, version: int) -> None:
+        metrics.loaded_version.remove(dataset, variant)  # no gauge left saying a removed alias is served
+
     def on_flush(rows: int, error: Exception | None) -> None:
         metrics.log_flushed.inc(rows)
         if error is not None:
             metrics.log_errors.inc()
 
-    holder = ModelHolder(config.lake, config.datasets, config.artifact_root, config.artifact_options, on_load=on_load)
+    holder = ModelHolder(config.lake, config.datasets, config.artifact_root, config.artifact_options, on_load=on_load,
+                         on_remove=on_remove)  # fmt: skip
     inference_log = InferenceLog(config.lake, interval=config.log_interval, batch_rows=config.log_batch_rows, on_flush=on_flush)
     metrics.log_queue.set_function(inference_log.pending)
     recent = RecentIds(config.remember_ids)
     request_ids = RequestIds()
     gate = ShadowGate(config.shadow_max_pending)
+    shadow_failures: set[tuple[str, int, str]] = set()  # (dataset, version, error type) already logged
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -197,7 +202,20 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="aiflow serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.holder, app.state.inference_log, app.state.metrics = holder, inference_log, metrics
-    app.add_middleware(Outcomes, metrics=metrics)  # every response counted; an unhandled error logged once with an id, answered 500
+    def on_server_error(slot: dict, status: int) -> None:
+        """A routed request's records answered 5xx: error rows of the variant that failed them (no prediction)."""
+        model, records = slot["model"], slot["records"]
+        metrics.latency.labels(model.dataset, model.variant, slot["api"]).observe(time.perf_counter() - slot["started"])
+        if config.inference_log:
+            n = len(records)
+            inference_log.add_batch(LogBatch(
+                request_ids=request_ids.take(n), records=records, dataset=model.dataset, version=model.version, variant=model.variant,
+                predictions=[None] * n, probabilities=[None] * n, latency_ms=(time.perf_counter() - slot["started"]) * 1000,
+                time=dt.datetime.now(dt.UTC), status=f"error: HTTP {status}",
+            ))  # fmt: skip
+
+    # every response counted; an unhandled error logged once with an id, answered 500, its records logged as error rows
+    app.add_middleware(Outcomes, metrics=metrics, on_server_error=on_server_error)
 
     @app.exception_handler(HTTPError)
     async def _error(request: Request, exc: HTTPError) -> JSONResponse:
@@ -249,10 +267,14 @@ def create_app(config: ServeConfig) -> FastAPI:
                 if config.inference_log:
                     inference_log.add_batch(batch)
                 metrics.requests.labels(name, str(challenger.version), "shadow", api, "ok").inc()
-            except (HTTPError, RecordError) as exc:  # counted and logged; the client already has its answer
+            except Exception as exc:  # counted, and logged once per version and kind of error; the client already has its answer
                 metrics.requests.labels(name, str(challenger.version), "shadow", api, "error").inc()
-                log.error("shadow: %s challenger v%s could not score %d records: %s", name, challenger.version, len(records),
-                          getattr(exc, "message", exc))  # fmt: skip
+                kind = (name, challenger.version, type(exc).__name__)
+                if kind not in shadow_failures:
+                    shadow_failures.add(kind)
+                    log.error("shadow: %s challenger v%s could not score %d records (%s; further ones are counted in "
+                              "aiflow_requests_total{variant=\"shadow\",status=\"error\"}, not logged): %s", name, challenger.version,
+                              len(records), type(exc).__name__, getattr(exc, "message", exc), exc_info=not isinstance(exc, HTTPError | RecordError))  # fmt: skip
             finally:
                 gate.leave()
 
@@ -383,7 +405,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         slot["dataset"] = name if name in config.datasets else ""  # metric labels: the served names only
         model = slot["model"] = route(name, request)
         try:
-            records = validate_records(payload.get("records"), model.fields)
+            records = slot["records"] = validate_records(payload.get("records"), model.fields)
         except RecordError as exc:
             raise HTTPError(422, str(exc), problems=exc.details()) from None
         preds, probs = await score_batched(model, records)
@@ -492,7 +514,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         model = request.scope[SLOT]["model"] = route(name, request, version)
         try:
             requested_outputs(payload)
-            records = validate_records(oip_records(payload, model), model.fields)
+            records = request.scope[SLOT]["records"] = validate_records(oip_records(payload, model), model.fields)
         except RecordError as exc:
             raise HTTPError(400, str(exc)) from None
         preds, probs = await score_batched(model, records)

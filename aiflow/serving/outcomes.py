@@ -5,13 +5,17 @@ status, and each prediction request in ``aiflow_requests_total`` by the dataset,
 (a handler names them in ``scope[SLOT]`` as soon as it knows them), so 401, 404, 413 and 500 are counted beside the
 successes. An error no handler turned into an answer is logged once, with its traceback and an error id, and answered
 ``500 {"error": ..., "request_id": <id>}``; it is not re-raised (the server would log a second, anonymous traceback).
-Handlers write the inference log only once their answer is built, so a request answered 500 never reaches it.
+Handlers write the inference log only once their answer is built, so a request answered 500 never reaches it as a
+success; ``on_server_error`` hears each 5xx of a routed request (the server logs its records as error rows of the
+variant that failed them: the canary analysis reads its error rate there).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,21 +24,22 @@ from aiflow.serving.metrics import ServingMetrics
 
 log = logging.getLogger("aiflow.serving")
 
-#: ``scope[SLOT]``: what a prediction handler knows of its request — ``api``, then ``dataset`` and ``model`` once routed.
+#: ``scope[SLOT]``: what a prediction handler knows of its request — ``api`` and ``started``, then ``dataset``, ``model``
+#: once routed and ``records`` once validated.
 SLOT = "aiflow.prediction"
 
 
 def prediction_slot(scope: dict, api: str) -> dict[str, Any]:
-    """Mark ``scope`` as a prediction request of ``api``; the handler fills in ``dataset`` / ``model`` as it learns them."""
-    slot = scope[SLOT] = {"api": api, "dataset": "", "model": None}
+    """Mark ``scope`` as a prediction request of ``api``; the handler fills in the rest as it learns it."""
+    slot = scope[SLOT] = {"api": api, "started": time.perf_counter(), "dataset": "", "model": None, "records": None}
     return slot
 
 
 class Outcomes:
     """Pure ASGI middleware (no per-request thread hop or body buffering)."""
 
-    def __init__(self, app, metrics: ServingMetrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: ServingMetrics, on_server_error: Callable[[dict, int], None] | None = None):
+        self.app, self.metrics, self.on_server_error = app, metrics, on_server_error
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -61,7 +66,8 @@ class Outcomes:
                             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
                 await send({"type": "http.response.body", "body": body})
         finally:
-            self.count(scope, status or 500)
+            if status:  # 0: cancelled before any answer (server shutdown): nothing to count
+                self.count(scope, status)
 
     def count(self, scope, status: int) -> None:
         self.metrics.responses.labels(endpoint(scope), str(status)).inc()
@@ -72,6 +78,11 @@ class Outcomes:
             dataset = model.dataset if model is not None else slot["dataset"]
             version, variant = (str(model.version), model.variant) if model is not None else ("", "")
             self.metrics.requests.labels(dataset, version, variant, slot["api"], label).inc()
+            if status >= 500 and model is not None and slot["records"] and self.on_server_error is not None:
+                try:
+                    self.on_server_error(slot, status)
+                except Exception:  # counting must not fail the request path
+                    log.exception("could not record the failed request's rows")
 
 
 def endpoint(scope) -> str:

@@ -1,7 +1,7 @@
 """5xx counted (issue 22, item 4): a real ``aiflow serve`` whose ``trips`` champion is a registered model that raises on
 every real record (the fault injected by :func:`faulty_models_env`). Each such request is answered 500 with an error id, counted in ``aiflow_requests_total`` (with its
 dataset, version and variant) and ``aiflow_http_responses_total`` (with its endpoint), logged once with that id, and never
-written to the inference log; refusals (401, 404) are counted too."""
+written to the inference log as an answer (its records are error rows there); refusals (401, 404) are counted too."""
 
 from __future__ import annotations
 
@@ -41,11 +41,13 @@ def test_an_internal_error_is_a_counted_500_with_an_id_and_never_a_logged_succes
     assert 'aiflow_requests_total{api="v1",dataset="",status="401",variant="",version=""} 1.0' in text
     assert 'status="ok",variant="champion",version="' + str(broken) not in text
 
-    # the fares answer is flushed: the trips requests would have been too (one writer, one interval), and are not there
+    # the failed records are in the log as error rows of the version that failed them, never as answers
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not home.lake.exists(log_table("fares")):
+    while time.monotonic() < deadline and not (home.lake.exists(log_table("trips")) and home.lake.exists(log_table("fares"))):
         time.sleep(0.2)
-    assert home.lake.exists(log_table("fares")) and not home.lake.exists(log_table("trips"))
+    rows = home.lake.scan(log_table("trips")).collect()
+    assert rows.height == 4 and set(rows["status"]) == {"error: HTTP 500"} and set(rows["model_version"]) == {broken}
+    assert rows["prediction"].null_count() == 4 and set(rows["variant"]) == {"champion"}
     output = server.output()
     assert all(output.count(i) == 1 for i in ids)  # logged once each, by id
     assert output.count("RuntimeError: injected fault: this model raises on every real record") == 4
