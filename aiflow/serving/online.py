@@ -202,6 +202,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="aiflow serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.holder, app.state.inference_log, app.state.metrics = holder, inference_log, metrics
+
     def on_server_error(slot: dict, status: int) -> None:
         """A routed request's records answered 5xx: error rows of the variant that failed them (no prediction)."""
         model, records = slot["model"], slot["records"]
