@@ -1,4 +1,4 @@
-"""``aiflow models``: the model registry from the command line (list, show, verify, promote, rollback, history, aliases)."""
+"""``aiflow models``: the model registry from the command line (list, show, verify, promote, rollback, alias, history, aliases)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:
     rollback.add_argument("--alias", default="champion", help="Alias to roll back (default: champion).")
     rollback.add_argument("--actor", default=None, help="Who is rolling back (default: the current user).")
     rollback.set_defaults(func=cmd_rollback)
+
+    alias = sub.add_parser("alias", help="The version an alias points at; with --remove, remove the alias (e.g. a canary or challenger).")
+    alias.add_argument("name")
+    alias.add_argument("alias", help="The alias (canary, challenger, ...).")
+    alias.add_argument("--remove", action="store_true", help="Remove the alias: a running server stops serving it at its next reload.")
+    alias.add_argument("--reason", help="Why (required with --remove; recorded in the alias history).")
+    alias.add_argument("--force", action="store_true", help="Allow removing the champion alias.")
+    alias.add_argument("--actor", default=None, help="Who is removing it (default: the current user).")
+    alias.set_defaults(func=cmd_alias)
 
     history = sub.add_parser("history", help="Alias changes of a model, newest first.")
     history.add_argument("name")
@@ -210,6 +219,25 @@ def cmd_rollback(args) -> int:
     target = registry.rollback(args.name, reason=args.reason, actor=_actor(args), alias=args.alias)
     was = f"v{before}" if before is not None else "unset"
     print(f"{args.name}: {args.alias} rolled back to v{target} (was {was})")
+    return 0
+
+
+@_reported
+def cmd_alias(args) -> int:
+    registry = _registry(args)
+    current = registry.alias(args.name, args.alias)
+    if not args.remove:
+        print(f"{args.name}: {args.alias} -> v{current}" if current is not None else f"{args.name}: {args.alias} is not set")
+        return 0
+    if not (args.reason or "").strip():
+        raise ValueError("--remove needs --reason (recorded in the alias history)")
+    if current is None:
+        raise ValueError(f"{args.name}: alias {args.alias!r} is not set; nothing to remove")
+    if args.alias == "champion" and not args.force:
+        raise ValueError(f"{args.name}: removing the champion: a running server keeps its loaded version, a restarted one serves "
+                         f"nothing for {args.name}; pass --force to do it anyway")  # fmt: skip
+    registry.remove_alias(args.name, args.alias, reason=args.reason, actor=_actor(args))
+    print(f"{args.name}: {args.alias} removed (was v{current})")
     return 0
 
 

@@ -31,6 +31,14 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="Larger request bodies get 413.")
     serve.add_argument("--canary-fraction", type=float, default=0.1,
                        help="Share of requests the 'canary' alias answers when set (sticky per X-Request-Key header).")
+    serve.add_argument("--keep-alive-timeout", type=float, default=5.0,
+                       help="Seconds an idle kept-alive connection stays open after its last response (default 5).")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="Seconds a client has to send a request's headers, however slowly they trickle in (default 10).")
+    serve.add_argument("--body-timeout", type=float, default=30.0,
+                       help="Seconds a client has to send a request's body once its headers are in (default 30).")
+    serve.add_argument("--limit-concurrency", type=int, default=1000,
+                       help="Most open connections (or requests in progress); past it, requests get 503 (default 1000).")
     serve.add_argument("--tls-cert", default=None, help="TLS certificate file (with --tls-key): serve HTTPS.")
     serve.add_argument("--tls-key", default=None, help="TLS private key file.")
     serve.set_defaults(func=cmd_serve)
@@ -65,6 +73,10 @@ def cmd_serve(args) -> int:
     if not 0.0 <= args.canary_fraction <= 1.0:
         print(f"aiflow serve: error: --canary-fraction must be between 0 and 1, got {args.canary_fraction}", file=sys.stderr)
         return 2
+    for option in ("keep_alive_timeout", "header_timeout", "body_timeout", "limit_concurrency"):
+        if getattr(args, option) <= 0:
+            print(f"aiflow serve: error: --{option.replace('_', '-')} must be positive, got {getattr(args, option)}", file=sys.stderr)
+            return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("aiflow serve: error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -73,6 +85,7 @@ def cmd_serve(args) -> int:
 
     from aiflow.serving.online import ServeConfig, create_app
     from aiflow.serving.reports import KEY_ENV as REPORT_KEY_ENV
+    from aiflow.serving.slow_clients import guarded_protocol
 
     specs = load_specs(_locations(args))
     settings = args.settings
@@ -85,8 +98,12 @@ def cmd_serve(args) -> int:
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"aiflow serve: serving {', '.join(config.datasets)} on {args.host}:{args.port}", file=sys.stderr)
+    app = create_app(config)
+    slow_clients = app.state.metrics.slow_clients
     uvicorn.run(
-        create_app(config), host=args.host, port=args.port, log_level="info", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
-        timeout_graceful_shutdown=max(10.0, 3 * args.log_interval),
+        app, host=args.host, port=args.port, log_level="info", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+        timeout_graceful_shutdown=max(10.0, 3 * args.log_interval), timeout_keep_alive=args.keep_alive_timeout,
+        limit_concurrency=args.limit_concurrency,
+        http=guarded_protocol(args.header_timeout, args.body_timeout, on_timeout=lambda phase: slow_clients.labels(phase).inc()),
     )  # fmt: skip
     return 0

@@ -73,14 +73,16 @@ class ModelHolder:
         artifact_root: the artifact store's root (registry locations are relative to it).
         artifact_options: S3 options for the artifact store (None locally).
         on_load: called with (dataset, variant, version or None, error or None) after each load attempt.
+        on_remove: called with (dataset, variant, version) when a canary or challenger alias removed stops being served.
     """
 
     def __init__(self, lake: Lake, datasets: list[str], artifact_root: str, artifact_options: dict | None = None,
-                 on_load: Callable[[str, str, int | None, Exception | None], None] | None = None):  # fmt: skip
+                 on_load: Callable[[str, str, int | None, Exception | None], None] | None = None,
+                 on_remove: Callable[[str, str, int], None] | None = None):  # fmt: skip
         self.lake, self.registry = lake, Registry(lake)
         self.datasets, self.artifact_root, self.artifact_options = list(datasets), artifact_root, artifact_options
         self.slots: dict[tuple[str, str], Slot] = {(d, v): Slot() for d in self.datasets for v in VARIANTS}
-        self._on_load = on_load
+        self._on_load, self._on_remove = on_load, on_remove
         self._seen: int | None = -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,7 +129,12 @@ class ModelHolder:
                 if slot.served is None:
                     slot.last_error = f"no {variant!r} alias for {dataset!r} in the registry yet"
             else:
-                slot.served, slot.last_error = None, None
+                old, slot.served, slot.last_error = slot.served, None, None
+                if old is not None:
+                    log.info("serving: %s %s v%s no longer served: the %r alias was removed from the registry", dataset, variant,
+                             old.version, variant)  # fmt: skip
+                    if self._on_remove:
+                        self._on_remove(dataset, variant, old.version)
             return
         if slot.served is not None and slot.served.version == wanted:
             return

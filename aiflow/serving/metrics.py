@@ -20,6 +20,10 @@ class ServingMetrics:
             "aiflow_requests_total", "Prediction requests by dataset, model version, variant, API and status.",
             ["dataset", "version", "variant", "api", "status"], registry=r,
         )  # fmt: skip
+        self.responses = Counter(
+            "aiflow_http_responses_total", "Every response by endpoint (route template) and HTTP status, 5xx included.",
+            ["endpoint", "status"], registry=r,
+        )  # fmt: skip
         self.records = Counter("aiflow_scored_records_total", "Records scored.", ["dataset", "version", "variant"], registry=r)
         self.latency = Histogram(
             "aiflow_request_latency_seconds", "Latency of prediction requests (server side).",
@@ -37,6 +41,10 @@ class ServingMetrics:
         self.shadow_skipped = Counter(
             "aiflow_shadow_skipped_total", "Requests not shadowed because shadow scoring was at its limit.", ["dataset"], registry=r
         )
+        self.slow_clients = Counter(
+            "aiflow_slow_clients_closed_total", "Connections closed because a request's headers or body did not arrive in time.",
+            ["phase"], registry=r,
+        )  # fmt: skip
         self.loaded_version = Gauge("aiflow_model_version", "The version being served.", ["dataset", "variant"], registry=r)
 
     def render(self) -> bytes:

@@ -27,6 +27,7 @@ import polars as pl
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 from aiflow.serving import access_log, reports
 from aiflow.serving.auth import TokenSource
@@ -37,6 +38,7 @@ from aiflow.serving.holder import CANARY, CHALLENGER, CHAMPION, ModelHolder, Ser
 from aiflow.serving.inference_log import InferenceLog, LogBatch, log_table
 from aiflow.serving.metrics import ServingMetrics
 from aiflow.serving.oip import check_version, infer_response, model_metadata, oip_records, requested_outputs
+from aiflow.serving.outcomes import SLOT, Outcomes, prediction_slot
 from aiflow.serving.schema import RecordError, validate_records
 from aiflow.serving.traffic import KEY_HEADER, ShadowGate, choose_variant
 from aiflow.storage.artifacts import ArtifactStore
@@ -114,10 +116,13 @@ async def read_json(request: Request, limit: int) -> object:
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes; send fewer records per request")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPError(413, f"request body is over the limit of {limit} bytes; send fewer records per request")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPError(413, f"request body is over the limit of {limit} bytes; send fewer records per request")
+    except ClientDisconnect:  # the client went away, or was cut off for sending too slowly (aiflow.serving.slow_clients)
+        raise HTTPError(408, "the connection closed before the request body was complete") from None
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -163,17 +168,22 @@ def create_app(config: ServeConfig) -> FastAPI:
         if error is None and version is not None:
             metrics.loaded_version.labels(dataset, variant).set(version)
 
+    def on_remove(dataset: str, variant: str, version: int) -> None:
+        metrics.loaded_version.remove(dataset, variant)  # no gauge left saying a removed alias is served
+
     def on_flush(rows: int, error: Exception | None) -> None:
         metrics.log_flushed.inc(rows)
         if error is not None:
             metrics.log_errors.inc()
 
-    holder = ModelHolder(config.lake, config.datasets, config.artifact_root, config.artifact_options, on_load=on_load)
+    holder = ModelHolder(config.lake, config.datasets, config.artifact_root, config.artifact_options, on_load=on_load,
+                         on_remove=on_remove)  # fmt: skip
     inference_log = InferenceLog(config.lake, interval=config.log_interval, batch_rows=config.log_batch_rows, on_flush=on_flush)
     metrics.log_queue.set_function(inference_log.pending)
     recent = RecentIds(config.remember_ids)
     request_ids = RequestIds()
     gate = ShadowGate(config.shadow_max_pending)
+    shadow_failures: set[tuple[str, int, str]] = set()  # (dataset, version, error type) already logged
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -192,6 +202,21 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="aiflow serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.holder, app.state.inference_log, app.state.metrics = holder, inference_log, metrics
+
+    def on_server_error(slot: dict, status: int) -> None:
+        """A routed request's records answered 5xx: error rows of the variant that failed them (no prediction)."""
+        model, records = slot["model"], slot["records"]
+        metrics.latency.labels(model.dataset, model.variant, slot["api"]).observe(time.perf_counter() - slot["started"])
+        if config.inference_log:
+            n = len(records)
+            inference_log.add_batch(LogBatch(
+                request_ids=request_ids.take(n), records=records, dataset=model.dataset, version=model.version, variant=model.variant,
+                predictions=[None] * n, probabilities=[None] * n, latency_ms=(time.perf_counter() - slot["started"]) * 1000,
+                time=dt.datetime.now(dt.UTC), status=f"error: HTTP {status}",
+            ))  # fmt: skip
+
+    # every response counted; an unhandled error logged once with an id, answered 500, its records logged as error rows
+    app.add_middleware(Outcomes, metrics=metrics, on_server_error=on_server_error)
 
     @app.exception_handler(HTTPError)
     async def _error(request: Request, exc: HTTPError) -> JSONResponse:
@@ -243,10 +268,14 @@ def create_app(config: ServeConfig) -> FastAPI:
                 if config.inference_log:
                     inference_log.add_batch(batch)
                 metrics.requests.labels(name, str(challenger.version), "shadow", api, "ok").inc()
-            except (HTTPError, RecordError) as exc:  # counted and logged; the client already has its answer
+            except Exception as exc:  # counted, and logged once per version and kind of error; the client already has its answer
                 metrics.requests.labels(name, str(challenger.version), "shadow", api, "error").inc()
-                log.error("shadow: %s challenger v%s could not score %d records: %s", name, challenger.version, len(records),
-                          getattr(exc, "message", exc))  # fmt: skip
+                kind = (name, challenger.version, type(exc).__name__)
+                if kind not in shadow_failures:
+                    shadow_failures.add(kind)
+                    log.error("shadow: %s challenger v%s could not score %d records (%s; further ones are counted in "
+                              "aiflow_requests_total{variant=\"shadow\",status=\"error\"}, not logged): %s", name, challenger.version,
+                              len(records), type(exc).__name__, getattr(exc, "message", exc), exc_info=not isinstance(exc, HTTPError | RecordError))  # fmt: skip
             finally:
                 gate.leave()
 
@@ -311,9 +340,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         except (ValueError, pl.exceptions.PolarsError) as exc:
             raise HTTPError(422, f"records do not fit {model.dataset} v{model.version}: {exc}") from None
 
-    def account(model: Served, records: list[dict], values: list[float], probs: list[float] | None, started: float, api: str) -> list[str]:
-        """Request ids for the records; the inference-log rows and the metrics of one answered request."""
-        ids = request_ids.take(len(records))
+    def account(model: Served, records: list[dict], ids: list[str], values: list[float], probs: list[float] | None, started: float,
+                api: str) -> None:  # fmt: skip
+        """The inference-log rows and the metrics of one answered request: called once its answer is built (a request that
+        fails on the way is answered 500 and never logged as a success; :mod:`aiflow.serving.outcomes` counts it)."""
         latency = time.perf_counter() - started
         recent.add(ids)
         if config.inference_log:
@@ -322,14 +352,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                 predictions=values, probabilities=probs if probs is not None else [None] * len(ids),
                 latency_ms=latency * 1000, time=dt.datetime.now(dt.UTC),
             ))  # fmt: skip
-        metrics.requests.labels(model.dataset, str(model.version), model.variant, api, "ok").inc()
         metrics.records.labels(model.dataset, str(model.version), model.variant).inc(len(ids))
         metrics.latency.labels(model.dataset, model.variant, api).observe(latency)
-        return ids
-
-    def failed(name: str, api: str, status: int) -> None:
-        model = holder.get(name) if name in config.datasets else None
-        metrics.requests.labels(name, str(model.version) if model else "", CHAMPION, api, str(status)).inc()
 
     # ------------------------------------------------------------------ open: probes
     @app.get("/v2/health/live")
@@ -373,26 +397,29 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def predict(request: Request) -> Response:
         """Score one or many raw records with a dataset's champion."""
         started = time.perf_counter()
+        slot = prediction_slot(request.scope, "v1")
         auth(request)
         payload = await read_json(request, config.max_body_bytes)
         name = payload.get("dataset") if isinstance(payload, dict) else None
         if not isinstance(name, str):
             raise HTTPError(422, "the body must be {\"dataset\": <name>, \"records\": [{...}, ...]}: 'dataset' is missing")
-        model = route(name, request)
+        slot["dataset"] = name if name in config.datasets else ""  # metric labels: the served names only
+        model = slot["model"] = route(name, request)
         try:
-            records = validate_records(payload.get("records"), model.fields)
+            records = slot["records"] = validate_records(payload.get("records"), model.fields)
         except RecordError as exc:
-            failed(name, "v1", 422)
             raise HTTPError(422, str(exc), problems=exc.details()) from None
         preds, probs = await score_batched(model, records)
         values, probabilities = preds.astype(np.float64).tolist(), probs.tolist() if probs is not None else None
-        ids = account(model, records, values, probabilities, started, "v1")
+        ids = request_ids.take(len(records))
         if probabilities is not None:
             out = [{"request_id": i, "label": p, "probability": q} for i, p, q in zip(ids, preds.tolist(), probabilities, strict=True)]
         else:
             out = [{"request_id": i, "prediction": p} for i, p in zip(ids, values, strict=True)]
         body = {"model": name, "version": model.version, "variant": model.variant, "predictions": out}
-        return json_response(body, background=shadow_task(name, records, ids, "v1"))
+        response = json_response(body, background=shadow_task(name, records, ids, "v1"))
+        account(model, records, ids, values, probabilities, started, "v1")
+        return response
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict:
@@ -478,24 +505,23 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: Request, name: str, version: str | None = None):
         """OIP inference: one input tensor per feature column, 1-D, one element per record."""
+        prediction_slot(request.scope, "v2")["dataset"] = name if name in config.datasets else ""
         auth(request)
         return await oip(_infer)(request, name, version)
 
     async def _infer(request: Request, name: str, version: str | None) -> dict:
         started = time.perf_counter()
         payload = await read_json(request, config.max_body_bytes)
-        model = route(name, request, version)
+        model = request.scope[SLOT]["model"] = route(name, request, version)
         try:
             requested_outputs(payload)
-            records = validate_records(oip_records(payload, model), model.fields)
+            records = request.scope[SLOT]["records"] = validate_records(oip_records(payload, model), model.fields)
         except RecordError as exc:
-            failed(name, "v2", 400)
             raise HTTPError(400, str(exc)) from None
-        except HTTPError:
-            failed(name, "v2", 400)
-            raise
         preds, probs = await score_batched(model, records)
-        ids = account(model, records, preds.astype(np.float64).tolist(), probs.tolist() if probs is not None else None, started, "v2")
-        return JSONResponse(infer_response(payload, model, preds, probs, ids), background=shadow_task(name, records, ids, "v2"))
+        ids = request_ids.take(len(records))
+        response = JSONResponse(infer_response(payload, model, preds, probs, ids), background=shadow_task(name, records, ids, "v2"))
+        account(model, records, ids, preds.astype(np.float64).tolist(), probs.tolist() if probs is not None else None, started, "v2")
+        return response
 
     return app

@@ -95,6 +95,36 @@ def register(lake: Lake, spec: DatasetSpec, artifacts: Path, seed: int, *, promo
     return mv.version
 
 
+#: A model registered with this seed raises on every real record (:func:`faulty_models_env`).
+FAULTY_SEED = 13
+_FAULT = f"""
+import numpy as np
+from aiflow.models import bundle
+
+_predict = bundle.LoadedModel.predict_arrays
+
+
+def predict_arrays(self, cat, num):
+    # the holder's warm-up predicts on zeros and passes; real records have nonzero inputs
+    if "/candidates/seed{FAULTY_SEED}/" in self.uri + "/" and np.any(num):
+        raise RuntimeError("injected fault: this model raises on every real record")
+    return _predict(self, cat, num)
+
+
+bundle.LoadedModel.predict_arrays = predict_arrays
+"""
+
+
+def faulty_models_env(folder: Path) -> dict:
+    """Environment for ``serve(..., env=...)``: in that server, the model registered with ``seed=FAULTY_SEED`` raises a
+    RuntimeError on every real record (a ``sitecustomize`` wraps ``LoadedModel.predict_arrays``: the fault is the only thing
+    simulated; bundle, registry, loading, routing and the app are the real ones)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_FAULT)
+    # the sitecustomize imports aiflow before ``-m`` puts the working directory on sys.path: name this checkout's root
+    return {"PYTHONPATH": os.pathsep.join([str(folder), str(Path(__file__).resolve().parents[3])])}
+
+
 @dataclass
 class Home:
     """An aiflow home (local profile) with spec files and registered champions."""
