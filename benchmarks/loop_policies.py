@@ -37,7 +37,8 @@ DAY0 = dt.date(2026, 1, 5)  # windows are weeks of data time from this Monday
 def default_policy() -> Policy:
     """The shipped defaults as the brief states them: hysteresis 1, cooldown 1 window, the realized signal, and the age
     signal the spec's default max_age_days gives weekly windows (35 days: 5 windows)."""
-    return Policy(hysteresis=1, cooldown_windows=1, use_drift=False, use_estimated=False, use_realized=True, max_age_windows=5)
+    return Policy(hysteresis=1, cooldown_windows=1, use_drift=False, use_estimated=False, use_realized=True, max_age_windows=5,
+                  follow_up_windows=1)
 
 
 @dataclass

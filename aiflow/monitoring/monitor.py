@@ -142,6 +142,7 @@ def policy_of(spec: DatasetSpec) -> Policy:
         use_realized="realized" in r.signals, hysteresis=r.hysteresis, cooldown_days=r.cooldown_days,
         cooldown_windows=spec.monitoring.cooldown_windows(), budget=r.budget,
         budget_days=r.budget_days, max_age_windows=spec.monitoring.max_age_windows() if "age" in r.signals else None,
+        follow_up_windows=r.follow_up_windows,
     )  # fmt: skip
 
 

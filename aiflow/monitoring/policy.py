@@ -48,6 +48,10 @@ class Policy:
             since it started or since the last retrain, whichever is later (None: off). It asks "would a model trained
             on the newest data be better?" when no other signal can: under shadow promotion it costs a challenger's
             training, and only live evidence promotes.
+        follow_up_windows: the age limit of a champion that is itself a retrain's product (it started serving after the
+            last retrain): a world that just changed enough for a challenger to win may not have finished changing
+            (its training window straddles the change), so it is challenged again after this many windows, until a
+            challenger fails to win (then ``max_age_windows`` applies). None: off.
     """
 
     min_rows: int = 500
@@ -66,6 +70,7 @@ class Policy:
     min_drift_share: float = 0.05
     min_drop: float = 0.01
     max_age_windows: int | None = None
+    follow_up_windows: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_rows", "min_labels", "cooldown_days"):
@@ -260,12 +265,16 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     retrains = sorted((d for d in past if d.action == "retrain" and d.window_end <= now.window_end), key=lambda d: d.window_end)
     if policy.max_age_windows is not None and now.rows >= policy.min_rows:
         since = retrains[-1].window_start if retrains else None
-        age = sum(1 for s in history if s.model_version == now.model_version and (since is None or s.window_start > since))
-        if age >= policy.max_age_windows:
+        own = [s.window_start for s in history if s.model_version == now.model_version]
+        age = sum(1 for start in own if since is None or start > since)
+        follow_up = policy.follow_up_windows is not None and since is not None and min(own) > since  # a retrain's product
+        limit = min(policy.follow_up_windows, policy.max_age_windows) if follow_up else policy.max_age_windows
+        why = "since a retrain's product started: the world may still be changing" if follow_up else "since it started or the last retrain"
+        if age >= limit:
             fired.append("age")
-            notes.append(f"age {age} windows >= {policy.max_age_windows} (served by v{now.model_version} since it started or the last retrain)")
+            notes.append(f"age {age} windows >= {limit} (served by v{now.model_version} {why})")
         else:
-            notes.append(f"age {age} of {policy.max_age_windows} windows")
+            notes.append(f"age {age} of {limit} windows")
     if not fired:
         said = "; ".join(notes) or "every signal is switched off"
         return verdict("skip", f"skip: no signal crossed its threshold in {span} ({said}).")

@@ -4,6 +4,7 @@ the right reason, determinism on data time, a regression policy on RMSE, and dec
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -249,3 +250,28 @@ def test_age_starts_a_retrain_once_the_champion_served_long_enough_since_it_star
     # a new version starts its age afresh; off when max_age_windows is None
     assert decide(policy, t, [dc.replace(w, model_version=2) for w in weeks[5:7]], past[:5], running=False).action == "skip"
     assert decide(dc.replace(policy, max_age_windows=None), t, weeks, [], running=False).action == "skip"
+
+
+def test_a_retrain_s_product_is_challenged_again_until_a_challenger_fails_to_win():
+    from aiflow.monitoring.policy import Policy, Thresholds, WindowSignals, decide
+
+    t = Thresholds("roc_auc", 0.5, 0.05, 0.05, 0.75, "calibrated", 8)
+    policy = Policy(min_rows=10, use_drift=False, use_estimated=False, use_realized=True, cooldown_windows=0, max_age_windows=5,
+                    follow_up_windows=1)  # fmt: skip
+
+    def week(i: int, version: int) -> WindowSignals:
+        start = D0 + dt.timedelta(days=7 * i)
+        return WindowSignals(start, start + dt.timedelta(days=6), version, 100, 100, realized_metric=0.75)
+
+    retrain = Decision(week(1, 1).window_start, week(1, 1).window_end, 1, "retrain", "retrain: realized drop")
+    # v2 came out of the retrain at window 1 and serves from window 2: it is challenged at once
+    d = decide(policy, t, [week(2, 2)], [retrain], running=False)
+    assert d.action == "retrain" and d.fired == ("age",) and "retrain's product" in d.reason
+    # its challenger lost (v2 still serves after the retrain at window 2): back to the normal age limit
+    again = Decision(week(2, 2).window_start, week(2, 2).window_end, 2, "retrain", "retrain: age")
+    d = decide(policy, t, [week(2, 2), week(3, 2)], [retrain, again], running=False)
+    assert d.action == "skip" and "age 1 of 5 windows" in d.reason
+    # the first model is no retrain's product: the normal limit; and off, the follow-up waits for the normal limit
+    assert decide(policy, t, [week(0, 1)], [], running=False).action == "skip"
+    off = dataclasses.replace(policy, follow_up_windows=None)
+    assert decide(off, t, [week(2, 2)], [retrain], running=False).action == "skip"
