@@ -233,25 +233,29 @@ class LatencyReading:
 def latency_gate(reading: LatencyReading | float, budget: float, factor: float = 1.5) -> GateResult:
     """Within the absolute ``budget`` (ms per 1,000 rows), or, with a champion, at most ``factor`` times slower than the
     champion measured interleaved in the same run: a wall-clock budget alone fails good models on a busy machine, and a
-    ratio alone fails a fast model of another family for a millisecond. Fails only when both say no. The detail states
-    the repeats' spread."""
+    ratio alone fails a fast model of another family for a millisecond. Fails only when both say no.
+
+    Judged on the *fastest* of the repeats of each model: a busy machine only ever adds time, so the fastest of
+    interleaved repeats is the least disturbed estimate of what the model costs (the medians and the spread are stated
+    with the verdict). Measured: on a shared machine under load a candidate's repeats spanned 58-1,196 ms, median 353 ms.
+    """
     if not isinstance(reading, LatencyReading):
         reading = LatencyReading(float(reading), (float(reading), float(reading)))
-    c = reading.candidate_ms
-    spread = f"{reading.candidate_range[0]:.1f}–{reading.candidate_range[1]:.1f} over {reading.repeats} runs"
+    c = reading.candidate_range[0]
+    spread = f"fastest of {reading.repeats} runs; median {reading.candidate_ms:.1f}, range {reading.candidate_range[0]:.1f}–{reading.candidate_range[1]:.1f}"
     if reading.champion_ms is None or reading.champion_ms <= 0:
         ok = c <= budget
         detail = f"{c:.1f} ms per 1,000 rows ({spread}), budget {budget:.0f} ms (no champion to compare with)" + (
             "." if ok else f" (over by {c - budget:.1f} ms)."
         )
         return GateResult("latency", ok, c, budget, detail, budget - c)
-    limit = max(factor * reading.champion_ms, budget)
-    ok = c <= limit
     lo, hi = reading.champion_range or (reading.champion_ms, reading.champion_ms)
+    limit = max(factor * lo, budget)
+    ok = c <= limit
     detail = (
-        f"{c:.1f} ms per 1,000 rows ({spread}) vs the champion's {reading.champion_ms:.1f} ms ({lo:.1f}–{hi:.1f}) measured "
-        f"interleaved in the same run: {c / reading.champion_ms:.2f}x; allowed: at most {factor:g}x or within the budget of "
-        f"{budget:.0f} ms" + ("." if ok else f" (over by {c - limit:.1f} ms).")
+        f"{c:.1f} ms per 1,000 rows ({spread}) vs the champion's {lo:.1f} ms (median {reading.champion_ms:.1f}, range "
+        f"{lo:.1f}–{hi:.1f}) measured interleaved in the same run: {c / lo:.2f}x; allowed: at most {factor:g}x or within the "
+        f"budget of {budget:.0f} ms" + ("." if ok else f" (over by {c - limit:.1f} ms).")
     )
     return GateResult("latency", ok, c, limit, detail, limit - c)
 
