@@ -287,9 +287,10 @@ def candidates(spec: DatasetSpec) -> list[Candidate]:
     base = policy_of(spec)
 
     def signals(*names: str, **extra) -> Policy:
-        return dataclasses.replace(
-            base, use_drift="drift" in names, use_estimated="estimated" in names, use_realized="realized" in names, **extra
-        )
+        return dataclasses.replace(  # the signals named, without the age signals (the older rows of the table)
+            base, use_drift="drift" in names, use_estimated="estimated" in names, use_realized="realized" in names,
+            max_age_windows=None, follow_up_windows=None, **extra,
+        )  # fmt: skip
 
     return [
         Candidate("never retrain", None),

@@ -213,8 +213,8 @@ def test_better_candidate_is_promoted(world, better):
     # the paired offline evidence against the champion on the same test rows: the gain and its bounds, in the registry too
     evaluation = _meta(better, "flights__evaluation")
     gain, low, high = (evaluation[f"test_gain_vs_champion{s}"].value for s in ("", "_low", "_high"))
-    assert low <= gain <= high and gain == pytest.approx(v2.metrics["test_roc_auc"] - evaluation["champion_test_roc_auc"].value, abs=1e-6)
-    assert v2.metrics["test_gain_vs_champion_low"] == pytest.approx(low)
+    assert low <= gain <= high and gain == pytest.approx(v2.metrics["test_roc_auc"] - evaluation["champion_test_roc_auc"].value, abs=2e-6)
+    assert v2.metrics["test_gain_vs_champion_low"] == pytest.approx(low, abs=1e-6)  # the metadata rounds to 6 decimals
 
 
 def test_rollback_restores_the_previous_champion(world, rolled_back):

@@ -66,7 +66,7 @@ class FakeWindows:
 
 
 def test_a_retrain_deploys_the_next_week_s_model_from_the_next_window_under_the_guardrails(spec):
-    realized_only = dataclasses.replace(policy_of(spec), use_drift=False, use_estimated=False, use_realized=True)
+    realized_only = dataclasses.replace(policy_of(spec), use_drift=False, use_estimated=False, use_realized=True, max_age_windows=None, follow_up_windows=None)
     models = FakeModels()
     outcome = replay(Candidate("realized only", realized_only), models, FakeWindows(), spec)
     # the drop passes 0.05 at three weeks old and holds a second window (hysteresis 2): retrain at the 5th window;
@@ -104,7 +104,7 @@ def test_a_table_row_weights_the_mean_by_rows_and_names_the_worst_window():
 
 
 def test_the_schedule_adds_its_retrains_to_the_sensor_s(spec):
-    realized_only = dataclasses.replace(policy_of(spec), use_drift=False, use_estimated=False, use_realized=True)
+    realized_only = dataclasses.replace(policy_of(spec), use_drift=False, use_estimated=False, use_realized=True, max_age_windows=None, follow_up_windows=None)
     outcome = replay(Candidate("realized + monthly", realized_only, schedule=True), FakeModels(), FakeWindows(), spec)
     # the sensor at 29 April (as alone); the schedule on 6 May and 3 June, its models served from the week after
     assert outcome.retrains == [D(2013, 4, 29), D(2013, 5, 6), D(2013, 6, 3)]
@@ -133,7 +133,7 @@ class ShadowWindows(FakeWindows):
 
 
 def test_the_shipped_loop_promotes_a_challenger_only_on_evidence(spec):
-    realized = dataclasses.replace(policy_of(spec), use_drift=False, use_estimated=False, use_realized=True)
+    realized = dataclasses.replace(policy_of(spec), use_drift=False, use_estimated=False, use_realized=True, max_age_windows=None, follow_up_windows=None)
     shadow = challenger_policy_of(spec)
     # fresh models are better: the first retrain (29 April) is promoted at once on its offline rows
     better = replay(Candidate("shipped", realized, shadow=shadow, news=True), FakeModels(), ShadowWindows(D(2013, 5, 6)), spec)
