@@ -158,8 +158,9 @@ def paired_latency(candidate, champion, rows: pl.DataFrame, repeats: int = 7) ->
             models[name].predict(sample)
             times[name].append((time.perf_counter() - start) * scale)
     c, r = times["candidate"], times["champion"]
+    ratio = statistics.median(a / b for a, b in zip(c, r, strict=True) if b > 0) if r and any(b > 0 for b in r) else None
     return LatencyReading(
-        statistics.median(c), (min(c), max(c)), statistics.median(r) if r else None, (min(r), max(r)) if r else None, repeats
+        statistics.median(c), (min(c), max(c)), statistics.median(r) if r else None, (min(r), max(r)) if r else None, repeats, ratio
     )
 
 
