@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from aiflow.storage.lake import Lake, Tables
+
+pytestmark = pytest.mark.slow  # end to end: run by ./scripts/test after the default suite
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.s3_loop import LoopRun
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]  # end to end: run by ./scripts/test after the default suite
 
 
 def _secrets(run: LoopRun) -> dict[str, str]:

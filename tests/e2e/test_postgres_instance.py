@@ -15,6 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 import yaml
 from dagster import (
     AssetCheckKey,
@@ -28,6 +29,8 @@ from dagster import (
 )
 
 from tests.aiflow.tiny import TINY, TRIPS_ROWS, csv_bytes, write_file
+
+pytestmark = pytest.mark.slow  # end to end: run by ./scripts/test after the default suite
 
 if TYPE_CHECKING:  # not imported at run time: the restarted daemon process imports this module
     from tests.fixtures.postgres import PostgresServer

@@ -14,7 +14,7 @@ import pytest
 from tests.aiflow.monitoring.world import rides_spec
 from tests.e2e.s3_loop import ROWS_PER_DAY, SERVED, LoopRun
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]  # end to end: run by ./scripts/test after the default suite
 
 
 def test_the_whole_loop_writes_every_table_and_report_under_the_s3_lake(s3_loop_run: LoopRun):

@@ -12,7 +12,7 @@ from resources.profiles import resources_for
 from resources.storage import ArtifactsResource
 from tests.dagster_helpers import DATA_PLANE
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]  # end to end: run by ./scripts/test after the default suite
 
 
 def _upload(client, bucket: str, prefix: str, folder) -> list[str]:
