@@ -11,7 +11,7 @@ from aiflow.evaluation.metrics import PRIMARY
 from aiflow.evaluation.paired import Evidence
 from aiflow.evaluation.validation import ModelRef, load_model
 from aiflow.models.bundle import verify_bundle
-from aiflow.models.candidates import Handoffs
+from aiflow.models.candidates import HandoffNotFoundError, Handoffs
 from aiflow.models.metric_names import NAIVE, prefixed, registry_metrics
 from aiflow.models.model_card import model_card
 from aiflow.models.registry import Registry
@@ -178,7 +178,10 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         )
         version = found.record.version
         context.log.info(f"promoting {found.how}: v{version} (candidate {found.record.candidate_id})")
-        evaluation = store_evaluation(store, spec, found.record.candidate_id)
+        try:  # the evaluation the registered candidate passed (its offline evidence against the champion)
+            evaluation = Handoffs(store).resolve_evaluation(spec.name, run_ids=(), candidate_id=found.record.candidate_id).record
+        except HandoffNotFoundError:
+            evaluation = None
         alias, reason = promotion_alias(spec, config.policy, registry.alias(spec.name, "champion"), evaluation, config.reason)
         before = registry.alias(spec.name, alias)
         registry.promote(spec.name, version, reason=reason, actor=actor(context), alias=alias)
@@ -192,12 +195,6 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         return MaterializeResult(metadata=meta)
 
     return _champion
-
-
-def store_evaluation(store, spec: DatasetSpec, candidate_id: str):
-    """The newest evaluation of ``candidate_id`` (None when it was registered without one)."""
-    found = [e for e in Handoffs(store).evaluations(spec.name) if e.candidate_id == candidate_id]
-    return found[-1] if found else None
 
 
 def promotion_alias(spec: DatasetSpec, policy: str, champion: int | None, evaluation, reason: str) -> tuple[str, str]:

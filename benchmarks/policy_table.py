@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -52,7 +51,7 @@ from aiflow.evaluation.paired import paired_evidence
 from aiflow.models.bundle import LoadedModel, load_bundle
 from aiflow.models.reference import LABEL, PREDICTION, load_reference
 from aiflow.monitoring.challenger import ChallengerPolicy, challenger_policy_of, decisive_offline, judge
-from aiflow.monitoring.drift import detect_drift, weighted_share
+from aiflow.monitoring.drift import columns_share, detect_drift, weighted_share
 from aiflow.monitoring.monitor import ModelContext, _drift_options, policy_of, thresholds_for
 from aiflow.monitoring.performance import Calibrator, live_performance
 from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide
@@ -230,7 +229,7 @@ class Windows:
             self.drift_s += time.monotonic() - t0
             both = far.join(near.select("column", pl.col("drifted").alias("near")), on="column").with_columns(pl.col("drifted") & pl.col("near"))
             inputs = both.filter(pl.col("column") != PREDICTION)
-            self.news[key] = weighted_share(SimpleNamespace(columns=inputs, share=float(inputs["drifted"].mean())), reference.importance)
+            self.news[key] = columns_share(inputs, reference.importance)
         return self.news[key]
 
     def measure(self, start: dt.date, served: Served) -> Measured:
@@ -394,7 +393,7 @@ def replay(candidate: Candidate, models: Models, windows: Windows, spec: Dataset
             if candidate.shadow is None:
                 promote_next, promoted = fresh, True
             else:
-                test = [d for d in windows.starts[max(0, i - 1) : i + 1]]  # its test rows: the 14 days before its week
+                test = windows.starts[max(0, i - 1) : i + 1]  # its test rows: the 14 days before its week
                 offline = paired_evidence(np.concatenate([windows.labels(d) for d in test]), np.concatenate([windows.scores(d, serving) for d in test]),
                                           np.concatenate([windows.scores(d, fresh) for d in test]), "roc_auc")  # fmt: skip
                 if decisive_offline(candidate.shadow, offline):

@@ -224,11 +224,17 @@ def weighted_share(result: DriftResult, importance: Mapping[str, float]) -> floa
 
     When every tested column has zero importance, this is the plain drifted share.
     """
-    weights = [max(float(importance.get(c, 0.0)), 0.0) for c in result.columns["column"]]
+    return columns_share(result.columns, importance)
+
+
+def columns_share(columns: pl.DataFrame, importance: Mapping[str, float]) -> float:
+    """:func:`weighted_share` of per-column verdicts (``column``, ``drifted``), e.g. a subset of a result's columns or
+    verdicts combined from two comparisons."""
+    weights = [max(float(importance.get(c, 0.0)), 0.0) for c in columns["column"]]
     total = sum(weights)
     if total == 0:
-        return result.share
-    drifted = sum(w for w, d in zip(weights, result.columns["drifted"], strict=True) if d)
+        return float(columns["drifted"].mean() or 0.0)
+    drifted = sum(w for w, d in zip(weights, columns["drifted"], strict=True) if d)
     return drifted / total
 
 

@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -25,7 +25,7 @@ from aiflow.models.reference import Reference, read_reference
 from aiflow.models.registry import Registry, UnknownVersionError
 from aiflow.monitoring import history, windows
 from aiflow.monitoring.calibration import calibrate
-from aiflow.monitoring.drift import detect_drift, drift_report_html, weighted_share
+from aiflow.monitoring.drift import columns_share, detect_drift, drift_report_html
 from aiflow.monitoring.loss_estimation import LossEstimator
 from aiflow.monitoring.performance import (
     ESTIMATED_ABSOLUTE_ERROR,
@@ -340,7 +340,7 @@ def _compare(
         columns = columns.with_columns(pl.lit(None, pl.Float64).alias("recent_score"), pl.lit(None, pl.Boolean).alias("recent_drifted"))
     features = columns.filter(~pl.col("column").is_in([PREDICTION, LABEL]))
     share = float(features["drifted"].mean() or 0.0)
-    weighted = weighted_share(replace(drift, columns=features.select(drift.columns.columns), share=share), ctx.reference.importance)
+    weighted = columns_share(features, ctx.reference.importance)
     history.replace_drift(
         lake, spec.name,
         columns.with_columns(

@@ -36,7 +36,7 @@ from aiflow.monitoring.monitor import (
 from aiflow.monitoring.policy import Decision, Thresholds, decide
 from aiflow.monitoring.retrain import _thresholds, run_key, window_signals
 from aiflow.serving.batch import SCORE
-from aiflow.spec import EVENT_DATE, DatasetSpec
+from aiflow.spec import EVENT_DATE, DatasetSpec, window_start_of
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake, Tables
 
@@ -98,7 +98,7 @@ def recent_frame(lake: Lake, spec: DatasetSpec, ctx, start: dt.date) -> pl.DataF
     """The recent range the window starting ``start`` is compared with: the served records of the window before it
     (whatever version served them, encoded by ``ctx``'s encoder), or, with fewer than ``MIN_RECENT_ROWS``, the reference's
     valid rows (the newest rows the model saw)."""
-    before = shadow.window_before(start, spec.monitoring.window)
+    before = window_start_of(start - dt.timedelta(days=1), spec.monitoring.window)
     rows = _scored(lake, spec, before) if before >= windows.first_window(spec) else pl.DataFrame()
     if rows.height >= MIN_RECENT_ROWS:
         return served_frame(rows, spec, ctx)

@@ -21,7 +21,7 @@ from aiflow.models.registry import Registry
 from aiflow.monitoring import windows
 from aiflow.monitoring.challenger import Verdict, challenger_policy_of, judge
 from aiflow.monitoring.performance import scored_with_labels
-from aiflow.spec import DatasetSpec, window_after
+from aiflow.spec import DatasetSpec, window_start_of
 from aiflow.storage.lake import Lake
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -74,15 +74,15 @@ def judge_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, actor: str, a
     if challenger is None or champion is None or challenger == champion:
         return None
     policy = challenger_policy_of(spec)
-    if not paired_rows(lake, spec, start, champion=champion, challenger=challenger).height:
-        return None
     frames, day = [], start
     for _ in range(policy.max_windows):  # this window and the ones before it, newest first, while the challenger scored
         rows = paired_rows(lake, spec, day, champion=champion, challenger=challenger)
         if not rows.height:
             break
         frames.append(rows)
-        day = window_before(day, spec.monitoring.window)
+        day = window_start_of(day - dt.timedelta(days=1), spec.monitoring.window)
+    if not frames:
+        return None
     rows = pl.concat(frames).filter(pl.col("label").is_not_null())
     metric = "roc_auc" if spec.problem_type == "classification" else "rmse"
     evidence = paired_evidence(rows["label"], rows["champion_score"], rows["challenger_score"], metric, confidence=policy.confidence)
@@ -96,12 +96,3 @@ def judge_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, actor: str, a
         registry.remove_alias(spec.name, CHALLENGER, reason=verdict.reason, actor=actor)
         applied = True
     return ShadowOutcome(challenger, champion, len(frames), verdict, applied)
-
-
-def window_before(start: dt.date, window: str) -> dt.date:
-    """The start of the window before the one starting ``start``."""
-    if window == "monthly":
-        return (start - dt.timedelta(days=1)).replace(day=1)
-    before = start - dt.timedelta(days=1 if window == "daily" else 7)
-    assert window_after(before, window) == start
-    return before
