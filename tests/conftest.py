@@ -1,4 +1,4 @@
-"""Shared fixtures: the demo spec, a lake in tmp_path, demo landing files."""
+"""Shared fixtures: the demo spec, a lake in tmp_path, demo landing files, a monitored "rides" world."""
 
 from __future__ import annotations
 
@@ -30,3 +30,16 @@ def demo_landing(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo_landing")
     write_landing(root, days=5, start=dt.date(2013, 1, 1))
     return root
+
+
+#: Drift alone fires, at once, with no cooldown: the window and sensor tests steer the signals by shifting weeks.
+DRIFT_POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "cooldown_days": 0}}
+
+
+@pytest.fixture(scope="session")
+def drift_world(tmp_path_factory):
+    """A rides world (tests/aiflow/monitoring/world.py) under DRIFT_POLICY, built once per session (it trains a model).
+    Read-only: tests copy it."""
+    from tests.aiflow.monitoring.world import build_world, rides_spec
+
+    return build_world(tmp_path_factory.mktemp("drift-world"), rides_spec(**DRIFT_POLICY))

@@ -18,20 +18,14 @@ from dagster import AssetKey, DagsterInstance, build_sensor_context
 from aiflow.models.registry import Registry
 from definitions import build_definitions
 from resources.profiles import local_resources
-from tests.aiflow.monitoring.world import SERVED, World, build_world, rides_spec, serve_week
-
-POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "cooldown_days": 0}}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> World:
-    return build_world(tmp_path_factory.mktemp("monitoring-sensor-world"), rides_spec(**POLICY))
+from tests.aiflow.monitoring.world import SERVED, World, serve_week
 
 
 @pytest.fixture
-def world(built: World, tmp_path) -> World:
-    shutil.copytree(built.home, tmp_path / "home")
-    return World(tmp_path / "home", built.spec, built.version)
+def world(drift_world: World, tmp_path) -> World:
+    """A copy of the session's drift world (tests/conftest.py)."""
+    shutil.copytree(drift_world.home, tmp_path / "home")
+    return World(tmp_path / "home", drift_world.spec, drift_world.version)
 
 
 def definitions_for(world: World):
