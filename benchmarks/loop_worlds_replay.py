@@ -105,16 +105,23 @@ def replay(world: World, seed: int, root: Path, tick: int) -> tuple[pl.DataFrame
     cmd = [sys.executable, "-m", "aiflow.cli.main", "replay", "--spec", str(spec_path), "--data", str(data), "--home", str(home),
            "--first-train", f"{7 * TRAIN_WINDOWS}d", "--label-delay", f"{delay_days}d", "--tick", str(tick)]  # fmt: skip
     t0 = time.monotonic()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    lines = []
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        assert process.stdout is not None
+        for line in process.stdout:  # the replay's progress lines, as they come
+            lines.append(line)
+            if line.startswith("["):
+                print(f"  {line.rstrip()}", flush=True)
     wall = time.monotonic() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"aiflow replay failed on {world.name} (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
+    out = "".join(lines)
+    if process.returncode != 0:
+        raise SystemExit(f"aiflow replay failed on {world.name} (exit {process.returncode}):\n{out[-4000:]}")
     from aiflow.cli.replay_report import summary
     from aiflow.spec import load_spec
     from aiflow.storage.lake import Lake
 
     table = summary(Lake(str(home / "lake")), load_spec(spec_path))
-    return table, done.stdout, wall
+    return table, out, wall
 
 
 def real_figures(world: World, table: pl.DataFrame) -> dict:
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             real, engine = real_figures(world, table), engine_figures(world, args.seed)
             rows.append({"world": world.name, "seed": args.seed, "metric": world.metric, "change_at": world.change_at,
                          "truth": world.truth, "wall_s": round(wall), "real": real, "engine": engine})  # fmt: skip
-            print("\n".join(line for line in out.splitlines() if line.startswith(("[", "window ")) or line[:2] == "20"), flush=True)
+            print("\n".join(line for line in out.splitlines() if line.startswith("window ") or line[:2] == "20"), flush=True)
             d = engine["default"]
             print(f"  real loop: {real['retrains']} retrains, {real['promotions']} promotions at windows {real['promoted_at']}, "
                   f"delay {real['detection_delay_windows']}, live {world.metric} {real['live_metric']} ({wall:.0f} s)\n"
