@@ -8,6 +8,8 @@ does not give a threshold of zero.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -94,7 +96,10 @@ def calibrate(
     if chunks < 2 or train.height < chunks * min_chunk_rows or valid.height < min_chunk_rows:
         usable = valid if valid.height else reference
         ref_metric = _realized(usable, problem_type, metric, threshold)
-        return fallback_thresholds(policy, metric, ref_metric)
+        # too few rows to calibrate on, enough to measure the metric's sampling noise: fixed thresholds never below it
+        noise = _relative(bootstrap_std(usable, problem_type, metric, threshold), problem_type, ref_metric)
+        fixed = fallback_thresholds(policy, metric, ref_metric)
+        return dataclasses.replace(fixed, noise_std=noise, noise_rows=usable.height if noise else 0, noise_k=k)
     ref_metric = _realized(valid, problem_type, metric, threshold)
     cols = list(kinds)
     index = pl.int_range(pl.len(), dtype=pl.Int64)
@@ -128,10 +133,15 @@ def calibrate(
         return max(spread, policy.min_drop)
 
     est = drop(estimated) if problem_type == "classification" else policy.fallback_relative_increase
-    noise = bootstrap_std(valid, problem_type, metric, threshold)
-    if noise is not None and problem_type == "regression" and ref_metric:
-        noise /= ref_metric  # RMSE / MAE drops are relative increases
+    noise = _relative(bootstrap_std(valid, problem_type, metric, threshold), problem_type, ref_metric)
     return Thresholds(metric, drift, est, drop(realized), ref_metric, "calibrated", chunks, noise, valid.height, k)
+
+
+def _relative(noise: float | None, problem_type: str, ref_metric: float | None) -> float | None:
+    """RMSE / MAE drops are relative increases: their noise too."""
+    if noise is not None and problem_type == "regression" and ref_metric:
+        return noise / ref_metric
+    return noise
 
 
 def bootstrap_std(rows: pl.DataFrame, problem_type: str, metric: str, threshold: float, *, resamples: int = 200,

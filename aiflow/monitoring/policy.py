@@ -124,11 +124,14 @@ class Thresholds:
     noise_k: float = 3.0
 
     def noise_floor(self, rows: int) -> float:
-        """The smallest drop a window of ``rows`` rows can show beyond sampling noise: k · std, scaled by √(n₀ / n);
-        0 without a measured noise or rows."""
+        """The smallest drop a window of ``rows`` rows can show beyond sampling noise; 0 without a measured noise or rows.
+
+        A drop compares two estimates, each with its own sampling noise: the reference metric (std ``noise_std`` on
+        ``noise_rows`` rows) and the window's (the same std scaled by √(n₀ / n)), so the floor is
+        k · std · √(1 + n₀ / n). A small reference (a fallback on a few dozen held-out rows) has a wide floor."""
         if not self.noise_std or self.noise_rows <= 0 or rows <= 0:
             return 0.0
-        return self.noise_k * self.noise_std * (self.noise_rows / rows) ** 0.5
+        return self.noise_k * self.noise_std * (1 + self.noise_rows / rows) ** 0.5
 
     def __post_init__(self) -> None:
         if self.metric not in HIGHER_IS_BETTER:

@@ -120,6 +120,9 @@ def test_a_small_reference_gets_the_labelled_fallback():
     assert (t.source, t.chunks) == ("fallback", 0)
     assert (t.drift_share, t.estimated_drop) == (POLICY.fallback_drift_share, POLICY.fallback_drop)
     assert t.reference_metric is not None and not calls
+    # too few rows to calibrate on, enough to measure the reference metric's own noise: the fixed thresholds get its floor
+    assert t.noise_rows == 100 and t.noise_std is not None and 0.005 < t.noise_std < 0.2
+    assert t.noise_floor(300) > POLICY.fallback_drop
 
 
 def test_a_perfectly_stable_reference_gets_floored_thresholds():

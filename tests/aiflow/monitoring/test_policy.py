@@ -193,16 +193,31 @@ def test_the_spec_converts_cooldown_days_to_windows(window, days, expected):
 
 
 def test_a_metric_threshold_is_never_below_the_window_s_sampling_noise():
-    """A calibration that came out at 0.012 (its 8 chunks happened to agree) would fire on a 0.05 wobble of a window with
-    650 labels; the floor from the bootstrap noise (0.02 at 650 rows, k=3: 0.06) holds it, and lets it through once the
-    window has 10x the labels (0.019)."""
-    tight = Thresholds("roc_auc", 0.3, 0.012, 0.012, 0.8, "calibrated", 8, noise_std=0.02, noise_rows=650, noise_k=3.0)
+    """A calibration that came out at 0.012 (its 8 chunks happened to agree) would fire on a 0.04 wobble of a window with
+    650 labels. The floor holds it: the drop compares the reference's metric (bootstrap std 0.005 on 6,500 rows) with the
+    window's (0.005 · √10 on 650 rows), so k=3 gives 3 · 0.005 · √11 = 0.050; with 10x the labels, 3 · 0.005 · √2 = 0.021
+    lets it through."""
+    tight = Thresholds("roc_auc", 0.3, 0.012, 0.012, 0.8, "calibrated", 8, noise_std=0.005, noise_rows=6500, noise_k=3.0)
     policy = Policy(min_rows=100, min_labels=50, use_drift=False, use_estimated=False, hysteresis=1, budget=9, budget_days=365)
-    few = decide(policy, tight, [window(0, realized=0.75, labelled=650)], [], running=False)
-    assert few.action == "skip" and "realized roc_auc drop 0.050 <= 0.060" in few.reason
-    many = decide(policy, tight, [window(0, realized=0.75, labelled=6500)], [], running=False)
-    assert many.action == "retrain" and "realized roc_auc drop 0.050 > 0.019" in many.reason
-    assert tight.noise_floor(650) == pytest.approx(0.06) and Thresholds("roc_auc", 0.3, 0.01, 0.01, 0.8).noise_floor(650) == 0.0
+    few = decide(policy, tight, [window(0, realized=0.76, labelled=650)], [], running=False)
+    assert few.action == "skip" and "realized roc_auc drop 0.040 <= 0.050" in few.reason
+    many = decide(policy, tight, [window(0, realized=0.76, labelled=6500)], [], running=False)
+    assert many.action == "retrain" and "realized roc_auc drop 0.040 > 0.021" in many.reason
+    assert tight.noise_floor(650) == pytest.approx(3 * 0.005 * 11**0.5) and Thresholds("roc_auc", 0.3, 0.01, 0.01, 0.8).noise_floor(650) == 0.0
+    # however many rows the window has, the reference's own noise stays: never below k · std
+    assert tight.noise_floor(10**9) == pytest.approx(3 * 0.005, rel=1e-4)
+
+
+def test_a_reference_of_a_few_dozen_rows_cannot_make_noise_look_like_a_drop():
+    """Sparse labels leave a model 73 held-out labelled rows: too few to calibrate on (fixed fallback 0.03), and its
+    reference metric is itself noisy (bootstrap std 0.04). A window of 300 labels 0.076 below it is within the noise of
+    the two estimates (floor 3 · 0.04 · √(1 + 73/300) = 0.134); a changed concept (0.54 below) is not."""
+    fallback = Thresholds("roc_auc", 0.3, 0.03, 0.03, 0.86, "fallback", 0, noise_std=0.04, noise_rows=73, noise_k=3.0)
+    policy = Policy(min_rows=100, min_labels=200, use_drift=False, use_estimated=False, hysteresis=1, budget=9, budget_days=365)
+    wobble = decide(policy, fallback, [window(0, realized=0.784, labelled=300)], [], running=False)
+    assert wobble.action == "skip" and "realized roc_auc drop 0.076 <= 0.134" in wobble.reason
+    change = decide(policy, fallback, [window(0, realized=0.32, labelled=300)], [], running=False)
+    assert change.action == "retrain" and "realized roc_auc drop 0.540 > 0.134" in change.reason
     # read back from a thresholds row saved before the floor existed: no floor, no error
     old = Thresholds.from_dict({"metric": "roc_auc", "drift_share": 0.3, "estimated_drop": 0.05, "realized_drop": 0.05,
                                 "reference_metric": 0.8, "noise_std": None, "noise_rows": None})  # fmt: skip
