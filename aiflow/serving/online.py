@@ -3,7 +3,7 @@
 Traffic: the ``canary`` alias answers ``canary_fraction`` of requests (sticky per ``X-Request-Key``), the
 ``challenger`` scores in shadow (:mod:`aiflow.serving.traffic`). Endpoints: ``POST /v1/predict``, ``POST /v1/feedback``, ``GET /v1/models``, ``GET /metrics``, and the OIP REST
 API (``/v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{name}``, ``.../ready``, ``.../infer``,
-also under ``/versions/{v}``). Every endpoint but the health probes needs ``Authorization: Bearer <token>``
+also under ``/versions/{v}``), ``GET /openapi.json`` (:mod:`aiflow.serving.openapi`). Every endpoint but the health probes needs ``Authorization: Bearer <token>``
 (:mod:`aiflow.serving.auth`). The model name is the dataset's name. Bodies over ``max_body_bytes`` get 413.
 """
 
@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
-from aiflow.serving import access_log, reports
+from aiflow.serving import access_log, openapi, reports
 from aiflow.serving.auth import TokenSource
 from aiflow.serving.batcher import MicroBatcher
 from aiflow.serving.errors import HTTPError
@@ -459,6 +459,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         """Prometheus metrics."""
         auth(request)
         return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/openapi.json")
+    async def openapi_document(request: Request) -> dict:
+        """The OpenAPI document of what this server serves now (aiflow.serving.openapi)."""
+        auth(request)
+        loaded = {name: holder.get(name) for name in config.datasets}
+        return openapi.document({name: m.fields if m is not None else None for name, m in loaded.items()})
 
     @app.get("/v2")
     async def server_metadata(request: Request) -> dict:

@@ -256,3 +256,28 @@ def test_a_cpu_burner_does_not_make_an_equal_candidate_fail_and_a_three_times_sl
 def _burn() -> None:
     while True:
         pass
+
+
+def test_a_value_exactly_on_a_bound_or_tolerance_passes_and_the_next_step_fails():
+    """The bounds are inclusive: a floor, a ceiling, a champion or slice tolerance, or a latency budget met exactly passes
+    (margin 0); one binary step past it fails. Values are exact in binary so the boundary is the boundary."""
+    floor, ceiling = absolute_gates({"roc_auc": 0.75, "rmse": 10.0}, GateConfig(absolute={"roc_auc": 0.75, "rmse": 10.0}))
+    assert floor.passed and floor.margin == 0.0 and "misses" not in floor.detail
+    assert ceiling.passed and ceiling.margin == 0.0
+    below, above = absolute_gates({"roc_auc": 0.7499999, "rmse": 10.0000001}, GateConfig(absolute={"roc_auc": 0.75, "rmse": 10.0}))
+    assert not below.passed and not above.passed
+
+    on_tolerance = champion_gate("roc_auc", 0.5, 0.75, tolerance=0.25)
+    assert on_tolerance.passed and on_tolerance.margin == 0.0 and "no regression beyond" in on_tolerance.detail
+    assert champion_gate("rmse", 10.5, 10.0, tolerance=0.5).passed
+    assert not champion_gate("roc_auc", 0.4999999, 0.75, tolerance=0.25).passed
+    assert not champion_gate("rmse", 10.5000001, 10.0, tolerance=0.5).passed
+
+    champ = pl.DataFrame({"slice": ["carrier"], "value": ["AA"], "roc_auc": [0.75]})
+    on_slice = slice_gate("roc_auc", pl.DataFrame({"slice": ["carrier"], "value": ["AA"], "roc_auc": [0.5]}), champ, 0.25)
+    assert on_slice.passed and on_slice.margin == 0.0
+    assert not slice_gate("roc_auc", pl.DataFrame({"slice": ["carrier"], "value": ["AA"], "roc_auc": [0.4999999]}), champ, 0.25).passed
+
+    assert latency_gate(250.0, 250.0).passed and not latency_gate(250.0001, 250.0).passed
+    tie = baseline_gate("roc_auc", 0.75, 0.75, True)  # beating the naive reference is strict: a tie does not beat it
+    assert not tie.passed and tie.margin == 0.0

@@ -98,7 +98,9 @@ def test_the_digest_covers_the_reference(trained, tmp_path):
     shutil.copytree(original.root, tmp_path / "artifacts")
     store = ArtifactStore(tmp_path / "artifacts")
     bundle = result.artifact_uri.removeprefix(original.root + "/")
-    assert load_reference(store, bundle, result.artifact_sha256, result.bundle_files) is not None
+    copied = load_reference(store, bundle, result.artifact_sha256, result.bundle_files)  # the untouched copy reads as the original
+    source = load_reference(original, result.artifact_uri, result.artifact_sha256, result.bundle_files)
+    assert copied.sample.height > 0 and copied.sample.equals(source.sample) and copied.meta == source.meta
     path = f"{bundle}/{PARQUET}"
     data = bytearray(store.get_bytes(path))
     data[len(data) // 2] ^= 0xFF

@@ -172,6 +172,27 @@ def test_batch_scored_partitions_are_compared_with_the_reference_of_the_version_
     assert set(table["source"]) == {"batch"}
 
 
+def test_the_cbpe_calibrator_and_the_loss_estimator_are_fitted_on_the_reference_s_valid_rows(built_classification, built_regression):
+    """Not the train rows: the model fits those too well, and a calibrator learnt there would trust it too much."""
+    from aiflow.models.reference import LABEL, PREDICTION
+    from aiflow.monitoring.loss_estimation import LossEstimator
+    from aiflow.monitoring.performance import Calibrator
+
+    context = refs(built_classification).get(built_classification.version)
+    valid, train = context.reference.valid(), context.reference.train()
+    assert valid.height >= 50 and train.height >= 50  # both splits could fit a calibrator: the test tells them apart
+    assert context.calibrator == Calibrator.fit(valid[PREDICTION].to_numpy(), valid[LABEL].to_numpy())
+    assert context.calibrator != Calibrator.fit(train[PREDICTION].to_numpy(), train[LABEL].to_numpy())
+    assert context.calibrator.rows == valid.height and not context.calibrator.identity
+
+    regression = refs(built_regression).get(built_regression.version)
+    valid, train = regression.reference.valid(), regression.reference.train()
+    columns = regression.reference.columns
+    assert regression.calibrator is None and regression.loss_estimator is not None
+    assert regression.loss_estimator.estimate(train) == LossEstimator.fit(valid, columns).estimate(train)  # same rows, same seed
+    assert regression.loss_estimator.estimate(train) != LossEstimator.fit(train, columns).estimate(train)
+
+
 def test_an_edited_reference_is_refused_naming_the_file(world: World):
     from aiflow.models.bundle import BundleIntegrityError
     from aiflow.models.registry import Registry

@@ -86,6 +86,20 @@ def test_cooldown_blocks_until_its_date_then_lets_through():
     assert decide(POLICY, AUC, later, past, running=False).action == "retrain"
 
 
+def test_a_window_ending_exactly_cooldown_days_after_the_retrain_is_out_of_the_cooldown_the_day_before_is_in():
+    retrained = D0 + dt.timedelta(days=35)
+    past = [retrain_at(retrained)]
+
+    def ending(days_after: int) -> list[WindowSignals]:
+        end = retrained + dt.timedelta(days=days_after)
+        return [WindowSignals(end - dt.timedelta(days=7), end, 1, 1000, 0, 0.5, 0.79, None)]
+
+    on_the_day = decide(POLICY, AUC, ending(POLICY.cooldown_days), past, running=False)
+    assert on_the_day.action == "retrain" and on_the_day.window_end == dt.date(2024, 2, 19)
+    day_before = decide(POLICY, AUC, ending(POLICY.cooldown_days - 1), past, running=False)
+    assert day_before.action == "skip" and "cooldown until 2024-02-19" in day_before.reason
+
+
 def test_budget_blocks_when_k_retrains_fell_in_the_last_d_days():
     history = [window(10, drift=0.5), window(11, drift=0.5)]  # ends D0 + 84
     past = [retrain_at(D0 + dt.timedelta(days=30)), retrain_at(D0 + dt.timedelta(days=60))]

@@ -5,6 +5,7 @@ dataset, feedback (idempotent, unknown ids flagged) and Prometheus metrics."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -115,6 +116,35 @@ def test_bad_requests_name_the_record_and_the_field(api):
         assert oip_unknown.status_code == 400 and "planes" in oip_unknown.json()["error"]
         oip_bad = c.post("/v2/models/trips/infer", json={"inputs": [{"name": "carrier", "shape": [1], "datatype": "FP64", "data": [1.0]}]})
         assert oip_bad.status_code == 400 and "carrier" in oip_bad.json()["error"] and "BYTES" in oip_bad.json()["error"]
+
+
+def chunked(body: bytes, size: int = 4096):
+    """The body as an iterator: httpx then sends it with ``Transfer-Encoding: chunked`` and no Content-Length."""
+    return (body[i : i + size] for i in range(0, len(body), size))
+
+
+def padded(payload: dict, length: int) -> bytes:
+    """``payload`` as JSON padded with trailing spaces (still valid JSON) to exactly ``length`` bytes."""
+    body = json.dumps(payload).encode()
+    assert len(body) <= length
+    return body + b" " * (length - len(body))
+
+
+def test_a_chunked_body_is_held_to_the_limit_while_it_streams(api):
+    """No Content-Length to check up front: the streamed size alone decides, at the byte (the server's limit is 20,000)."""
+    server, _, _ = api
+    payload = {"dataset": "trips", "records": [record(i % 12) for i in range(20)]}
+    oip_payload = {"inputs": [{"name": "carrier", "shape": [1], "datatype": "BYTES", "data": ["AA"]}]}
+    with server.client() as c:
+        at_limit = c.post("/v1/predict", content=chunked(padded(payload, 20_000)), headers={"Content-Type": "application/json"})
+        assert at_limit.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in at_limit.request.headers
+        assert at_limit.status_code == 200 and len(at_limit.json()["predictions"]) == 20, at_limit.text
+        over = c.post("/v1/predict", content=chunked(padded(payload, 20_001)), headers={"Content-Type": "application/json"})
+        assert over.request.headers.get("transfer-encoding") == "chunked"
+        assert over.status_code == 413 and "over the limit of 20000 bytes" in over.json()["error"], over.text
+        oip_over = c.post("/v2/models/trips/infer", content=chunked(padded(oip_payload, 20_001)), headers={"Content-Type": "application/json"})
+        assert oip_over.status_code == 413 and "over the limit of 20000 bytes" in oip_over.json()["error"], oip_over.text
+        assert c.get("/v2/health/ready").status_code == 200
 
 
 # ------------------------------------------------------------------------------------ predictions
