@@ -41,6 +41,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
                        help="Most open connections (or requests in progress); past it, requests get 503 (default 1000).")
     serve.add_argument("--tls-cert", default=None, help="TLS certificate file (with --tls-key): serve HTTPS.")
     serve.add_argument("--tls-key", default=None, help="TLS private key file.")
+    serve.add_argument("--tls-reload-interval", type=float, default=10.0,
+                       help="Seconds between looks at the certificate files: a renewed pair is used by new connections, no restart.")
     serve.set_defaults(func=cmd_serve)
 
 
@@ -73,7 +75,7 @@ def cmd_serve(args) -> int:
     if not 0.0 <= args.canary_fraction <= 1.0:
         print(f"aiflow serve: error: --canary-fraction must be between 0 and 1, got {args.canary_fraction}", file=sys.stderr)
         return 2
-    for option in ("keep_alive_timeout", "header_timeout", "body_timeout", "limit_concurrency"):
+    for option in ("keep_alive_timeout", "header_timeout", "body_timeout", "limit_concurrency", "tls_reload_interval"):
         if getattr(args, option) <= 0:
             print(f"aiflow serve: error: --{option.replace('_', '-')} must be positive, got {getattr(args, option)}", file=sys.stderr)
             return 2
@@ -86,6 +88,7 @@ def cmd_serve(args) -> int:
     from aiflow.serving.online import ServeConfig, create_app
     from aiflow.serving.reports import KEY_ENV as REPORT_KEY_ENV
     from aiflow.serving.slow_clients import guarded_protocol
+    from aiflow.serving.tls import CertificateReloader
 
     specs = load_specs(_locations(args))
     settings = args.settings
@@ -95,6 +98,7 @@ def cmd_serve(args) -> int:
         log_interval=args.log_interval, log_batch_rows=args.log_batch_rows, canary_fraction=args.canary_fraction,
         inference_log=not args.no_inference_log, max_batch_records=args.max_batch_records,
         report_key=os.environ.get(REPORT_KEY_ENV) or None,  # a secret: from the environment at start, never logged
+        tls=CertificateReloader(args.tls_cert, args.tls_key) if args.tls_cert else None, tls_reload_interval=args.tls_reload_interval,
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"aiflow serve: serving {', '.join(config.datasets)} on {args.host}:{args.port}", file=sys.stderr)
@@ -102,6 +106,7 @@ def cmd_serve(args) -> int:
     slow_clients = app.state.metrics.slow_clients
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="info", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+        ssl_context_factory=(lambda _, default: config.tls.attach(default())) if config.tls else None,
         timeout_graceful_shutdown=max(10.0, 3 * args.log_interval), timeout_keep_alive=args.keep_alive_timeout,
         limit_concurrency=args.limit_concurrency,
         http=guarded_protocol(args.header_timeout, args.body_timeout, on_timeout=lambda phase: slow_clients.labels(phase).inc()),

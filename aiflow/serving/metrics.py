@@ -45,6 +45,10 @@ class ServingMetrics:
             "aiflow_slow_clients_closed_total", "Connections closed because a request's headers or body did not arrive in time.",
             ["phase"], registry=r,
         )  # fmt: skip
+        self.tls_reloads = Counter(
+            "aiflow_tls_certificate_reloads_total", "Changed TLS certificate files reloaded (or kept out: failed) without a restart.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.loaded_version = Gauge("aiflow_model_version", "The version being served.", ["dataset", "variant"], registry=r)
 
     def render(self) -> bytes:

@@ -40,6 +40,7 @@ from aiflow.serving.metrics import ServingMetrics
 from aiflow.serving.oip import check_version, infer_response, model_metadata, oip_records, requested_outputs
 from aiflow.serving.outcomes import SLOT, Outcomes, prediction_slot
 from aiflow.serving.schema import RecordError, validate_records
+from aiflow.serving.tls import CertificateReloader
 from aiflow.serving.traffic import KEY_HEADER, ShadowGate, choose_variant
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Lake
@@ -68,6 +69,8 @@ class ServeConfig:
     inline_records: int = 32  # a request with this many records or more is scored at once on the event loop when no batch is in flight
     remember_ids: int = 1_000_000  # request ids kept in memory to flag feedback (the log table answers for older ones)
     report_key: str | None = None  # signs report links (aiflow.serving.reports); None: no report is served
+    tls: CertificateReloader | None = None  # HTTPS: reloads a renewed certificate into the listening context (aiflow.serving.tls)
+    tls_reload_interval: float = 10.0  # seconds between looks at the certificate files
 
 
 class RecentIds:
@@ -171,6 +174,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     def on_remove(dataset: str, variant: str, version: int) -> None:
         metrics.loaded_version.remove(dataset, variant)  # no gauge left saying a removed alias is served
 
+    if config.tls is not None:
+        config.tls.on_reload = lambda error: metrics.tls_reloads.labels("failed" if error else "reloaded").inc()
+
     def on_flush(rows: int, error: Exception | None) -> None:
         metrics.log_flushed.inc(rows)
         if error is not None:
@@ -193,9 +199,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         holder.refresh()
         holder.start(config.reload_interval)
         inference_log.start()
+        tls_watch = asyncio.create_task(config.tls.watch(config.tls_reload_interval)) if config.tls else None
         try:
             yield
         finally:
+            if tls_watch is not None:
+                tls_watch.cancel()
             holder.stop()
             flushed = inference_log.close()
             log.info("aiflow serve: stopped; the last inference-log flush wrote %d rows", flushed)

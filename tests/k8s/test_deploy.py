@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import dockerfile
@@ -19,6 +20,7 @@ from dagster_k8s import K8sRunLauncher
 from aiflow.storage.settings import Settings
 from resources.k8s_tags import GPU_RUN_TAGS, GPU_TAG_KEY
 from resources.k8s_training import K8sTrainingLauncher
+from tests.test_lock import lock_problems, pins_of
 
 pytestmark = pytest.mark.k8s_boundary
 
@@ -73,7 +75,8 @@ def test_rbac_validates_strictly_and_grants_what_the_pipes_launcher_calls():
 # --- the image: deploy/Dockerfile, parsed by BuildKit's own parser (the `dockerfile` package), no engine needed ---
 
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-LOCK = "requirements.lock"
+LOCK = "requirements.lock"  # the runtime lock (tests/test_lock.py: no dev tool, every entry hashed)
+TORCH_INSTALL = 'pip install --index-url "${TORCH_INDEX_URL}" "torch==${torch_version}"'
 #: What only a builder may run: compilers, build tools, package-manager installs.
 BUILD_TOOLS = re.compile(
     r"\b(apt-get|apt|apk|yum|dnf)\b.*\binstall\b|\b(build-essential|gcc|g\+\+|make|cmake|cargo|rustc)\b|pip (install|wheel)"
@@ -89,6 +92,11 @@ def stages(text: str) -> list[list[dockerfile.Command]]:
         if groups:
             groups[-1].append(command)
     return groups
+
+
+def locks_of(run: str) -> set[str]:
+    """The runtime lock and the files a RUN command derives from it (`... requirements.lock > X`)."""
+    return {LOCK} | {p.split(">")[-1].strip() for p in re.split(r"&&|;", run) if LOCK in p and ">" in p}
 
 
 def dockerfile_problems(text: str, root: Path = ROOT) -> list[str]:
@@ -130,15 +138,24 @@ def dockerfile_problems(text: str, root: Path = ROOT) -> list[str]:
                 problems.append(f"line {command.start_line}: COPY {source}: no such file in the build context")
             if any(fnmatch.fnmatch(source, p) or source.split("/")[0] == p for p in ignored):
                 problems.append(f"line {command.start_line}: COPY {source}: excluded by Dockerfile.dockerignore")
-    # Every dependency install reads the lock; the package itself goes in with --no-deps.
+    # Every dependency install reads the runtime lock, hash-checked and resolving nothing; torch (the one entry whose
+    # build the image chooses) comes by name from TORCH_INDEX_URL alone; the package itself goes in with --no-deps.
     installs = [c for group in groups for c in group if c.cmd == "RUN" and "pip install" in c.value[0]]
     for command in installs:
         parts = re.split(r"&&|;", command.value[0])
-        # the lock itself, or a file the same RUN derives from it (`grep -v '^torch==' requirements.lock > X`)
-        locks = {LOCK} | {p.split(">")[-1].strip() for p in parts if LOCK in p and ">" in p}
-        for part in parts:
-            if "pip install" in part and "--no-deps" not in part and not any(f"-r {lock}" in part for lock in locks):
-                problems.append(f"line {command.start_line}: `{part.strip()}` does not install from {LOCK}")
+        locks = locks_of(command.value[0])
+        for part in (p.strip() for p in parts if "pip install" in p):
+            if "--extra-index-url" in part:
+                problems.append(f"line {command.start_line}: `{part}`: a second index beside PyPI (dependency confusion)")
+            if any(f"-r {lock}" in part for lock in locks):
+                if "--require-hashes" not in part or "--no-deps" not in part:
+                    problems.append(f"line {command.start_line}: `{part}` must install {LOCK} with --require-hashes --no-deps")
+            elif part == TORCH_INSTALL:
+                continue
+            elif "--no-deps" not in part:
+                problems.append(f"line {command.start_line}: `{part}` does not install from {LOCK}")
+    if not any(f"--require-hashes --no-deps -r {lock}" in c.value[0] for c in installs for lock in locks_of(c.value[0])):
+        problems.append(f"no RUN installs {LOCK} (or a file derived from it) with --require-hashes --no-deps")
     if not any(LOCK in c.value[:-1] for c in builder if c.cmd == "COPY"):
         problems.append(f"the builder does not COPY {LOCK}")
     if not any(c.cmd == "ARG" and c.value[0].startswith("TORCH_INDEX_URL=") for c in builder) or not any(
@@ -160,6 +177,20 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_installs_the_lock():
     assert final_env["PATH"].startswith(f"{venv}/bin:")  # `dagster`, `aiflow`, `python` are the venv's
 
 
+def test_the_image_installs_every_runtime_lock_entry_but_torch_with_its_hashes(tmp_path):
+    """The builder's own shell commands, run on the real lock: the file pip installs with --require-hashes is the
+    runtime lock without torch's entry (its hashes and annotations too), and torch's version comes out right."""
+    (run,) = [c.value[0] for group in stages(DOCKERFILE.read_text()) for c in group if c.cmd == "RUN" and LOCK in c.value[0]]
+    derive = run.split("&& pip install")[0].replace("/tmp/", f"{tmp_path}/")
+    shutil.copy(ROOT / LOCK, tmp_path / LOCK)
+    script = f'set -e; {derive}; printf %s "$torch_version" > {tmp_path}/torch_version'
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True, timeout=30)
+    lock, image = pins_of((ROOT / LOCK).read_text()), pins_of((tmp_path / "requirements.image.lock").read_text())
+    assert image == {name: pin for name, pin in lock.items() if name != "torch"} and len(image) > 100
+    assert lock["torch"][0].startswith((tmp_path / "torch_version").read_text() + "+")
+    assert lock_problems("the image's lock", (tmp_path / "requirements.image.lock").read_text(), [], "") == []  # no stray hash line
+
+
 @pytest.mark.parametrize(
     "edit, complaint",
     [
@@ -175,7 +206,16 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_installs_the_lock():
         (lambda t: t.replace("COPY assets ./assets", "COPY assetz ./assets"), "no such file"),
         (lambda t: t.replace("-r /tmp/requirements.image.lock", "-c constraints.txt ."), "requirements.lock"),
         (lambda t: t.replace("-r /tmp/requirements.image.lock", "-r requirements.txt"), "requirements.lock"),
-        (lambda t: t.replace('--extra-index-url "${TORCH_INDEX_URL}" ', ""), "TORCH_INDEX_URL"),
+        (lambda t: t.replace('--index-url "${TORCH_INDEX_URL}" ', ""), "TORCH_INDEX_URL"),
+        (lambda t: t.replace("--require-hashes --no-deps -r /tmp", "-r /tmp"), "--require-hashes --no-deps"),
+        (lambda t: t.replace("--require-hashes --no-deps -r /tmp", "--no-deps -r /tmp"), "--require-hashes --no-deps"),
+        (lambda t: t.replace('--index-url "${TORCH_INDEX_URL}"', '--extra-index-url "${TORCH_INDEX_URL}"'), "second index"),
+        (
+            lambda t: t.replace("COPY requirements.lock ./", "COPY requirements-dev.lock ./").replace(
+                " requirements.lock", " requirements-dev.lock"
+            ),
+            "does not COPY requirements.lock",
+        ),
         (lambda t: t.split("FROM python:3.11-slim@")[0] + "FROM python:3.11-slim@" + t.split("FROM python:3.11-slim@")[1], "stage"),
     ],
     ids=[
@@ -192,6 +232,10 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_installs_the_lock():
         "not-the-lock",
         "another-file",
         "no-cuda-arg",
+        "no-hashes",
+        "no-hashes-only-no-deps",
+        "extra-index",
+        "dev-lock",
         "one-stage",
     ],
 )
