@@ -9,7 +9,6 @@ does not give a threshold of zero.
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Callable, Mapping
 
 import numpy as np
