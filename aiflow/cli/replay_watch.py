@@ -21,9 +21,12 @@ HOP_TIMEOUT = 900.0
 
 
 def logged(lake: Lake, name: str) -> int:
-    """Rows in the server's inference log of ``name``."""
+    """Answered requests in the server's inference log of ``name``: its rows but a shadow's (a challenger in shadow
+    logs a second row per request, which must not count as the answered request's own row)."""
     table = log_table(name)
-    return lake.scan(table).select(pl.len()).collect().item() if lake.exists(table) else 0
+    if not lake.exists(table):
+        return 0
+    return lake.scan(table).filter(pl.col("variant") != "shadow").select(pl.len()).collect().item()
 
 
 def windows_to_decide(before: pl.DataFrame, after: pl.DataFrame) -> list[dt.date]:

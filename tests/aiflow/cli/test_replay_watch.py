@@ -1,5 +1,6 @@
 """What the replay reads of the daemon's progress: which windows it owes a decision after a step (the monitoring
-sensor's view), and the failed gates' details of a refused candidate, from real hand-off records."""
+sensor's view), how many answered requests the server logged, and the failed gates' details of a refused candidate,
+from real hand-off and inference-log records."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime as dt
 
 import polars as pl
 
-from aiflow.cli.replay_watch import gate_message, windows_to_decide
+from aiflow.cli.replay_watch import gate_message, logged, windows_to_decide
 from aiflow.evaluation.gates import LatencyReading, latency_gate
 from aiflow.models.candidates import Handoffs
 from aiflow.storage.lake import Lake
@@ -39,3 +40,24 @@ def test_the_gate_message_names_each_failed_gate_with_its_detail(tmp_path):
         slices=[], plot_uri=None, notes=[],
     )  # fmt: skip
     assert gate_message(handoffs.lake, "trips") == f"latency: {failed.detail}"
+
+
+def test_a_challenger_in_shadow_does_not_count_as_answered_requests(tmp_path):
+    """A challenger in shadow logs a second row per request. Counted as answered, the replay took half a week's records
+    (their shadow rows) for the whole week, read the windows before the champion's rows were flushed, owed no decision
+    and ran ahead of the daemon: the real loop then looked 4 windows late on a world whose concept flipped."""
+    from aiflow.serving.inference_log import InferenceLog, log_rows
+
+    lake = Lake(tmp_path / "lake")
+    assert logged(lake, "trips") == 0
+    log = InferenceLog(lake)
+    ids = [f"r{i}" for i in range(5)]
+    common = {"request_ids": ids, "inputs": ["{}"] * 5, "dataset": "trips", "predictions": [0.5] * 5, "probabilities": [0.5] * 5,
+              "latency_ms": 1.0}  # fmt: skip
+    log.add(log_rows(**common, version=2, variant="shadow"))
+    log.add(log_rows(**common, version=1, variant="champion")[:2])  # three answered rows not flushed yet
+    log.flush()
+    assert logged(lake, "trips") == 2
+    log.add(log_rows(**common, version=1, variant="champion")[2:])
+    log.flush()
+    assert logged(lake, "trips") == 5
