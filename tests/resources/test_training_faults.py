@@ -6,6 +6,7 @@ the "down" S3 server is an endpoint nothing listens on (what a stopped server lo
 from __future__ import annotations
 
 import stat
+import sys
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, Definitions, materialize, op
@@ -14,8 +15,9 @@ from dagster import job as dagster_job
 from aiflow.spec import demo_spec_path, load_spec
 from aiflow.train.contract import TrainRequest
 from assets.training import candidate_asset
+from resources.faults import classified
 from resources.storage import ArtifactsResource, S3LakeResource
-from resources.training import SubprocessTrainingLauncher, TrainingLauncher
+from resources.training import SubprocessTrainingLauncher, TrainingLauncher, train_result
 from tests.fixtures.servers import free_ports
 
 SECRET = "s3cr3t-never-logged"
@@ -29,6 +31,11 @@ def down() -> str:
 
 def events(result, kind: DagsterEventType) -> list:
     return [e for e in result.all_events if e.event_type == kind]
+
+
+def logged(result) -> str:
+    """Every message of the run's event log."""
+    return "\n".join(str(e.message) for e in result.all_events)
 
 
 def failure_message(result) -> str:
@@ -50,7 +57,7 @@ def test_a_down_s3_lake_fails_the_training_step_naming_it_after_one_retry(tmp_pa
     assert len(events(result, DagsterEventType.STEP_UP_FOR_RETRY)) == 1 and len(events(result, DagsterEventType.STEP_RESTARTED)) == 1
     message = failure_message(result)
     assert message.startswith("flights training failed on infrastructure 2 times, giving up: storage or network unavailable (lake at s3://bucket/lake)")
-    assert "Connection refused" in message and SECRET not in message
+    assert "Connection refused" in message and SECRET not in logged(result)
 
 
 def _launch_job(request: TrainRequest, trainer: TrainingLauncher, env: dict[str, str] | None = None):
@@ -88,6 +95,30 @@ def test_a_killed_training_process_is_retried_with_backoff_then_named(tmp_path):
     assert "Last stderr lines of the training process:\nloading the features..." in message
 
 
+def test_a_training_that_ends_well_without_a_result_is_named_and_retried(tmp_path):
+    quiet = tmp_path / "quiet-python"  # opens Pipes as the entrypoint does, exits 0, never reports a result
+    quiet.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'from dagster_pipes import open_dagster_pipes\nwith open_dagster_pipes(): pass'\n")
+    quiet.chmod(quiet.stat().st_mode | stat.S_IXUSR)
+    trainer = SubprocessTrainingLauncher(python=str(quiet), infrastructure_retries=1, infrastructure_retry_wait_s=0)
+
+    @op
+    def train_once(context, trainer: TrainingLauncher):
+        with classified(context, {}, retries=trainer.infrastructure_retries, wait_s=0, what="training"):
+            train_result(trainer.launch(context, _request(str(tmp_path / "features"), str(tmp_path))))
+
+    @dagster_job
+    def launch():
+        train_once()
+
+    job = Definitions(jobs=[launch], resources={"trainer": trainer}).resolve_job_def("launch")
+    result = job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert len(events(result, DagsterEventType.STEP_UP_FOR_RETRY)) == 1
+    assert failure_message(result).startswith(
+        "training failed on infrastructure 2 times, giving up: storage or network unavailable (a store or service): "
+        "ResultLost: the training process exited 0 but its result never reached Dagster"
+    )
+
+
 @pytest.mark.slow
 def test_the_training_process_reports_a_down_store_and_is_retried_but_not_a_missing_table(tmp_path, down):
     trainer = SubprocessTrainingLauncher(infrastructure_retries=1, infrastructure_retry_wait_s=0)
@@ -97,7 +128,7 @@ def test_the_training_process_reports_a_down_store_and_is_retried_but_not_a_miss
     assert len(events(result, DagsterEventType.STEP_UP_FOR_RETRY)) == 1
     message = failure_message(result)
     assert message.startswith("training failed on infrastructure 2 times, giving up: storage or network unavailable (lake at s3://bucket/lake/features/flights)")
-    assert SECRET not in message
+    assert SECRET not in logged(result)
 
     missing = _launch_job(_request(str(tmp_path / "no-features"), str(tmp_path / "artifacts")), trainer)
     result = missing.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
