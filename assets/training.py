@@ -11,6 +11,7 @@ from aiflow.spec import DatasetSpec
 from aiflow.train.contract import TrainParams
 from aiflow.train.request import hand_on, pinned_request, record_trained, request_windows, reusable_candidate
 from assets.keys import candidate_key, features_key
+from resources.faults import classified
 from resources.storage import ArtifactsResource, LakeResource
 from resources.training import TrainingLauncher, train_result
 
@@ -101,9 +102,15 @@ def candidate_asset(spec: DatasetSpec) -> AssetsDefinition:
     ) -> MaterializeResult:
         """Candidate model trained through Pipes; recorded in registry/candidates under this run."""
         params = TrainParams(**config.model_dump(exclude={"reason", "force_retrain"}))
+        store = lake.lake()
+        stores = {"lake": store.root, "artifacts": artifacts.uri()}
+        retries = {"retries": trainer.infrastructure_retries, "wait_s": trainer.infrastructure_retry_wait_s}
+        with classified(context, stores, what=f"{spec.name} training", **retries):  # a store down: retried; a bad spec: not
+            return _train(context, config, params, store, artifacts, trainer)
+
+    def _train(context, config, params, store, artifacts, trainer) -> MaterializeResult:
         # the root run id survives retries and re-executions: a restarted training resumes its checkpoint
         run = context.dagster_run
-        store = lake.lake()
         # an explicit launchpad reason wins; otherwise the reason the retrain sensor or schedule put on the run
         reason = config.reason if config.reason != "manual" else run.tags.get(REASON_TAG, "manual")
         request = pinned_request(store, spec, params, artifacts.uri(), run.root_run_id or run.run_id, reason, code_version=code_version())

@@ -3,7 +3,7 @@
 from dagster import AssetMaterialization, Config, Failure, OpExecutionContext, job, op
 from pydantic import Field
 
-from aiflow.models.registry import Registry
+from aiflow.models.registry import Registry, RegistryError
 from aiflow.spec import DatasetSpec
 from assets.deployment import actor, alias_metadata
 from assets.keys import champion_key
@@ -27,7 +27,10 @@ def rollback_job(spec: DatasetSpec):
             )
         registry = Registry(lake.lake())
         before = registry.alias(spec.name, config.alias)
-        after = registry.rollback(spec.name, reason=config.reason, actor=actor(context), alias=config.alias)
+        try:
+            after = registry.rollback(spec.name, reason=config.reason, actor=actor(context), alias=config.alias)
+        except RegistryError as exc:  # a refusal (alias not set, nothing earlier): the user's to fix, never retried
+            raise Failure(f"{spec.name} rollback refused: {exc}", allow_retries=False) from exc
         context.log.info(f"{spec.name} {config.alias}: v{before} -> v{after} ({config.reason})")
         notifier.notifier().send("rollback", f"{spec.name} {config.alias} rolled back: v{before} -> v{after} ({config.reason})", {"version": after})
         if config.alias == "champion":

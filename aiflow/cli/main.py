@@ -14,6 +14,7 @@ import sys
 import polars as pl
 from tqdm import tqdm
 
+from aiflow.cli.dagster_home import add_dagster_home_command
 from aiflow.cli.models import add_models_commands
 from aiflow.cli.monitor import add_monitor_commands
 from aiflow.cli.replay import add_replay_command
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     add_spec_commands(sub)
     add_serve_command(sub)
     add_replay_command(sub)
+    add_dagster_home_command(sub)
     add_monitor_commands(sub)
 
     args = parser.parse_args(argv)

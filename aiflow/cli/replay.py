@@ -31,6 +31,7 @@ import polars as pl
 import yaml
 
 from aiflow.cli import replay_watch as watch
+from aiflow.cli.dagster_home import LOCAL_YAML, init_dagster_home
 from aiflow.cli.replay_report import chart, render, summary
 from aiflow.cli.replay_world import Client, DemoSource, DirectorySource, ReplayTimeout, ingested_through, ledger_holds, wait_for
 from aiflow.data.features import serving_rows
@@ -150,11 +151,10 @@ class Daemon:
         self.log.close()
 
 
-def _instance_yaml(dagster_home: Path) -> None:
-    text = (ROOT / "deploy" / "dagster.local.yaml").read_text()
+def _instance_yaml() -> str:
+    text = LOCAL_YAML.read_text()
     # queued runs start within a second of their request (default 5 s): a replay is many short hops
-    text += "\nrun_queue:\n  dequeue_interval_seconds: 1\n"
-    (dagster_home / "dagster.yaml").write_text(text)
+    return text + "\nrun_queue:\n  dequeue_interval_seconds: 1\n"
 
 
 def cmd_replay(args) -> int:
@@ -165,9 +165,8 @@ def cmd_replay(args) -> int:
     spec, spec_path = _spec_for(args.replay_spec or args.spec or os.environ.get("AIFLOW_DATASET") or str(demo_spec_path()), args.window, home)
     name = spec.name
     dagster_home = home / "dagster_home"
-    dagster_home.mkdir()
-    _instance_yaml(dagster_home)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIFLOW_", "DAGSTER_"))}
+    init_dagster_home(dagster_home, instance_yaml=_instance_yaml(), env=env)  # before the daemon's first runs race on it
     port = args.port or _free_port()
     # the reports' links in the UI open from this server: Dagster signs them, the server checks (aiflow.serving.reports)
     reports_env = {REPORTS_URL_ENV: f"http://127.0.0.1:{port}", REPORT_KEY_ENV: secrets.token_urlsafe(32)}

@@ -353,8 +353,12 @@ class Registry:
         one; a rollback right after a rollback therefore returns to the version just left (like
         ``kubectl rollout undo``). The target served before, so its gates are not re-checked.
 
+        An alias that is not set (removed, e.g. a canary the analysis rolled back) is refused, never
+        brought back: rolling back moves a serving alias, and a server would begin routing to it.
+
         Raises:
-            NothingToRollBackError: the alias was never set, or never pointed at another version.
+            NothingToRollBackError: the alias was never set, is not set now (removed), or never
+                pointed at another version.
         """
         when = _utc(at)
         events = self._events(name, alias).filter(pl.col("set_at") <= when)
@@ -362,6 +366,13 @@ class Registry:
             raise NothingToRollBackError(f"{name}: alias {alias!r} was never set, so there is nothing to roll back")
         history = events["version"].to_list()
         current = history[-1]
+        if current is None:
+            last = events.row(-1, named=True)
+            raise NothingToRollBackError(
+                f"{name}: alias {alias!r} is not set (removed from v{last['previous_version']} by {last['set_by']} at "
+                f"{last['set_at']:%Y-%m-%d %H:%M:%S} UTC: {last['reason']}), so there is nothing to roll back and nothing was changed; "
+                f"to set it, run `aiflow models promote {name} VERSION --alias {alias} --reason WHY`"
+            )
         earlier = [v for v in reversed(history) if v is not None and v != current]
         if not earlier:
             raise NothingToRollBackError(

@@ -8,7 +8,9 @@ is read from the Pipes extras (``EXTRAS_KEY``), log lines go to Dagster, and the
   reference's (``naive_*``), every family's (``<family>_valid_*``), the candidate's family, run facts,
   lineage, the artifact URI and the bundle digest; its data version is the bundle digest.
 
-Errors propagate: Pipes reports them and the process exits non-zero (no zero metric is ever reported).
+Errors propagate: Pipes reports them and the process exits non-zero (no zero metric is ever reported); a
+training error is first reported as a custom message under ``FAULT_KEY``, sorted as an infrastructure fault
+(a store or the network did not answer: retried by the launcher) or not (:mod:`aiflow.storage.faults`).
 
 **Standalone** (debugging, tests): ``python -m aiflow.train --request request.json [--result result.json]``
 logs to stdout and writes the result JSON.
@@ -37,6 +39,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import signal
@@ -44,7 +47,8 @@ import sys
 import time
 from pathlib import Path
 
-from aiflow.train.contract import EXTRAS_KEY, TrainRequest, TrainResult, reported_metrics
+from aiflow.storage.faults import classify
+from aiflow.train.contract import EXTRAS_KEY, FAULT_KEY, TrainRequest, TrainResult, reported_metrics
 from aiflow.train.distributed import Cluster, detect, process_group
 from aiflow.train.loop import train
 
@@ -118,7 +122,14 @@ def run_pipes() -> None:
         return
     with open_dagster_pipes() as pipes:
         request = _request_from_extras(pipes.extras)
-        result = _train(request, pipes.log.info, cluster)
+        try:
+            result = _train(request, pipes.log.info, cluster)
+        except Terminated:  # the machine's doing: the launcher reads it from the exit code
+            raise
+        except Exception as exc:  # sorted here, where the stores are known; the launcher retries or fails on it
+            fault = classify(exc, {"lake": request.features_uri, "artifacts": request.artifact_root})
+            pipes.report_custom_message({FAULT_KEY: dataclasses.asdict(fault)})
+            raise
         if result is None:  # rank 0 always returns the result; this would be an engine bug
             raise RuntimeError("training returned no result on rank 0")
         pipes.report_custom_message(result.model_dump(mode="json"))

@@ -16,6 +16,8 @@ from aiflow.models.metric_names import training_metrics
 
 #: Key of the request inside the Pipes extras.
 EXTRAS_KEY = "aiflow_train_request"
+#: Custom Pipes message key of a failed training's fault (``aiflow.storage.faults.Fault`` as a dict).
+FAULT_KEY = "aiflow_fault"
 
 
 Family = Literal["pytorch", "sklearn"]

@@ -16,6 +16,8 @@ from aiflow.models.registry import Registry
 from aiflow.storage.lake import Lake
 
 AIFLOW = str(Path(sys.executable).with_name("aiflow"))
+#: The checkout under test first on the path: the installed `aiflow` script may be an editable install of another checkout.
+CHECKOUT = str(Path(__file__).resolve().parents[3])
 
 
 @pytest.fixture
@@ -40,7 +42,8 @@ def home(tmp_path: Path) -> Path:
 
 
 def aiflow(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "USER": "tester", "LOGNAME": "tester"}
+    path = os.pathsep.join(p for p in (CHECKOUT, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "USER": "tester", "LOGNAME": "tester", "PYTHONPATH": path}
     return subprocess.run([AIFLOW, "--home", str(home), "models", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -107,6 +110,16 @@ def test_promote_and_rollback_move_the_alias(home: Path):
         ["champion", "promote", "1", "null", "ci"],
     ]
     assert events[0][6] == "latency regression"
+
+
+def test_rollback_of_a_removed_alias_is_refused(home: Path):
+    registry(home).set_alias("flights", "canary", 2, reason="try v2", actor="ci")
+    registry(home).remove_alias("flights", "canary", reason="canary error rate 0.47", actor="analysis")
+    refused = aiflow(home, "rollback", "flights", "--alias", "canary", "--reason", "restore")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "aiflow models rollback: error: flights: alias 'canary' is not set (removed from v2 by analysis" in refused.stderr
+    assert "to set it, run `aiflow models promote flights VERSION --alias canary --reason WHY`" in refused.stderr
+    assert registry(home).alias("flights", "canary") is None and registry(home).history("flights").height == 2
 
 
 def test_promoting_a_version_that_failed_its_gates_needs_force(home: Path):

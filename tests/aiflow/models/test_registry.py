@@ -233,9 +233,25 @@ def test_rollback_skips_the_current_version_wherever_it_appears(three: Registry)
     three.promote("flights", 1, reason="r", actor="me", at=at(1))
     three.promote("flights", 2, reason="r", actor="me", at=at(2))
     three.promote("flights", 1, reason="r", actor="me", at=at(3))
-    three.remove_alias("flights", "champion", reason="maintenance", actor="me", at=at(4))
-    assert three.rollback("flights", reason="restore", actor="me", at=at(5)) == 1  # undoes the removal
-    assert three.rollback("flights", reason="r", actor="me", at=at(6)) == 2
+    assert three.rollback("flights", reason="r", actor="me", at=at(4)) == 2
+    assert three.rollback("flights", reason="r", actor="me", at=at(5)) == 1
+
+
+def test_rollback_of_an_alias_that_is_not_set_is_refused_and_changes_nothing(three: Registry, lake: Lake):
+    three.set_alias("flights", "canary", 1, reason="r", actor="me", at=at(1))
+    three.set_alias("flights", "canary", 2, reason="r", actor="me", at=at(2))
+    three.remove_alias("flights", "canary", reason="canary error rate 0.47", actor="analysis", at=at(3))
+    commits = lake.version(Tables.alias_events())
+    message = (
+        r"flights: alias 'canary' is not set \(removed from v2 by analysis at 2024-05-03 .* UTC: canary error rate 0.47\).*"
+        r"nothing was changed; to set it, run `aiflow models promote flights VERSION --alias canary --reason WHY`"
+    )
+    with pytest.raises(NothingToRollBackError, match=message):
+        three.rollback("flights", reason="restore", actor="me", alias="canary", at=at(4))
+    assert three.alias("flights", "canary") is None and lake.version(Tables.alias_events()) == commits
+    # set again, it rolls back as usual: to v2, skipping the removal
+    three.set_alias("flights", "canary", 3, reason="r", actor="me", at=at(5))
+    assert three.rollback("flights", reason="r", actor="me", alias="canary", at=at(6)) == 2
 
 
 def test_promotion_refuses_a_version_whose_gates_failed_unless_forced(three: Registry):
