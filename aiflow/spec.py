@@ -305,6 +305,10 @@ class RetrainSettings(_Strict):
     )
     confidence: float = Field(0.9, ge=0.5, lt=1, description="One-sided confidence the challenger's gain must be above 0 with.")
     challenger_windows: int = Field(4, ge=1, description="Windows in shadow after which an undecided challenger is retired.")
+    min_offline_rows: int = Field(
+        50, ge=20, description="Held-out test rows the offline comparison with the champion needs before its lower bound may "
+        "promote a retrain at once (the bootstrap's bound already widens with fewer rows; live evidence needs min_labels)."
+    )
     follow_up_windows: int | None = Field(
         1, ge=1, description="A champion that is itself a retrain's product is challenged again (the age signal) after this "
         "many windows, until a challenger fails to win: a world that changed may not have finished changing; null: off."

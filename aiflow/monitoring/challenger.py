@@ -37,6 +37,9 @@ class ChallengerPolicy:
             relative error reduction for RMSE / MAE): what one retrain and swap is worth over a window.
         confidence: one-sided confidence of the bounds (0.9: the gain is above its lower bound 90 % of the time).
         min_labels: labelled rows both models scored before live evidence counts.
+        min_offline_rows: held-out test rows the offline evidence needs before it may promote at once. Fewer than
+            ``min_labels``: the bootstrap's lower bound already widens with fewer rows, and a world with sparse, late
+            labels may hold a decisive gain on 70 rows that live evidence takes windows to confirm.
         max_windows: windows in shadow after which an undecided challenger is retired.
         resamples: bootstrap resamples.
     """
@@ -46,14 +49,15 @@ class ChallengerPolicy:
     min_labels: int = 200
     max_windows: int = 4
     resamples: int = 400
+    min_offline_rows: int = 50
 
     def __post_init__(self) -> None:
         if self.cost < 0:
             raise ValueError(f"challenger policy: cost must be >= 0, got {self.cost}")
         if not 0.5 <= self.confidence < 1:
             raise ValueError(f"challenger policy: confidence must be in [0.5, 1), got {self.confidence}")
-        if self.min_labels < 1 or self.max_windows < 1 or self.resamples < 50:
-            raise ValueError("challenger policy: min_labels and max_windows must be >= 1 and resamples >= 50")
+        if self.min_labels < 1 or self.max_windows < 1 or self.resamples < 50 or self.min_offline_rows < 20:
+            raise ValueError("challenger policy: min_labels and max_windows must be >= 1, resamples >= 50 and min_offline_rows >= 20")
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,14 @@ def judge(policy: ChallengerPolicy, evidence: Evidence, *, windows: int, challen
 
 
 def decisive_offline(policy: ChallengerPolicy, evidence: Evidence) -> bool:
-    """Whether offline evidence (the validation step's held-out rows) already promotes: its lower bound clears the cost."""
-    return evidence.low is not None and evidence.rows >= policy.min_labels and evidence.low >= policy.cost and math.isfinite(evidence.low)
+    """Whether offline evidence (the validation step's held-out rows) already promotes: its lower bound clears the cost,
+    on at least ``min_offline_rows`` rows."""
+    return (evidence.low is not None and evidence.rows >= policy.min_offline_rows and evidence.low >= policy.cost
+            and math.isfinite(evidence.low))  # fmt: skip
 
 
 def challenger_policy_of(spec) -> ChallengerPolicy:
     """The spec's ``monitoring.retrain`` promotion settings as a :class:`ChallengerPolicy`."""
     r = spec.monitoring.retrain
-    return ChallengerPolicy(cost=r.cost, confidence=r.confidence, min_labels=r.min_labels, max_windows=r.challenger_windows)
+    return ChallengerPolicy(cost=r.cost, confidence=r.confidence, min_labels=r.min_labels, max_windows=r.challenger_windows,
+                            min_offline_rows=r.min_offline_rows)  # fmt: skip

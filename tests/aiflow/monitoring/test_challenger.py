@@ -36,7 +36,8 @@ def test_verdicts(evidence, windows, action):
 def test_offline_evidence_promotes_only_when_decisive():
     assert decisive_offline(P, ev(0.03, 0.006, 0.05))
     assert not decisive_offline(P, ev(0.03, 0.004, 0.05))
-    assert not decisive_offline(P, ev(0.03, 0.01, 0.05, rows=50))
+    assert decisive_offline(P, ev(0.03, 0.01, 0.05, rows=50))  # offline needs min_offline_rows (50), not min_labels
+    assert not decisive_offline(P, ev(0.03, 0.01, 0.05, rows=49))
     assert not decisive_offline(P, Evidence("roc_auc", 1000))
 
 
@@ -45,3 +46,22 @@ def test_policy_refuses_nonsense():
         ChallengerPolicy(confidence=1.0)
     with pytest.raises(ValueError, match="cost"):
         ChallengerPolicy(cost=-1)
+
+
+def test_a_decisive_gain_on_few_held_out_rows_promotes_at_once_and_the_spec_sets_the_floor():
+    """Sparse, late labels (the sparse_late_labels world): a retrain after a changed concept held out 71 labelled rows
+    and beat the champion by +0.111 (90 % lower bound +0.080). Requiring min_labels (200) there sent it to shadow for 3
+    windows of late labels while the stale champion served at 0.33; its own bound is the guard (on the worlds
+    benchmark: cost 2.90 -> 0.90, live ROC AUC 0.606 -> 0.711, no other world changed)."""
+    from aiflow.monitoring.challenger import challenger_policy_of
+    from aiflow.spec import parse_spec
+    from tests.aiflow.tiny import TINY
+
+    after_change = ev(0.111, 0.080, 0.142, rows=71)
+    assert decisive_offline(ChallengerPolicy(), after_change)
+    assert not decisive_offline(ChallengerPolicy(min_offline_rows=200), after_change)
+    assert not decisive_offline(ChallengerPolicy(), ev(0.111, 0.001, 0.2, rows=71))  # a wide bound does not promote
+    spec = parse_spec({**TINY, "monitoring": {"retrain": {"min_offline_rows": 100}}}, "tiny")
+    assert challenger_policy_of(spec).min_offline_rows == 100
+    with pytest.raises(ValueError, match="min_offline_rows"):
+        ChallengerPolicy(min_offline_rows=5)
