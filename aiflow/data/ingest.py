@@ -388,7 +388,8 @@ def _write_ledger(lake: Lake, table: TableSpec, batch: str, entries: pl.DataFram
 def _after_commit(point: str) -> None:
     """Test hook: ``AIFLOW_TEST_KILL_AFTER=<point>`` kills this process with SIGKILL right after that commit.
 
-    Only there so that fault tests can place a ``kill -9`` deterministically (points: bronze, quarantine, ledger).
+    Only there so that fault tests can place a ``kill -9`` deterministically (points, in order: staged — the batch's
+    quarantine rows written to the staging area, bronze not yet committed —, bronze, quarantine, ledger).
     """
     if os.environ.get(KILL_AFTER_ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -700,6 +701,7 @@ class _Chunk:
         if self.ingested():
             if quarantine is not None:  # in the lake before the commit that claims them: no landing file needed after it
                 stage(self.lake, self.table.name, self.batch_id, quarantine)
+                _after_commit("staged")
             self._commit_bronze(report, claims)
             _after_commit("bronze")
             quarantine = self.quarantine_frame()  # files other ingestions took first are no longer this batch's
