@@ -52,7 +52,7 @@ from deltalake.exceptions import CommitFailedError
 
 from aiflow.data.parse import REASON, RECORD, ROW, RULE, RejectedFile, read_file, split_typed
 from aiflow.data.quarantine_limit import over_limit
-from aiflow.data.quarantine_stage import stage, staged, unstage
+from aiflow.data.quarantine_stage import stage, staged, staged_batches, unstage
 from aiflow.spec import EVENT_DATE, TableSpec
 from aiflow.storage.lake import META, Lake, Tables, partition_columns
 from aiflow.storage.landing import LandedFile, LandingZone
@@ -316,6 +316,8 @@ def _repair(lake: Lake, landing: LandingZone, table: TableSpec) -> tuple[int, in
         _write_ledger(lake, table, batch, entries, current)
         unstage(lake, table.name, batch)
         repaired += 1
+    for batch in set(staged_batches(lake, table.name)) & indexed:  # a run stopped between its ledger commit and the unstage
+        unstage(lake, table.name, batch)
     # a repair rewrote the ledger: the claims are read again from it (rare); otherwise the ledger is as read
     return repaired, current, None if repaired else claims
 
