@@ -30,6 +30,7 @@ DEV_TOOLS = {
     "kubernetes-validate",
     "dockerfile",
     "pip-audit",
+    "mutmut",
 }
 
 

@@ -52,7 +52,7 @@ from deltalake.exceptions import CommitFailedError
 
 from aiflow.data.parse import REASON, RECORD, ROW, RULE, RejectedFile, read_file, split_typed
 from aiflow.data.quarantine_limit import over_limit
-from aiflow.data.quarantine_stage import stage, staged, unstage
+from aiflow.data.quarantine_stage import stage, staged, staged_batches, unstage
 from aiflow.spec import EVENT_DATE, TableSpec
 from aiflow.storage.lake import META, Lake, Tables, partition_columns
 from aiflow.storage.landing import LandedFile, LandingZone
@@ -316,6 +316,8 @@ def _repair(lake: Lake, landing: LandingZone, table: TableSpec) -> tuple[int, in
         _write_ledger(lake, table, batch, entries, current)
         unstage(lake, table.name, batch)
         repaired += 1
+    for batch in set(staged_batches(lake, table.name)) & indexed:  # a run stopped between its ledger commit and the unstage
+        unstage(lake, table.name, batch)
     # a repair rewrote the ledger: the claims are read again from it (rare); otherwise the ledger is as read
     return repaired, current, None if repaired else claims
 
@@ -388,7 +390,8 @@ def _write_ledger(lake: Lake, table: TableSpec, batch: str, entries: pl.DataFram
 def _after_commit(point: str) -> None:
     """Test hook: ``AIFLOW_TEST_KILL_AFTER=<point>`` kills this process with SIGKILL right after that commit.
 
-    Only there so that fault tests can place a ``kill -9`` deterministically (points: bronze, quarantine, ledger).
+    Only there so that fault tests can place a ``kill -9`` deterministically (points, in order: staged — the batch's
+    quarantine rows written to the staging area, bronze not yet committed —, bronze, quarantine, ledger).
     """
     if os.environ.get(KILL_AFTER_ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -700,6 +703,7 @@ class _Chunk:
         if self.ingested():
             if quarantine is not None:  # in the lake before the commit that claims them: no landing file needed after it
                 stage(self.lake, self.table.name, self.batch_id, quarantine)
+                _after_commit("staged")
             self._commit_bronze(report, claims)
             _after_commit("bronze")
             quarantine = self.quarantine_frame()  # files other ingestions took first are no longer this batch's

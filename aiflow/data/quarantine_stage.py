@@ -5,7 +5,8 @@ process stopped in between used to leave the next run rebuilding those rows from
 deleted or rewritten in the meantime lost its rows (in neither table, the ledger counting them). Now the rows, typed and
 with their reasons, are first written to one Parquet file under the lake (``_staging/quarantine/<table>/<batch>/``),
 then bronze commits: whatever happens to the landing zone after that, the rows are in the lake. The file is removed once
-the batch's ledger entries are written; a batch that never committed leaves its file unread (no reader looks there).
+the batch's ledger entries are written (by the next ingestion, if the process stopped in between); a batch that never
+committed leaves its file unread (no reader looks there).
 """
 
 from __future__ import annotations
@@ -42,5 +43,13 @@ def staged(lake: Lake, table: str, batch: str) -> pl.DataFrame | None:
 
 
 def unstage(lake: Lake, table: str, batch: str) -> None:
-    """Remove a batch's staged rows once its quarantine rows and ledger entries are written."""
-    _store(lake).delete_dir(f"{table}/{batch}")
+    """Remove a batch's staged rows once its quarantine rows and ledger entries are written (gone already: nothing to do)."""
+    try:
+        _store(lake).delete_dir(f"{table}/{batch}")
+    except FileNotFoundError:  # another run removed them meanwhile
+        pass
+
+
+def staged_batches(lake: Lake, table: str) -> list[str]:
+    """The batches of ``table`` that have rows staged (committed or not)."""
+    return sorted({path.split("/")[1] for path in _store(lake).list(table)})

@@ -210,6 +210,7 @@ def test_kill_at_each_commit_point_shows_no_unrecorded_rows_and_the_next_run_ing
     ledger = _polars(lake, Tables.ledger(name))
     assert ledger.filter(pl.col("outcome") == INGESTED)["sha256"].is_duplicated().sum() == 0
     assert set(ledger["file"]) == set(files)
+    assert ArtifactStore(f"{lake.root}/{STAGING}").list(name) == []  # no staged copy left, even after a kill past the ledger
 
 
 def test_kill_after_the_bronze_commit_then_the_landing_file_moved_away_loses_no_quarantined_row(tmp_path):

@@ -281,3 +281,109 @@ def test_a_value_exactly_on_a_bound_or_tolerance_passes_and_the_next_step_fails(
     assert latency_gate(250.0, 250.0).passed and not latency_gate(250.0001, 250.0).passed
     tie = baseline_gate("roc_auc", 0.75, 0.75, True)  # beating the naive reference is strict: a tie does not beat it
     assert not tie.passed and tie.margin == 0.0
+
+
+def test_every_gate_reports_exactly_what_it_saw_its_threshold_margin_and_why():
+    """The whole verdict of each gate, field for field (the Dagster check and the CLI show these): the value seen, the
+    threshold, the signed margin, the sentence, and whether it is configured. Values are exact in binary. Written after
+    mutation testing (scripts/mutation) showed that changing any of these fields, or skipping the metrics after one that
+    could not be computed, left every other test green."""
+    from aiflow.evaluation.gates import GateResult, not_required
+
+    config = GateConfig(absolute={"roc_auc": 0.5, "pr_auc": 0.5, "rmse": 10.0})
+    assert absolute_gates({"roc_auc": math.nan, "pr_auc": 0.75, "rmse": 12.0}, config)[1:] == [  # after a NaN, the others
+        GateResult("absolute:pr_auc", True, 0.75, 0.5, "pr_auc 0.7500 must be at least 0.5.", 0.25),
+        GateResult("absolute:rmse", False, 12.0, 10.0, "rmse 12.0000 must be at most 10.0, misses by 2.0000.", -2.0),
+    ]
+    assert absolute_gates({}, GateConfig(absolute={"roc_auc": 0.5})) == [
+        GateResult("absolute:roc_auc", False, None, 0.5, "roc_auc could not be computed on the test rows")
+    ]
+
+    assert champion_gate("roc_auc", None, 0.75, 0.25) == GateResult(
+        "vs_champion", False, None, 0.75, "The candidate's roc_auc could not be computed on the test rows."
+    )
+    assert champion_gate("roc_auc", 0.5, math.nan, 0.25) == GateResult(
+        "vs_champion", True, 0.5, None, "No champion (or no champion metric) to compare with."
+    )
+    assert champion_gate("roc_auc", 0.5, 0.75, 0.25) == GateResult(
+        "vs_champion", True, 0.5, 0.75, "roc_auc 0.5000 vs champion 0.7500 on the same rows: no regression beyond the tolerance 0.25.", 0.0
+    )
+    assert champion_gate("roc_auc", 0.25, 0.75, 0.25) == GateResult(
+        "vs_champion", False, 0.25, 0.75, "roc_auc 0.2500 vs champion 0.7500 on the same rows: regresses by 0.5000, more than the tolerance 0.25.", -0.25
+    )
+
+    champ = pl.DataFrame({"slice": ["carrier"] * 3, "value": ["AA", "UA", "B6"], "roc_auc": [0.75, 0.75, None]})
+    cand = pl.DataFrame({"slice": ["carrier"] * 3, "value": ["AA", "UA", "B6"], "roc_auc": [0.5, 0.25, 0.75]})
+    assert slice_gate("roc_auc", cand, champ, 0.25) == GateResult(  # the worst is UA (B6 has no champion metric)
+        "slices_vs_champion", False, 0.5, 0.25, "worst slice carrier=UA: roc_auc 0.2500 vs champion 0.7500 regresses beyond tolerance 0.25 (gap 0.5000).", -0.25
+    )
+    assert slice_gate("roc_auc", cand.head(1), champ, 0.25) == GateResult(
+        "slices_vs_champion", True, 0.25, 0.25, "worst slice carrier=AA: roc_auc 0.5000 vs champion 0.7500 within tolerance 0.25 (gap 0.2500).", 0.0
+    )
+    no_slices = GateResult("slices_vs_champion", True, None, 0.25, "No champion slices to compare with.")
+    assert slice_gate("roc_auc", cand, champ.clear(), 0.25) == no_slices == slice_gate("pr_auc", cand, champ, 0.25)
+    assert slice_gate("roc_auc", cand.tail(1), champ, 0.25) == GateResult(
+        "slices_vs_champion", True, None, 0.25, "No slice has a defined metric on both sides."
+    )
+
+    assert baseline_gate("roc_auc", 0.5, 0.75, False) == GateResult(
+        "beats_baseline", True, 0.5, 0.75, "Not configured: must_beat_baseline is off.", configured=False
+    )
+    assert baseline_gate("roc_auc", None, 0.75, True) == GateResult(
+        "beats_baseline", False, None, 0.75, "Validation roc_auc is missing for the model or the naive reference."
+    )
+    assert baseline_gate("roc_auc", 0.75, 0.5, True) == GateResult(
+        "beats_baseline", True, 0.75, 0.5, "validation roc_auc 0.7500 vs the naive reference 0.5000: beats it.", 0.25
+    )
+
+    assert latency_gate(300.0, 250.0) == GateResult(
+        "latency", False, 300.0, 250.0,
+        "300.0 ms per 1,000 rows (fastest of 1 runs; median 300.0, range 300.0–300.0), budget 250 ms (no champion to compare "
+        "with) (over by 50.0 ms).", -50.0,
+    )  # fmt: skip
+    no_champion = latency_gate(LatencyReading(200.0, (200.0, 200.0), champion_ms=0.0), 250.0)  # a champion timed at 0: none
+    assert no_champion.passed and no_champion.threshold == 250.0 and no_champion.detail.endswith("(no champion to compare with).")
+    slow = latency_gate(LatencyReading(400.0, (300.0, 500.0), 100.0, (100.0, 150.0), 3), budget=250.0, factor=2.0)  # ratio: 300/100
+    assert slow == GateResult(
+        "latency", False, 3.0, 2.0,
+        "300.0 ms per 1,000 rows (fastest of 3 runs; median 400.0, range 300.0–500.0) vs the champion's 100.0 ms (median 100.0, "
+        "range 100.0–150.0) measured interleaved in the same run: 3.00x (median of the paired runs' ratios); allowed: at most 2x "
+        "or within the budget of 250 ms (over by 1.00x and 50.0 ms).", -1.0,
+    )  # fmt: skip
+
+    assert schema_gate(["num_x"], ["cat_new"], False) == GateResult(
+        "input_schema", False, None, None,
+        "Inputs missing from the features table: ['num_x']; inputs differ from the serving champion's: ['cat_new'].",
+    )  # fmt: skip
+    assert schema_gate([], ["cat_new"], True) == GateResult("input_schema", True, None, None, "Inputs match the features table and the champion.")
+
+    off = apply_off([GateResult("absolute:roc_auc", False, 0.25, 0.5, "x", -0.25), champion_gate("roc_auc", 0.5, 0.75, 0.25)],
+                    GateConfig(off=["absolute"]))  # fmt: skip
+    assert off == [not_required("absolute:roc_auc", "switched off (gates.off: absolute)"), champion_gate("roc_auc", 0.5, 0.75, 0.25)]
+    assert off[0] == GateResult("absolute:roc_auc", True, None, None, "Not required: switched off (gates.off: absolute).", configured=False)
+    assert apply_off([], GateConfig())[0] == GateResult(
+        "absolute", True, None, None, "Not required: no absolute bound is set (gates.absolute is empty).", configured=False
+    )
+
+
+def test_undefined_values_ties_and_fast_champions_in_the_gates():
+    """The second round of survivors of scripts/mutation: a metric that came out NaN is shown as it was (n/a in the
+    sentence, NaN as the value), an undefined slice anywhere does not stop the search for the worst one, equal gaps name
+    the first slice, a champion timed under 1 ms is still compared with, and the default latency factor is 1.5."""
+    nan_auc = baseline_gate("roc_auc", math.nan, 0.75, True)
+    assert not nan_auc.passed and nan_auc.detail == "validation roc_auc n/a vs the naive reference 0.7500: does not beat it."
+    assert math.isnan(nan_auc.value) and math.isnan(nan_auc.margin)
+    assert baseline_gate("roc_auc", 0.5, None, True).value == 0.5  # what the model scored, though the reference is missing
+    assert math.isnan(absolute_gates({"roc_auc": math.nan}, GateConfig(absolute={"roc_auc": 0.5}))[0].value)
+    assert math.isnan(champion_gate("roc_auc", math.nan, 0.75, 0.25).value)
+
+    champ = pl.DataFrame({"slice": ["carrier"] * 3, "value": ["B6", "AA", "UA"], "roc_auc": [None, 0.75, 0.75]})
+    cand = pl.DataFrame({"slice": ["carrier"] * 3, "value": ["B6", "AA", "UA"], "roc_auc": [0.75, 0.5, 0.5]})
+    tie = slice_gate("roc_auc", cand, champ, 0.25)  # B6 (first) is undefined; AA and UA regress by the same 0.25
+    assert tie.passed and tie.value == 0.25 and tie.detail.startswith("worst slice carrier=AA:")
+
+    fast = latency_gate(LatencyReading(2.0, (2.0, 2.0), 0.5, (0.5, 0.5), 3), budget=1.0)  # 4x a 0.5 ms champion, over 1 ms
+    assert not fast.passed and fast.value == 4.0 and fast.threshold == 1.5  # compared with it, at the default factor
+    assert not latency_gate(LatencyReading(2.0, (2.0, 2.0), 1.0, (1.0, 1.0), 3, ratio=2.0), budget=1.0).passed
+    within = latency_gate(LatencyReading(100.0, (100.0, 100.0), 90.0, (90.0, 90.0), 3), budget=250.0)
+    assert within.passed and within.detail.endswith("allowed: at most 1.5x or within the budget of 250 ms.")
