@@ -30,15 +30,19 @@ from aiflow.monitoring.calibration import calibrate
 from aiflow.monitoring.challenger import ChallengerPolicy, decisive_offline, judge
 from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, metric_drop
 from benchmarks.loop_matrix import Matrix, oracle
-
-DAY0 = dt.date(2026, 1, 5)  # windows are weeks of data time from this Monday
+from benchmarks.worlds import DAY0
 
 
 def default_policy() -> Policy:
-    """The shipped defaults as the brief states them: hysteresis 1, cooldown 1 window, the realized signal, and the age
-    signal the spec's default max_age_days gives weekly windows (35 days: 5 windows)."""
-    return Policy(hysteresis=1, cooldown_windows=1, use_drift=False, use_estimated=False, use_realized=True, max_age_windows=5,
-                  follow_up_windows=1)
+    """The policy the spec ships for weekly windows (``monitoring.retrain`` defaults, read through the loop's own
+    ``policy_of``: hysteresis 2, the 28-day cooldown as 4 windows, age after 5 windows, follow-up after 1), with drift
+    and CBPE off: these worlds have no cheap estimate."""
+    from aiflow.monitoring.monitor import policy_of
+    from aiflow.spec import parse_spec
+    from benchmarks.worlds import make_world, world_spec
+
+    shipped = policy_of(parse_spec(world_spec(make_world("no_drift")), "world"))
+    return dataclasses.replace(shipped, use_drift=False, use_estimated=False)
 
 
 @dataclass

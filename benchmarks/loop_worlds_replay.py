@@ -35,39 +35,9 @@ from aiflow.monitoring.challenger import ChallengerPolicy
 from benchmarks import loop_policies as lp
 from benchmarks.loop_matrix import TRAIN_WINDOWS, build_matrix
 from benchmarks.loop_worlds import measure
-from benchmarks.worlds import CLASSIFICATION, FEATURES, World, make_world
+from benchmarks.worlds import CLASSIFICATION, DAY0, FEATURES, World, make_world, world_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-DAY0 = lp.DAY0  # a Monday: window w is the week starting DAY0 + 7 w, as at engine level
-
-
-def world_spec(world: World) -> dict:
-    """The dataset spec of a world: what a user would write, with the shipped defaults for everything the loop decides."""
-    name = f"world_{world.name}"
-    classification = world.task == CLASSIFICATION
-    target = (
-        {"name": "positive", "source": "y", "kind": "threshold", "threshold": 0.5, "when_null": "quarantine"}
-        if classification
-        else {"name": "value", "source": "y", "kind": "identity", "when_null": "quarantine"}
-    )
-    first_days = 7 * TRAIN_WINDOWS
-    return {
-        "name": name,
-        "description": f"Synthetic world {world.name} ({world.truth}).",
-        "landing": {"uri": f"landing/{name}"},
-        "columns": {"row_id": {"type": "int64"}, "ts": {"type": "datetime"}, "y": {"type": "float64"},
-                    **{f"x{j}": {"type": "float64"} for j in range(FEATURES)}},  # fmt: skip
-        "key": ["row_id"],
-        "event_time": "ts",
-        "timezone": "UTC",
-        "problem_type": world.task,
-        "target": target,
-        "known_after_event": ["y"],
-        "features": {"numeric": [f"x{j}" for j in range(FEATURES)]},
-        # the engine level's models train on 3 windows and hold out a quarter of the newest: the same span here
-        "split": {"kind": "relative", "train_days": first_days - 7, "valid_days": 4, "test_days": 3},
-        "monitoring": {"window": "weekly", "start": DAY0.isoformat()},
-    }
 
 
 def write_world(world: World, seed: int, root: Path) -> tuple[Path, Path]:

@@ -12,6 +12,7 @@ Classification: ``y ~ Bernoulli(sigmoid(X @ beta_w + b_w))`` (label shift: ``y``
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ BETA_B = np.array([-0.5, 1.2, 0.8, 1.0, -0.8])  # the concept after the change: 
 SEASON = 4  # seasonal world: the concept alternates every SEASON windows
 NOISE = 1.0  # regression noise std
 SPARSE_FRACTION, SPARSE_DELAY = 0.3, 2
+DAY0 = dt.date(2026, 1, 5)  # a Monday: window w is the week starting DAY0 + 7 w
 
 
 @dataclass(frozen=True)
@@ -152,3 +154,32 @@ def _generate(world: World, seed: int) -> Stream:
             y[w] = signal + NOISE * rng.standard_normal(n)
     labelled = rng.random((T, n)) < world.label_fraction
     return Stream(X, y.astype(np.float64), labelled)
+
+
+def world_spec(world: World) -> dict:
+    """The dataset spec of a world: what a user would write, with the shipped defaults for everything the loop decides."""
+    name = f"world_{world.name}"
+    classification = world.task == CLASSIFICATION
+    target = (
+        {"name": "positive", "source": "y", "kind": "threshold", "threshold": 0.5, "when_null": "quarantine"}
+        if classification
+        else {"name": "value", "source": "y", "kind": "identity", "when_null": "quarantine"}
+    )
+    first_days = 7 * 3  # the engine level's models train on 3 windows (benchmarks.loop_matrix.TRAIN_WINDOWS)
+    return {
+        "name": name,
+        "description": f"Synthetic world {world.name} ({world.truth}).",
+        "landing": {"uri": f"landing/{name}"},
+        "columns": {"row_id": {"type": "int64"}, "ts": {"type": "datetime"}, "y": {"type": "float64"},
+                    **{f"x{j}": {"type": "float64"} for j in range(FEATURES)}},  # fmt: skip
+        "key": ["row_id"],
+        "event_time": "ts",
+        "timezone": "UTC",
+        "problem_type": world.task,
+        "target": target,
+        "known_after_event": ["y"],
+        "features": {"numeric": [f"x{j}" for j in range(FEATURES)]},
+        # the engine level's models train on 3 windows and hold out a quarter of the newest: the same span here
+        "split": {"kind": "relative", "train_days": first_days - 7, "valid_days": 4, "test_days": 3},
+        "monitoring": {"window": "weekly", "start": DAY0},
+    }

@@ -34,7 +34,7 @@ class Policy:
         use_realized: whether the drop of the realized metric may fire.
         hysteresis: windows in a row (same model version) in which a signal must be over its threshold.
         cooldown_days: days of data time after a retrain's window end during which nothing fires (when
-            ``cooldown_windows`` is None).
+            ``cooldown_windows`` is None). A cooldown ends early once the retrain's product serves the window.
         cooldown_windows: monitored windows after a retrain's window during which nothing fires (the loop sets it
             from the spec: days alone let a 28-day cooldown block nothing under monthly windows).
         budget: at most this many retrains in any ``budget_days`` of data time.
@@ -301,7 +301,11 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     if not holding:
         waits = ", ".join(f"{n} held {held[n]} of {need[n]} windows" for n in fired)
         return verdict("skip", f"skip: signals crossed but hysteresis not yet met in {span} ({waits}; {'; '.join(notes)}).", fired)
-    if retrains and policy.cooldown_windows is not None:
+    # the cooldown keeps a retrain from judging windows still served by the version it was decided on; once another
+    # version serves (the retrain's product, promoted), that hole is closed and the cooldown is over: its follow-up may
+    # challenge it at once (under the 28-day default, a half-stale product served 4 windows more)
+    product = bool(retrains) and now.model_version != retrains[-1].model_version
+    if retrains and policy.cooldown_windows is not None and not product:
         last = retrains[-1]
         # now is the n-th monitored window after the retrain's (every monitored window has a decision)
         n = 1 + len({d.window_start for d in past if last.window_start < d.window_start < now.window_start})
@@ -312,7 +316,7 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
                 f"{last.window_start} ({', '.join(holding)} fired in {span}).",
                 holding,
             )
-    elif retrains:
+    elif retrains and not product:
         until = retrains[-1].window_end + dt.timedelta(days=policy.cooldown_days)
         if now.window_end < until:
             return verdict(
