@@ -129,15 +129,15 @@ def model_home(name: str, tmp: Path) -> tuple[Home, str, list[dict]]:
     return home, "flights", [{"dataset": "flights", "records": [r]} for r in demo_records(home, 500)]
 
 
-def compare_models(models: list[str], rates: list[float], seconds: float, tmp: Path) -> dict:
+def compare_models(models: list[str], rates: list[float], seconds: float, tmp: Path, serve_args: tuple[str, ...] = ()) -> dict:
     """Per model: the floor and ``aiflow serve`` (token, validation, metrics, inference log) on the same single-record
     bodies, open loop at each rate (floor then server, back to back) and a closed-loop capacity (16 clients)."""
     out: dict = {}
     auth = {"Authorization": f"Bearer {TOKEN}"}
     for name in models:
         home, dataset, bodies = model_home(name, tmp / name)
-        floor, server = start_floor(home, dataset), start_server(home, "--log-interval", "1", "--reload-interval", "1")
-        figures: dict = {"family": name, "home": str(home.root)}
+        floor, server = start_floor(home, dataset), start_server(home, "--log-interval", "1", "--reload-interval", "1", *serve_args)
+        figures: dict = {"family": name, "home": str(home.root), "serve_args": list(serve_args)}
         try:
             for url, headers in ((floor.url, {}), (server.url, auth)):
                 fast_run(closed_loop(url, 4, 1.0, bodies, headers))  # warm-up (first calls, connections)
@@ -245,13 +245,14 @@ def main() -> int:
     parser.add_argument("--models", default=None,
                         help="Compare floor and server per model instead (tiny,sklearn,pytorch: the demo's champions, built once by "
                              "benchmarks.serving_models), open loop at --rates and closed-loop capacity.")  # fmt: skip
+    parser.add_argument("--serve-args", default="", help="More options for aiflow serve, e.g. '--inline-records 1' (with --models).")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     results: dict = {}
     if args.models:
         results["load_avg_before"] = os.getloadavg()
         with tempfile.TemporaryDirectory() as tmp:
-            results["models"] = compare_models(args.models.split(","), rates, args.seconds, Path(tmp))
+            results["models"] = compare_models(args.models.split(","), rates, args.seconds, Path(tmp), tuple(args.serve_args.split()))
         return report(results, args)
     with tempfile.TemporaryDirectory() as tmp:
         home = make_home(Path(tmp) / "home", [tiny_spec()])

@@ -1,7 +1,8 @@
-"""Scope: a scikit-learn champion served by ``aiflow serve`` (issue 22, "Serving fast on real models") answers exactly
-what the estimator's own ``predict_proba`` gives on the Polars encoder's arrays of the same raw records — single-record
-requests (the encoder's and the trees' small-batch paths) and one 100-record request, records with missing values and
-categories the model never saw — on the tiny spec (trips, classification)."""
+"""Scope: the small-batch paths behind ``aiflow serve`` (issue 22, "Serving fast on real models") answer exactly what the
+reference path gives on the same raw records, records with missing values and categories the model never saw, on the
+tiny spec (trips, classification): a scikit-learn champion answers the estimator's own ``predict_proba`` on the Polars
+encoder's arrays (single-record requests and one 100-record request); the PyTorch champion answers, one record at a
+time, what the network gives on the Polars encoder's arrays of that record."""
 
 from __future__ import annotations
 
@@ -78,3 +79,18 @@ def test_a_sklearn_champion_answers_exactly_the_estimators_own_probabilities(hom
     assert [p["label"] for p in many] == [int(expected[i % len(recs)] >= 0.5) for i in range(100)]
     # and the in-process small-batch paths agree with the same reference, one record at a time
     assert np.array_equal(np.concatenate([model.predict_records([r]) for r in recs]), expected)
+
+
+def test_a_pytorch_champion_answers_single_records_as_the_polars_encoder_path(home: Home, serve):
+    registry = Registry(home.lake)
+    model = load_model(ModelRef.of(registry.get("trips", registry.alias("trips", "champion")), str(home.artifacts)))
+    assert model.family == "pytorch"
+    recs = records()
+    assert all(model.encoder.fast_arrays([r]) is not None for r in recs)  # the encoder's fast path is the one under test
+    state, spec = model.feature_state(), home.specs["trips"]
+    expected = [float(model.predict_arrays(*polars_raw_to_arrays([r], state, spec, model.model_inputs))[0]) for r in recs]
+    assert len(set(expected)) > 5
+    server = serve(home)
+    with server.client() as c:
+        answers = [c.post("/v1/predict", json={"dataset": "trips", "records": [r]}).json()["predictions"][0]["probability"] for r in recs]
+    assert answers == expected
