@@ -26,11 +26,20 @@ import numpy as np
 from tests.aiflow.serving.conftest import TOKEN, Home, Server, free_port, make_home, record, start_server, tiny_spec, wait_ready
 
 
-async def open_loop(url: str, rate: float, seconds: float, body: dict, headers: dict) -> dict:
-    """Fixed-rate requests for ``seconds``; latencies from each request's due time."""
+async def open_loop(url: str, rate: float, seconds: float, body: dict | list[dict], headers: dict) -> dict:
+    """Fixed-rate requests for ``seconds``; latencies from each request's due time (``body``: one, or a list sent in turn).
+
+    The client is aiohttp, each body encoded once beforehand: httpx's pool spent the generator's CPU on its own
+    bookkeeping once thousands of requests waited (at 1,000 requests/s it stopped sending while both servers idled).
+    """
+    import aiohttp
+
+    bodies = [json.dumps(b).encode() for b in (body if isinstance(body, list) else [body])]
+    headers = {**headers, "Content-Type": "application/json"}
     n = int(rate * seconds)
     latencies, failures, lags = [], 0, []
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10, limits=httpx.Limits(max_connections=256)) as client:
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as client:
         t0 = time.perf_counter() + 0.2
 
         async def one(i: int) -> None:
@@ -39,9 +48,10 @@ async def open_loop(url: str, rate: float, seconds: float, body: dict, headers: 
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             lags.append(time.perf_counter() - due)
             try:
-                r = await client.post("/v1/predict", json=body)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
+                async with client.post("/v1/predict", data=bodies[i % len(bodies)]) as r:
+                    await r.read()
+                    ok = r.status == 200
+            except (aiohttp.ClientError, TimeoutError):
                 ok = False
             latencies.append(time.perf_counter() - due)
             failures += not ok
@@ -53,10 +63,15 @@ async def open_loop(url: str, rate: float, seconds: float, body: dict, headers: 
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "send_lag_p99_ms": round(float(np.percentile(np.array(lags) * 1000, 99)), 2)}  # fmt: skip
 
 
-async def closed_loop(url: str, concurrency: int, seconds: float, body: dict, headers: dict) -> dict:
+async def closed_loop(url: str, concurrency: int, seconds: float, body: dict | list[dict], headers: dict) -> dict:
     """``concurrency`` clients sending back to back for ``seconds``: the capacity (requests/s) under the same load."""
+    import aiohttp
+
+    bodies = [json.dumps(b).encode() for b in (body if isinstance(body, list) else [body])]
+    headers = {**headers, "Content-Type": "application/json"}
     latencies, failures = [], 0
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as client:
         end = time.perf_counter() + seconds
 
         async def worker() -> None:
@@ -64,8 +79,10 @@ async def closed_loop(url: str, concurrency: int, seconds: float, body: dict, he
             while time.perf_counter() < end:
                 t = time.perf_counter()
                 try:
-                    failures += (await client.post("/v1/predict", json=body)).status_code != 200
-                except httpx.HTTPError:
+                    async with client.post("/v1/predict", data=bodies[len(latencies) % len(bodies)]) as r:
+                        await r.read()
+                        failures += r.status != 200
+                except (aiohttp.ClientError, TimeoutError):
                     failures += 1
                 latencies.append(time.perf_counter() - t)
 
@@ -77,17 +94,78 @@ async def closed_loop(url: str, concurrency: int, seconds: float, body: dict, he
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}  # fmt: skip
 
 
-def start_floor(home: Home) -> Server:
+def start_floor(home: Home, dataset: str = "trips") -> Server:
     import subprocess
 
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIFLOW_")}, "AIFLOW_HOME": str(home.root), "BENCH_DATASET": "trips",
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIFLOW_")}, "AIFLOW_HOME": str(home.root), "BENCH_DATASET": dataset,
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     log = home.root / "floor.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "benchmarks.serving_floor:app", "--port", str(port), "--log-level", "warning"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     return wait_ready(Server(proc, f"http://127.0.0.1:{port}", log))
+
+
+def fast_run(coro):
+    """Run a generator coroutine on uvloop (installed with uvicorn): the generator's own loop costs less per request."""
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def model_home(name: str, tmp: Path) -> tuple[Home, str, list[dict]]:
+    """(home, dataset, single-record bodies) for ``tiny`` (the tests' model) or a family's demo champion."""
+    if name == "tiny":
+        home = make_home(tmp / "home", [tiny_spec()])
+        return home, "trips", [{"dataset": "trips", "records": [record(i % 9)]} for i in range(9)]
+    from benchmarks.serving_models import demo_home, demo_records
+
+    home = demo_home(name)
+    return home, "flights", [{"dataset": "flights", "records": [r]} for r in demo_records(home, 500)]
+
+
+def compare_models(models: list[str], rates: list[float], seconds: float, tmp: Path, serve_args: tuple[str, ...] = ()) -> dict:
+    """Per model: the floor and ``aiflow serve`` (token, validation, metrics, inference log) on the same single-record
+    bodies, open loop at each rate (floor then server, back to back) and a closed-loop capacity (16 clients)."""
+    out: dict = {}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for name in models:
+        home, dataset, bodies = model_home(name, tmp / name)
+        floor, server = start_floor(home, dataset), start_server(home, "--log-interval", "1", "--reload-interval", "1", *serve_args)
+        figures: dict = {"family": name, "home": str(home.root), "serve_args": list(serve_args)}
+        try:
+            for url, headers in ((floor.url, {}), (server.url, auth)):
+                fast_run(closed_loop(url, 4, 1.0, bodies, headers))  # warm-up (first calls, connections)
+            for rate in rates:
+                for who, url, headers in (("floor", floor.url, {}), ("serve", server.url, auth)):
+                    before = load()
+                    run = fast_run(open_loop(url, rate, seconds, bodies, headers))
+                    figures[f"{who}_{rate:g}rps"] = run | {"load_before": before, "load_after": load()}
+                floor_run, serve_run = figures[f"floor_{rate:g}rps"], figures[f"serve_{rate:g}rps"]
+                figures[f"p99_ratio_{rate:g}rps"] = round(serve_run["p99_ms"] / max(floor_run["p99_ms"], 1e-9), 2)
+            for who, url, headers in (("floor", floor.url, {}), ("serve", server.url, auth)):
+                before = load()
+                figures[f"{who}_capacity"] = fast_run(closed_loop(url, 16, seconds, bodies, headers)) | {"load_before": before, "load_after": load()}
+            figures["capacity_ratio"] = round(figures["serve_capacity"]["rps"] / figures["floor_capacity"]["rps"], 2)
+        finally:
+            floor.stop(signal.SIGTERM)
+            server.stop(signal.SIGTERM)
+        out[name] = figures
+        print(json.dumps(summary(figures)), flush=True)
+    return out
+
+
+def summary(f: dict) -> dict:
+    """One line per model: p50/p99 and failures per rate, capacities."""
+    keep = {k: {x: v[x] for x in ("p50_ms", "p99_ms", "failed", "achieved_rps", "send_lag_p99_ms", "load_before") if x in v}
+            for k, v in f.items() if isinstance(v, dict) and "rps" in k}  # fmt: skip
+    keep |= {k: {x: v[x] for x in ("rps", "failed", "p99_ms", "load_before")} for k, v in f.items() if k.endswith("_capacity")}
+    return {"family": f["family"], **keep, **{k: v for k, v in f.items() if "ratio" in k}}
 
 
 def max_rate(url: str, rates: list[float], seconds: float, body: dict, headers: dict) -> tuple[float, list[dict]]:
@@ -164,9 +242,18 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--batch100-only", action="store_true", help="Only the 100-record requests (no floor, no rates, no swap).")
     parser.add_argument("--rounds", type=int, default=5, help="Interleaved rounds of the 100-record measurement (medians).")
+    parser.add_argument("--models", default=None,
+                        help="Compare floor and server per model instead (tiny,sklearn,pytorch: the demo's champions, built once by "
+                             "benchmarks.serving_models), open loop at --rates and closed-loop capacity.")  # fmt: skip
+    parser.add_argument("--serve-args", default="", help="More options for aiflow serve, e.g. '--inline-records 1' (with --models).")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     results: dict = {}
+    if args.models:
+        results["load_avg_before"] = os.getloadavg()
+        with tempfile.TemporaryDirectory() as tmp:
+            results["models"] = compare_models(args.models.split(","), rates, args.seconds, Path(tmp), tuple(args.serve_args.split()))
+        return report(results, args)
     with tempfile.TemporaryDirectory() as tmp:
         home = make_home(Path(tmp) / "home", [tiny_spec()])
         single = {"dataset": "trips", "records": [record(1)]}

@@ -28,6 +28,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-batch-rows", type=int, default=10_000, help="Rows that trigger an inference-log flush early (a Delta commit costs ~10 ms).")
     serve.add_argument("--no-inference-log", action="store_true", help="Do not write the inference log (for measurements).")
     serve.add_argument("--max-batch-records", type=int, default=256, help="Most records of concurrent requests scored in one call.")
+    serve.add_argument("--inline-records", type=int, default=32,
+                       help="A request of this many records or more is scored at once on the event loop when no batch is in flight.")  # fmt: skip
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="Larger request bodies get 413.")
     serve.add_argument("--canary-fraction", type=float, default=0.1,
                        help="Share of requests the 'canary' alias answers when set (sticky per X-Request-Key header).")
@@ -75,7 +77,7 @@ def cmd_serve(args) -> int:
     if not 0.0 <= args.canary_fraction <= 1.0:
         print(f"aiflow serve: error: --canary-fraction must be between 0 and 1, got {args.canary_fraction}", file=sys.stderr)
         return 2
-    for option in ("keep_alive_timeout", "header_timeout", "body_timeout", "limit_concurrency", "tls_reload_interval"):
+    for option in ("keep_alive_timeout", "inline_records", "header_timeout", "body_timeout", "limit_concurrency", "tls_reload_interval"):
         if getattr(args, option) <= 0:
             print(f"aiflow serve: error: --{option.replace('_', '-')} must be positive, got {getattr(args, option)}", file=sys.stderr)
             return 2
@@ -96,7 +98,7 @@ def cmd_serve(args) -> int:
         lake=settings.lake(), artifact_root=settings.artifact_uri, artifact_options=settings.storage_options(),
         datasets=[s.name for s in specs], tokens=tokens, reload_interval=args.reload_interval, max_body_bytes=args.max_body_bytes,
         log_interval=args.log_interval, log_batch_rows=args.log_batch_rows, canary_fraction=args.canary_fraction,
-        inference_log=not args.no_inference_log, max_batch_records=args.max_batch_records,
+        inference_log=not args.no_inference_log, max_batch_records=args.max_batch_records, inline_records=args.inline_records,
         report_key=os.environ.get(REPORT_KEY_ENV) or None,  # a secret: from the environment at start, never logged
         tls=CertificateReloader(args.tls_cert, args.tls_key) if args.tls_cert else None, tls_reload_interval=args.tls_reload_interval,
     )  # fmt: skip

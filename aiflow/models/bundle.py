@@ -34,6 +34,7 @@ import polars as pl
 
 from aiflow.data.encoding import Encoder, FeatureState, ModelInputs, feature_columns, to_arrays
 from aiflow.models.families import PYTORCH, SKLEARN, dump_sklearn, load_sklearn, sklearn_predict
+from aiflow.models.sklearn_fast import SklearnPredictor
 from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
 
@@ -281,7 +282,7 @@ def load_bundle(store: ArtifactStore, path: str, expected_sha256: str, files: Ma
         problem = meta["problem_type"]
         return LoadedModel(
             **common, problem_type=problem, model_inputs=model_inputs, model=estimator,
-            predictor=lambda cat, num: sklearn_predict(estimator, cat, num, problem),
+            predictor=SklearnPredictor(estimator, problem, sklearn_predict),
         )  # fmt: skip
     import torch
 
