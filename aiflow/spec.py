@@ -284,7 +284,8 @@ class RetrainSettings(_Strict):
     hysteresis: int = Field(2, ge=1, description="Windows in a row a signal must hold before it fires.")
     cooldown_days: int = Field(
         28, ge=0, description="Days of data after a retrain during which no other retrain fires, counted in monitoring windows: "
-        "ceil(days / window length), at least one window when > 0 (28 days: 4 weekly windows, 1 monthly window)."
+        "ceil(days / window length), at least one window when > 0 (28 days: 4 weekly windows, 1 monthly window); it ends once "
+        "the retrain's product serves (the windows it judges are then the product's own)."
     )
     cooldown_windows: int | None = Field(None, ge=0, description="The cooldown in monitoring windows; set, it replaces cooldown_days.")
     budget: int = Field(4, ge=1, description="At most this many retrains in any budget_days of data.")
