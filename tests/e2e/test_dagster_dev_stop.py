@@ -45,6 +45,13 @@ def _wait_ready(proc: subprocess.Popen, port: int, log: Path) -> None:
     raise AssertionError(f"dagster dev not ready after {READY_TIMEOUT_S} s:\n{log_tail(log)}")
 
 
+def _as_a_terminal_starts_it() -> None:
+    """SIGINT at its default disposition, as a terminal starts a command. The test itself may run under a parent that
+    ignores SIGINT (a CI runner or `nohup ... &` in a script), which children inherit and `dagster dev` then applies to
+    SIGTERM too: the very case the README's workaround is about, and not what these tests are for."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -74,7 +81,7 @@ def test_dagster_dev_stops_on_sigterm_within_10_s(tmp_path: Path):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [DAGSTER, "dev", "-w", "workspace.yaml", "-h", HOST, "-p", str(port)], cwd=ROOT, env=env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_a_terminal_starts_it,
         )  # fmt: skip
     try:
         _wait_ready(proc, port, log)
@@ -89,7 +96,7 @@ def test_from_a_script_with_job_control_dagster_dev_stops_on_sigterm_within_10_s
     env, (port,) = _env(tmp_path), free_ports(1)
     log, pid_file = tmp_path / "dev.log", tmp_path / "dev.pid"
     script = f'set -m\n"{DAGSTER}" dev -w workspace.yaml -h {HOST} -p {port} >"{log}" 2>&1 &\necho $! >"{pid_file}"\nwait\n'
-    shell = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, start_new_session=True)
+    shell = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, start_new_session=True, preexec_fn=_as_a_terminal_starts_it)
     try:
         deadline = time.monotonic() + 30
         while not pid_file.exists() or not pid_file.read_text().strip():
