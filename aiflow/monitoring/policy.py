@@ -304,9 +304,8 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     # the cooldown keeps a retrain from judging windows still served by the version it was decided on; once another
     # version serves (the retrain's product, promoted), that hole is closed and the cooldown is over: its follow-up may
     # challenge it at once (under the 28-day default, a half-stale product served 4 windows more)
-    product = bool(retrains) and now.model_version != retrains[-1].model_version
-    if retrains and policy.cooldown_windows is not None and not product:
-        last = retrains[-1]
+    last = retrains[-1] if retrains and now.model_version == retrains[-1].model_version else None
+    if last is not None and policy.cooldown_windows is not None:
         # now is the n-th monitored window after the retrain's (every monitored window has a decision)
         n = 1 + len({d.window_start for d in past if last.window_start < d.window_start < now.window_start})
         if n <= policy.cooldown_windows:
@@ -316,12 +315,12 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
                 f"{last.window_start} ({', '.join(holding)} fired in {span}).",
                 holding,
             )
-    elif retrains and not product:
-        until = retrains[-1].window_end + dt.timedelta(days=policy.cooldown_days)
+    elif last is not None:
+        until = last.window_end + dt.timedelta(days=policy.cooldown_days)
         if now.window_end < until:
             return verdict(
                 "skip",
-                f"skip: cooldown until {until} after the retrain for the window ending {retrains[-1].window_end} "
+                f"skip: cooldown until {until} after the retrain for the window ending {last.window_end} "
                 f"({', '.join(holding)} fired in {span}).",
                 holding,
             )
