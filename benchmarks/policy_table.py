@@ -281,9 +281,9 @@ class Candidate:
     news: bool = False  # drift as shipped: drifted against the reference and against the window before
 
 
-def candidates(spec: DatasetSpec) -> list[Candidate]:
-    """The candidate policies, all with the spec's guardrails unless the name says otherwise."""
-    base = policy_of(spec)
+def candidates(spec: DatasetSpec, overrides: dict | None = None) -> list[Candidate]:
+    """The candidate policies, all with the spec's guardrails (and ``overrides`` of them) unless the name says otherwise."""
+    base = dataclasses.replace(policy_of(spec), **(overrides or {}))
 
     def signals(*names: str, **extra) -> Policy:
         return dataclasses.replace(  # the signals named, without the age signals (the older rows of the table)
@@ -311,10 +311,38 @@ def candidates(spec: DatasetSpec) -> list[Candidate]:
     ]
 
 
+#: The demo goal's bound: no more than 2 labelled windows in a row this far below what a fresh model achieves on them.
+FRESH_GAP = 0.05
+
+
+def fresh_metrics(models: Models, windows: Windows) -> dict[dt.date, float]:
+    """Each window's ROC AUC under a fresh model: the one trained on the data through the Sunday before it (the
+    challenger a retrain decided the week before would have brought)."""
+    from sklearn.metrics import roc_auc_score
+
+    return {start: float(roc_auc_score(windows.labels(start), windows.scores(start, models.get(start)))) for start in windows.starts}
+
+
+def longest_stale_run(windows: list[dict], fresh: dict[dt.date, float], gap: float = FRESH_GAP) -> tuple[int, dt.date | None]:
+    """The longest run of labelled windows in a row whose ROC AUC is more than ``gap`` below a fresh model's on them, and
+    the window it starts at (unlabelled windows break a run: nothing could be judged there)."""
+    best, best_start, run, start = 0, None, 0, None
+    for w in windows:
+        value, ref = w["roc_auc"], fresh.get(w["window_start"])
+        if value is not None and ref is not None and ref - value > gap:
+            run, start = run + 1, start if run else w["window_start"]
+            if run > best:
+                best, best_start = run, start
+        else:
+            run = 0
+    return best, best_start
+
+
 @dataclasses.dataclass
 class Outcome:
     candidate: Candidate
     windows: list[dict]  # one per window: window_start, model_week, rows, roc_auc, drift_fired, action, reason
+    fresh: dict[dt.date, float] | None = None  # each window's ROC AUC under a fresh model (fresh_metrics)
 
     @property
     def retrains(self) -> list[dt.date]:
@@ -337,7 +365,12 @@ class Outcome:
             "mean ROC AUC": round(mean, 4),
             "worst window ROC AUC": f"{worst['roc_auc']:.4f} ({worst['window_start']:%m-%d})",
             "drift fired": f"{frame['drift_fired'].mean():.0%}",
+            **({} if self.fresh is None else {f"longest run > {FRESH_GAP} below fresh": _run_text(*longest_stale_run(self.windows, self.fresh))}),
         }
+
+
+def _run_text(run: int, start: dt.date | None) -> str:
+    return "0" if start is None else f"{run} (from {start:%m-%d})"
 
 
 def replay(candidate: Candidate, models: Models, windows: Windows, spec: DatasetSpec) -> Outcome:
@@ -423,6 +456,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="working folder: lake, landing, models (default: a new temp dir)")
     parser.add_argument("--families", nargs="+", help="model families to train (default: the training default, every family)")
+    parser.add_argument("--policy-args", default="{}", help="JSON overrides of the spec's Policy, e.g. '{\"budget\": 8}'")
     return parser.parse_args(argv)
 
 
@@ -438,14 +472,21 @@ def main(argv: list[str] | None = None) -> int:
     models = Models(lake, spec, out, params)
     windows = Windows(lake, spec)
     say(f"{len(windows.starts)} weekly windows {windows.starts[0]} .. {windows.starts[-1]}; families {params.families}")
+    overrides = json.loads(args.policy_args)
+    if overrides:
+        say(f"policy overrides: {overrides}")
+    t0 = time.monotonic()
+    fresh = fresh_metrics(models, windows)
+    say(f"fresh models' ROC AUC on each window ({time.monotonic() - t0:.0f} s): mean {np.mean(list(fresh.values())):.4f}")
     outcomes = []
-    for candidate in candidates(spec):
+    for candidate in candidates(spec, overrides):
         t0 = time.monotonic()
-        outcome = replay(candidate, models, windows, spec)
+        outcome = dataclasses.replace(replay(candidate, models, windows, spec), fresh=fresh)
         outcomes.append(outcome)
         row = outcome.row()
         say(f"{candidate.name}: {row['retrains']} retrain(s) [{row['retrain windows']}], mean ROC AUC {row['mean ROC AUC']}, "
-            f"worst {row['worst window ROC AUC']}, drift fired {row['drift fired']} ({time.monotonic() - t0:.0f} s)")  # fmt: skip
+            f"worst {row['worst window ROC AUC']}, drift fired {row['drift fired']}, longest run > {FRESH_GAP} below fresh "
+            f"{row[f'longest run > {FRESH_GAP} below fresh']} ({time.monotonic() - t0:.0f} s)")  # fmt: skip
     rows = [o.row() for o in outcomes]
     table = markdown(rows)
     wall = time.monotonic() - started
@@ -459,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": rows, "summary": summary, "wall_s": round(wall, 1), "families": params.families,
         "models": {m.week.isoformat(): {"family": m.family, "valid_roc_auc": m.valid_roc_auc, "train_s": m.train_s,
                                          "thresholds": m.thresholds.to_dict()} for m in trained},
+        "fresh_roc_auc": {d.isoformat(): v for d, v in fresh.items()},
         "windows": {o.candidate.name: [{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in w.items()} for w in o.windows]
                     for o in outcomes},
     }  # fmt: skip

@@ -14,7 +14,7 @@ from aiflow.monitoring.challenger import challenger_policy_of
 from aiflow.monitoring.monitor import policy_of
 from aiflow.monitoring.policy import Thresholds, WindowSignals
 from aiflow.spec import demo_spec_path, load_spec, parse_spec
-from benchmarks.policy_table import LOOP_START, Candidate, Measured, Outcome, candidates, replay, week_split
+from benchmarks.policy_table import LOOP_START, Candidate, Measured, Outcome, candidates, longest_stale_run, replay, week_split
 from tests.aiflow.tiny import TINY
 
 D = dt.date
@@ -144,3 +144,16 @@ def test_the_shipped_loop_promotes_a_challenger_only_on_evidence(spec):
     assert same.retrains and same.promotions == []
     assert {w["model_week"] for w in same.windows} == {LOOP_START}
     assert any(w["challenger"] and w["challenger"].startswith("retire") for w in same.windows)
+
+
+def test_the_longest_run_below_a_fresh_model_counts_labelled_windows_in_a_row_beyond_the_gap():
+    days = [D(2013, 4, 1) + dt.timedelta(days=7 * i) for i in range(7)]
+    served = [0.60, 0.60, 0.60, 0.76, None, 0.60, 0.60]
+    windows = [{"window_start": d, "rows": 100, "roc_auc": v, "drift_fired": False, "action": "skip"} for d, v in zip(days, served, strict=True)]
+    fresh = dict(zip(days, [0.66, 0.70, 0.651, 0.80, 0.9, 0.7, 0.64], strict=True))
+    # gaps 0.06, 0.10, 0.051 (a run of 3 from 04-01), 0.04, an unlabelled window, 0.10 and 0.04
+    assert longest_stale_run(windows, fresh) == (3, D(2013, 4, 1))
+    assert longest_stale_run(windows, fresh, gap=0.08) == (1, D(2013, 4, 8))
+    assert longest_stale_run(windows, {d: 0.5 for d in days}) == (0, None)
+    row = Outcome(Candidate("x", None), windows, fresh).row()
+    assert row["longest run > 0.05 below fresh"] == "3 (from 04-01)"
