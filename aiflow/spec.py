@@ -290,6 +290,11 @@ class RetrainSettings(_Strict):
     cooldown_windows: int | None = Field(None, ge=0, description="The cooldown in monitoring windows; set, it replaces cooldown_days.")
     budget: int = Field(4, ge=1, description="At most this many retrains in any budget_days of data.")
     budget_days: int = Field(120, ge=1, description="The period the retrain budget counts over (days of data).")
+    budget_burst: int | None = Field(
+        None, ge=1, description="Paces the budget: at most this many retrains in a row, the budget then coming back at its average "
+        "rate (budget per budget_days) after each (a token bucket), so a world that keeps changing does not spend the whole "
+        "budget in one month and then retrain nothing for the rest of budget_days; null: only the budget counts."
+    )
     max_age_days: int | None = Field(
         35, ge=1, description="The age signal and the fallback schedule: a champion older than this in days of data (counted "
         "in monitoring windows by the signal) starts a retrain; null: never."

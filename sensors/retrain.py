@@ -30,6 +30,8 @@ from dagster import (
 from aiflow.data.ingest import unrecorded_files
 from aiflow.models.registry import Registry
 from aiflow.monitoring import history
+from aiflow.monitoring.monitor import policy_of
+from aiflow.monitoring.policy import next_paced_retrain
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.lake import Tables
 from assets.monitoring import ACTIVE, retrain_running
@@ -119,7 +121,8 @@ def retrain_schedule(spec: DatasetSpec, job):
         default_status=DefaultScheduleStatus.RUNNING if max_age else DefaultScheduleStatus.STOPPED,
         description=f"Fallback: every day at 04:00, retrain '{spec.name}' if its champion is older than "
         f"monitoring.retrain.max_age_days ({max_age}) in data time (newest feature date minus the newest date it trained on), "
-        f"within the budget ({budget} retrains in {budget_days} days of data, the sensor's included); skipped while one runs.",
+        f"within the budget ({budget} retrains in {budget_days} days of data, the sensor's included, paced by budget_burst); "
+        "skipped while one runs.",
     )
     def _schedule(context: ScheduleEvaluationContext, lake: LakeResource):
         """Request a retrain when the champion is older than the spec's maximum age in data time, within the budget."""
@@ -132,11 +135,18 @@ def retrain_schedule(spec: DatasetSpec, job):
         if max_age is None or days <= max_age:
             return SkipReason(f"{spec.name}: the champion is {days} days old in data time (retrained after {max_age} days)")
         since = newest - dt.timedelta(days=budget_days)
-        spent = retrains_since(context.instance, job.name, since)
+        started = retrain_dates(context.instance, job.name)
+        spent = sum(1 for d in started if d > since)
         if spent >= budget:
             return SkipReason(
                 f"{spec.name}: the champion is {days} days old in data time, but {spent} retrain(s) were already started for "
                 f"data after {since} (budget {budget} in {budget_days} days) and none replaced it: waiting for newer data"
+            )
+        paced = next_paced_retrain(policy_of(spec), started)
+        if paced is not None and newest < paced:
+            return SkipReason(
+                f"{spec.name}: the champion is {days} days old in data time, but the retrain budget is paced ({r.budget_burst} "
+                f"in a burst, then {budget} per {budget_days} days): the next retrain may start for data from {paced}"
             )
         return RunRequest(
             run_key=f"{spec.name}-scheduled-{newest.isoformat()}",
@@ -165,15 +175,17 @@ def champion_age(lake, spec: DatasetSpec) -> tuple[int, dt.date] | None:
     return (newest - trained).days, newest
 
 
-def retrains_since(instance, job_name: str, since: dt.date) -> int:
-    """Retrain runs started (by the sensor or the schedule) for data newer than ``since``, whatever they concluded."""
-    count = 0
+def retrain_dates(instance, job_name: str) -> list[dt.date]:
+    """The data dates of the retrain runs started (by the sensor or the schedule), whatever they concluded."""
+    dates = []
     for record in instance.get_run_records(filters=RunsFilter(job_name=job_name), limit=500):
         tags = record.dagster_run.tags
         when = tags.get(WINDOW_TAG) or tags.get(DATA_TAG) or ""
-        if when[:4].isdigit() and when[:10] > since.isoformat():
-            count += 1
-    return count
+        try:
+            dates.append(dt.date.fromisoformat(when[:10]))
+        except ValueError:
+            continue  # a run started by hand for no data date
+    return dates
 
 
 @run_failure_sensor(name="aiflow_run_failure_sensor", default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60)

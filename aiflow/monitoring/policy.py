@@ -14,8 +14,10 @@ retrain, within the budget, and no retrain already running.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 
 SIGNALS = ("drift", "estimated", "realized", "age")
 #: Whether a higher value of each monitored metric is better.
@@ -39,6 +41,9 @@ class Policy:
             from the spec: days alone let a 28-day cooldown block nothing under monthly windows).
         budget: at most this many retrains in any ``budget_days`` of data time.
         budget_days: the budget's span in days of data time.
+        budget_burst: paces the budget (None: off): at most this many retrains in a burst, the budget coming back at
+            its average rate (``budget`` per ``budget_days``) after each, as a token bucket. Without it a world that
+            keeps changing spends the whole budget in one month and nothing retrains for the rest of ``budget_days``.
         fallback_drift_share: drift-share threshold when the reference cannot be calibrated.
         fallback_drop: metric-drop threshold when it cannot be calibrated (absolute for ROC AUC / accuracy).
         fallback_relative_increase: relative-increase threshold for RMSE / MAE when it cannot be calibrated.
@@ -64,6 +69,7 @@ class Policy:
     cooldown_windows: int | None = None
     budget: int = 4
     budget_days: int = 90
+    budget_burst: int | None = None
     fallback_drift_share: float = 0.3
     fallback_drop: float = 0.03
     fallback_relative_increase: float = 0.1
@@ -76,6 +82,8 @@ class Policy:
         for name in ("min_rows", "min_labels", "cooldown_days"):
             if getattr(self, name) < 0:
                 raise ValueError(f"policy field {name!r} must be >= 0, got {getattr(self, name)}")
+        if self.budget_burst is not None and self.budget_burst < 1:
+            raise ValueError(f"policy field 'budget_burst' must be >= 1 or None, got {self.budget_burst}")
         for name in ("hysteresis", "budget", "budget_days"):
             if getattr(self, name) < 1:
                 raise ValueError(f"policy field {name!r} must be >= 1, got {getattr(self, name)}")
@@ -333,10 +341,36 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
             f"since {since}; budget {policy.budget}) although {', '.join(holding)} fired in {span}.",
             holding,
         )
+    paced = next_paced_retrain(policy, [d.window_end for d in retrains])
+    if paced is not None and now.window_end < paced:
+        return verdict(
+            "skip",
+            f"skip: retrain budget paced ({policy.budget_burst} retrains in a burst, then {policy.budget} per "
+            f"{policy.budget_days} days of data time): the next retrain may come from the window ending {paced}, "
+            f"although {', '.join(holding)} fired in {span}.",
+            holding,
+        )
     fired_notes = "; ".join(n for n in notes if any(n.startswith(p) for p in _labels(thresholds, holding)))
     if running:
         return verdict("skip", f"skip: a retrain is already running ({fired_notes} in {span}).", holding)
     return verdict("retrain", f"retrain: {fired_notes} in {span}, held {policy.hysteresis} window(s).", holding)
+
+
+def next_paced_retrain(policy: Policy, retrains: Sequence[dt.date]) -> dt.date | None:
+    """The first window end at which the paced budget allows another retrain after ``retrains`` (their window ends).
+
+    A token bucket of ``budget_burst`` tokens, full at the start, one spent per retrain, refilled at ``budget`` per
+    ``budget_days`` days of data time (exact fractions: a date on the boundary is allowed). None when pacing is off or
+    nothing has been spent."""
+    if policy.budget_burst is None or not retrains:
+        return None
+    rate = Fraction(policy.budget, policy.budget_days)  # tokens per day
+    tokens, last = Fraction(policy.budget_burst), None
+    for end in sorted(retrains):
+        if last is not None:
+            tokens = min(Fraction(policy.budget_burst), tokens + (end - last).days * rate)
+        tokens, last = tokens - 1, end
+    return last + dt.timedelta(days=max(0, math.ceil((1 - tokens) / rate)))
 
 
 def _labels(t: Thresholds, names: Sequence[str]) -> list[str]:

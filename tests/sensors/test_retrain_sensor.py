@@ -26,7 +26,7 @@ from resources.notify import NotifierResource
 from resources.profiles import local_resources
 from tests.aiflow.monitoring.world import SERVED, World, build_world, rides_spec, serve_week
 
-POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 2, "min_rows": 300, "cooldown_days": 0}}
+POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 2, "min_rows": 300, "cooldown_days": 0, "budget_burst": 2}}
 FAST_TRAINING = {"ops": {"rides__candidate": {"config": {"families": ["sklearn"], "sklearn_max_iter": 30, "baseline_max_rows": 2000}}}}
 
 
@@ -166,7 +166,7 @@ def rides_spec_path(folder) -> str:
     return str(path)
 
 
-def test_the_fallback_schedule_counts_the_champion_age_in_data_time_and_obeys_the_budget(built: World, tmp_path):
+def test_the_fallback_schedule_counts_the_champion_age_in_data_time_and_obeys_the_paced_budget(built: World, tmp_path):
     from dagster import build_schedule_context
 
     from tests.aiflow.monitoring.world import REFERENCE_DAYS, ROWS_PER_DAY, START, rides, weather
@@ -202,9 +202,17 @@ def test_the_fallback_schedule_counts_the_champion_age_in_data_time_and_obeys_th
     assert len(old.run_requests) == 1 and "40 days old in data time (> 35)" in old.run_requests[0].tags["aiflow/reason"]
     newest = old.run_requests[0].tags["aiflow/data"]
     assert old.run_requests[0].run_key == f"rides-scheduled-{newest}"
-    # four retrains already started for recent data and none replaced the champion: the budget stops a daily retrain
+    # two retrains already started for this data (a burst of 2, 4 per 120 days): paced until the bucket holds
+    # one more, 30 days on (the retrain sensor's decisions are paced by the same rule)
     retrain = defs.resolve_job_def("rides_retrain_job")
-    for _ in range(4):
+    for _ in range(2):
+        instance.create_run_for_job(retrain, status=DagsterRunStatus.SUCCESS, tags={"aiflow/data": newest})
+    paced = tick(1)
+    later = dt.date.fromisoformat(newest) + dt.timedelta(days=30)
+    assert not paced.run_requests
+    assert paced.skip_message.endswith(f"the retrain budget is paced (2 in a burst, then 4 per 120 days): the next retrain may start for data from {later}")
+    # four and none replaced the champion: the budget itself stops a daily retrain
+    for _ in range(2):
         instance.create_run_for_job(retrain, status=DagsterRunStatus.SUCCESS, tags={"aiflow/data": newest})
     spent = tick(1)
     assert not spent.run_requests and "budget 4" in spent.skip_message

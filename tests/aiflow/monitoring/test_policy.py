@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, fallback_thresholds, metric_drop
 
@@ -319,3 +322,55 @@ def test_the_cooldown_ends_once_the_retrain_s_product_serves():
     assert still_old.action == "skip" and "cooldown, window 1 of 4" in still_old.reason
     product = decide(policy, AUC, [window(1, version=1), window(2, version=2)], [retrained, still_old], running=False)
     assert product.action == "retrain" and product.fired == ("age",) and "a retrain's product" in product.reason
+
+
+# ------------------------------------------------------------------------------------------------ paced budget
+PACED = Policy(min_rows=100, hysteresis=1, cooldown_days=0, budget=4, budget_days=120, budget_burst=2, use_estimated=False)
+
+
+def test_the_paced_budget_allows_a_burst_then_one_retrain_per_budget_days_over_budget():
+    """4 per 120 days, bursts of 2: after retrains at days 7 and 14 the bucket holds 1 - 1 + 7/30 tokens; the next
+    whole token is there 23 days later (day 37), exactly: the window ending on day 36 is paced, day 37's retrains."""
+    past = [retrain_at(D0 + dt.timedelta(days=7)), retrain_at(D0 + dt.timedelta(days=14))]
+
+    def ending(day: int) -> WindowSignals:
+        return WindowSignals(D0 + dt.timedelta(days=day - 7), D0 + dt.timedelta(days=day), 1, 1000, 0, 0.5, None, None)
+
+    early = decide(PACED, AUC, [ending(36)], past, running=False)
+    assert early.action == "skip"
+    assert early.reason.startswith("skip: retrain budget paced (2 retrains in a burst, then 4 per 120 days of data time): "
+                                   "the next retrain may come from the window ending 2024-02-07")  # fmt: skip
+    assert early.fired == ("drift",)
+    assert decide(PACED, AUC, [ending(37)], past, running=False).action == "retrain"
+    # without pacing only the budget counts (2 of 4 spent): day 36 retrains
+    assert decide(dataclasses.replace(PACED, budget_burst=None), AUC, [ending(36)], past, running=False).action == "retrain"
+    # the bucket refills to the burst and no further: 200 quiet days later, two in a row again, not three
+    late = [*past, retrain_at(D0 + dt.timedelta(days=214)), retrain_at(D0 + dt.timedelta(days=221))]
+    assert decide(PACED, AUC, [ending(228)], late, running=False).action == "skip"
+    assert decide(PACED, AUC, [ending(228)], late[:3], running=False).action == "retrain"
+    with pytest.raises(ValueError, match="budget_burst"):
+        Policy(budget_burst=0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    budget=st.integers(1, 6), budget_days=st.integers(7, 120), burst=st.integers(1, 4),
+    signals=st.lists(st.booleans(), min_size=1, max_size=120),
+)  # fmt: skip
+def test_paced_retrains_keep_the_token_bucket_bound_over_every_span_and_are_refused_only_when_one_more_breaks_it(
+    budget, budget_days, burst, signals
+):
+    """Daily windows, a signal on the days drawn, decided one after another as the sensor does. A retrain happens
+    exactly when, with it, every span of days [a, b] holds at most burst + (b - a) · budget / budget_days retrains
+    (the token bucket's bound) and the last budget_days hold at most budget."""
+    policy = Policy(min_rows=100, hysteresis=1, cooldown_days=0, budget=budget, budget_days=budget_days, budget_burst=burst,
+                    use_estimated=False)  # fmt: skip
+    past: list[Decision] = []
+    for day, on in enumerate(signals, start=1):
+        s = WindowSignals(D0 + dt.timedelta(days=day - 1), D0 + dt.timedelta(days=day), 1, 1000, 0, 0.5 if on else 0.1, None, None)
+        d = decide(policy, AUC, [s], past, running=False)
+        ends = [p.window_end for p in past if p.action == "retrain"]
+        paced = all(1 + sum(a <= e for e in ends) <= burst + Fraction((s.window_end - a).days * budget, budget_days) for a in ends)
+        budgeted = sum(e > s.window_end - dt.timedelta(days=budget_days) for e in ends) < budget
+        assert (d.action == "retrain") == (on and paced and budgeted), (d.reason, ends)
+        past.append(d)
