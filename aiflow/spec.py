@@ -288,10 +288,13 @@ class RetrainSettings(_Strict):
         "the retrain's product serves (the windows it judges are then the product's own)."
     )
     cooldown_windows: int | None = Field(None, ge=0, description="The cooldown in monitoring windows; set, it replaces cooldown_days.")
-    budget: int = Field(4, ge=1, description="At most this many retrains in any budget_days of data.")
+    budget: int = Field(
+        8, ge=1, description="At most this many retrains in any budget_days of data (8 per 120 days: a retrain is a challenger, "
+        "cheap; its promotion is gated by evidence; 4 starved a world that kept changing, see benchmarks/README.md)."
+    )
     budget_days: int = Field(120, ge=1, description="The period the retrain budget counts over (days of data).")
     budget_burst: int | None = Field(
-        None, ge=1, description="Paces the budget: at most this many retrains in a row, the budget then coming back at its average "
+        3, ge=1, description="Paces the budget: at most this many retrains in a row, the budget then coming back at its average "
         "rate (budget per budget_days) after each (a token bucket), so a world that keeps changing does not spend the whole "
         "budget in one month and then retrain nothing for the rest of budget_days; null: only the budget counts."
     )

@@ -47,6 +47,7 @@ _SHORT = [
     (re.compile(r"^skip: cooldown until (\S+) "), "cooldown until {0}"),
     (re.compile(r"^skip: cooldown, window (\d+) of (\d+) "), "cooldown: window {0} of {1}"),
     (re.compile(r"^skip: retrain budget exhausted"), "retrain budget exhausted"),
+    (re.compile(r"^skip: retrain budget paced .*? from the window ending (\S+),"), "budget paced until {0}"),
     (re.compile(r"^skip: a retrain is already running"), "a retrain is already running"),
     (re.compile(r"^skip: no signal crossed"), "no signal crossed its threshold"),
     (re.compile(r"^skip: challenger (v\d+) (stays in shadow|was just promoted)"), "a retrain waits"),

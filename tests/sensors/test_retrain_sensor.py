@@ -26,7 +26,7 @@ from resources.notify import NotifierResource
 from resources.profiles import local_resources
 from tests.aiflow.monitoring.world import SERVED, World, build_world, rides_spec, serve_week
 
-POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 2, "min_rows": 300, "cooldown_days": 0, "budget_burst": 2}}
+POLICY = {"retrain": {"signals": ["drift"], "hysteresis": 2, "min_rows": 300, "cooldown_days": 0, "budget": 4, "budget_burst": 2}}
 FAST_TRAINING = {"ops": {"rides__candidate": {"config": {"families": ["sklearn"], "sklearn_max_iter": 30, "baseline_max_rows": 2000}}}}
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import polars as pl
@@ -35,6 +36,8 @@ def test_each_kind_of_reason_has_a_short_gist():
         "realized roc_auc drop 0.150 > 0.050", f"cooldown until {fired.window_end + dt.timedelta(days=28)}",
         "a retrain is already running",
     ]  # fmt: skip
+    paced = decide(dataclasses.replace(policy, budget_burst=1, cooldown_days=0), t, [window(1, 0.6), window(2, 0.6)], [fired], running=False)
+    assert short_reason(paced.reason, 40) == f"budget paced until {fired.window_end + dt.timedelta(days=30)}"
     assert short_reason("something new the policy says one day, much longer than the column", 30).endswith("…")
 
 
