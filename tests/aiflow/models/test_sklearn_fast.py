@@ -4,6 +4,7 @@ missing values and categories the model never saw, for every batch size it takes
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -55,9 +56,9 @@ def test_the_compiled_path_equals_the_estimator_bit_for_bit(fitted):
     problem_type, model = fitted
     predictor = SklearnPredictor(model, problem_type, sklearn_predict)
     assert predictor.compiled  # the shape scikit-learn builds for this project's models is the one compiled
-    cat, num, _ = data(400, 2, unseen=True)
-    for size in (1, 2, 7, SMALL_BATCH):
-        for start in range(0, 400 - size, max(size, 5)):
+    cat, num, _ = data(SMALL_BATCH + 400, 2, unseen=True)
+    for size in (1, 2, 7, 65, 256, SMALL_BATCH):
+        for start in range(0, 400, max(size, 5)):
             c, x = cat[start : start + size], num[start : start + size]
             assert np.array_equal(predictor(c, x), sklearn_predict(model, c, x, problem_type)), (size, start)
     one = predictor(cat[:1], num[:1])
@@ -77,6 +78,19 @@ def test_unknown_categories_and_missing_values_take_the_estimators_branches(fitt
         ours = np.concatenate([predictor(c[i : i + 1], x[i : i + 1]) for i in range(64)])
         assert np.array_equal(ours, sklearn_predict(model, c, x, problem_type))
         assert not np.array_equal(ours, sklearn_predict(model, cat, num, problem_type))
+
+
+def test_a_full_micro_batch_of_the_server_takes_the_compiled_path():
+    """The server scores up to ``max_batch_records`` records in one call (256 by default): under load its batches are
+    that large, and they must not fall back to the estimator's slower path (it did at 64 rows)."""
+    from aiflow.serving.online import ServeConfig
+
+    largest = next(f.default for f in dataclasses.fields(ServeConfig) if f.name == "max_batch_records")
+    assert largest <= SMALL_BATCH
+    model, calls = fit("classification"), []
+    predictor = SklearnPredictor(model, "classification", lambda *args: calls.append(args) or sklearn_predict(*args))
+    cat, num, _ = data(largest, 6, unseen=True)
+    assert np.array_equal(predictor(cat, num), sklearn_predict(model, cat, num, "classification")) and not calls
 
 
 def test_large_batches_and_other_shapes_go_to_the_estimator():
