@@ -144,7 +144,7 @@ def _evidence(m: Matrix, champion: int, challenger: int, windows: range, v: int,
         a.append(m.scores[champion][u, rows])
         b.append(m.scores[challenger][u, rows])
     return paired_evidence(np.concatenate(ys), np.concatenate(a), np.concatenate(b), m.world.metric,
-                           confidence=cp.confidence, resamples=cp.resamples)  # fmt: skip
+                           confidence=cp.live_confidence, resamples=cp.resamples)  # fmt: skip
 
 
 def default(m: Matrix, policy: Policy | None = None, cp: ChallengerPolicy | None = None) -> Run:

@@ -403,7 +403,7 @@ def replay(candidate: Candidate, models: Models, windows: Windows, spec: Dataset
             y = np.concatenate([windows.labels(d) for d in seen])
             a = np.concatenate([windows.scores(d, serving) for d in seen])
             b = np.concatenate([windows.scores(d, challenger) for d in seen])
-            verdict = judge(candidate.shadow, paired_evidence(y, a, b, "roc_auc"), windows=len(seen), challenger=challenger.version,
+            verdict = judge(candidate.shadow, paired_evidence(y, a, b, "roc_auc", confidence=candidate.shadow.live_confidence), windows=len(seen), challenger=challenger.version,
                             champion=serving.version)  # fmt: skip
             if verdict.action == "promote":
                 promote_next = challenger

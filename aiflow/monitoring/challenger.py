@@ -5,8 +5,8 @@ gates, then, with a champion serving, it becomes the ``challenger`` alias: the s
 in shadow (never answered). Each monitoring window then compares the two on the same labelled live rows — the
 records both scored — with a paired bootstrap (the same resampled rows for both models), and decides:
 
-* **promote** when the challenger is better with the stated confidence (the one-sided lower bound of the gain is
-  above 0) and its expected gain is at least the cost of a promotion (``monitoring.retrain.cost``);
+* **promote** when the challenger is better with the stated confidence, split over the windows it may be judged in
+  (:attr:`ChallengerPolicy.live_confidence`: the one-sided lower bound of the gain is above 0) and its expected gain is at least the cost of a promotion (``monitoring.retrain.cost``);
 * **retire** when it is not better by the cost with that confidence (the upper bound of the gain is below the
   cost), or when ``max_windows`` windows in shadow were not enough to decide; the champion keeps serving;
 * **wait** otherwise (too few labelled rows, or undecided).
@@ -51,6 +51,15 @@ class ChallengerPolicy:
     resamples: int = 400
     min_offline_rows: int = 50
 
+    @property
+    def live_confidence(self) -> float:
+        """The confidence of each live look: a challenger is judged after each of up to ``max_windows`` windows on
+        cumulating evidence, and a bound at ``confidence`` at every look would promote a challenger that is no better
+        more often than ``1 - confidence`` over its time in shadow (repeated testing); split over the looks
+        (Bonferroni), the whole shadow period keeps that error within ``1 - confidence`` (0.9 and 4 windows: 0.975 a
+        look). The offline evidence is one look: it keeps ``confidence``."""
+        return 1 - (1 - self.confidence) / self.max_windows
+
     def __post_init__(self) -> None:
         if self.cost < 0:
             raise ValueError(f"challenger policy: cost must be >= 0, got {self.cost}")
@@ -83,10 +92,10 @@ def judge(policy: ChallengerPolicy, evidence: Evidence, *, windows: int, challen
         return Verdict("wait", f"wait: {who} has too little evidence yet ({said}; needs {policy.min_labels})", evidence)
     assert evidence.low is not None and evidence.high is not None
     if evidence.low > 0 and evidence.gain >= policy.cost:
-        return Verdict("promote", f"promote {who}: better with {evidence.confidence:.0%} confidence and by at least the cost "
+        return Verdict("promote", f"promote {who}: better with {evidence.confidence:.1%} confidence and by at least the cost "
                        f"{policy.cost} ({said})", evidence)  # fmt: skip
     if evidence.high < policy.cost:
-        return Verdict("retire", f"retire {who}: not better by the cost {policy.cost} with {evidence.confidence:.0%} "
+        return Verdict("retire", f"retire {who}: not better by the cost {policy.cost} with {evidence.confidence:.1%} "
                        f"confidence ({said})", evidence)  # fmt: skip
     if windows >= policy.max_windows:
         return Verdict("retire", f"retire {who}: undecided after {windows} window(s) in shadow ({said})", evidence)

@@ -85,7 +85,7 @@ def judge_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, actor: str, a
         return None
     rows = pl.concat(frames).filter(pl.col("label").is_not_null())
     metric = "roc_auc" if spec.problem_type == "classification" else "rmse"
-    evidence = paired_evidence(rows["label"], rows["champion_score"], rows["challenger_score"], metric, confidence=policy.confidence)
+    evidence = paired_evidence(rows["label"], rows["champion_score"], rows["challenger_score"], metric, confidence=policy.live_confidence)
     verdict = judge(policy, evidence, windows=len(frames), challenger=challenger, champion=champion)
     applied = False
     if apply and verdict.action == "promote":

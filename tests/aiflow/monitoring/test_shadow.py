@@ -59,6 +59,8 @@ def test_a_challenger_that_wins_on_live_labelled_rows_is_promoted(world: World):
     found = monitor(world, SERVED)
     registry = Registry(world.lake)
     assert found.challenger is not None and found.challenger.verdict.action == "promote", found.challenger
+    # judged at the live confidence: 90 % split over the 4 windows it may be judged in
+    assert found.challenger.verdict.evidence.confidence == 0.975 and "better with 97.5% confidence" in found.challenger.verdict.reason
     assert registry.alias("rides", "champion") == v2 and registry.alias("rides", "challenger") is None
     row = decision(world, SERVED)
     assert row["challenger_action"] == "promote" and row["challenger_version"] == v2 and row["challenger_gain_low"] > 0.05
