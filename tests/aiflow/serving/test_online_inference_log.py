@@ -146,3 +146,58 @@ def test_a_poison_record_becomes_an_error_row_and_the_writer_keeps_logging(tmp_p
     assert poison["status"] == UNENCODABLE and "RecursionError" in poison["input"]
     assert table.filter(pl.col("request_id") != "poison")["status"].to_list() == ["ok", "ok"]
     assert all(e is None for _, e in flushes)
+
+
+def test_a_flush_of_error_rows_alone_writes_the_log_schema(tmp_path):
+    """The server logs a refused request with no prediction and no probability (and any number type for its latency):
+    a flush holding only such rows still creates the table with the log's column types, and scored rows append to it."""
+    from aiflow.serving.inference_log import SCHEMA, LogBatch
+
+    when = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+    log = InferenceLog(Lake(tmp_path / "lake"))
+    log.add_batch(
+        LogBatch(["e0", "e1"], [{"x": "bad"}, {}], "trips", 4, "champion", [None, None], [None, None], 7, when, "error: HTTP 422")
+    )
+    assert log.flush() == 2
+    table = log.lake.scan(log_table("trips")).collect()
+    assert dict(table.schema) == SCHEMA
+    assert table.sort("request_id").select("request_id", "prediction", "probability", "latency_ms", "status").rows() == [
+        ("e0", None, None, 7.0, "error: HTTP 422"), ("e1", None, None, 7.0, "error: HTTP 422")]  # fmt: skip
+    log.add_batch(LogBatch(["s0"], [{"x": 1}], "trips", 4, "champion", [1], [0.25], 2.5, when))
+    assert log.flush() == 1
+    scored = log.lake.scan(log_table("trips")).filter(pl.col("request_id") == "s0").collect()
+    assert scored.select("prediction", "probability", "latency_ms", "status").row(0) == (1.0, 0.25, 2.5, "ok")
+
+
+class _Unprintable:
+    """An object whose text cannot be made: both encoders fail on it with its own (long) error."""
+
+    def __str__(self) -> str:
+        raise TypeError("no text for this object: " + "x" * 300)
+
+
+def test_unencodable_records_say_why_and_the_log_names_them(tmp_path, caplog):
+    """An error row's input is a JSON object naming the encoder's error (its type, then at most 200 characters of its
+    message); the error log says how many records failed and names the first five request ids."""
+    import json
+    import logging
+
+    from aiflow.serving.inference_log import UNENCODABLE, LogBatch
+
+    circular: dict = {"x": 1}
+    circular["self"] = circular
+    records = [{"x": 1}, circular, *[{"x": _Unprintable()}] * 5]
+    ids_ = ["ok", "loop", "p1", "p2", "p3", "p4", "p5"]
+    when = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+    log = InferenceLog(Lake(tmp_path / "lake"))
+    log.add_batch(LogBatch(ids_, records, "trips", 1, "champion", [1.0] * 7, [0.5] * 7, 1.0, when))
+    with caplog.at_level(logging.ERROR, logger="aiflow.serving"):
+        assert log.flush() == 7
+    rows_ = {r["request_id"]: r for r in log.lake.scan(log_table("trips")).collect().iter_rows(named=True)}
+    assert (json.loads(rows_["ok"]["input"]), rows_["ok"]["status"]) == ({"x": 1}, "ok")
+    assert json.loads(rows_["loop"]["input"]) == {"_aiflow_error": "ValueError: Circular reference detected"}
+    expected = {"_aiflow_error": "TypeError: " + ("no text for this object: " + "x" * 300)[:200]}
+    assert all(json.loads(rows_[i]["input"]) == expected for i in ids_[2:])
+    assert [rows_[i]["status"] for i in ids_] == ["ok"] + [UNENCODABLE] * 6
+    assert [r.getMessage() for r in caplog.records if r.name == "aiflow.serving"] == [
+        "inference log: 6 record(s) could not be encoded as JSON; logged as error rows (request ids loop, p1, p2, p3, p4)"]  # fmt: skip
