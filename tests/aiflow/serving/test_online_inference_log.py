@@ -4,6 +4,7 @@ that keeps its rows (counted) and lands them at the next flush, one table per da
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shutil
 import sys
 import time
@@ -201,3 +202,27 @@ def test_unencodable_records_say_why_and_the_log_names_them(tmp_path, caplog):
     assert [rows_[i]["status"] for i in ids_] == ["ok"] + [UNENCODABLE] * 6
     assert [r.getMessage() for r in caplog.records if r.name == "aiflow.serving"] == [
         "inference log: 6 record(s) could not be encoded as JSON; logged as error rows (request ids loop, p1, p2, p3, p4)"]  # fmt: skip
+
+
+def test_nan_and_infinity_are_written_null_by_either_encoder(tmp_path):
+    """JSON has no NaN nor infinity: they are written null, also in a record orjson refuses (an integer past 64 bits,
+    written by the stdlib encoder), so monitoring's reader (``pl.read_ndjson``) still reads every logged input."""
+    import json
+
+    from aiflow.serving.inference_log import LogBatch
+
+    special = {"nan": math.nan, "inf": math.inf, "minus_inf": -math.inf, "nested": [math.nan, {"v": math.inf}], "text": "NaN"}
+    records = [{"x": 1} | special, {"x": 2**70} | special]
+    when = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+    log = InferenceLog(Lake(tmp_path / "lake"))
+    log.add_batch(LogBatch(["small", "big"], records, "trips", 1, "champion", [1.0, 0.0], [0.5, 0.5], 1.0, when))
+    assert log.flush() == 2
+    inputs = log.lake.scan(log_table("trips")).collect().sort("request_id", descending=True)["input"].to_list()
+    nulls = {"nan": None, "inf": None, "minus_inf": None, "nested": [None, {"v": None}], "text": "NaN"}
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} in a logged input: not JSON")
+
+    assert [json.loads(t, parse_constant=strict) for t in inputs] == [{"x": 1} | nulls, {"x": 2**70} | nulls]
+    read = pl.read_ndjson("\n".join(inputs).encode(), infer_schema_length=None)
+    assert read["x"].to_list() == [1, 2**70] and read["nan"].to_list() == [None, None]
