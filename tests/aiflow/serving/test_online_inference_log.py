@@ -226,3 +226,38 @@ def test_nan_and_infinity_are_written_null_by_either_encoder(tmp_path):
     assert [json.loads(t, parse_constant=strict) for t in inputs] == [{"x": 1} | nulls, {"x": 2**70} | nulls]
     read = pl.read_ndjson("\n".join(inputs).encode(), infer_schema_length=None)
     assert read["x"].to_list() == [1, 2**70] and read["nan"].to_list() == [None, None]
+
+
+def test_request_batches_count_toward_the_size_trigger_and_the_writer_reports_its_life(tmp_path):
+    """Requests queued column-wise add up: the log flushes once exactly ``batch_rows`` rows wait, not before; a log not
+    started yet counts as alive (nothing to watch), a started one as alive, a closed one as not."""
+    from aiflow.serving.inference_log import LogBatch
+
+    def request(ids_: list[str]) -> LogBatch:
+        n = len(ids_)
+        return LogBatch(ids_, [{"x": 1}] * n, "trips", 1, "champion", [1.0] * n, [0.5] * n, 1.0, dt.datetime.now(dt.UTC))
+
+    lake = Lake(tmp_path / "lake")
+    log = InferenceLog(lake, interval=60, batch_rows=5)
+    assert log.alive()
+    log.start()
+    try:
+        assert log.alive()
+        log.add_batch(request(["a", "b", "c"]))
+        log.add_batch(request(["d"]))
+        time.sleep(0.5)
+        assert ids(lake) == set() and log.pending() == 4  # under the size, long before the interval
+        log.add_batch(request(["e"]))
+        assert wait_until(lambda: ids(lake) == {"a", "b", "c", "d", "e"})  # exactly the size triggered it
+        assert log.pending() == 0
+    finally:
+        log.close()
+    assert not log.alive()
+
+
+def test_rows_without_a_time_are_stamped_now_in_utc():
+    before = dt.datetime.now(dt.UTC)
+    stamped = rows(2)
+    after = dt.datetime.now(dt.UTC)
+    assert [r["time"].tzinfo for r in stamped] == [dt.UTC, dt.UTC] and before <= stamped[0]["time"] <= after
+    assert stamped[0]["date"] == stamped[0]["time"].date()
