@@ -261,3 +261,85 @@ def test_rows_without_a_time_are_stamped_now_in_utc():
     after = dt.datetime.now(dt.UTC)
     assert [r["time"].tzinfo for r in stamped] == [dt.UTC, dt.UTC] and before <= stamped[0]["time"] <= after
     assert stamped[0]["date"] == stamped[0]["time"].date()
+
+
+def test_rows_and_request_batches_flushed_together_all_land_with_the_log_types(tmp_path):
+    """Rows queued one dict each (regression: no probability; a whole-number prediction and latency) and a request batch
+    land in the same flush, typed as the log's schema; a flush with nothing queued appends nothing."""
+    from aiflow.serving.inference_log import SCHEMA, LogBatch
+
+    when = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+    log = InferenceLog(Lake(tmp_path / "lake"))
+    assert log.flush() == 0 and not log.lake.exists(log_table("trips"))
+    log.add(log_rows(request_ids=["r0", "r1"], inputs=['{"x": 1}'] * 2, dataset="trips", version=2, variant="champion",
+                     predictions=[3, 4], probabilities=[None, None], latency_ms=2, now=when))  # fmt: skip
+    log.add_batch(LogBatch(["b0"], [{"x": 2}], "trips", 2, "champion", [5.5], [None], 1.5, when))
+    assert log.flush() == 3
+    table = log.lake.scan(log_table("trips")).collect().sort("request_id")
+    assert dict(table.schema) == SCHEMA
+    assert table.select("request_id", "prediction", "probability", "latency_ms").rows() == [
+        ("b0", 5.5, None, 1.5), ("r0", 3.0, None, 2.0), ("r1", 4.0, None, 2.0)]  # fmt: skip
+    assert log.flush() == 0 and log.close() == 0
+
+
+def test_a_flush_that_fails_in_the_writer_is_logged_and_counted_and_the_writer_goes_on(tmp_path, caplog):
+    """A row the log cannot even type (a caller's mistake) fails its whole flush in the writer thread: the error is
+    logged with its traceback, counted as (0 rows, the error), and the writer lives on to log the next rows."""
+    import logging
+
+    lake = Lake(tmp_path / "lake")
+    flushes: list[tuple[int, Exception | None]] = []
+    log = InferenceLog(lake, interval=0.1, batch_rows=1000, on_flush=lambda n, e: flushes.append((n, e)))
+    log.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="aiflow.serving"):
+            log.add([{"request_id": "broken", "time": "not a time"}])
+            assert wait_until(lambda: any(e is not None for _, e in flushes))
+        log.add(rows(1, start=7))
+        assert wait_until(lambda: ids(lake) == {"r7"}) and log.alive()
+    finally:
+        log.close()
+    (count, error), *rest = flushes
+    assert count == 0 and isinstance(error, Exception) and rest == [(1, None)]
+    [record] = [r for r in caplog.records if r.name == "aiflow.serving"]
+    assert record.getMessage() == f"inference log: a flush failed and its rows were lost: {error}" and record.exc_info[1] is error
+
+
+def test_rows_that_reach_the_size_during_a_flush_are_flushed_right_after_it(tmp_path):
+    """A size trigger that fires while the writer is busy appending (nobody is waiting to hear it) is not lost: the
+    writer flushes again at once instead of sleeping for the interval."""
+    import threading
+
+    lake = Lake(tmp_path / "lake")
+    busy, release = threading.Event(), threading.Event()
+
+    def on_flush(n: int, error: Exception | None) -> None:
+        if not busy.is_set():  # the first flush: hold the writer here while the next rows arrive
+            busy.set()
+            release.wait(10)
+
+    log = InferenceLog(lake, interval=60, batch_rows=2, on_flush=on_flush)
+    log.start()
+    try:
+        log.add(rows(2))
+        assert busy.wait(10)
+        log.add(rows(2, start=2))  # exactly the size, while the writer is busy
+        release.set()
+        assert wait_until(lambda: ids(lake) == {"r0", "r1", "r2", "r3"}, timeout=5)
+    finally:
+        log.close()
+
+
+def test_a_process_that_never_closes_its_log_still_exits(tmp_path):
+    """The writer thread does not hold the interpreter open: a process that exits without close() (its rows since the
+    last flush are lost, as on a hard kill) ends at once instead of waiting for the writer forever."""
+    import subprocess
+
+    script = (
+        "from aiflow.serving.inference_log import InferenceLog\n"
+        "from aiflow.storage.lake import Lake\n"
+        f"InferenceLog(Lake({str(tmp_path / 'lake')!r}), interval=3600).start()\n"
+        "print('started', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "started\n")
