@@ -343,3 +343,41 @@ def test_a_process_that_never_closes_its_log_still_exits(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, "started\n")
+
+
+def test_appends_that_fail_for_several_datasets_keep_every_row_and_say_where(tmp_path, caplog):
+    """Two tables blocked in one flush: both parts are kept (none overwrites the other), counted, and logged with the
+    table's location and the error; once unblocked, every row lands in commits signed by the server."""
+    import logging
+
+    lake = Lake(tmp_path / "lake")
+    log = InferenceLog(lake, interval=60, batch_rows=10_000)
+    blockers = [tmp_path / "lake" / "inference_log" / name for name in ("trips", "fares")]
+    blockers[0].parent.mkdir(parents=True)
+    for blocker in blockers:
+        blocker.write_text("not a Delta table")
+    log.add(rows(4))
+    log.add(rows(2, dataset="fares", start=10))
+    with caplog.at_level(logging.ERROR, logger="aiflow.serving"):
+        assert log.flush() == 0
+    assert log.pending() == 6
+    messages = sorted(r.getMessage() for r in caplog.records if r.name == "aiflow.serving")
+    assert [m.split(" failed (kept for the next flush): ")[0] for m in messages] == [
+        f"inference log: appending 2 rows to {lake.uri('inference_log/fares')}",
+        f"inference log: appending 4 rows to {lake.uri('inference_log/trips')}",
+    ]
+    assert all("Not a directory" in m.split(" failed (kept for the next flush): ")[1] for m in messages)  # the error's text
+    for blocker in blockers:
+        blocker.unlink()
+    assert log.close() == 6
+    assert ids(lake) == {"r0", "r1", "r2", "r3"} and ids(lake, "fares") == {"r10", "r11"}
+    assert lake.commit_metadata(log_table("trips"), "writer") == [(0, "aiflow serve")]
+
+
+def test_row_lists_of_different_lengths_are_refused():
+    """One prediction short (a scoring bug) must not silently drop a record from the log."""
+    import pytest
+
+    with pytest.raises(ValueError, match="zip"):
+        log_rows(request_ids=["a", "b"], inputs=["{}", "{}"], dataset="trips", version=1, variant="champion",
+                 predictions=[1.0], probabilities=[None, None], latency_ms=1.0)  # fmt: skip
