@@ -206,26 +206,31 @@ def test_unencodable_records_say_why_and_the_log_names_them(tmp_path, caplog):
 
 def test_nan_and_infinity_are_written_null_by_either_encoder(tmp_path):
     """JSON has no NaN nor infinity: they are written null, also in a record orjson refuses (an integer past 64 bits,
-    written by the stdlib encoder), so monitoring's reader (``pl.read_ndjson``) still reads every logged input."""
+    written by the stdlib encoder; each special value alone, then all together), so monitoring's reader
+    (``pl.read_ndjson``) still reads every logged input."""
     import json
 
     from aiflow.serving.inference_log import LogBatch
 
-    special = {"nan": math.nan, "inf": math.inf, "minus_inf": -math.inf, "nested": [math.nan, {"v": math.inf}], "text": "NaN"}
-    records = [{"x": 1} | special, {"x": 2**70} | special]
+    special = {"nan": math.nan, "inf": math.inf, "minus_inf": -math.inf, "nested": [math.nan, {"v": math.inf}]}
+    nulls = {"nan": None, "inf": None, "minus_inf": None, "nested": [None, {"v": None}]}
+    alone = [{name: value} for name, value in special.items()]
+    records = [{"x": 1, "text": "NaN"} | special] + [{"x": 2**70} | one for one in alone] + [{"x": 2**70, "text": "NaN"} | special]
+    expected = [{"x": 1, "text": "NaN"} | nulls] + [{"x": 2**70, name: nulls[name]} for name in special] + [
+        {"x": 2**70, "text": "NaN"} | nulls]  # fmt: skip
+    request_ids = [f"r{i}" for i in range(len(records))]
     when = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
     log = InferenceLog(Lake(tmp_path / "lake"))
-    log.add_batch(LogBatch(["small", "big"], records, "trips", 1, "champion", [1.0, 0.0], [0.5, 0.5], 1.0, when))
-    assert log.flush() == 2
-    inputs = log.lake.scan(log_table("trips")).collect().sort("request_id", descending=True)["input"].to_list()
-    nulls = {"nan": None, "inf": None, "minus_inf": None, "nested": [None, {"v": None}], "text": "NaN"}
+    log.add_batch(LogBatch(request_ids, records, "trips", 1, "champion", [1.0] * len(records), [0.5] * len(records), 1.0, when))
+    assert log.flush() == len(records)
+    inputs = log.lake.scan(log_table("trips")).collect().sort("request_id")["input"].to_list()
 
     def strict(constant: str) -> None:
         raise AssertionError(f"{constant} in a logged input: not JSON")
 
-    assert [json.loads(t, parse_constant=strict) for t in inputs] == [{"x": 1} | nulls, {"x": 2**70} | nulls]
+    assert [json.loads(t, parse_constant=strict) for t in inputs] == expected
     read = pl.read_ndjson("\n".join(inputs).encode(), infer_schema_length=None)
-    assert read["x"].to_list() == [1, 2**70] and read["nan"].to_list() == [None, None]
+    assert read["x"].to_list() == [1] + [2**70] * 5 and read["nan"].to_list() == [None] * 6
 
 
 def test_request_batches_count_toward_the_size_trigger_and_the_writer_reports_its_life(tmp_path):
