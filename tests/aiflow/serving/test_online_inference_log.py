@@ -8,6 +8,7 @@ import math
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import polars as pl
 
@@ -346,7 +347,10 @@ def test_a_process_that_never_closes_its_log_still_exits(tmp_path):
         f"InferenceLog(Lake({str(tmp_path / 'lake')!r}), interval=3600).start()\n"
         "print('started', flush=True)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    import aiflow.serving.inference_log as module
+
+    code_root = Path(module.__file__).parents[2]  # the aiflow under test (a mutation run's copy, say), not an installed one
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, cwd=code_root)
     assert (done.returncode, done.stdout) == (0, "started\n")
 
 
