@@ -343,3 +343,20 @@ def test_a_json_lines_column_that_first_appears_late_in_the_file_is_kept(table):
     parsed = parse_file(data, "jsonl", table, "late.jsonl")
     assert parsed.bad.height == 0 and parsed.new_columns == ["gate"]
     assert parsed.good.sort("_source_row")["gate"].to_list() == [None] * 149 + ["B7"]
+
+
+def test_a_parquet_event_time_stored_as_a_date_or_a_number_is_typed_or_quarantined(table):
+    """A Parquet event time stored as a calendar date becomes midnight UTC of that day; one stored as a number (no time
+    type at all) is a bad value in every row, and the good rows keep the spec's microsecond UTC type."""
+    dates = pl.DataFrame({"trip_id": [1, 2], "carrier": ["AA", "UA"], "origin": ["JFK", "EWR"], "distance": [1.0, 2.0],
+                          "ts": [dt.date(2013, 1, 1), dt.date(2013, 1, 2)]})  # fmt: skip
+    buf = io.BytesIO()
+    dates.write_parquet(buf)
+    parsed = parse_file(buf.getvalue(), "parquet", table, "dates.parquet")
+    assert parsed.bad.height == 0 and parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
+    assert parsed.good["ts"].to_list() == [utc(2013, 1, 1), utc(2013, 1, 2)]
+    buf = io.BytesIO()
+    dates.with_columns(pl.Series("ts", [1357034400, 1357120800])).write_parquet(buf)
+    parsed = parse_file(buf.getvalue(), "parquet", table, "numbers.parquet")
+    assert parsed.good.height == 0 and parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
+    assert parsed.bad["_reason"].to_list() == [f"column 'ts': cannot parse '{n}' as datetime" for n in (1357034400, 1357120800)]
