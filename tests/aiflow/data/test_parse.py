@@ -360,3 +360,12 @@ def test_a_parquet_event_time_stored_as_a_date_or_a_number_is_typed_or_quarantin
     parsed = parse_file(buf.getvalue(), "parquet", table, "numbers.parquet")
     assert parsed.good.height == 0 and parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
     assert parsed.bad["_reason"].to_list() == [f"column 'ts': cannot parse '{n}' as datetime" for n in (1357034400, 1357120800)]
+
+
+def test_timestamps_in_a_shape_outside_iso_8601_are_read_by_inference(table):
+    """The last resort: a file whose timestamps share one non-ISO shape ("2013/01/02 03:04:05") is still read, as UTC."""
+    rows = ["1,AA,JFK,100,,,,,2013/01/02 03:04:05", "2,AA,JFK,100,,,,,2013/01/03 23:59:59"]
+    parsed = parse_file(csv_bytes(rows), "csv", table, "slashes.csv")
+    assert parsed.bad.height == 0, parsed.bad["_reason"].to_list()
+    assert parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
+    assert parsed.good.sort("_source_row")["ts"].to_list() == [utc(2013, 1, 2, 3, 4, 5), utc(2013, 1, 3, 23, 59, 59)]
