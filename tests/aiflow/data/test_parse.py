@@ -369,3 +369,12 @@ def test_timestamps_in_a_shape_outside_iso_8601_are_read_by_inference(table):
     assert parsed.bad.height == 0, parsed.bad["_reason"].to_list()
     assert parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
     assert parsed.good.sort("_source_row")["ts"].to_list() == [utc(2013, 1, 2, 3, 4, 5), utc(2013, 1, 3, 23, 59, 59)]
+
+
+def test_iso_dates_parse_whatever_the_first_date_of_the_column_looks_like(table):
+    """An ISO date (2012-12-01) parses by its own shape even after a date of another shape (02/12/2012, which inference
+    reads day first), after which inference alone would miss it."""
+    rows = ["1,AA,JFK,100,,,02/12/2012,,2013-01-01T10:00:00Z", "2,AA,JFK,100,,,2012-12-01,,2013-01-01T10:00:00Z"]
+    parsed = parse_file(csv_bytes(rows), "csv", table, "dates.csv")
+    assert parsed.bad.height == 0, parsed.bad["_reason"].to_list()
+    assert parsed.good.sort("_source_row")["booked"].to_list() == [dt.date(2012, 12, 2), dt.date(2012, 12, 1)]
