@@ -548,3 +548,18 @@ def test_a_fitted_state_survives_its_delta_table(tmp_path):
     assert list(back.vocab) in (["origin", "carrier"], ["carrier", "origin"])
     empty = FeatureState.from_frame(FeatureState().to_frame())
     assert (empty.vocab, empty.stats, empty.rows) == ({}, {}, 0)
+
+
+def test_a_calendar_day_event_time_gives_the_codes_of_that_day(tiny_dict):
+    """An event time of type ``date`` is a calendar day, not an instant: its codes are those of that day, in any time
+    zone (no conversion shifts it to the day before or after)."""
+    from aiflow.data.encoding import add_calendar
+
+    tiny_dict["columns"]["ts"]["type"] = "date"
+    tiny_dict["features"]["calendar"] = ["weekday", "month", "day_of_year"]  # a day has no hour
+    tiny_dict["timezone"] = "Pacific/Honolulu"  # UTC-10: a conversion from UTC midnight would give the day before
+    spec = parse_spec(tiny_dict, "tiny (date event)")
+    days = [dt.date(2013, 1, 1), dt.date(2013, 3, 10), dt.date(2016, 12, 31)]
+    coded = add_calendar(pl.DataFrame({"ts": days}).lazy(), spec).collect()
+    assert coded.select("cal_weekday", "cal_month", "cal_day_of_year").rows() == [(2, 1, 1), (7, 3, 69), (6, 12, 366)]
+    assert coded.schema["cal_day_of_year"] == pl.Int16
