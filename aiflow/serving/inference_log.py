@@ -59,7 +59,10 @@ def _dumps(record: dict) -> str:
         return orjson.dumps(record, default=str).decode()
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         try:
-            return _stdlib_dumps(record)
+            text = _stdlib_dumps(record)
+            if "NaN" in text or "Infinity" in text:  # the stdlib writes them bare, which no JSON reader takes: null, as orjson
+                text = _stdlib_dumps(json.loads(text, parse_constant=lambda _: None))
+            return text
         except (TypeError, ValueError, RecursionError, OverflowError) as exc:
             raise UnencodableRecord(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 

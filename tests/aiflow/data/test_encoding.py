@@ -523,3 +523,43 @@ def test_large_batches_and_frames_take_the_polars_path(tiny_spec):
     assert encoder.fast_arrays(pl.DataFrame([record])) is None
     big = encoder.arrays([record] * (FAST_PATH_MAX_RECORDS + 1))
     assert np.array_equal(big[0][:1], encoder.fast_arrays([record])[0]) and np.array_equal(big[1][:1], encoder.fast_arrays([record])[1])
+
+
+def test_a_fitted_state_survives_its_delta_table(tmp_path):
+    """The fitted state is stored as a Delta table (``feature_state``) and read back by training and serving: the same
+    vocabularies in code order (code = position + 1, 0 stays unknown), statistics and row count come back, columns in
+    any order, each vocabulary's codes in any row order; an empty table gives an empty state."""
+    from aiflow.data.encoding import STATE_SCHEMA
+    from aiflow.storage.lake import Lake
+
+    state = FeatureState(vocab={"origin": ["JFK", "EWR", "LGA"], "carrier": ["UA", "AA"]},
+                         stats={"distance": (812.5, 410.25), "seats": (150.0, 0.0)}, rows=1234)  # fmt: skip
+    frame = state.to_frame()
+    assert dict(frame.schema) == STATE_SCHEMA
+    assert frame.filter(pl.col("kind") == "vocab").select("column", "value", "index", "mean", "std", "count").rows() == [
+        ("origin", "JFK", 1, None, None, 1234), ("origin", "EWR", 2, None, None, 1234), ("origin", "LGA", 3, None, None, 1234),
+        ("carrier", "UA", 1, None, None, 1234), ("carrier", "AA", 2, None, None, 1234)]  # fmt: skip
+    assert frame.filter(pl.col("kind") == "stats").select("column", "value", "index", "mean", "std", "count").rows() == [
+        ("distance", None, None, 812.5, 410.25, 1234), ("seats", None, None, 150.0, 0.0, 1234)]  # fmt: skip
+    lake = Lake(tmp_path / "lake")
+    lake.append("feature_state/x", frame.reverse())  # stored, rows in another order
+    back = FeatureState.from_frame(lake.scan("feature_state/x").collect())
+    assert (back.vocab, back.stats, back.rows) == (state.vocab, state.stats, 1234)
+    assert list(back.vocab) in (["origin", "carrier"], ["carrier", "origin"])
+    empty = FeatureState.from_frame(FeatureState().to_frame())
+    assert (empty.vocab, empty.stats, empty.rows) == ({}, {}, 0)
+
+
+def test_a_calendar_day_event_time_gives_the_codes_of_that_day(tiny_dict):
+    """An event time of type ``date`` is a calendar day, not an instant: its codes are those of that day, in any time
+    zone (no conversion shifts it to the day before or after)."""
+    from aiflow.data.encoding import add_calendar
+
+    tiny_dict["columns"]["ts"]["type"] = "date"
+    tiny_dict["features"]["calendar"] = ["weekday", "month", "day_of_year"]  # a day has no hour
+    tiny_dict["timezone"] = "Pacific/Honolulu"  # UTC-10: a conversion from UTC midnight would give the day before
+    spec = parse_spec(tiny_dict, "tiny (date event)")
+    days = [dt.date(2013, 1, 1), dt.date(2013, 3, 10), dt.date(2016, 12, 31)]
+    coded = add_calendar(pl.DataFrame({"ts": days}).lazy(), spec).collect()
+    assert coded.select("cal_weekday", "cal_month", "cal_day_of_year").rows() == [(2, 1, 1), (7, 3, 69), (6, 12, 366)]
+    assert coded.schema["cal_day_of_year"] == pl.Int16

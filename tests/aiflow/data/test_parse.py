@@ -296,3 +296,85 @@ def test_csv_columns_may_come_in_any_order(table):
     rows = [",".join(reversed(r.split(","))) for r in TRIPS_ROWS]
     parsed = parse_file(csv_bytes(rows, header), "csv", table, "rev.csv")
     assert_frame_equal(parsed.good, expected_good(RECORDS, [1, 2, 3]))
+
+
+def test_each_timestamp_in_a_column_is_read_by_its_own_shape(table):
+    """ISO-8601 shapes mixed in one column each parse by their own shape, whatever the first value's shape is (Polars
+    alone infers one format from the first value): offsets, Z and z, naive (taken as UTC), minutes only, a bare date,
+    nanoseconds (truncated to microseconds); the column is microsecond UTC."""
+    texts_and_times = [
+        ("2013-01-01 10:00:00", utc(2013, 1, 1, 10)),
+        ("2013-01-01T22:00:00-05:00", utc(2013, 1, 2, 3)),
+        ("2013-01-01T10:00:00Z", utc(2013, 1, 1, 10)),
+        ("2013-01-01T10:00:00z", utc(2013, 1, 1, 10)),
+        ("2013-01-01 10:00:00.123456789+05:30", utc(2013, 1, 1, 4, 30, 0, 123456)),
+        ("2013-01-01T10:00:00.5", utc(2013, 1, 1, 10, 0, 0, 500000)),
+        ("2013-01-01T10:00+01:00", utc(2013, 1, 1, 9)),
+        ("2013-01-01 10:00-0230", utc(2013, 1, 1, 12, 30)),
+        ("2013-01-01T10:00", utc(2013, 1, 1, 10)),
+        ("2013-01-01 10:00", utc(2013, 1, 1, 10)),
+        ("2013-01-03", utc(2013, 1, 3)),
+        ("2013-01-01T10:00:00.25Z", utc(2013, 1, 1, 10, 0, 0, 250000)),
+    ]
+    for order in (texts_and_times, texts_and_times[::-1]):  # a naive shape first, then an offset first
+        rows = [f"{i + 1},AA,JFK,100,,,,,{text}" for i, (text, _) in enumerate(order)]
+        parsed = parse_file(csv_bytes(rows), "csv", table, "mixed.csv")
+        assert parsed.bad.height == 0, parsed.bad["_reason"].to_list()
+        assert parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
+        assert parsed.good.sort("_source_row")["ts"].to_list() == [t for _, t in order]
+
+
+def test_a_quarantined_record_keeps_the_values_as_they_landed(table):
+    """The record of a bad row is its text as read, not a re-typed rendering of it ("1e3" stays "1e3", "007" "007")."""
+    rows = ["1,007,JFK,1e3,12.5,yes,2012-12-01,3,2013-01-01T10:00:00Z"]
+    parsed = parse_file(csv_bytes(rows), "csv", table, "landed.csv")
+    assert parsed.good.height == 0
+    assert json.loads(parsed.bad["_record"][0]) == {
+        "trip_id": "1", "carrier": "007", "origin": "JFK", "distance": "1e3", "seats": "12.5", "refundable": "yes",
+        "booked": "2012-12-01", "delay": "3", "ts": "2013-01-01T10:00:00Z"}  # fmt: skip
+    assert parsed.bad["_reason"][0] == "column 'seats': cannot parse '12.5' as int32"
+
+
+def test_a_json_lines_column_that_first_appears_late_in_the_file_is_kept(table):
+    """Every line counts when a JSON-lines file's columns are listed, not only the first hundred."""
+    records = [{"trip_id": str(i), "carrier": "AA", "origin": "JFK", "distance": "100", "ts": "2013-01-01T10:00:00Z"} for i in range(1, 151)]
+    records[-1] = records[-1] | {"gate": "B7"}
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    parsed = parse_file(data, "jsonl", table, "late.jsonl")
+    assert parsed.bad.height == 0 and parsed.new_columns == ["gate"]
+    assert parsed.good.sort("_source_row")["gate"].to_list() == [None] * 149 + ["B7"]
+
+
+def test_a_parquet_event_time_stored_as_a_date_or_a_number_is_typed_or_quarantined(table):
+    """A Parquet event time stored as a calendar date becomes midnight UTC of that day; one stored as a number (no time
+    type at all) is a bad value in every row, and the good rows keep the spec's microsecond UTC type."""
+    dates = pl.DataFrame({"trip_id": [1, 2], "carrier": ["AA", "UA"], "origin": ["JFK", "EWR"], "distance": [1.0, 2.0],
+                          "ts": [dt.date(2013, 1, 1), dt.date(2013, 1, 2)]})  # fmt: skip
+    buf = io.BytesIO()
+    dates.write_parquet(buf)
+    parsed = parse_file(buf.getvalue(), "parquet", table, "dates.parquet")
+    assert parsed.bad.height == 0 and parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
+    assert parsed.good["ts"].to_list() == [utc(2013, 1, 1), utc(2013, 1, 2)]
+    buf = io.BytesIO()
+    dates.with_columns(pl.Series("ts", [1357034400, 1357120800])).write_parquet(buf)
+    parsed = parse_file(buf.getvalue(), "parquet", table, "numbers.parquet")
+    assert parsed.good.height == 0 and parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
+    assert parsed.bad["_reason"].to_list() == [f"column 'ts': cannot parse '{n}' as datetime" for n in (1357034400, 1357120800)]
+
+
+def test_timestamps_in_a_shape_outside_iso_8601_are_read_by_inference(table):
+    """The last resort: a file whose timestamps share one non-ISO shape ("2013/01/02 03:04:05") is still read, as UTC."""
+    rows = ["1,AA,JFK,100,,,,,2013/01/02 03:04:05", "2,AA,JFK,100,,,,,2013/01/03 23:59:59"]
+    parsed = parse_file(csv_bytes(rows), "csv", table, "slashes.csv")
+    assert parsed.bad.height == 0, parsed.bad["_reason"].to_list()
+    assert parsed.good.schema["ts"] == pl.Datetime("us", "UTC")
+    assert parsed.good.sort("_source_row")["ts"].to_list() == [utc(2013, 1, 2, 3, 4, 5), utc(2013, 1, 3, 23, 59, 59)]
+
+
+def test_iso_dates_parse_whatever_the_first_date_of_the_column_looks_like(table):
+    """An ISO date (2012-12-01) parses by its own shape even after a date of another shape (02/12/2012, which inference
+    reads day first), after which inference alone would miss it."""
+    rows = ["1,AA,JFK,100,,,02/12/2012,,2013-01-01T10:00:00Z", "2,AA,JFK,100,,,2012-12-01,,2013-01-01T10:00:00Z"]
+    parsed = parse_file(csv_bytes(rows), "csv", table, "dates.csv")
+    assert parsed.bad.height == 0, parsed.bad["_reason"].to_list()
+    assert parsed.good.sort("_source_row")["booked"].to_list() == [dt.date(2012, 12, 2), dt.date(2012, 12, 1)]
