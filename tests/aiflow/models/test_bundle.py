@@ -6,9 +6,12 @@ match their manifest — with the message naming what differs and nothing deseri
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
+import io
 import json
+import pickle
 import re
 
 import numpy as np
@@ -33,7 +36,7 @@ from aiflow.models.bundle import (
     state_from_preprocessing,
     verify_bundle,
 )
-from aiflow.models.families import categorical_mask, sklearn_matrix
+from aiflow.models.families import UntrustedModelError, categorical_mask, sklearn_matrix
 from aiflow.models.network import ModelConfig, TabularModel, predict_raw, to_predictions
 from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
@@ -331,3 +334,65 @@ def test_a_sklearn_bundle_with_a_changed_model_file_is_refused_before_skops_read
     store.put_bytes(f"trips/candidates/s/{SKOPS}", b"not a zip: skops would raise on it")
     with pytest.raises(BundleIntegrityError, match=rf"^{re.escape(uri)}: model\.skops differs from the registered bundle"):
         load_bundle(store, uri, digest)
+
+
+# ------------------------------------------------------------------------- what verified bytes may still not do
+def reseal(store: ArtifactStore, path: str, name: str, data: bytes) -> str:
+    """Replace one file and rewrite the manifest to match, as a forger with write access would; return the new digest
+    (what a registry fed by that forger would record)."""
+    store.put_bytes(f"{path}/{name}", data)
+    manifest = json.loads(store.get_bytes(f"{path}/{MANIFEST}"))
+    manifest["files"][name] = {"sha256": sha256_bytes(data), "bytes": len(data)}
+    store.put_bytes(f"{path}/{MANIFEST}", json.dumps(manifest).encode())
+    return bundle_digest(hashes_on_disk(store, path, manifest["files"]) | hashes_on_disk(store, path, [MANIFEST]))
+
+
+class _Planted:
+    """Unpickling this touches a file: the proof that the pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_weights_are_read_as_tensors_only_never_run_as_a_pickle(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    pytorch_bundle(store)
+    marker = tmp_path / "the-pickle-ran"
+    buffer = io.BytesIO()
+    torch.save({"payload": _Planted(marker)}, buffer)
+    digest = reseal(store, "trips/candidates/a", WEIGHTS, buffer.getvalue())
+    assert verify_bundle(store, "trips/candidates/a", digest).digest == digest  # the bytes are as recorded
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_bundle(store, "trips/candidates/a", digest)
+    assert not marker.exists()
+
+
+def test_an_untrusted_type_in_a_verified_sklearn_bundle_is_refused_naming_the_file(tmp_path):
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    store = ArtifactStore(tmp_path)
+    uri, *_ = sklearn_bundle(store)
+    digest = reseal(store, "trips/candidates/s", SKOPS, sio.dumps(FunctionTransformer(print)))
+    with pytest.raises(UntrustedModelError) as raised:
+        load_bundle(store, uri, digest)
+    assert str(raised.value) == (f"{uri}/{SKOPS} holds types outside the trusted list: ['builtins.print']; refusing to load it")
+
+
+def test_a_spec_with_dates_as_yaml_loads_them_is_written_as_text_and_loads(tmp_path):
+    """``yaml.safe_load`` turns ``2013-10-01`` into a date: spec.json holds its ISO text, and the bundle loads."""
+    store = ArtifactStore(tmp_path)
+    as_loaded = {**TINY, "split": {"valid_from": dt.date(2013, 10, 1), "test_from": dt.date(2013, 11, 15)}}
+    config = ModelConfig("classification", INPUTS.categorical, INPUTS.cardinalities, INPUTS.numeric, [4], 2, 0.0, "late")
+    uri, digest = save_bundle(
+        store, "d", model=TabularModel(config), config=config, params={"when": dt.date(2024, 5, 1)}, state=STATE,
+        spec=tiny_spec(), spec_dict=as_loaded, lineage={"trained_at": dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)},
+    )  # fmt: skip
+    assert json.loads(store.get_bytes(f"d/{SPEC}"))["split"] == {"valid_from": "2013-10-01", "test_from": "2013-11-15"}
+    assert json.loads(store.get_bytes(f"d/{MODEL}"))["params"] == {"when": "2024-05-01"}
+    assert json.loads(store.get_bytes(f"d/{MANIFEST}"))["lineage"] == {"trained_at": "2024-05-01 12:00:00+00:00"}
+    model = load_bundle(store, uri, digest)
+    assert model.spec["split"]["valid_from"] == "2013-10-01" and model.encoder is model.encoder  # compiled once, from spec.json
