@@ -222,10 +222,11 @@ def test_a_sklearn_bundle_loads_verified_and_predicts_as_the_estimator(tmp_path,
     model = load_bundle(store, uri, digest)
     assert (model.uri, model.family, model.problem_type, model.digest, model.config) == (uri, "sklearn", problem, digest, None)
     assert model.model_inputs == INPUTS and type(model.model) is type(estimator)
-    frame = features(20)
-    x = sklearn_matrix(*model.inputs(frame))
-    expected = estimator.predict_proba(x)[:, 1] if problem == "classification" else estimator.predict(x)
-    assert np.allclose(model.predict(frame), expected, rtol=0, atol=1e-12)
+    for n in (20, 100):  # a small batch (compiled trees) and a large one (scikit-learn itself)
+        frame = features(n)
+        x = sklearn_matrix(*model.inputs(frame))
+        expected = estimator.predict_proba(x)[:, 1] if problem == "classification" else estimator.predict(x)
+        assert np.allclose(model.predict(frame), expected, rtol=0, atol=1e-12)
 
 
 def test_a_bundle_is_found_by_its_path_its_uri_or_at_the_root_of_the_store(tmp_path):
