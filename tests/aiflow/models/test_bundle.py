@@ -229,14 +229,16 @@ def test_a_sklearn_bundle_loads_verified_and_predicts_as_the_estimator(tmp_path,
         assert np.allclose(model.predict(frame), expected, rtol=0, atol=1e-12)
 
 
-def test_a_bundle_is_found_by_its_path_its_uri_or_at_the_root_of_the_store(tmp_path):
+@pytest.mark.parametrize("path", ["trips/candidates/a", "X/candidates/bX"])  # any folder name: its first or last letter too
+def test_a_bundle_is_found_by_its_path_its_uri_or_at_the_root_of_the_store(tmp_path, path):
     store = ArtifactStore(tmp_path)
-    uri, digest, *_ = pytorch_bundle(store)
-    for where in ("trips/candidates/a", "trips/candidates/a/", uri, uri + "/"):
+    uri, digest, *_ = pytorch_bundle(store, path)
+    for where in (path, path + "/", uri, uri + "/"):
         verified = verify_bundle(store, where, digest.upper())  # the digest is compared case-insensitively
         assert (verified.uri, verified.digest, verified.family) == (uri, digest, "pytorch")
         assert sorted(verified.raw) == sorted([WEIGHTS, MODEL, PREPROCESSING, SPEC, "reference.json"])
-    at_root = ArtifactStore(tmp_path / "trips/candidates/a")  # e.g. a bundle copied on its own
+    assert load_bundle(store, path + "/", digest).uri == uri
+    at_root = ArtifactStore(tmp_path / path)  # e.g. a bundle copied on its own
     verified = verify_bundle(at_root, "", digest)
     assert verified.uri == uri and load_bundle(at_root, "", digest).digest == digest
 
