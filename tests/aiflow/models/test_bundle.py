@@ -399,3 +399,13 @@ def test_a_spec_with_dates_as_yaml_loads_them_is_written_as_text_and_loads(tmp_p
     assert json.loads(store.get_bytes(f"d/{MANIFEST}"))["lineage"] == {"trained_at": "2024-05-01 12:00:00+00:00"}
     model = load_bundle(store, uri, digest)
     assert model.spec["split"]["valid_from"] == "2013-10-01" and model.encoder is model.encoder  # compiled once, from spec.json
+
+
+def test_a_manifest_without_its_format_is_refused_as_an_integrity_error(tmp_path):
+    store = ArtifactStore(tmp_path)
+    _, digest, *_ = pytorch_bundle(store)
+    manifest = json.loads(store.get_bytes(f"trips/candidates/a/{MANIFEST}"))
+    del manifest["format"]
+    store.put_bytes(f"trips/candidates/a/{MANIFEST}", json.dumps(manifest).encode())
+    with pytest.raises(BundleIntegrityError, match="refusing to load it"):
+        load_bundle(store, "trips/candidates/a", digest)
