@@ -269,7 +269,7 @@ def test_two_changed_files_are_both_named(tmp_path):
             verify_bundle(store, "trips/candidates/a", digest, files)
 
 
-def test_a_file_the_registry_recorded_but_the_manifest_dropped_is_named(tmp_path):
+def test_a_file_the_registry_recorded_and_the_manifest_dropped_is_named_by_verify_and_load(tmp_path):
     """A manifest rewritten without one file (and that file left out): the registry's record names both."""
     store = ArtifactStore(tmp_path)
     _, digest, *_ = pytorch_bundle(store)
