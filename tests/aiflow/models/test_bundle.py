@@ -360,7 +360,11 @@ class _Planted:
         return (open, (str(self.marker), "w"))
 
 
-def test_weights_are_read_as_tensors_only_never_run_as_a_pickle(tmp_path):
+@pytest.mark.parametrize("forced", [False, True])
+def test_weights_are_read_as_tensors_only_never_run_as_a_pickle(tmp_path, monkeypatch, forced):
+    """Even with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in the environment, which turns torch's own default off."""
+    if forced:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     store = ArtifactStore(tmp_path / "store")
     pytorch_bundle(store)
     marker = tmp_path / "the-pickle-ran"
