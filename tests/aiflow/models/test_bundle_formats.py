@@ -87,3 +87,15 @@ def test_a_change_to_any_file_of_a_format1_bundle_is_refused_naming_it(tmp_path,
         verify_bundle(store, "old", anchor)
     with pytest.raises(BundleIntegrityError, match=name):
         load_bundle(store, "old", anchor)
+
+
+def test_a_format1_manifest_that_drops_a_file_is_refused_naming_it(tmp_path):
+    """The four format-1 files are checked whatever the manifest lists: one left out of it is refused, not skipped."""
+    store = ArtifactStore(tmp_path)
+    anchor = write_format1(store, "old")
+    manifest = json.loads((tmp_path / "old" / MANIFEST).read_bytes())
+    recorded = manifest["files"].pop(SPEC)["sha256"]
+    (tmp_path / "old" / MANIFEST).write_bytes(_json(manifest))
+    with pytest.raises(BundleIntegrityError, match=r"old/spec\.json does not match the SHA-256 recorded in manifest\.json \(None\)"):
+        load_bundle(store, "old", anchor)
+    assert recorded == sha256_bytes((tmp_path / "old" / SPEC).read_bytes())  # the file itself is untouched
