@@ -38,6 +38,7 @@ from aiflow.models.bundle import (
 )
 from aiflow.models.families import UntrustedModelError, categorical_mask, sklearn_matrix
 from aiflow.models.network import ModelConfig, TabularModel, predict_raw, to_predictions
+from aiflow.models.sklearn_fast import SMALL_BATCH
 from aiflow.spec import DatasetSpec, parse_spec
 from aiflow.storage.artifacts import ArtifactStore, sha256_bytes
 from tests.aiflow.tiny import TINY
@@ -222,7 +223,7 @@ def test_a_sklearn_bundle_loads_verified_and_predicts_as_the_estimator(tmp_path,
     model = load_bundle(store, uri, digest)
     assert (model.uri, model.family, model.problem_type, model.digest, model.config) == (uri, "sklearn", problem, digest, None)
     assert model.model_inputs == INPUTS and type(model.model) is type(estimator)
-    for n in (20, 100):  # a small batch (compiled trees) and a large one (scikit-learn itself)
+    for n in (20, SMALL_BATCH + 1):  # a small batch (compiled trees) and a large one (scikit-learn itself)
         frame = features(n)
         x = sklearn_matrix(*model.inputs(frame))
         expected = estimator.predict_proba(x)[:, 1] if problem == "classification" else estimator.predict(x)
