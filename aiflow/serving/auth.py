@@ -35,7 +35,10 @@ class TokenSource:
     """
 
     def __init__(self, tokens: list[str] | None = None, tokens_file: str | os.PathLike | None = None):
-        self._fixed = [t.encode() for t in tokens or []]
+        blank = [i for i, t in enumerate(tokens or []) if not t.strip()]
+        if blank:  # "Bearer " would then pass: a blank token is a caller's mistake, never a credential
+            raise NoTokenError(f"token {blank[0] + 1} of {len(tokens or [])} given is blank: a blank token would let 'Bearer ' in")
+        self._fixed = [t.strip().encode() for t in tokens or []]
         self._file = Path(tokens_file) if tokens_file else None
         self._stamp: tuple[int, int] | None = None
         self._from_file: list[bytes] = []

@@ -50,6 +50,16 @@ def test_every_token_is_valid_wherever_it_is_listed(position):
     assert source.count() == 3
 
 
+@pytest.mark.parametrize("tokens", [[""], ["alpha", " "], ["\t"]])
+def test_a_blank_token_given_directly_is_refused_never_a_credential(tokens):
+    with pytest.raises(NoTokenError, match=rf"token {len(tokens)} of {len(tokens)} given is blank: a blank token would let 'Bearer ' in"):
+        TokenSource(tokens)
+
+
+def test_a_token_given_with_spaces_around_it_is_the_token_without_them():
+    assert TokenSource([" alpha "]).valid(bearer("alpha")) is True
+
+
 def test_no_token_means_nothing_passes():
     source = TokenSource()
     assert source.count() == 0 and source.valid(bearer("")) is False and source.valid("Bearer  ") is False
