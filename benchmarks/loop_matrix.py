@@ -22,9 +22,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import roc_auc_score
 
 from aiflow.evaluation.paired import gain_of
-from benchmarks.worlds import CLASSIFICATION, Stream, World
+from benchmarks.worlds import CLASSIFICATION, TRAIN_WINDOWS, Stream, World
 
-TRAIN_WINDOWS = 3
 HOLDOUT = 0.25
 
 

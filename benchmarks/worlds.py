@@ -25,6 +25,7 @@ SEASON = 4  # seasonal world: the concept alternates every SEASON windows
 NOISE = 1.0  # regression noise std
 SPARSE_FRACTION, SPARSE_DELAY = 0.3, 2
 DAY0 = dt.date(2026, 1, 5)  # a Monday: window w is the week starting DAY0 + 7 w
+TRAIN_WINDOWS = 3  # windows a model trains on (benchmarks.loop_matrix), and the span of a world's spec split
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def world_spec(world: World) -> dict:
         if classification
         else {"name": "value", "source": "y", "kind": "identity", "when_null": "quarantine"}
     )
-    first_days = 7 * 3  # the engine level's models train on 3 windows (benchmarks.loop_matrix.TRAIN_WINDOWS)
+    first_days = 7 * TRAIN_WINDOWS
     return {
         "name": name,
         "description": f"Synthetic world {world.name} ({world.truth}).",
