@@ -29,9 +29,13 @@ pytestmark = pytest.mark.k8s_boundary
 ROOT = Path(__file__).resolve().parents[2]
 K8S, AWS = ROOT / "deploy" / "k8s", ROOT / "deploy" / "aws"
 NAMESPACE = "aiflow"
-#: The chart's account (webserver and daemon: they launch run Jobs), the run pods' (they create training pods), and
-#: the accounts that need no Kubernetes API at all.
+#: The chart's account (the daemon's: it launches run Jobs), the run pods' (they create training pods), and the
+#: accounts that need no Kubernetes API at all.
 CHART_SA, RUN_POD_SA, TRAINING_SA, SERVING_SA, PROXY_SA = "dagster", "aiflow-run", "aiflow-training", "aiflow-serving", "aiflow-oauth2-proxy"
+#: The webserver's account (deploy/k8s/post-render puts the webserver on it): it terminates runs, creates nothing.
+WEBSERVER_SA = "dagster-webserver"
+#: Who may create what: the daemon run Jobs, the run pods training pods and step Jobs; nobody else anything.
+CREATORS = {CHART_SA, RUN_POD_SA}
 NO_API = (TRAINING_SA, SERVING_SA, PROXY_SA)
 
 
@@ -71,6 +75,7 @@ def rbac_problems(documents: list[dict], used: set[tuple[str, str, str]]) -> lis
     """Everything over-broad in the RBAC of aiflow's components (empty: fine)."""
     problems = []
     pod_creators = {d["metadata"]["name"] for d in documents if d["kind"] == "Role" and ("", "pods", "create") in granted([d])}
+    creators = {d["metadata"]["name"] for d in documents if d["kind"] == "Role" and any(v == "create" for *_, v in granted([d]))}
     for doc in documents:
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind in ("ClusterRole", "ClusterRoleBinding"):
@@ -94,8 +99,11 @@ def rbac_problems(documents: list[dict], used: set[tuple[str, str, str]]) -> lis
                     problems.append(f"RoleBinding {name} binds {subject['kind']} {subject['name']}: it needs no API rights")
                 if doc.get("roleRef", {}).get("name") in pod_creators and subject["name"] != RUN_POD_SA:
                     problems.append(f"RoleBinding {name}: {subject['name']} may create pods; only the run pods' {RUN_POD_SA} may")
-        # aiflow-run too: the code server's pod runs as it (the chart's doing) and must get no token; run pods opt in
-        if kind == "ServiceAccount" and name in (*NO_API, RUN_POD_SA) and doc.get("automountServiceAccountToken") is not False:
+                if doc.get("roleRef", {}).get("name") in creators and subject["name"] not in CREATORS:
+                    problems.append(f"RoleBinding {name}: {subject['name']} may create; only {sorted(CREATORS)} may")
+        # aiflow-run too: the code server's pod runs as it (the chart's doing) and must get no token; run pods opt in;
+        # and the webserver's: only its own pod asks for the token
+        if kind == "ServiceAccount" and name in (*NO_API, RUN_POD_SA, WEBSERVER_SA) and doc.get("automountServiceAccountToken") is not False:
             problems.append(f"ServiceAccount {name} mounts a token by default")
     return problems
 
@@ -142,6 +150,70 @@ def test_the_chart_creates_no_role_and_each_account_gets_only_its_own():
     assert ("", "pods", "create") not in bound_grants(documents, CHART_SA)  # the daemon creates Jobs, not pods
     assert NEEDED <= bound_grants(documents, RUN_POD_SA)
     assert all(bound_grants(documents, account) == set() for account in NO_API)
+
+
+def terminate_calls(kubeconfig: str) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of what the webserver's only Kubernetes work - the UI's Terminate on a started run,
+    QueuedRunCoordinator.cancel_run -> K8sRunLauncher.terminate - calls, recorded on the real launcher."""
+    from unittest import mock
+
+    from dagster import DagsterInstance
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+    from dagster_k8s import K8sRunLauncher
+
+    batch, core = mock.MagicMock(), mock.MagicMock()
+    core.list_namespaced_pod.return_value.items = [mock.MagicMock()]  # the run Job's pod
+    launcher = K8sRunLauncher(service_account_name=CHART_SA, instance_config_map="dagster-instance", dagster_home="/opt/dagster/dagster_home",
+                              job_image="registry.example.com/aiflow:0.1.0", job_namespace=NAMESPACE, load_incluster_config=False,
+                              kubeconfig_file=kubeconfig, k8s_client_batch_api=batch, k8s_client_core_api=core)  # fmt: skip
+    with DagsterInstance.ephemeral() as instance:
+        launcher.register_instance(instance)
+        instance.add_run(DagsterRun(job_name="train", run_id="r1", status=DagsterRunStatus.STARTED))
+        assert launcher.terminate("r1")
+    calls = set()
+    for method in (c[0] for c in [*batch.method_calls, *core.method_calls]):
+        ((verb, kind),) = CALL.findall(method)
+        calls.add((*RESOURCES[kind], VERBS[verb]))
+    return calls
+
+
+def test_the_webserver_may_terminate_runs_but_create_nothing_and_only_the_daemon_launches_them(kubeconfig, tmp_path):
+    from dagster._core.instance.ref import InstanceRef
+
+    documents = manifests()
+    terminate = terminate_calls(kubeconfig)
+    assert terminate == {("batch", "jobs", "delete"), ("", "pods", "list"), ("", "pods", "delete")}
+    assert bound_grants(documents, WEBSERVER_SA) == terminate  # exactly what Terminate calls
+    assert not {(g, r, v) for g, r, v in bound_grants(documents, WEBSERVER_SA) if v == "create"}
+    assert ("batch", "jobs", "create") in bound_grants(documents, CHART_SA)  # the daemon launches the run Jobs
+    assert ("", "pods", "create") not in bound_grants(documents, CHART_SA) | bound_grants(documents, WEBSERVER_SA)
+    # ... because every run goes through the queue, which the daemon works off: the UI's "Launch run" only queues
+    values = yaml.safe_load((K8S / "values.yaml").read_text())
+    coordinator = values["dagsterDaemon"]["runCoordinator"]
+    assert coordinator["enabled"] is True and coordinator["type"] == "QueuedRunCoordinator"
+    (tmp_path / "dagster.yaml").write_text((K8S / "dagster.yaml").read_text())
+    assert InstanceRef.from_dir(str(tmp_path)).run_coordinator_data.class_name == "QueuedRunCoordinator"
+    # the accounts the post-renderer names are the ones RBAC knows
+    kustomization = (K8S / "post-render" / "kustomization.yaml").read_text()
+    assert f"value: {WEBSERVER_SA}\n" in kustomization and f"value: {CHART_SA}\n" in kustomization
+    assert WEBSERVER_SA in {d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"}
+
+
+def test_the_webserver_needs_its_token_because_its_run_launcher_loads_the_in_cluster_config(monkeypatch, tmp_path):
+    """A webserver pod without a token (automountServiceAccountToken: false) could not even build K8sRunLauncher."""
+    from dagster_k8s import K8sRunLauncher
+    from kubernetes.config import incluster_config
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.10")  # what the kubelet sets in every pod
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "no-token"))
+    saved = kubernetes.client.Configuration.get_default_copy()
+    try:
+        with pytest.raises(kubernetes.config.ConfigException, match="token file does not exist"):
+            K8sRunLauncher(service_account_name=WEBSERVER_SA, instance_config_map="dagster-instance", dagster_home="/opt/dagster/dagster_home",
+                           job_namespace=NAMESPACE, load_incluster_config=True)  # fmt: skip
+    finally:
+        kubernetes.client.Configuration.set_default(saved)
 
 
 def run_pod_spec(values: dict) -> dict:
@@ -203,7 +275,7 @@ def test_each_account_names_its_components_iam_role_with_the_key_secret_as_fallb
     values = yaml.safe_load((K8S / "values.yaml").read_text())
     annotations = {CHART_SA: values["serviceAccount"]["annotations"]}
     annotations |= {d["metadata"]["name"]: d["metadata"].get("annotations", {}) for d in manifests() if d["kind"] == "ServiceAccount"}
-    expected = {CHART_SA: POLICIES["dagster"], RUN_POD_SA: POLICIES["dagster"], TRAINING_SA: POLICIES["training"], SERVING_SA: POLICIES["serving"]}
+    expected = {CHART_SA: POLICIES["dagster"], WEBSERVER_SA: POLICIES["dagster"], RUN_POD_SA: POLICIES["dagster"], TRAINING_SA: POLICIES["training"], SERVING_SA: POLICIES["serving"]}
     for account, policy in expected.items():
         role = annotations[account]["eks.amazonaws.com/role-arn"].rsplit("/", 1)[1]
         assert policy_of_role[role] == policy, account
@@ -256,8 +328,21 @@ def test_the_training_and_serving_pods_mount_no_token():
             ],
             "may create pods",
         ),
+        (
+            lambda docs, role: [
+                d["subjects"].append({"kind": "ServiceAccount", "name": WEBSERVER_SA, "namespace": NAMESPACE})
+                for d in docs
+                if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "aiflow-run-launcher"
+            ],
+            "dagster-webserver may create",
+        ),
+        (
+            lambda docs, role: [d.pop("automountServiceAccountToken") for d in docs if d["metadata"]["name"] == WEBSERVER_SA],
+            "mounts a token",
+        ),
     ],
-    ids=["wildcard-verb", "secrets", "unused-verb", "cluster-role", "bound-server", "training-token", "run-token", "daemon-pods"],
+    ids=["wildcard-verb", "secrets", "unused-verb", "cluster-role", "bound-server", "training-token", "run-token", "daemon-pods",
+         "webserver-launches", "webserver-token"],  # fmt: skip
 )
 def test_the_rbac_checker_rejects_an_over_broad_edit(edit, complaint):
     documents = copy.deepcopy(manifests())
