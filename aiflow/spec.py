@@ -282,6 +282,10 @@ class RetrainSettings(_Strict):
     min_rows: int = Field(500, ge=1, description="Scored rows a window needs before any signal counts.")
     min_labels: int = Field(200, ge=1, description="Labelled rows a window needs before its realized metric counts.")
     hysteresis: int = Field(2, ge=1, description="Windows in a row a signal must hold before it fires.")
+    decisive_drop: float | None = Field(
+        3.0, gt=1, description="A metric drop at least this many times its threshold (itself never below the window's sampling "
+        "noise) fires at once, without waiting for hysteresis: it is not noise; null: every drop waits hysteresis windows."
+    )
     cooldown_days: int = Field(
         28, ge=0, description="Days of data after a retrain during which no other retrain fires, counted in monitoring windows: "
         "ceil(days / window length), at least one window when > 0 (28 days: 4 weekly windows, 1 monthly window); it ends once "

@@ -139,7 +139,7 @@ def policy_of(spec: DatasetSpec) -> Policy:
     r = spec.monitoring.retrain
     return Policy(
         min_rows=r.min_rows, min_labels=r.min_labels, use_drift="drift" in r.signals, use_estimated="estimated" in r.signals,
-        use_realized="realized" in r.signals, hysteresis=r.hysteresis, cooldown_days=r.cooldown_days,
+        use_realized="realized" in r.signals, hysteresis=r.hysteresis, decisive_drop=r.decisive_drop, cooldown_days=r.cooldown_days,
         cooldown_windows=spec.monitoring.cooldown_windows(), budget=r.budget,
         budget_days=r.budget_days, budget_burst=r.budget_burst, max_age_windows=spec.monitoring.max_age_windows() if "age" in r.signals else None,
         follow_up_windows=r.follow_up_windows,

@@ -35,6 +35,10 @@ class Policy:
         use_estimated: whether the drop of the CBPE-estimated metric may fire.
         use_realized: whether the drop of the realized metric may fire.
         hysteresis: windows in a row (same model version) in which a signal must be over its threshold.
+        decisive_drop: a metric drop (estimated or realized) at least this many times its threshold fires at once,
+            without waiting for ``hysteresis``: hysteresis guards against a window's sampling noise, and a drop that far
+            past a threshold already above that noise is not noise (None: every drop waits). A concept that flips
+            back and forth every few windows is otherwise served wrong for a whole window more each time.
         cooldown_days: days of data time after a retrain's window end during which nothing fires (when
             ``cooldown_windows`` is None). A cooldown ends early once the retrain's product serves the window.
         cooldown_windows: monitored windows after a retrain's window during which nothing fires (the loop sets it
@@ -65,6 +69,7 @@ class Policy:
     use_estimated: bool = True
     use_realized: bool = True
     hysteresis: int = 2
+    decisive_drop: float | None = 3.0
     cooldown_days: int = 14
     cooldown_windows: int | None = None
     budget: int = 4
@@ -82,6 +87,8 @@ class Policy:
         for name in ("min_rows", "min_labels", "cooldown_days"):
             if getattr(self, name) < 0:
                 raise ValueError(f"policy field {name!r} must be >= 0, got {getattr(self, name)}")
+        if self.decisive_drop is not None and not self.decisive_drop > 1:
+            raise ValueError(f"policy field 'decisive_drop' must be > 1 or None, got {self.decisive_drop}")
         if self.budget_burst is not None and self.budget_burst < 1:
             raise ValueError(f"policy field 'budget_burst' must be >= 1 or None, got {self.budget_burst}")
         for name in ("hysteresis", "budget", "budget_days"):
@@ -217,6 +224,14 @@ def _signal_values(s: WindowSignals, t: Thresholds) -> dict[str, float | None]:
     return {"drift_share": s.drift_share, "estimated_drop": drop(s.estimated_metric), "realized_drop": drop(s.realized_metric)}
 
 
+def _drop_limit(t: Thresholds, s: WindowSignals, name: str) -> float:
+    """The threshold a metric drop (``estimated`` or ``realized``) of window ``s`` is judged by: the calibrated one, never
+    below the sampling noise of the window's rows (scored rows for the estimate, labelled rows for the realized metric)."""
+    if name == "estimated":
+        return max(t.estimated_drop, t.noise_floor(s.rows))
+    return max(t.realized_drop, t.noise_floor(s.labelled))
+
+
 def _fired(policy: Policy, t: Thresholds, s: WindowSignals) -> tuple[list[str], list[str]]:
     """The signals over their thresholds in window ``s``, and one phrase per signal saying where it stands."""
     if s.rows < policy.min_rows:
@@ -226,10 +241,9 @@ def _fired(policy: Policy, t: Thresholds, s: WindowSignals) -> tuple[list[str], 
     # a metric threshold is never below the window's own sampling noise (thresholds stay stable across versions)
     checks = [
         ("drift", policy.use_drift, values["drift_share"], t.drift_share, "weighted drift share", True),
-        ("estimated", policy.use_estimated, values["estimated_drop"], max(t.estimated_drop, t.noise_floor(s.rows)),
-         f"estimated {t.metric} drop", True),
-        ("realized", policy.use_realized, values["realized_drop"], max(t.realized_drop, t.noise_floor(s.labelled)),
-         f"realized {t.metric} drop", s.labelled >= policy.min_labels),
+        ("estimated", policy.use_estimated, values["estimated_drop"], _drop_limit(t, s, "estimated"), f"estimated {t.metric} drop", True),
+        ("realized", policy.use_realized, values["realized_drop"], _drop_limit(t, s, "realized"), f"realized {t.metric} drop",
+         s.labelled >= policy.min_labels),
     ]  # fmt: skip
     for name, enabled, value, limit, label, enough in checks:
         if not enabled:
@@ -292,7 +306,10 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     # hysteresis: the trailing windows of the same model version in which each signal fired
     # drift is judged against the recent range as well as the reference (aiflow.monitoring.monitor._compare): it is
     # news once, when the data leaves where it was; a drop in a metric must hold
-    need = {n: 1 if n in ("drift", "age") else policy.hysteresis for n in fired}
+    # a drop decisive_drop times past its threshold (itself above the window's noise) is not noise: it needs no second window
+    decisive = {n for n in fired if n in ("estimated", "realized") and policy.decisive_drop is not None
+                and values[f"{n}_drop"] is not None and values[f"{n}_drop"] >= policy.decisive_drop * _drop_limit(thresholds, now, n)}  # fmt: skip
+    need = {n: 1 if n in ("drift", "age") or n in decisive else policy.hysteresis for n in fired}
     held: dict[str, int] = {"age": 1}
     for name in fired:
         if name == "age":
@@ -353,7 +370,8 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     fired_notes = "; ".join(n for n in notes if any(n.startswith(p) for p in _labels(thresholds, holding)))
     if running:
         return verdict("skip", f"skip: a retrain is already running ({fired_notes} in {span}).", holding)
-    return verdict("retrain", f"retrain: {fired_notes} in {span}, held {policy.hysteresis} window(s).", holding)
+    held_for = f"decisive: at least {policy.decisive_drop:g} times its threshold, no hysteresis" if decisive & set(holding) else f"held {policy.hysteresis} window(s)"
+    return verdict("retrain", f"retrain: {fired_notes} in {span}, {held_for}.", holding)
 
 
 def next_paced_retrain(policy: Policy, retrains: Sequence[dt.date]) -> dt.date | None:

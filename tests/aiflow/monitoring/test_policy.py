@@ -374,3 +374,36 @@ def test_paced_retrains_keep_the_token_bucket_bound_over_every_span_and_are_refu
         budgeted = sum(e > s.window_end - dt.timedelta(days=budget_days) for e in ends) < budget
         assert (d.action == "retrain") == (on and paced and budgeted), (d.reason, ends)
         past.append(d)
+
+
+def test_a_drop_decisive_times_its_threshold_fires_without_waiting_for_hysteresis():
+    """A concept that flips back every few windows was served wrong a whole window more by the second window of
+    hysteresis (the seasonal world: cost 0.83 -> 0.64 with this alone). Exactly on 3x the threshold fires."""
+    policy = dataclasses.replace(POLICY, use_drift=False, use_estimated=False)  # hysteresis 2, decisive_drop 3 (default)
+    assert policy.decisive_drop == 3.0
+    exact = dataclasses.replace(AUC, realized_drop=0.125, reference_metric=0.75)  # binary fractions: 0.75 - 0.375 == 3 * 0.125
+    on = decide(policy, exact, [window(0, realized=0.375, labelled=80)], [], running=False)
+    assert on.action == "retrain", on.reason
+    assert "decisive: at least 3 times its threshold, no hysteresis" in on.reason
+    below = decide(policy, exact, [window(0, realized=0.376, labelled=80)], [], running=False)
+    assert below.action == "skip" and "realized held 1 of 2 windows" in below.reason
+    off = dataclasses.replace(policy, decisive_drop=None)
+    assert decide(off, AUC, [window(0, realized=0.2, labelled=80)], [], running=False).action == "skip"
+    # the second window of a smaller drop still retrains on hysteresis, saying so
+    held = decide(policy, AUC, [window(0, realized=0.7, labelled=80), window(1, realized=0.7, labelled=80)], [], running=False)
+    assert held.action == "retrain" and "held 2 window(s)" in held.reason
+
+
+def test_a_decisive_drop_is_judged_against_the_noise_floor_not_only_the_threshold():
+    """With few labelled rows the floor (the window's sampling noise) is above the calibrated threshold: 3x the floor."""
+    noisy = dataclasses.replace(AUC, noise_std=0.02, noise_rows=400)  # floor on 100 rows: 3 * 0.02 * sqrt(5) = 0.134
+    policy = dataclasses.replace(POLICY, use_drift=False, use_estimated=False)
+    floor = noisy.noise_floor(100)
+    assert floor == pytest.approx(0.1342, abs=1e-4)
+    assert decide(policy, noisy, [window(0, realized=0.8 - 0.2, labelled=100)], [], running=False).action == "skip"  # 0.2 < 3 x floor
+    assert decide(policy, noisy, [window(0, realized=0.8 - 0.41, labelled=100)], [], running=False).action == "retrain"
+
+
+def test_decisive_drop_must_be_above_one():
+    with pytest.raises(ValueError, match="'decisive_drop' must be > 1"):
+        Policy(decisive_drop=1.0)
