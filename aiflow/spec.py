@@ -322,6 +322,11 @@ class RetrainSettings(_Strict):
         50, ge=20, description="Held-out test rows the offline comparison with the champion needs before its lower bound may "
         "promote a retrain at once (the bootstrap's bound already widens with fewer rows; live evidence needs min_labels)."
     )
+    pool: int = Field(
+        3, ge=0, description="Earlier champions (most recent first) the validation step scores beside a retrain on its held-out "
+        "rows: one decisive against the current champion, and surer than the retrain, is reinstated at once (a concept that "
+        "comes back was learnt by the champion that served it); 0: none."
+    )
     follow_up_windows: int | None = Field(
         1, ge=1, description="A champion that is itself a retrain's product is challenged again (the age signal) after this "
         "many windows, until a challenger fails to win: a world that changed may not have finished changing; null: off."

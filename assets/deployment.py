@@ -9,13 +9,13 @@ from pydantic import Field
 
 from aiflow.evaluation.metrics import PRIMARY
 from aiflow.evaluation.paired import Evidence
-from aiflow.evaluation.validation import ModelRef, load_model
+from aiflow.evaluation.validation import ModelRef, evidence_of_metrics, load_model
 from aiflow.models.bundle import verify_bundle
 from aiflow.models.candidates import HandoffNotFoundError, Handoffs
 from aiflow.models.metric_names import NAIVE, prefixed, registry_metrics
 from aiflow.models.model_card import model_card
 from aiflow.models.registry import Registry
-from aiflow.monitoring.challenger import challenger_policy_of, decisive_offline
+from aiflow.monitoring.challenger import challenger_policy_of, decisive_offline, reinstatement
 from aiflow.serving.batch import score_new_partitions
 from aiflow.spec import DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
@@ -182,14 +182,22 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
             evaluation = Handoffs(store).resolve_evaluation(spec.name, run_ids=(), candidate_id=found.record.candidate_id).record
         except HandoffNotFoundError:
             evaluation = None
-        alias, reason = promotion_alias(spec, config.policy, registry.alias(spec.name, "champion"), evaluation, config.reason)
+        champion = registry.alias(spec.name, "champion")
+        back = reinstated(spec, config.policy, champion, evaluation)
+        if back is not None:  # an earlier champion serves again; the retrain stays registered, without an alias
+            target, alias, reason = back[0], "champion", f"{config.reason}; {back[1]}"
+            context.log.info(f"{spec.name} v{version} is registered without an alias: earlier champion v{target} is reinstated")
+        else:
+            target = version
+            alias, reason = promotion_alias(spec, config.policy, champion, evaluation, config.reason)
         before = registry.alias(spec.name, alias)
-        registry.promote(spec.name, version, reason=reason, actor=actor(context), alias=alias)
-        context.log.info(promotion_message(spec.name, alias, before, version))
+        registry.promote(spec.name, target, reason=reason, actor=actor(context), alias=alias)
+        context.log.info(promotion_message(spec.name, alias, before, target))
         context.log.info(reason)
-        if before != version:
-            notifier.notifier().send("promotion", promotion_message(spec.name, alias, before, version), {"version": version, "reason": reason})
-        meta = {**alias_metadata(registry, spec.name), "promoted_version": version, "policy": config.policy, "alias": alias, "reason": reason}
+        if before != target:
+            notifier.notifier().send("promotion", promotion_message(spec.name, alias, before, target), {"version": target, "reason": reason})
+        meta = {**alias_metadata(registry, spec.name), "promoted_version": target, "policy": config.policy, "alias": alias, "reason": reason,
+                "registered_version": version, "reinstated": back is not None}  # fmt: skip
         if before is not None:
             meta["previous_version"] = before
         return MaterializeResult(metadata=meta)
@@ -219,6 +227,25 @@ def promotion_alias(spec: DatasetSpec, policy: str, champion: int | None, evalua
             return "champion", f"{reason}; decisive offline: {said} >= cost {rule.cost}"
         return "challenger", f"{reason}; challenger in shadow: {said}, not decisive (cost {rule.cost}): live evidence decides"
     return "challenger", f"{reason}; challenger in shadow: no offline comparison with champion v{champion}: live evidence decides"
+
+
+def reinstated(spec: DatasetSpec, policy: str, champion: int | None, evaluation) -> tuple[int, str] | None:
+    """The earlier champion to serve again instead of the registered retrain, and why (None: the retrain's own promotion
+    applies). Only under shadow promotion (``spec`` resolving to it, or ``shadow``), where evidence decides, and only on an
+    evaluation made against the *current* champion (:func:`aiflow.monitoring.challenger.reinstatement`)."""
+    if policy == "spec":
+        policy = spec.monitoring.retrain.promotion
+    if policy != "shadow" or champion is None or evaluation is None or evaluation.champion_version != champion:
+        return None
+    retrain, earlier = evidence_of_metrics(evaluation.test_metrics, PRIMARY[spec.problem_type][0], evaluation.rows)
+    back = reinstatement(challenger_policy_of(spec), retrain, earlier)
+    if back is None:
+        return None
+    e = earlier[back]
+    said = f"offline gain of v{back} over champion v{champion} {e.gain:+.4f} on {e.rows:,} test rows, 90% lower bound {e.low:+.4f}"
+    if retrain is not None and retrain.low is not None:
+        said += f" (the retrain's lower bound {retrain.low:+.4f})"
+    return back, f"earlier champion v{back} reinstated: {said} >= cost {challenger_policy_of(spec).cost}"
 
 
 def promotion_message(name: str, alias: str, before: int | None, after: int) -> str:

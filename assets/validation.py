@@ -21,6 +21,7 @@ from aiflow.evaluation.validation import ModelRef, validate
 from aiflow.models.candidates import Evaluation, Handoffs
 from aiflow.models.metric_names import CHAMPION_TEST, TEST, prefixed
 from aiflow.models.registry import Registry
+from aiflow.monitoring.challenger import challenger_policy_of, earlier_champions
 from aiflow.spec import DatasetSpec
 from assets.keys import candidate_key, evaluation_key
 from assets.metadata import frame_table
@@ -73,6 +74,11 @@ def evaluation_asset(spec: DatasetSpec) -> AssetsDefinition:
         champion_version = registry.alias(spec.name, "champion")
         if champion_version is not None:
             champion = ModelRef.of(registry.get(spec.name, champion_version), artifacts.uri())
+        events = reversed(registry.history(spec.name, "champion")["version"].to_list())  # oldest first
+        # earlier champions that passed their gates (one forced past them is never reinstated on its own)
+        passed = [v for v in events if v is None or registry.get(spec.name, v).gates_passed]
+        earlier = [ModelRef.of(registry.get(spec.name, v), artifacts.uri())
+                   for v in earlier_champions(passed, current=champion_version, pool=challenger_policy_of(spec).pool)]  # fmt: skip
         report = validate(
             ModelRef("candidate", cand.artifact_uri, cand.artifact_sha256),
             features_uri=cand.features_uri,
@@ -81,6 +87,7 @@ def evaluation_asset(spec: DatasetSpec) -> AssetsDefinition:
             candidate_valid_metrics=cand.valid_metrics,
             baseline_valid_metrics=cand.baseline_metrics,
             champion=champion,
+            earlier=earlier,
             config=GateConfig(**config.model_dump(exclude={"candidate_id", "use_latest"})),
             storage_options=store.storage_options,
             artifact_options=artifacts.options(),

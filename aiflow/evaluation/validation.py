@@ -1,15 +1,17 @@
 """Validate a candidate against the gates and against the champion, on the same held-out rows.
 
 The rows are the test split of the features table at the candidate's pinned Delta version; the
-champion (if any) is scored on exactly those rows. Both models are loaded from verified bundles
-(SHA-256 checked before anything is deserialised).
+champion (if any) is scored on exactly those rows, and so are the earlier champions it is given (a concept that
+comes back was learnt by the champion that served it: :func:`aiflow.monitoring.challenger.reinstatement`). Every
+model is loaded from a verified bundle (SHA-256 checked before anything is deserialised).
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -84,13 +86,16 @@ class ValidationReport:
     champion_slices: pl.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     evidence: Evidence | None = None  # the candidate's gain over the champion on these rows (paired bootstrap)
+    earlier: dict[int, Evidence] = field(default_factory=dict)  # each earlier champion's gain over the champion, same rows
 
     def evidence_metrics(self) -> dict[str, float]:
-        """``gain_vs_champion`` and its bounds (``_low``, ``_high``) for the evaluation's test metrics; {} without."""
-        e = self.evidence
-        if e is None or e.gain is None or e.low is None or e.high is None:
-            return {}
-        return {"gain_vs_champion": e.gain, "gain_vs_champion_low": e.low, "gain_vs_champion_high": e.high}
+        """``gain_vs_champion`` and its bounds (``_low``, ``_high``) for the evaluation's test metrics, and
+        ``v<N>_gain_vs_champion`` (and bounds) for each earlier champion v<N>; {} without a champion."""
+        out = {}
+        for prefix, e in [("", self.evidence), *((f"v{v}_", e) for v, e in sorted(self.earlier.items()))]:
+            if e is not None and e.gain is not None and e.low is not None and e.high is not None:
+                out |= {f"{prefix}gain_vs_champion": e.gain, f"{prefix}gain_vs_champion_low": e.low, f"{prefix}gain_vs_champion_high": e.high}
+        return out
 
     @property
     def passed(self) -> bool:
@@ -114,6 +119,24 @@ class ValidationReport:
             table = table.join(champ.select("slice", "value", pl.col(metric).alias(champion_col)), on=["slice", "value"], how="left")
             table = table.with_columns((pl.col(metric) - pl.col(champion_col)).alias("delta_vs_champion"))
         return table
+
+
+_EARLIER = re.compile(r"^v(\d+)_gain_vs_champion_low$")
+
+
+def evidence_of_metrics(metrics: Mapping[str, float], metric: str, rows: int) -> tuple[Evidence | None, dict[int, Evidence]]:
+    """The offline evidence :meth:`ValidationReport.evidence_metrics` recorded, read back: the candidate's against the
+    champion (None without) and each earlier champion's, by version (the bounds are one-sided at 90 %)."""
+
+    def read(prefix: str) -> Evidence | None:
+        keys = [f"{prefix}gain_vs_champion{s}" for s in ("", "_low", "_high")]
+        if not all(k in metrics for k in keys):
+            return None
+        gain, low, high = (metrics[k] for k in keys)
+        return Evidence(metric, rows, gain=gain, low=low, high=high, confidence=0.9)
+
+    earlier = {int(m.group(1)): read(f"v{m.group(1)}_") for k in metrics if (m := _EARLIER.match(k))}
+    return read(""), {v: e for v, e in earlier.items() if e is not None}
 
 
 def load_model(ref: ModelRef, artifact_options: dict[str, str] | None = None) -> LoadedModel:
@@ -180,8 +203,12 @@ def validate(
     config: GateConfig,
     storage_options: dict | None = None,
     artifact_options: dict[str, str] | None = None,
+    earlier: Sequence[ModelRef] = (),
 ) -> ValidationReport:
-    """Evaluate the candidate (and the champion on the same rows) and run every gate."""
+    """Evaluate the candidate (and the champion, and the ``earlier`` champions, on the same rows) and run every gate.
+
+    An earlier champion that cannot be compared (its bundle no longer loads or verifies, an input column is gone) is left
+    out with a note: it never fails the candidate's evaluation."""
     config = effective_gates(spec, config)  # the launchpad over the spec's gates over the problem type's defaults
     rows = held_out_rows(features_uri, data_version, spec, storage_options)
     target, problem, metric = spec.target.name, spec.problem_type, PRIMARY[spec.problem_type][0]
@@ -192,6 +219,7 @@ def validate(
     cand_slices = slice_metrics(scored, spec.slices, problem, target=target, score=SCORE)
 
     champ_metrics = champ_slices = champ_model = evidence = None
+    earlier_evidence: dict[int, Evidence] = {}
     curves = {f"candidate ({candidate.label})": scored[SCORE].to_numpy()}
     missing = sorted(_inputs(model) - set(rows.columns))
     changed: list[str] = []
@@ -204,6 +232,7 @@ def validate(
         curves[f"champion ({champion.label})"] = champ_scored[SCORE].to_numpy()
         changed = sorted(_inputs(model) ^ _inputs(champ_model))
         evidence = paired_evidence(y, champ_scored[SCORE].to_numpy(), scored[SCORE].to_numpy(), metric)
+        earlier_evidence = _earlier_evidence(earlier, rows, y, champ_scored[SCORE].to_numpy(), metric, notes, artifact_options)
     else:
         notes.append("no champion yet: the candidate is compared with the gates and the baseline only")
 
@@ -232,4 +261,25 @@ def validate(
         champion_slices=champ_slices,
         notes=notes,
         evidence=evidence,
+        earlier=earlier_evidence,
     )
+
+
+def _earlier_evidence(earlier: Sequence[ModelRef], rows: pl.DataFrame, y, champion_scores, metric: str, notes: list[str],
+                      artifact_options: dict[str, str] | None) -> dict[int, Evidence]:  # fmt: skip
+    """Each earlier champion's gain over the champion on the held-out rows; one that cannot be scored gets a note."""
+    out = {}
+    for ref in earlier:
+        try:
+            model = load_model(ref, artifact_options)
+            missing = sorted(_inputs(model) - set(rows.columns))
+            if missing:
+                notes.append(f"earlier champion {ref.label} not compared: its input column(s) {', '.join(missing)} are gone")
+                continue
+            scores = model.predict(rows)
+        except Exception as exc:  # a bundle deleted, tampered or unreadable must not fail the candidate's evaluation
+            notes.append(f"earlier champion {ref.label} not compared: {type(exc).__name__}: {exc}")
+            continue
+        assert ref.version is not None, "an earlier champion is a registered version"
+        out[ref.version] = paired_evidence(y, champion_scores, scores, metric)
+    return out

@@ -14,6 +14,11 @@ records both scored — with a paired bootstrap (the same resampled rows for bot
 The offline evidence of the validation step (candidate and champion on the same held-out rows) promotes at once
 when it is already decisive: its *lower* bound is at least the cost.
 
+**Earlier champions** are candidates too: a concept that comes back (a season, a regime) was already learnt by the
+champion that served it. The validation step also scores the ``pool`` most recent earlier champions on the same held-out
+rows; when one of them is decisive against the current champion and surer than the retrain (a higher lower bound), it
+is *reinstated* (:func:`reinstatement`): it serves again at once, and the retrain is registered without an alias.
+
 The gain is ``challenger - champion`` for a higher-is-better metric (ROC AUC, accuracy) and the relative error
 reduction ``(champion - challenger) / champion`` for an error (RMSE, MAE), so one cost reads the same way for both.
 
@@ -23,6 +28,7 @@ Pure functions: arrays in, an :class:`Evidence` and a :class:`Verdict` out.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiflow.evaluation.paired import Evidence
@@ -42,6 +48,7 @@ class ChallengerPolicy:
             labels may hold a decisive gain on 70 rows that live evidence takes windows to confirm.
         max_windows: windows in shadow after which an undecided challenger is retired.
         resamples: bootstrap resamples.
+        pool: earlier champions (most recent first) the offline comparison scores beside a retrain; 0: none.
     """
 
     cost: float = 0.002
@@ -50,6 +57,7 @@ class ChallengerPolicy:
     max_windows: int = 4
     resamples: int = 400
     min_offline_rows: int = 50
+    pool: int = 3
 
     @property
     def live_confidence(self) -> float:
@@ -65,8 +73,9 @@ class ChallengerPolicy:
             raise ValueError(f"challenger policy: cost must be >= 0, got {self.cost}")
         if not 0.5 <= self.confidence < 1:
             raise ValueError(f"challenger policy: confidence must be in [0.5, 1), got {self.confidence}")
-        if self.min_labels < 1 or self.max_windows < 1 or self.resamples < 50 or self.min_offline_rows < 20:
-            raise ValueError("challenger policy: min_labels and max_windows must be >= 1, resamples >= 50 and min_offline_rows >= 20")
+        if self.min_labels < 1 or self.max_windows < 1 or self.resamples < 50 or self.min_offline_rows < 20 or self.pool < 0:
+            raise ValueError("challenger policy: min_labels and max_windows must be >= 1, resamples >= 50, min_offline_rows >= 20 "
+                             "and pool >= 0")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,34 @@ def decisive_offline(policy: ChallengerPolicy, evidence: Evidence) -> bool:
             and math.isfinite(evidence.low))  # fmt: skip
 
 
+def earlier_champions(events: Sequence[int | None], *, current: int | None, pool: int) -> list[int]:
+    """The ``pool`` most recent versions the champion alias pointed at before, newest first, without ``current``.
+
+    ``events`` are the champion alias's versions oldest first (None: removed)."""
+    seen = dict.fromkeys(v for v in reversed(events) if v is not None and v != current)
+    return list(seen)[:pool]
+
+
+def reinstatement(policy: ChallengerPolicy, retrain: Evidence | None, earlier: Mapping[int, Evidence]) -> int | None:
+    """The earlier champion to reinstate instead of deciding on the retrain, or None.
+
+    ``earlier`` maps each earlier champion's version to its offline evidence against the current champion on the
+    retrain's held-out rows (``retrain``: the retrain's on the same rows). The one with the highest lower bound is
+    reinstated when that evidence is decisive (:func:`decisive_offline`) and its lower bound is above the retrain's: a
+    retrain as good or better is preferred (it is the newer model, and it is already trained)."""
+    usable = {v: e for v, e in earlier.items() if e.low is not None and math.isfinite(e.low)}
+    if not usable:
+        return None
+    best = max(usable, key=lambda v: (usable[v].low, v))
+    if not decisive_offline(policy, usable[best]):
+        return None
+    if retrain is not None and retrain.low is not None and math.isfinite(retrain.low) and retrain.low >= usable[best].low:
+        return None
+    return best
+
+
 def challenger_policy_of(spec) -> ChallengerPolicy:
     """The spec's ``monitoring.retrain`` promotion settings as a :class:`ChallengerPolicy`."""
     r = spec.monitoring.retrain
     return ChallengerPolicy(cost=r.cost, confidence=r.confidence, min_labels=r.min_labels, max_windows=r.challenger_windows,
-                            min_offline_rows=r.min_offline_rows)  # fmt: skip
+                            min_offline_rows=r.min_offline_rows, pool=r.pool)  # fmt: skip

@@ -95,3 +95,58 @@ def test_a_challenger_no_better_than_the_champion_judged_window_after_window_is_
     each_look = sum(promoted_at_some_look(policy.confidence, s) for s in draws) / len(draws)
     live = sum(promoted_at_some_look(policy.live_confidence, s) for s in draws) / len(draws)
     assert live <= 0.1 < each_look, (each_look, live)
+
+
+def test_earlier_champions_are_the_most_recent_distinct_versions_before_the_current_one():
+    from aiflow.monitoring.challenger import earlier_champions
+
+    events = [1, 2, None, 3, 2, 4]  # oldest first; None: the alias was removed
+    assert earlier_champions(events, current=4, pool=3) == [2, 3, 1]
+    assert earlier_champions(events, current=4, pool=1) == [2]
+    assert earlier_champions(events, current=2, pool=5) == [4, 3, 1]
+    assert earlier_champions(events, current=4, pool=0) == []
+    assert earlier_champions([], current=None, pool=3) == []
+
+
+@pytest.mark.parametrize(
+    ("retrain", "earlier", "back"),
+    [
+        (ev(0.01, 0.001, 0.02), {1: ev(0.3, 0.25, 0.35), 2: ev(0.2, 0.15, 0.25)}, 1),  # the surest earlier champion
+        (ev(0.31, 0.26, 0.36), {1: ev(0.3, 0.25, 0.35)}, None),  # the retrain is surer: it is the newer model
+        (ev(0.3, 0.25, 0.35), {1: ev(0.3, 0.25, 0.35)}, None),  # a tie goes to the retrain
+        (ev(0.01, 0.001, 0.02), {1: ev(0.03, 0.004, 0.05)}, None),  # not decisive: its lower bound is below the cost
+        (ev(0.01, 0.001, 0.02), {1: ev(0.03, 0.005, 0.05)}, 1),  # exactly on the cost: decisive
+        (None, {3: ev(0.1, 0.05, 0.15)}, 3),  # no offline evidence for the retrain
+        (ev(0.01, 0.001, 0.02), {1: ev(0.3, 0.25, 0.35, rows=49)}, None),  # too few held-out rows
+        (ev(0.01, 0.001, 0.02), {1: Evidence("roc_auc", 1000)}, None),  # no comparison at all
+        (ev(0.01, 0.001, 0.02), {}, None),
+    ],
+)
+def test_an_earlier_champion_is_reinstated_only_when_decisive_and_surer_than_the_retrain(retrain, earlier, back):
+    from aiflow.monitoring.challenger import reinstatement
+
+    assert reinstatement(P, retrain, earlier) == back
+
+
+def test_a_reinstated_champion_always_clears_the_cost_and_beats_the_retrain():
+    """Generated: whatever the bounds, a reinstated version is one of the earlier ones, decisive, and surer than both
+    the retrain and every other earlier champion."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from aiflow.monitoring.challenger import reinstatement
+
+    bound = st.floats(-0.5, 0.5, allow_nan=False)
+    evidence = st.builds(lambda low, width, rows: ev(low + width / 2, low, low + width, rows=rows), bound, st.floats(0, 0.2), st.integers(1, 500))
+
+    @given(st.one_of(st.none(), evidence), st.dictionaries(st.integers(1, 20), evidence, max_size=4))
+    def check(retrain, earlier):
+        back = reinstatement(P, retrain, earlier)
+        if back is None:
+            return
+        chosen = earlier[back]
+        assert decisive_offline(P, chosen)
+        assert all(chosen.low >= e.low for e in earlier.values())
+        assert retrain is None or chosen.low > retrain.low
+
+    check()
