@@ -7,6 +7,7 @@ whose training windows hold a broken column (:func:`benchmarks.loop_matrix.broke
 * ``default``: the shipped loop. The real :func:`decide` (realized signal; drift and CBPE off: no cheap estimate here)
   judges the newest window whose labels have arrived, if the champion served it, on thresholds calibrated by the
   real :func:`calibrate` on the champion's training (train) and held-out (valid) rows. A retrain trains a challenger;
+  an earlier champion that :func:`reinstatement` picks on the retrain's held-out rows serves again at once; else
   :func:`decisive_offline` on its held-out rows against the champion promotes it at once, otherwise it is scored in
   shadow and :func:`judge` decides each window on the cumulative :func:`paired_evidence` (both models on the same
   labelled rows since it started). While a challenger is in shadow, retrain verdicts are recorded as skips.
@@ -27,7 +28,7 @@ import polars as pl
 
 from aiflow.evaluation.paired import paired_evidence
 from aiflow.monitoring.calibration import calibrate
-from aiflow.monitoring.challenger import ChallengerPolicy, decisive_offline, judge
+from aiflow.monitoring.challenger import ChallengerPolicy, decisive_offline, earlier_champions, judge, reinstatement
 from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, metric_drop
 from benchmarks.loop_matrix import Matrix, oracle
 from benchmarks.worlds import DAY0
@@ -55,6 +56,7 @@ class Run:
     promotions: list[tuple[int, int]] = field(default_factory=list)  # (first window served, model)
     blocked: list[int] = field(default_factory=list)  # decision windows whose retrain the column check blocked
     retired: list[tuple[int, int]] = field(default_factory=list)  # (decision window, challenger)
+    reinstated: list[tuple[int, int]] = field(default_factory=list)  # (first window served again, earlier champion)
     log: list[str] = field(default_factory=list)
 
 
@@ -192,9 +194,21 @@ def default(m: Matrix, policy: Policy | None = None, cp: ChallengerPolicy | None
             else:
                 run.retrains.append((v, k))
                 hold_w, hold = m.holdout[k]
-                offline = paired_evidence(m.stream.y[hold_w, hold], m.scores[champion][hold_w, hold], m.scores[k][hold_w, hold],
-                                          metric, confidence=cp.confidence, resamples=cp.resamples)  # fmt: skip
-                if decisive_offline(cp, offline):
+
+                y_hold, champ_hold = m.stream.y[hold_w, hold], m.scores[champion][hold_w, hold]
+                offline = paired_evidence(y_hold, champ_hold, m.scores[k][hold_w, hold], metric, confidence=cp.confidence, resamples=cp.resamples)
+                served = [m.first, *(model for _w, model in run.promotions)]
+                earlier = {c: paired_evidence(y_hold, champ_hold, m.scores[c][hold_w, hold], metric, confidence=cp.confidence, resamples=cp.resamples)
+                           for c in earlier_champions(served, current=champion, pool=cp.pool)}  # fmt: skip
+                back = reinstatement(cp, offline, earlier)
+                if back is not None:
+                    run.promotions.append((k, back))
+                    run.reinstated.append((k, back))
+                    champion = back
+                    thresholds.setdefault(champion, thresholds_of(m, champion, policy))
+                    run.log.append(f"after window {v}: {decision.reason} -> v{back} reinstated ({earlier[back].describe()}; "
+                                   f"the retrain v{k}: {offline.describe()})")  # fmt: skip
+                elif decisive_offline(cp, offline):
                     run.promotions.append((k, k))
                     champion = k
                     thresholds.setdefault(champion, thresholds_of(m, champion, policy))

@@ -55,7 +55,10 @@ def measure(m: Matrix, run: lp.Run, cost: float) -> dict:
         return any(w.changed[u] for u in range(max(lo, 0), hi + 1))
 
     false_retrains = sum(1 for v, _k in run.retrains if not changed(at[v] - delay, v - delay))
-    false_promotions = sum(1 for p, k in run.promotions if not changed(at[p - 1] - delay, k - 1 - delay))
+    # a promotion is false when nothing the metric sees changed since the replaced champion's data (through the promoted
+    # model's data; a reinstated earlier champion: through the window before it serves again)
+    back = set(run.reinstated)
+    false_promotions = sum(1 for p, k in run.promotions if not changed(at[p - 1] - delay, (p if (p, k) in back else k) - 1 - delay))
     delay_w = None
     if w.change_at is not None:
         delay_w = next((p - w.change_at for p, _k in run.promotions if p > w.change_at), None)
@@ -67,7 +70,7 @@ def measure(m: Matrix, run: lp.Run, cost: float) -> dict:
         "false_promotions": false_promotions, "detection_delay_windows": delay_w, "detected": delay_w is not None,
         "live_metric": float(np.mean(live)), "total_cost": schedule_cost(m.loss, run.serving, first, cost),
         "blocked_retrains": len(run.blocked), "alerts": len(alerts), "first_alert_window": alerts[0] if alerts else None,
-        "trained_on_broken": on_broken, "retired": len(run.retired),
+        "trained_on_broken": on_broken, "retired": len(run.retired), "reinstated": len(run.reinstated),
     }  # fmt: skip
 
 

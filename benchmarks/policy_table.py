@@ -50,7 +50,7 @@ from aiflow.data.split import split_windows
 from aiflow.evaluation.paired import paired_evidence
 from aiflow.models.bundle import LoadedModel, load_bundle
 from aiflow.models.reference import LABEL, PREDICTION, load_reference
-from aiflow.monitoring.challenger import ChallengerPolicy, challenger_policy_of, decisive_offline, judge
+from aiflow.monitoring.challenger import ChallengerPolicy, challenger_policy_of, decisive_offline, earlier_champions, judge, reinstatement
 from aiflow.monitoring.drift import columns_share, detect_drift, weighted_share
 from aiflow.monitoring.monitor import ModelContext, _drift_options, policy_of, thresholds_for
 from aiflow.monitoring.performance import Calibrator, live_performance
@@ -383,6 +383,7 @@ def replay(candidate: Candidate, models: Models, windows: Windows, spec: Dataset
     (labels are all back at decision time here): promoted for the next window, retired, or kept waiting (and a retrain
     verdict waits with it)."""
     serving = models.get(LOOP_START)
+    champions, by_version = [serving], {serving.version: serving}  # every champion in order, for the pool
     history: list[WindowSignals] = []
     past: list[Decision] = []
     out = []
@@ -428,9 +429,16 @@ def replay(candidate: Candidate, models: Models, windows: Windows, spec: Dataset
                 promote_next, promoted = fresh, True
             else:
                 test = windows.starts[max(0, i - 1) : i + 1]  # its test rows: the 14 days before its week
-                offline = paired_evidence(np.concatenate([windows.labels(d) for d in test]), np.concatenate([windows.scores(d, serving) for d in test]),
-                                          np.concatenate([windows.scores(d, fresh) for d in test]), "roc_auc")  # fmt: skip
-                if decisive_offline(candidate.shadow, offline):
+                y_test, champ_test = np.concatenate([windows.labels(d) for d in test]), np.concatenate([windows.scores(d, serving) for d in test])
+                offline = paired_evidence(y_test, champ_test, np.concatenate([windows.scores(d, fresh) for d in test]), "roc_auc")
+                pool = earlier_champions([c.version for c in champions], current=serving.version, pool=candidate.shadow.pool)
+                earlier = {v: paired_evidence(y_test, champ_test, np.concatenate([windows.scores(d, by_version[v]) for d in test]), "roc_auc")
+                           for v in pool}  # fmt: skip
+                back = reinstatement(candidate.shadow, offline, earlier)
+                if back is not None:
+                    promote_next, promoted = by_version[back], True
+                    reason += f" | earlier champion v{back} reinstated (offline gain {earlier[back].gain:+.4f}, lower bound {earlier[back].low:+.4f})"
+                elif decisive_offline(candidate.shadow, offline):
                     promote_next, promoted = fresh, True
                     reason += f" | promoted at once (offline gain {offline.gain:+.4f}, lower bound {offline.low:+.4f})"
                 else:
@@ -443,6 +451,8 @@ def replay(candidate: Candidate, models: Models, windows: Windows, spec: Dataset
         })  # fmt: skip
         if promote_next is not None:
             serving = promote_next
+            champions.append(serving)
+            by_version[serving.version] = serving
     return Outcome(candidate, out)
 
 
