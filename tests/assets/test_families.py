@@ -161,3 +161,54 @@ def test_models_list_shows_the_family(lifecycle):
     header = [c.strip() for c in listed.stdout.splitlines()[1].strip().strip("│").split("┆")]
     [row] = [[c.strip() for c in line.strip().strip("│").split("┆")] for line in listed.stdout.splitlines() if f"{NAME} " in line]
     assert dict(zip(header, row, strict=True))["family"] == "sklearn" and row[:2] == [NAME, "1"]
+
+
+def test_a_concept_that_comes_back_reinstates_the_earlier_champion_through_dagster(lifecycle):
+    """Runs last (it changes the champion). v1 (trees, the concept that holds) served; then v2, a model of another
+    concept (the same rows with their labels shuffled), became the champion. A retrain under the spec's shadow promotion
+    that is weaker than v1 (a one-epoch network) is registered, and v1 — scored on the retrain's held-out rows as an
+    earlier champion, decisive and surer than the retrain — serves again."""
+    from aiflow.train.contract import TrainParams
+    from aiflow.train.loop import train
+    from aiflow.train.request import pinned_request
+
+    home, defs, instance, _ = lifecycle
+    lake = Lake(home / "lake")
+    registry = Registry(lake)
+    v1 = registry.get(NAME, 1)
+    from aiflow.spec import parse_spec
+
+    request = pinned_request(lake, parse_spec(spec_dict(), NAME), TrainParams(**{**WEAK_NET, "families": ["sklearn"]}), str(home / "artifacts"), "other", "test")
+    rows = lake.scan(Tables.features(NAME), request.data_version).collect()
+    shuffled = f"features/{NAME}_other_concept"
+    lake.overwrite(shuffled, rows.with_columns(pl.Series("late", np.random.default_rng(5).permutation(rows["late"].to_numpy()))),
+                   metadata={"state_version": str(request.state_version)})  # fmt: skip
+    other = train(request.model_copy(update={"features_uri": lake.uri(shuffled), "data_version": lake.version(shuffled)}), log=lambda _: None)
+    v2 = registry.register(
+        NAME, artifact_uri=other.artifact_uri, artifact_sha256=other.artifact_sha256, training_table=v1.training_table,
+        training_version=v1.training_version, metrics=other.metrics, baseline_metrics=other.naive_metrics, params={}, gate_results={},
+        gates_passed=True, reason="another concept", artifact_root=str(home / "artifacts"), bundle_files=other.bundle_files,
+        family=other.family,
+    )  # fmt: skip
+    registry.promote(NAME, v2.version, reason="the world changed", actor="test")
+
+    retrain = materialize(
+        [*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance,
+        selection=AssetSelection.groups("training", "validation", "deployment") - AssetSelection.assets(AssetKey([NAME, "predictions"])),
+        run_config={"ops": {
+            f"{NAME}__candidate": {"config": {**WEAK_NET, "families": ["pytorch"]}},
+            f"{NAME}__evaluation": {"config": {"absolute": {"roc_auc": 0.5}, "must_beat_baseline": False, "latency_budget_ms_per_1k": 2000.0}},
+            f"{NAME}__champion": {"config": {"policy": "spec", "reason": "retrain"}},
+        }},
+        raise_on_error=False,
+    )  # fmt: skip
+    assert retrain.success, [str(e.event_specific_data.error) for e in retrain.all_events if e.is_step_failure]
+    evaluation = _meta(retrain, f"{NAME}__evaluation")
+    assert evaluation["champion_version"] == v2.version
+    assert evaluation["test_v1_gain_vs_champion_low"] > evaluation["test_gain_vs_champion_low"] > -1, evaluation
+    promoted = _meta(retrain, f"{NAME}__champion")
+    v3 = promoted["registered_version"]
+    assert (promoted["promoted_version"], promoted["reinstated"], v3) == (1, True, v2.version + 1), promoted
+    assert "earlier champion v1 reinstated" in promoted["reason"]
+    assert registry.alias(NAME, "champion") == 1 and registry.alias(NAME, "challenger") is None
+    assert v3 not in registry.aliases(NAME).values() and registry.get(NAME, v3).family == "pytorch"
