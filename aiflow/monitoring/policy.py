@@ -261,7 +261,7 @@ def _fired(policy: Policy, t: Thresholds, s: WindowSignals) -> tuple[list[str], 
 
 
 def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSignals], past: Sequence[Decision], *,
-           running: bool) -> Decision:  # fmt: skip
+           running: bool, retired: Sequence[dt.date] = ()) -> Decision:  # fmt: skip
     """Retrain or skip for the newest window of ``history``.
 
     Args:
@@ -271,6 +271,9 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
         past: earlier decisions (only retrains matter: cooldown and budget); decisions about windows ending after
             the newest window are ignored, so replaying history gives the same answers.
         running: whether a retrain of this dataset is in progress now.
+        retired: the window ends of the windows at which a challenger was retired (it lost, or stayed undecided): a
+            retrain whose challenger was retired after it no longer holds a cooldown (nothing it produced serves, and
+            the windows since were judged by the champion it left in place).
 
     Returns:
         The decision, with one readable sentence saying why, the signal values and the thresholds.
@@ -307,8 +310,7 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     # drift is judged against the recent range as well as the reference (aiflow.monitoring.monitor._compare): it is
     # news once, when the data leaves where it was; a drop in a metric must hold
     # a drop decisive_drop times past its threshold (itself above the window's noise) is not noise: it needs no second window
-    decisive = {n for n in fired if n in ("estimated", "realized") and policy.decisive_drop is not None
-                and values[f"{n}_drop"] is not None and values[f"{n}_drop"] >= policy.decisive_drop * _drop_limit(thresholds, now, n)}  # fmt: skip
+    decisive = set(decisive_drops(policy, thresholds, now))
     need = {n: 1 if n in ("drift", "age") or n in decisive else policy.hysteresis for n in fired}
     held: dict[str, int] = {"age": 1}
     for name in fired:
@@ -330,6 +332,8 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
     # version serves (the retrain's product, promoted), that hole is closed and the cooldown is over: its follow-up may
     # challenge it at once (under the 28-day default, a half-stale product served 4 windows more)
     last = retrains[-1] if retrains and now.model_version == retrains[-1].model_version else None
+    if last is not None and any(last.window_end < r <= now.window_end for r in retired):
+        last = None  # its challenger was retired: the cooldown is over
     if last is not None and policy.cooldown_windows is not None:
         # now is the n-th monitored window after the retrain's (every monitored window has a decision)
         n = 1 + len({d.window_start for d in past if last.window_start < d.window_start < now.window_start})
@@ -372,6 +376,17 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
         return verdict("skip", f"skip: a retrain is already running ({fired_notes} in {span}).", holding)
     held_for = f"decisive: at least {policy.decisive_drop:g} times its threshold, no hysteresis" if decisive & set(holding) else f"held {policy.hysteresis} window(s)"
     return verdict("retrain", f"retrain: {fired_notes} in {span}, {held_for}.", holding)
+
+
+def decisive_drops(policy: Policy, thresholds: Thresholds, now: WindowSignals) -> tuple[str, ...]:
+    """The metric drops (``estimated``, ``realized``) of window ``now`` that fired at least ``decisive_drop`` times
+    their threshold: not noise, they need no hysteresis, and a challenger trained before them is superseded."""
+    if policy.decisive_drop is None:
+        return ()
+    fired, _ = _fired(policy, thresholds, now)
+    values = _signal_values(now, thresholds)
+    return tuple(n for n in fired if n in ("estimated", "realized") and values[f"{n}_drop"] is not None
+                 and values[f"{n}_drop"] >= policy.decisive_drop * _drop_limit(thresholds, now, n))  # fmt: skip
 
 
 def next_paced_retrain(policy: Policy, retrains: Sequence[dt.date]) -> dt.date | None:

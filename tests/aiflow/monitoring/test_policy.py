@@ -407,3 +407,16 @@ def test_a_decisive_drop_is_judged_against_the_noise_floor_not_only_the_threshol
 def test_decisive_drop_must_be_above_one():
     with pytest.raises(ValueError, match="'decisive_drop' must be > 1"):
         Policy(decisive_drop=1.0)
+
+
+def test_a_challenger_retired_after_the_retrain_ends_its_cooldown_one_retired_before_it_does_not():
+    policy = dataclasses.replace(POLICY, cooldown_windows=4, use_estimated=False)
+    history = [window(5, drift=0.5), window(6, drift=0.5)]
+    retrain = Decision(D0 + dt.timedelta(days=28), D0 + dt.timedelta(days=35), 1, "retrain", "retrain: age")  # window 4
+    past = [retrain, Decision(D0 + dt.timedelta(days=35), D0 + dt.timedelta(days=42), 1, "skip", "skip")]
+    assert decide(policy, AUC, history, past, running=False).action == "skip"  # window 2 of 4 of the cooldown
+    retired_at = [D0 + dt.timedelta(days=42)]  # the challenger lost at window 5 (its end)
+    d = decide(policy, AUC, history, past, running=False, retired=retired_at)
+    assert d.action == "retrain", d.reason
+    for stale in ([D0 + dt.timedelta(days=35)], [D0 + dt.timedelta(days=56)]):  # on the retrain's own window; after now
+        assert decide(policy, AUC, history, past, running=False, retired=stale).action == "skip"
