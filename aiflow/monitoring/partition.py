@@ -33,7 +33,7 @@ from aiflow.monitoring.monitor import (
     served_frame,
     thresholds_for,
 )
-from aiflow.monitoring.policy import Decision, Thresholds, decide
+from aiflow.monitoring.policy import Decision, Thresholds, decide, decisive_drops
 from aiflow.monitoring.retrain import _thresholds, run_key, window_signals
 from aiflow.serving.batch import SCORE
 from aiflow.spec import EVENT_DATE, DatasetSpec, window_start_of
@@ -156,7 +156,10 @@ def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: boo
 
     With ``monitoring.retrain.promotion: shadow``, the challenger (if one scored in this window) is judged first on its
     live evidence (:mod:`aiflow.monitoring.shadow`: promoted, retired or kept in shadow, applied to the aliases as
-    ``evaluator``); a retrain verdict waits while a challenger stays in shadow or was just promoted.
+    ``evaluator``); a retrain verdict waits while a challenger stays in shadow or was just promoted, and a retired
+    challenger ends the cooldown of the retrain that trained it. A decisive metric drop (``decisive_drop`` times its
+    threshold) on a window after the one the challenger's retrain was decided on supersedes it (retired): the world
+    moved past its training data, and this window's retrain replaces it.
 
     Raises:
         LookupError: the window has no drift row yet (its drift has to be computed first).
@@ -168,8 +171,21 @@ def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: boo
     own = [s for s in signals if s.model_version == window.model_version]  # a new champion starts its hysteresis afresh
     decided = history.read_decisions(lake, spec.name)
     past = [Decision.from_row(r) for r in decided.filter(pl.col("window_start") < start).iter_rows(named=True)]
-    decision = decide(policy_of(spec), _thresholds(lake, spec, window.model_version), own, past, running=running)
     before = decided.filter(pl.col("window_start") == start)
+    # the challenger first: a retire now (or recorded on this or an earlier window) ends its retrain's cooldown
+    outcome = shadow.judge_window(lake, spec, start, actor=evaluator)
+    policy, thresholds = policy_of(spec), _thresholds(lake, spec, window.model_version)
+    asked = max((d.window_start for d in past if d.action == "retrain"), default=None)
+    drops = decisive_drops(policy, thresholds, window)
+    if outcome is not None and outcome.verdict.action == "wait" and drops and asked is not None and start > asked:
+        # the world moved past the challenger's training data: it is not worth waiting for (its retrain was decided on
+        # the window starting ``asked``)
+        why = f"a decisive {' and '.join(drops)} drop in window {start} (after the window {asked} its retrain was decided on)"
+        outcome = shadow.supersede(lake, spec, outcome, why, actor=evaluator)
+    retire = decided.filter((pl.col("window_start") <= start) & (pl.col("challenger_action") == "retire"))["window_end"].to_list()
+    if outcome is not None and outcome.verdict.action == "retire":
+        retire.append(window.window_end)
+    decision = decide(policy, thresholds, own, past, running=running, retired=retire)
     later = decided.filter((pl.col("window_start") > start) & (pl.col("action") == "retrain"))
     if before.height and before["action"][-1] == "retrain":
         # the retrain this window asked for was requested: re-judging it (late labels) updates its numbers, not its verdict
@@ -181,7 +197,6 @@ def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: boo
             reason=f"skip: superseded: the later window {later['window_start'][0]} already retrained ({decision.reason})",
         )  # fmt: skip
     asked = before.height and before["action"][-1] == "retrain"
-    outcome = shadow.judge_window(lake, spec, start, actor=evaluator)
     if outcome is not None and decision.action == "retrain" and not asked and outcome.verdict.action in ("wait", "promote"):
         why = "stays in shadow" if outcome.verdict.action == "wait" else "was just promoted"
         decision = replace(decision, action="skip", reason=f"skip: challenger v{outcome.challenger} {why} ({decision.reason})")

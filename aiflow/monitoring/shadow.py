@@ -96,3 +96,12 @@ def judge_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, actor: str, a
         registry.remove_alias(spec.name, CHALLENGER, reason=verdict.reason, actor=actor)
         applied = True
     return ShadowOutcome(challenger, champion, len(frames), verdict, applied)
+
+
+def supersede(lake: Lake, spec: DatasetSpec, outcome: ShadowOutcome, why: str, *, actor: str) -> ShadowOutcome:
+    """Retire the challenger of ``outcome`` (kept waiting in shadow) because the world moved past its training data: a
+    decisive drop on a window after the one its retrain was decided on (``why`` says which). The champion keeps
+    serving; the retrain this window asks for replaces the challenger."""
+    reason = f"retire challenger v{outcome.challenger} vs champion v{outcome.champion}: superseded by {why}"
+    Registry(lake).remove_alias(spec.name, CHALLENGER, reason=reason, actor=actor)
+    return ShadowOutcome(outcome.challenger, outcome.champion, outcome.windows, Verdict("retire", reason, outcome.verdict.evidence), True)

@@ -96,3 +96,58 @@ def test_without_labels_the_challenger_waits_and_so_does_a_retrain(world: World)
     assert found.decision.action == "skip" and "challenger v2 stays in shadow" in found.decision.reason
     assert found.decision.fired == ("drift",) and found.run_key is None
     assert Registry(world.lake).alias("rides", "challenger") == v2
+
+
+def test_a_retired_challenger_ends_its_retrains_cooldown_so_a_change_right_after_it_retrains(world: World):
+    """An age challenger trained just before the world changed loses; under a 28-day cooldown (4 weekly windows) the
+    change it was not trained on waited out the cooldown (the sparse_late_labels world: detected 5 windows late, now 3).
+    Its retirement ends the cooldown: the drift at the change's onset retrains in the same window."""
+    from aiflow.monitoring.policy import Decision
+    from tests.aiflow.monitoring.world import rides_spec
+
+    spec = rides_spec(retrain={"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "cooldown_days": 28})
+    world = World(world.home, spec, world.version)
+    serve_week(world, 0, shifted=False)
+    monitor(world, SERVED)
+    # the retrain asked for at window 0 (by the age signal, say), whose product is the challenger
+    asked = Decision(SERVED, SERVED + WEEK, world.version, "retrain", "retrain: age")
+    history.replace_decision(world.lake, "rides", asked.to_row() | {"run_key": "rides-retrain-x", "labelled": 0})
+    v2 = challenger(world)
+    shadow(world, serve_week(world, 1, shifted=True), v2, "noise")  # the world changes; the challenger scores noise
+    serve_week(world, 2, shifted=True, labels=False)
+    found = monitor(world, SERVED + WEEK)
+    assert found.challenger.verdict.action == "retire", found.challenger.verdict.reason
+    assert found.decision.action == "retrain" and found.decision.fired == ("drift",), found.decision.reason
+    assert found.run_key is not None
+    row = decision(world, SERVED + WEEK)
+    assert row["action"] == "retrain" and row["challenger_action"] == "retire"
+
+
+def test_a_decisive_drop_after_the_challengers_retrain_supersedes_it_and_retrains(world: World):
+    """A challenger still waiting for evidence (too few labelled rows both scored) while the champion's realized metric
+    collapses on a window after the one its retrain was decided on: the world moved past its training data. It is
+    retired as superseded (the champion keeps serving), its cooldown ends, and the window retrains at once."""
+    from aiflow.monitoring.policy import Decision
+    from aiflow.serving.feedback import record_feedback
+    from tests.aiflow.monitoring.world import rides_spec
+
+    spec = rides_spec(retrain={"signals": ["realized"], "hysteresis": 2, "min_rows": 300, "min_labels": 50, "cooldown_days": 28})
+    world = World(world.home, spec, world.version)
+    serve_week(world, 0, shifted=False)
+    monitor(world, SERVED)
+    asked = Decision(SERVED, SERVED + WEEK, world.version, "retrain", "retrain: age")
+    history.replace_decision(world.lake, "rides", asked.to_row() | {"run_key": "rides-retrain-x", "labelled": 0})
+    v2 = challenger(world)
+    ids = serve_week(world, 1, shifted=False, labels=False)
+    shadow(world, ids[:40], v2, "noise")  # 40 rows both scored: under min_labels (50), the challenger would wait
+    served = world.lake.scan(log_table("rides")).filter(pl.col("request_id").is_in(ids) & (pl.col("variant") == "champion")).collect()
+    # the concept flips: the labels that come back are the opposite of what the champion says
+    record_feedback(world.lake, "rides", list(zip(served["request_id"], (served["probability"] < 0.5).cast(pl.Float64), strict=True)),
+                    known=lambda got: set(got))  # fmt: skip
+    serve_week(world, 2, shifted=False, labels=False)
+    found = monitor(world, SERVED + WEEK)
+    assert found.challenger.verdict.action == "retire" and "superseded by a decisive realized drop" in found.challenger.verdict.reason
+    assert Registry(world.lake).alias("rides", "challenger") is None and Registry(world.lake).alias("rides", "champion") == world.version
+    assert found.decision.action == "retrain" and found.decision.fired == ("realized",), found.decision.reason
+    assert "decisive: at least 3 times its threshold" in found.decision.reason
+    assert any("superseded" in r for r in Registry(world.lake).history("rides", "challenger")["reason"])
