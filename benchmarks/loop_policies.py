@@ -29,7 +29,7 @@ import polars as pl
 from aiflow.evaluation.paired import paired_evidence
 from aiflow.monitoring.calibration import calibrate
 from aiflow.monitoring.challenger import ChallengerPolicy, decisive_offline, earlier_champions, judge, reinstatement
-from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, metric_drop
+from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, decisive_drops, metric_drop
 from benchmarks.loop_matrix import Matrix, oracle
 from benchmarks.worlds import DAY0
 
@@ -159,6 +159,7 @@ def default(m: Matrix, policy: Policy | None = None, cp: ChallengerPolicy | None
     challenger: int | None = None
     history: list[WindowSignals] = []
     past: list[Decision] = []
+    retired_at: list[dt.date] = []  # the decided windows' ends at which a challenger was retired
     for v in range(m.first, m.windows):
         run.serving.append(champion)
         promoted_now = False
@@ -172,13 +173,22 @@ def default(m: Matrix, policy: Policy | None = None, cp: ChallengerPolicy | None
                 thresholds.setdefault(champion, thresholds_of(m, champion, policy))
             elif verdict.action == "retire":
                 run.retired.append((v, challenger))
+                retired_at.append(DAY0 + dt.timedelta(days=7 * (v - delay + 1)))  # the end of the window decided now
                 challenger = None
         u = v - delay  # the newest window whose labels are back: judged now
         if promoted_now or u < m.first or run.serving[u - m.first] != champion:
             continue
         history.append(_signals(m, champion, u, v))
         own = [s for s in history if s.model_version == champion]
-        decision = decide(policy, thresholds[champion], own, past, running=False)
+        asked = [d for d in past if d.action == "retrain"]
+        drops = decisive_drops(policy, thresholds[champion], own[-1])
+        if challenger is not None and drops and asked and own[-1].window_start > asked[-1].window_start:
+            # a decisive drop on a window after the one the challenger's retrain was decided on: it was not trained on it
+            run.retired.append((v, challenger))
+            retired_at.append(own[-1].window_end)
+            run.log.append(f"after window {v}: retire challenger v{challenger}: superseded by a decisive {', '.join(drops)} drop")
+            challenger = None
+        decision = decide(policy, thresholds[champion], own, past, running=False, retired=retired_at)
         if decision.action == "retrain":
             k = v + 1
             why = None
