@@ -175,12 +175,11 @@ def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: boo
     # the challenger first: a retire now (or recorded on this or an earlier window) ends its retrain's cooldown
     outcome = shadow.judge_window(lake, spec, start, actor=evaluator)
     policy, thresholds = policy_of(spec), _thresholds(lake, spec, window.model_version)
-    asked = max((d.window_start for d in past if d.action == "retrain"), default=None)
+    retrained_on = max((d.window_start for d in past if d.action == "retrain"), default=None)  # the challenger's retrain
     drops = decisive_drops(policy, thresholds, window)
-    if outcome is not None and outcome.verdict.action == "wait" and drops and asked is not None and start > asked:
-        # the world moved past the challenger's training data: it is not worth waiting for (its retrain was decided on
-        # the window starting ``asked``)
-        why = f"a decisive {' and '.join(drops)} drop in window {start} (after the window {asked} its retrain was decided on)"
+    if outcome is not None and outcome.verdict.action == "wait" and drops and retrained_on is not None and start > retrained_on:
+        # the world moved past the challenger's training data: it is not worth waiting for
+        why = f"a decisive {' and '.join(drops)} drop in window {start} (after the window {retrained_on} its retrain was decided on)"
         outcome = shadow.supersede(lake, spec, outcome, why, actor=evaluator)
     retire = decided.filter((pl.col("window_start") <= start) & (pl.col("challenger_action") == "retire"))["window_end"].to_list()
     if outcome is not None and outcome.verdict.action == "retire":
