@@ -22,6 +22,7 @@ from aiflow.models.registry import (
     ModelVersion,
     Registry,
     RegistryError,
+    relative_location,
     resolve_location,
 )
 from aiflow.storage.lake import Lake, Tables
@@ -153,6 +154,7 @@ def test_versions_of_a_table_written_before_newer_columns_list_every_column(regi
     versions = registry.versions("flights")
     assert versions.columns == [*old, "model_card_uri", "family", "family_metrics", "bundle_files"]
     assert versions.select("model_card_uri", "family", "family_metrics", "bundle_files").rows() == [(None, None, None, None)]
+    assert dict(versions.schema) == {c: VERSIONS_SCHEMA[c] for c in versions.columns}  # typed, not untyped nulls
 
 
 def test_a_clash_is_judged_at_the_committed_version_and_named_with_the_table(registry: Registry, lake: Lake):
@@ -194,3 +196,53 @@ def test_a_time_given_in_another_zone_is_recorded_in_utc_whatever_the_machine_s_
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_json_columns_are_stored_with_sorted_keys(registry: Registry, lake: Lake):
+    """The same params, metrics or gates given in another order are stored as the same text."""
+    registry.register("flights", **fields("a", params={"b": 1, "a": {"d": 2, "c": 3}}, metrics={"z": 1, "auc": 0.5}))
+    row = lake.scan(Tables.model_versions()).collect().row(0, named=True)
+    assert row["params"] == '{"a": {"c": 3, "d": 2}, "b": 1}' and row["metrics"] == '{"auc": 0.5, "z": 1.0}'
+
+
+def test_params_given_as_a_pydantic_model_are_recorded_as_its_json_dump(registry: Registry):
+    import enum
+
+    from pydantic import BaseModel
+
+    class Kind(enum.Enum):
+        NET = "net"
+
+    class Inner(BaseModel):
+        width: int = 3
+
+    class Params(BaseModel):
+        kind: Kind = Kind.NET
+        inner: Inner = Inner()
+        day: dt.date = dt.date(2024, 5, 1)
+
+    mv = registry.register("flights", **fields("a", params=Params()))
+    assert mv.params == {"kind": "net", "inner": {"width": 3}, "day": "2024-05-01"} == registry.get("flights", 1).params
+
+
+def test_relative_location_trims_only_slashes():
+    assert relative_location("/art/BOX/flights/x", "/art/BOX") == "flights/x"
+    assert relative_location("/art/flights/BOX/", "/art/") == "flights/BOX"
+
+
+def test_a_failed_creation_of_the_versions_table_is_raised_unless_another_writer_created_it(registry: Registry, lake: Lake, monkeypatch):
+    real_create = DeltaTable.create
+
+    def failing(*args, **kwargs):
+        raise DeltaError("boom: storage refused")
+
+    monkeypatch.setattr(DeltaTable, "create", staticmethod(failing))
+    with pytest.raises(DeltaError, match="^boom: storage refused$"):
+        registry.register("flights", **fields("a"))
+
+    def beaten(*args, **kwargs):  # a concurrent creator commits first, this one's commit then fails
+        real_create(*args, **kwargs)
+        raise DeltaError("lost the race")
+
+    monkeypatch.setattr(DeltaTable, "create", staticmethod(beaten))
+    assert registry.register("flights", **fields("a")).version == 1
