@@ -185,6 +185,12 @@ def test_location_edge_cases():
     assert resolve_location("flights/x", "/art/XX") == "/art/XX/flights/x"
 
 
+def test_a_relative_location_is_joined_to_the_root_as_stored():
+    assert resolve_location("Xray/a", "/art") == "/art/Xray/a"  # only slashes are trimmed
+    assert resolve_location(" spaced/a", "/art") == "/art/ spaced/a"
+    assert resolve_location("flights/x/", "/art") == "/art/flights/x/"
+
+
 def test_a_time_given_in_another_zone_is_recorded_in_utc_whatever_the_machine_s_zone(registry: Registry, monkeypatch):
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     time.tzset()
