@@ -82,6 +82,7 @@ def test_one_model_s_reads_never_see_another_model_s_rows(two_models: Registry):
     assert r.latest("taxis").version == 4
     lineage = r.lineage("taxis", 1)
     assert (lineage["model"], lineage["version"], lineage["artifact_sha256"]) == ("taxis", 1, sha("t0"))
+    assert (r.lineage("flights", 1)["model"], r.lineage("flights", 1)["artifact_sha256"]) == ("flights", sha("f0"))
     assert r.history("flights")["name"].unique().to_list() == ["flights"] and r.history("flights").height == 2
     assert r.aliases("flights") == {"champion": 2} and r.aliases("taxis") == {"canary": 3, "champion": 4}
     assert r.current_aliases("flights").rows() == [("flights", "champion", 2)]
