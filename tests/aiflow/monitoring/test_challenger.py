@@ -150,3 +150,81 @@ def test_a_reinstated_champion_always_clears_the_cost_and_beats_the_retrain():
         assert retrain is None or chosen.low > retrain.low
 
     check()
+
+
+# ---------------------------------------------------------------- exact bounds and reasons (mutation testing, issue 22)
+def test_each_verdict_keeps_its_evidence_and_says_it_in_the_reason():
+    """The verdict carries the very evidence it was judged on (the decisions table and the shadow report read it from
+    there) and its reason quotes that evidence's own description, whichever branch decided."""
+    cases = [
+        (
+            ev(0.02, 0.01, 0.03),
+            1,
+            "promote",
+            "promote challenger v3 vs champion v2: better with 90.0% confidence and by at least the cost 0.005",
+        ),
+        (ev(-0.01, -0.02, 0.001), 1, "retire", "retire challenger v3 vs champion v2: not better by the cost 0.005 with 90.0% confidence"),
+        (ev(0.01, -0.002, 0.02), 3, "retire", "retire challenger v3 vs champion v2: undecided after 3 window(s) in shadow"),
+        (ev(0.01, -0.002, 0.02), 2, "wait", "wait: challenger v3 vs champion v2 undecided"),
+        (ev(0.05, 0.04, 0.06, rows=99), 3, "retire", "retire challenger v3 vs champion v2: still too little evidence after 3 window(s)"),
+        (ev(0.05, 0.04, 0.06, rows=99), 2, "wait", "wait: challenger v3 vs champion v2 has too little evidence yet"),
+    ]
+    for evidence, windows, action, opening in cases:
+        verdict = judge(P, evidence, windows=windows, challenger=3, champion=2)
+        assert (verdict.action, verdict.evidence) == (action, evidence) and verdict.evidence is evidence
+        assert verdict.reason.startswith(opening), verdict.reason
+        assert f"({evidence.describe()}" in verdict.reason, verdict.reason
+    assert "needs 100 labelled rows" in judge(P, ev(0.05, 0.04, 0.06, rows=99), windows=3, challenger=3, champion=2).reason
+    assert "needs 100)" in judge(P, ev(0.05, 0.04, 0.06, rows=99), windows=2, challenger=3, champion=2).reason
+
+
+def test_the_verdict_s_bounds_are_exact():
+    """min_labels rows count (one fewer do not); a lower bound of exactly 0 is not "better"; a gain of exactly the cost
+    is enough; an upper bound of exactly the cost is not "not better by the cost"."""
+
+    def action(evidence, windows=1):
+        return judge(P, evidence, windows=windows, challenger=3, champion=2).action
+
+    assert action(ev(0.05, 0.04, 0.06, rows=100)) == "promote"
+    assert action(ev(0.05, 0.04, 0.06, rows=99)) == "wait"
+    assert action(ev(0.01, 0.0, 0.02)) == "wait"  # low == 0: maybe no better
+    assert action(ev(0.01, 1e-9, 0.02)) == "promote"
+    assert action(ev(0.005, 0.001, 0.02)) == "promote"  # gain == cost
+    assert action(ev(0.0049, 0.001, 0.02)) == "wait"
+    assert action(ev(0.001, -0.01, 0.005)) == "wait"  # high == cost: it may still be better by the cost
+    assert action(ev(0.001, -0.01, 0.0049)) == "retire"
+
+
+def test_offline_evidence_with_its_lower_bound_exactly_at_the_cost_promotes_and_an_infinite_one_does_not():
+    assert decisive_offline(P, ev(0.03, 0.005, 0.05))  # "at least the cost"
+    assert not decisive_offline(P, ev(0.03, 0.0049, 0.05))
+    assert not decisive_offline(P, ev(0.03, float("inf"), float("inf")))
+    assert not decisive_offline(P, ev(0.03, float("nan"), 0.05))
+
+
+def test_the_policy_s_bounds_are_exact_each_field_alone():
+    """The smallest allowed value of each field is accepted and the one below it refused, each alone (the others at
+    their defaults), with the message naming the rule; confidence 0.5 is allowed, 1 is not."""
+    accepted = ChallengerPolicy(cost=0.0, confidence=0.5, min_labels=1, max_windows=1, resamples=50, min_offline_rows=20, pool=0)
+    assert (accepted.confidence, accepted.live_confidence, accepted.pool) == (0.5, 0.5, 0)
+    for field, below in [("min_labels", 0), ("max_windows", 0), ("resamples", 49), ("min_offline_rows", 19), ("pool", -1)]:
+        with pytest.raises(
+            ValueError,
+            match=r"^challenger policy: min_labels and max_windows must be >= 1, resamples >= 50, min_offline_rows >= 20 and pool >= 0$",
+        ):
+            ChallengerPolicy(**{field: below})
+    with pytest.raises(ValueError, match=r"^challenger policy: confidence must be in \[0.5, 1\), got 0.49$"):
+        ChallengerPolicy(confidence=0.49)
+    with pytest.raises(ValueError, match=r"^challenger policy: cost must be >= 0, got -0.001$"):
+        ChallengerPolicy(cost=-0.001)
+
+
+def test_the_spec_sets_every_promotion_setting_and_its_defaults_are_the_policy_s():
+    from aiflow.monitoring.challenger import challenger_policy_of
+    from aiflow.spec import parse_spec
+    from tests.aiflow.tiny import TINY
+
+    retrain = {"cost": 0.01, "confidence": 0.8, "min_labels": 150, "challenger_windows": 6, "min_offline_rows": 70}
+    policy = challenger_policy_of(parse_spec({**TINY, "monitoring": {"retrain": retrain}}, "tiny"))
+    assert policy == ChallengerPolicy(cost=0.01, confidence=0.8, min_labels=150, max_windows=6, min_offline_rows=70)
+    assert challenger_policy_of(parse_spec(TINY, "tiny")) == ChallengerPolicy()
