@@ -22,7 +22,7 @@ def window(i: int, realized: float, rows: int = 1000) -> WindowSignals:
 
 def test_each_kind_of_reason_has_a_short_gist():
     policy = Policy(min_rows=500, min_labels=100, use_drift=False, use_estimated=False, use_realized=True, hysteresis=2,
-                    cooldown_days=28, budget=4, budget_days=120)  # fmt: skip
+                    decisive_drop=None, cooldown_days=28, budget=4, budget_days=120)  # fmt: skip (0.15 is 3x the threshold)
     t = Thresholds("roc_auc", 0.5, 0.05, 0.05, 0.75, "calibrated", 8)
     few = decide(policy, t, [window(0, 0.6, rows=102)], [], running=False)
     calm = decide(policy, t, [window(0, 0.74)], [], running=False)
@@ -38,6 +38,8 @@ def test_each_kind_of_reason_has_a_short_gist():
     ]  # fmt: skip
     paced = decide(dataclasses.replace(policy, budget_burst=1, cooldown_days=0), t, [window(1, 0.6), window(2, 0.6)], [fired], running=False)
     assert short_reason(paced.reason, 40) == f"budget paced until {fired.window_end + dt.timedelta(days=30)}"
+    decisive = decide(dataclasses.replace(policy, decisive_drop=3.0), t, [window(0, 0.6)], [], running=False)
+    assert short_reason(decisive.reason, 40) == "realized roc_auc drop 0.150 > 0.050"  # one window, 3x the threshold
     assert short_reason("something new the policy says one day, much longer than the column", 30).endswith("…")
 
 
