@@ -29,7 +29,7 @@ import polars as pl
 from aiflow.evaluation.paired import paired_evidence
 from aiflow.monitoring.calibration import calibrate
 from aiflow.monitoring.challenger import ChallengerPolicy, decisive_offline, earlier_champions, judge, reinstatement
-from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, decisive_drops, metric_drop
+from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, metric_drop, superseding_drops
 from benchmarks.loop_matrix import Matrix, oracle
 from benchmarks.worlds import DAY0
 
@@ -180,9 +180,7 @@ def default(m: Matrix, policy: Policy | None = None, cp: ChallengerPolicy | None
             continue
         history.append(_signals(m, champion, u, v))
         own = [s for s in history if s.model_version == champion]
-        asked = [d for d in past if d.action == "retrain"]
-        drops = decisive_drops(policy, thresholds[champion], own[-1])
-        if challenger is not None and drops and asked and own[-1].window_start > asked[-1].window_start:
+        if challenger is not None and (drops := superseding_drops(policy, thresholds[champion], own[-1], past)):
             # a decisive drop on a window after the one the challenger's retrain was decided on: it was not trained on it
             run.retired.append((v, challenger))
             retired_at.append(own[-1].window_end)

@@ -54,7 +54,7 @@ from aiflow.monitoring.challenger import ChallengerPolicy, challenger_policy_of,
 from aiflow.monitoring.drift import columns_share, detect_drift, weighted_share
 from aiflow.monitoring.monitor import ModelContext, _drift_options, policy_of, thresholds_for
 from aiflow.monitoring.performance import Calibrator, live_performance
-from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, decisive_drops
+from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, superseding_drops
 from aiflow.monitoring.windows import window_expr
 from aiflow.spec import EVENT_DATE, DatasetSpec, Split, demo_spec_path, load_spec
 from aiflow.storage.artifacts import ArtifactStore
@@ -408,9 +408,8 @@ def replay(candidate: Candidate, models: Models, windows: Windows, spec: Dataset
             b = np.concatenate([windows.scores(d, challenger) for d in seen])
             verdict = judge(candidate.shadow, paired_evidence(y, a, b, "roc_auc", confidence=candidate.shadow.live_confidence), windows=len(seen), challenger=challenger.version,
                             champion=serving.version)  # fmt: skip
-            asked = max((d.window_start for d in past if d.action == "retrain"), default=None)
-            drops = decisive_drops(candidate.policy, thresholds, signals) if candidate.policy is not None else ()
-            if verdict.action == "wait" and drops and asked is not None and start > asked:  # superseded, as the loop does
+            drops = superseding_drops(candidate.policy, thresholds, signals, past) if candidate.policy is not None else ()
+            if verdict.action == "wait" and drops:  # superseded, as the loop does
                 verdict = dataclasses.replace(verdict, action="retire", reason=f"superseded by a decisive {' and '.join(drops)} drop")
             if verdict.action == "promote":
                 promote_next = challenger

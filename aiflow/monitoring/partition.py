@@ -33,7 +33,7 @@ from aiflow.monitoring.monitor import (
     served_frame,
     thresholds_for,
 )
-from aiflow.monitoring.policy import Decision, Thresholds, decide, decisive_drops
+from aiflow.monitoring.policy import Decision, Thresholds, decide, superseding_drops
 from aiflow.monitoring.retrain import _thresholds, run_key, window_signals
 from aiflow.serving.batch import SCORE
 from aiflow.spec import EVENT_DATE, DatasetSpec, window_start_of
@@ -175,10 +175,9 @@ def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: boo
     # the challenger first: a retire now (or recorded on this or an earlier window) ends its retrain's cooldown
     outcome = shadow.judge_window(lake, spec, start, actor=evaluator)
     policy, thresholds = policy_of(spec), _thresholds(lake, spec, window.model_version)
-    retrained_on = max((d.window_start for d in past if d.action == "retrain"), default=None)  # the challenger's retrain
-    drops = decisive_drops(policy, thresholds, window)
-    if outcome is not None and outcome.verdict.action == "wait" and drops and retrained_on is not None and start > retrained_on:
-        # the world moved past the challenger's training data: it is not worth waiting for
+    drops = superseding_drops(policy, thresholds, window, past)
+    if outcome is not None and outcome.verdict.action == "wait" and drops:  # the world moved past its training data
+        retrained_on = max(d.window_start for d in past if d.action == "retrain")
         why = f"a decisive {' and '.join(drops)} drop in window {start} (after the window {retrained_on} its retrain was decided on)"
         outcome = shadow.supersede(lake, spec, outcome, why, actor=evaluator)
     retire = decided.filter((pl.col("window_start") <= start) & (pl.col("challenger_action") == "retire"))["window_end"].to_list()

@@ -389,6 +389,15 @@ def decisive_drops(policy: Policy, thresholds: Thresholds, now: WindowSignals) -
                  and values[f"{n}_drop"] >= policy.decisive_drop * _drop_limit(thresholds, now, n))  # fmt: skip
 
 
+def superseding_drops(policy: Policy, thresholds: Thresholds, now: WindowSignals, past: Sequence[Decision]) -> tuple[str, ...]:
+    """The decisive drops of window ``now`` that supersede a challenger waiting in shadow: the world moved past its
+    training data (a window after the one the last retrain, the challenger's, was decided on). Empty: it keeps waiting."""
+    asked = max((d.window_start for d in past if d.action == "retrain"), default=None)
+    if asked is None or now.window_start <= asked:
+        return ()
+    return decisive_drops(policy, thresholds, now)
+
+
 def next_paced_retrain(policy: Policy, retrains: Sequence[dt.date]) -> dt.date | None:
     """The first window end at which the paced budget allows another retrain after ``retrains`` (their window ends).
 
