@@ -20,7 +20,7 @@ from aiflow.evaluation.gates import GateConfig
 from aiflow.evaluation.validation import ModelRef, validate
 from aiflow.models.candidates import Evaluation, Handoffs
 from aiflow.models.metric_names import CHAMPION_TEST, TEST, prefixed
-from aiflow.models.registry import Registry
+from aiflow.models.registry import ModelVersion, Registry
 from aiflow.monitoring.challenger import challenger_policy_of, earlier_champions
 from aiflow.spec import DatasetSpec
 from assets.keys import candidate_key, evaluation_key
@@ -75,9 +75,10 @@ def evaluation_asset(spec: DatasetSpec) -> AssetsDefinition:
         if champion_version is not None:
             champion = ModelRef.of(registry.get(spec.name, champion_version), artifacts.uri())
         events = reversed(registry.history(spec.name, "champion")["version"].to_list())  # oldest first
+        registered = {r["version"]: ModelVersion.from_row(r) for r in registry.versions(spec.name).iter_rows(named=True)}  # one read
         # earlier champions that passed their gates (one forced past them is never reinstated on its own)
-        passed = [v for v in events if v is None or registry.get(spec.name, v).gates_passed]
-        earlier = [ModelRef.of(registry.get(spec.name, v), artifacts.uri())
+        passed = [v for v in events if v is None or registered[v].gates_passed]
+        earlier = [ModelRef.of(registered[v], artifacts.uri())
                    for v in earlier_champions(passed, current=champion_version, pool=challenger_policy_of(spec).pool)]  # fmt: skip
         report = validate(
             ModelRef("candidate", cand.artifact_uri, cand.artifact_sha256),
