@@ -7,7 +7,6 @@ change, a clash found at the committed version only, and the location and time h
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 
 import polars as pl
@@ -26,29 +25,9 @@ from aiflow.models.registry import (
     resolve_location,
 )
 from aiflow.storage.lake import Lake, Tables
+from tests.aiflow.models.test_registry_records import fields, sha
 
 UTC = dt.UTC
-
-
-def sha(seed: object) -> str:
-    return hashlib.sha256(str(seed).encode()).hexdigest()
-
-
-def fields(seed: object, **overrides) -> dict:
-    return {
-        "artifact_uri": f"/artifacts/{seed}",
-        "artifact_sha256": sha(seed),
-        "training_table": "/lake/features/flights",
-        "training_version": 3,
-        "metrics": {"auc": 0.74},
-        "baseline_metrics": {"auc": 0.70},
-        "params": {"epochs": 4},
-        "gate_results": {"auc": {"passed": True}},
-        "gates_passed": True,
-        "reason": "manual",
-        **overrides,
-    }
-
 
 FAILED = {"gate_results": {"auc": {"passed": False}, "rows": False, "drift": True}, "gates_passed": False}
 

@@ -98,21 +98,25 @@ def test_without_labels_the_challenger_waits_and_so_does_a_retrain(world: World)
     assert Registry(world.lake).alias("rides", "challenger") == v2
 
 
+def challenger_after_a_retrain(world: World, **retrain) -> tuple[World, int]:
+    """The world under a spec with ``retrain`` settings, its first served week judged, a retrain recorded as asked for
+    at that window (by the age signal, say) and its product registered as the challenger (returned)."""
+    from aiflow.monitoring.policy import Decision
+    from tests.aiflow.monitoring.world import rides_spec
+
+    world = World(world.home, rides_spec(retrain=retrain), world.version)
+    serve_week(world, 0, shifted=False)
+    monitor(world, SERVED)
+    asked = Decision(SERVED, SERVED + WEEK, world.version, "retrain", "retrain: age")
+    history.replace_decision(world.lake, "rides", asked.to_row() | {"run_key": "rides-retrain-x", "labelled": 0})
+    return world, challenger(world)
+
+
 def test_a_retired_challenger_ends_its_retrains_cooldown_so_a_change_right_after_it_retrains(world: World):
     """An age challenger trained just before the world changed loses; under a 28-day cooldown (4 weekly windows) the
     change it was not trained on waited out the cooldown (the sparse_late_labels world: detected 5 windows late, now 3).
     Its retirement ends the cooldown: the drift at the change's onset retrains in the same window."""
-    from aiflow.monitoring.policy import Decision
-    from tests.aiflow.monitoring.world import rides_spec
-
-    spec = rides_spec(retrain={"signals": ["drift"], "hysteresis": 1, "min_rows": 300, "cooldown_days": 28})
-    world = World(world.home, spec, world.version)
-    serve_week(world, 0, shifted=False)
-    monitor(world, SERVED)
-    # the retrain asked for at window 0 (by the age signal, say), whose product is the challenger
-    asked = Decision(SERVED, SERVED + WEEK, world.version, "retrain", "retrain: age")
-    history.replace_decision(world.lake, "rides", asked.to_row() | {"run_key": "rides-retrain-x", "labelled": 0})
-    v2 = challenger(world)
+    world, v2 = challenger_after_a_retrain(world, signals=["drift"], hysteresis=1, min_rows=300, cooldown_days=28)
     shadow(world, serve_week(world, 1, shifted=True), v2, "noise")  # the world changes; the challenger scores noise
     serve_week(world, 2, shifted=True, labels=False)
     found = monitor(world, SERVED + WEEK)
@@ -127,17 +131,9 @@ def test_a_decisive_drop_after_the_challengers_retrain_supersedes_it_and_retrain
     """A challenger still waiting for evidence (too few labelled rows both scored) while the champion's realized metric
     collapses on a window after the one its retrain was decided on: the world moved past its training data. It is
     retired as superseded (the champion keeps serving), its cooldown ends, and the window retrains at once."""
-    from aiflow.monitoring.policy import Decision
     from aiflow.serving.feedback import record_feedback
-    from tests.aiflow.monitoring.world import rides_spec
 
-    spec = rides_spec(retrain={"signals": ["realized"], "hysteresis": 2, "min_rows": 300, "min_labels": 50, "cooldown_days": 28})
-    world = World(world.home, spec, world.version)
-    serve_week(world, 0, shifted=False)
-    monitor(world, SERVED)
-    asked = Decision(SERVED, SERVED + WEEK, world.version, "retrain", "retrain: age")
-    history.replace_decision(world.lake, "rides", asked.to_row() | {"run_key": "rides-retrain-x", "labelled": 0})
-    v2 = challenger(world)
+    world, v2 = challenger_after_a_retrain(world, signals=["realized"], hysteresis=2, min_rows=300, min_labels=50, cooldown_days=28)
     ids = serve_week(world, 1, shifted=False, labels=False)
     shadow(world, ids[:40], v2, "noise")  # 40 rows both scored: under min_labels (50), the challenger would wait
     served = world.lake.scan(log_table("rides")).filter(pl.col("request_id").is_in(ids) & (pl.col("variant") == "champion")).collect()
