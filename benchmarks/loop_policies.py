@@ -5,8 +5,10 @@ model ``v + 1`` (its data ends at window ``v - delay``) and, once promoted, serv
 whose training windows hold a broken column (:func:`benchmarks.loop_matrix.broken_columns`) is blocked.
 
 * ``default``: the shipped loop. The real :func:`decide` (realized signal; drift and CBPE off: no cheap estimate here)
-  judges the newest window whose labels have arrived, if the champion served it, on thresholds calibrated by the
-  real :func:`calibrate` on the champion's training (train) and held-out (valid) rows. A retrain trains a challenger;
+  judges each window the champion served, as the loop's partitions do: when the window completes (its labels not
+  back yet under a delay: the age signal and the guardrails count) and again when its labels arrive (re-judged: a
+  retrain it already asked for is not asked twice, and one a later window already asked for supersedes it), on
+  thresholds calibrated by the real :func:`calibrate` on the champion's training (train) and held-out (valid) rows. A retrain trains a challenger;
   an earlier champion that :func:`reinstatement` picks on the retrain's held-out rows serves again at once; else
   :func:`decisive_offline` on its held-out rows against the champion promotes it at once, otherwise it is scored in
   shadow and :func:`judge` decides each window on the cumulative :func:`paired_evidence` (both models on the same
@@ -53,6 +55,7 @@ class Run:
     policy: str
     serving: list[int] = field(default_factory=list)  # the model serving each window first .. T - 1
     retrains: list[tuple[int, int]] = field(default_factory=list)  # (decision window v, model k) of each model trained
+    asked: list[tuple[int, int]] = field(default_factory=list)  # (decision window v, the window judged) of each retrain
     promotions: list[tuple[int, int]] = field(default_factory=list)  # (first window served, model)
     blocked: list[int] = field(default_factory=list)  # decision windows whose retrain the column check blocked
     retired: list[tuple[int, int]] = field(default_factory=list)  # (decision window, challenger)
@@ -152,7 +155,7 @@ def _evidence(m: Matrix, champion: int, challenger: int, windows: range, v: int,
 def default(m: Matrix, policy: Policy | None = None, cp: ChallengerPolicy | None = None) -> Run:
     """The shipped loop (see the module docstring) with the real decide, calibrate, paired_evidence, judge."""
     policy, cp = policy or default_policy(), cp or ChallengerPolicy()
-    metric, delay = m.world.metric, m.world.label_delay
+    delay = m.world.label_delay
     run = Run("default")
     champion = m.first
     thresholds = {champion: thresholds_of(m, champion, policy)}
@@ -175,56 +178,76 @@ def default(m: Matrix, policy: Policy | None = None, cp: ChallengerPolicy | None
                 run.retired.append((v, challenger))
                 retired_at.append(DAY0 + dt.timedelta(days=7 * (v - delay + 1)))  # the end of the window decided now
                 challenger = None
-        u = v - delay  # the newest window whose labels are back: judged now
-        if promoted_now or u < m.first or run.serving[u - m.first] != champion:
-            continue
-        history.append(_signals(m, champion, u, v))
-        own = [s for s in history if s.model_version == champion]
-        if challenger is not None and (drops := superseding_drops(policy, thresholds[champion], own[-1], past)):
-            # a decisive drop on a window after the one the challenger's retrain was decided on: it was not trained on it
-            run.retired.append((v, challenger))
-            retired_at.append(own[-1].window_end)
-            run.log.append(f"after window {v}: retire challenger v{challenger}: superseded by a decisive {', '.join(drops)} drop")
-            challenger = None
-        decision = decide(policy, thresholds[champion], own, past, running=False, retired=retired_at)
-        if decision.action == "retrain":
-            k = v + 1
-            why = None
-            if challenger is not None:
-                why = f"challenger v{challenger} in shadow"
-            elif k >= m.windows:
-                why = "the stream ends"
-            elif not m.trainable(k):
-                run.blocked.append(v)
-                why = f"training blocked: broken column(s) in window(s) {m.blocked[k]}"
-            if why:
-                decision = dataclasses.replace(decision, action="skip", reason=f"skip ({why}): {decision.reason}")
-            else:
-                run.retrains.append((v, k))
-                hold_w, hold = m.holdout[k]
+        # as the loop's partitions: window v is judged when it completes (its labels not back yet under a delay: age and
+        # the guardrails still count) and judged again when its labels arrive (window v - delay), the older first
+        asked_now = False
+        for u in dict.fromkeys((v - delay, v)):
+            if promoted_now or u < m.first or run.serving[u - m.first] != champion:
+                continue
+            now = _signals(m, champion, u, v)
+            history = sorted([s for s in history if s.window_start != now.window_start] + [now], key=lambda s: s.window_start)
+            own = [s for s in history if s.model_version == champion and s.window_start <= now.window_start]
+            before = [d for d in past if d.window_start == now.window_start]
+            earlier_past = [d for d in past if d.window_start < now.window_start]
+            if challenger is not None and (drops := superseding_drops(policy, thresholds[champion], now, earlier_past)):
+                # a decisive drop on a window after the one the challenger's retrain was decided on: it was not trained on it
+                run.retired.append((v, challenger))
+                retired_at.append(now.window_end)
+                run.log.append(f"after window {v}: retire challenger v{challenger}: superseded by a decisive {', '.join(drops)} drop")
+                challenger = None
+            decision = decide(policy, thresholds[champion], own, earlier_past, running=asked_now, retired=retired_at)
+            asked = bool(before) and before[-1].action == "retrain"
+            if asked:  # re-judged with its labels: the retrain it asked for was requested already
+                decision = dataclasses.replace(decision, action="retrain", reason=f"{before[-1].reason} Re-judged: {decision.reason}")
+            elif decision.action == "retrain" and any(d.action == "retrain" and d.window_start > now.window_start for d in past):
+                decision = dataclasses.replace(decision, action="skip", reason=f"skip: superseded by a later window's retrain ({decision.reason})")
+            if decision.action == "retrain" and not asked:
+                asked_now = True
+                # promoted offline or reinstated: the windows the old champion served are no longer judged on it
+                decision, challenger, champion = _retrain(m, run, policy, cp, thresholds, decision, v, u, champion, challenger)
+            past = [d for d in past if d.window_start != now.window_start] + [decision]
+    return run
 
-                y_hold, champ_hold = m.stream.y[hold_w, hold], m.scores[champion][hold_w, hold]
-                offline = paired_evidence(y_hold, champ_hold, m.scores[k][hold_w, hold], metric, confidence=cp.confidence, resamples=cp.resamples)
-                served = [m.first, *(model for _w, model in run.promotions)]
-                earlier = {c: paired_evidence(y_hold, champ_hold, m.scores[c][hold_w, hold], metric, confidence=cp.confidence, resamples=cp.resamples)
-                           for c in earlier_champions(served, current=champion, pool=cp.pool)}  # fmt: skip
-                back = reinstatement(cp, offline, earlier)
-                if back is not None:
-                    run.promotions.append((k, back))
-                    run.reinstated.append((k, back))
-                    champion = back
-                    thresholds.setdefault(champion, thresholds_of(m, champion, policy))
-                    run.log.append(f"after window {v}: {decision.reason} -> v{back} reinstated ({earlier[back].describe()}; "
-                                   f"the retrain v{k}: {offline.describe()})")  # fmt: skip
-                elif decisive_offline(cp, offline):
-                    run.promotions.append((k, k))
-                    champion = k
-                    thresholds.setdefault(champion, thresholds_of(m, champion, policy))
-                    run.log.append(f"after window {v}: {decision.reason} -> v{k} promoted offline ({offline.describe()})")
-                else:
-                    challenger = k
-                    run.log.append(f"after window {v}: {decision.reason} -> v{k} in shadow ({offline.describe()})")
-        past.append(decision)
+
+def _retrain(m: Matrix, run: Run, policy: Policy, cp: ChallengerPolicy, thresholds: dict, decision: Decision, v: int, u: int,
+             champion: int, challenger: int | None) -> tuple[Decision, int | None, int]:  # fmt: skip
+    """A retrain verdict after window ``v`` (on window ``u``): train model ``v + 1`` and let it be reinstated against, promoted offline or
+    put in shadow. Returns the decision (a skip when it cannot train), the challenger and the champion after it."""
+    metric = m.world.metric
+    k = v + 1
+    why = None
+    if challenger is not None:
+        why = f"challenger v{challenger} in shadow"
+    elif k >= m.windows:
+        why = "the stream ends"
+    elif not m.trainable(k):
+        run.blocked.append(v)
+        why = f"training blocked: broken column(s) in window(s) {m.blocked[k]}"
+    if why:
+        return dataclasses.replace(decision, action="skip", reason=f"skip ({why}): {decision.reason}"), challenger, champion
+    run.retrains.append((v, k))
+    run.asked.append((v, u))
+    hold_w, hold = m.holdout[k]
+    y_hold, champ_hold = m.stream.y[hold_w, hold], m.scores[champion][hold_w, hold]
+    offline = paired_evidence(y_hold, champ_hold, m.scores[k][hold_w, hold], metric, confidence=cp.confidence, resamples=cp.resamples)
+    served = [m.first, *(model for _w, model in run.promotions)]
+    earlier = {c: paired_evidence(y_hold, champ_hold, m.scores[c][hold_w, hold], metric, confidence=cp.confidence, resamples=cp.resamples)
+               for c in earlier_champions(served, current=champion, pool=cp.pool)}  # fmt: skip
+    back = reinstatement(cp, offline, earlier)
+    if back is not None:
+        run.promotions.append((k, back))
+        run.reinstated.append((k, back))
+        thresholds.setdefault(back, thresholds_of(m, back, policy))
+        run.log.append(f"after window {v}: {decision.reason} -> v{back} reinstated ({earlier[back].describe()}; "
+                       f"the retrain v{k}: {offline.describe()})")  # fmt: skip
+        return decision, None, back
+    if decisive_offline(cp, offline):
+        run.promotions.append((k, k))
+        thresholds.setdefault(k, thresholds_of(m, k, policy))
+        run.log.append(f"after window {v}: {decision.reason} -> v{k} promoted offline ({offline.describe()})")
+        return decision, None, k
+    run.log.append(f"after window {v}: {decision.reason} -> v{k} in shadow ({offline.describe()})")
+    return decision, k, champion
     return run
 
 
