@@ -57,10 +57,12 @@ class Policy:
             since it started or since the last retrain, whichever is later (None: off). It asks "would a model trained
             on the newest data be better?" when no other signal can: under shadow promotion it costs a challenger's
             training, and only live evidence promotes.
-        follow_up_windows: the age limit of a champion that is itself a retrain's product (it started serving after the
-            last retrain): a world that just changed enough for a challenger to win may not have finished changing
+        follow_up_windows: the age limit of a champion that is itself the product of a retrain a change started (it
+            started serving after the last retrain, and a drift or metric signal fired that retrain, or it was such a
+            follow-up itself): a world that just changed enough for a challenger to win may not have finished changing
             (its training window straddles the change), so it is challenged again after this many windows, until a
-            challenger fails to win (then ``max_age_windows`` applies). None: off.
+            challenger fails to win (then ``max_age_windows`` applies). The product of a retrain fired by age alone
+            waits ``max_age_windows``: nothing was seen changing. None: off.
     """
 
     min_rows: int = 500
@@ -295,7 +297,7 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
         since = retrains[-1].window_start if retrains else None
         own = [s.window_start for s in history if s.model_version == now.model_version]
         age = sum(1 for start in own if since is None or start > since)
-        follow_up = policy.follow_up_windows is not None and since is not None and min(own) > since  # a retrain's product
+        follow_up = policy.follow_up_windows is not None and since is not None and min(own) > since and _change_driven(retrains, past)
         limit = min(policy.follow_up_windows, policy.max_age_windows) if follow_up else policy.max_age_windows
         why = "since a retrain's product started: the world may still be changing" if follow_up else "since it started or the last retrain"
         if age >= limit:
@@ -376,6 +378,20 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
         return verdict("skip", f"skip: a retrain is already running ({fired_notes} in {span}).", holding)
     held_for = f"decisive: at least {policy.decisive_drop:g} times its threshold, no hysteresis" if decisive & set(holding) else f"held {policy.hysteresis} window(s)"
     return verdict("retrain", f"retrain: {fired_notes} in {span}, {held_for}.", holding)
+
+
+def _change_driven(retrains: Sequence[Decision], past: Sequence[Decision]) -> bool:
+    """Whether the last of ``retrains`` answered a change: a drift or metric signal fired, or it was the follow-up of a
+    retrain that did (the version it was decided on was the product of the retrain before it). A retrain fired by age
+    alone found nothing changed: its product waits the normal age limit, not a follow-up (on the demo year each
+    follow-up of an age challenger that won cost a promotion). A retrain recorded without its signals counts as one."""
+    last, earlier = retrains[-1], retrains[:-1]
+    if set(last.fired) != {"age"}:
+        return True
+    if not earlier:
+        return False
+    first_judged = min(d.window_start for d in [*past, last] if d.model_version == last.model_version)
+    return first_judged > earlier[-1].window_start and _change_driven(earlier, past)
 
 
 def decisive_drops(policy: Policy, thresholds: Thresholds, now: WindowSignals) -> tuple[str, ...]:

@@ -309,6 +309,42 @@ def test_a_retrain_s_product_is_challenged_again_until_a_challenger_fails_to_win
     assert decide(off, t, [week(2, 2)], [retrain], running=False).action == "skip"
 
 
+def test_the_product_of_a_retrain_fired_by_age_alone_waits_the_normal_age_limit():
+    """A follow-up answers a change a signal saw: after an age challenger won nothing was seen changing, and on the demo
+    year each such follow-up cost a promotion (04-29 to 05-20: four promotions in four weeks)."""
+    from aiflow.monitoring.policy import Policy, Thresholds, WindowSignals, decide
+
+    t = Thresholds("roc_auc", 0.5, 0.05, 0.05, 0.75, "calibrated", 8)
+    policy = Policy(min_rows=10, use_drift=False, use_estimated=False, use_realized=True, cooldown_windows=0, max_age_windows=5,
+                    follow_up_windows=1)  # fmt: skip
+
+    def week(i: int, version: int) -> WindowSignals:
+        start = D0 + dt.timedelta(days=7 * i)
+        return WindowSignals(start, start + dt.timedelta(days=6), version, 100, 100, realized_metric=0.75)
+
+    def retrain(i: int, version: int, *fired: str) -> Decision:
+        w = week(i, version)
+        return Decision(w.window_start, w.window_end, version, "retrain", f"retrain: {', '.join(fired)}", fired=fired)
+
+    aged = retrain(1, 1, "age")
+    d = decide(policy, t, [week(2, 2)], [aged], running=False)
+    assert d.action == "skip" and "age 1 of 5 windows" in d.reason
+    assert decide(policy, t, [week(i, 2) for i in range(2, 7)], [aged], running=False).action == "retrain"  # the normal limit
+    # a drift or metric signal (with age or not) is a change: its product is followed up at once
+    for fired in (("realized",), ("drift",), ("estimated", "age")):
+        d = decide(policy, t, [week(2, 2)], [retrain(1, 1, *fired)], running=False)
+        assert d.action == "retrain" and "retrain's product" in d.reason, fired
+    # the follow-up of a change is itself a change: its product is followed up too, until a challenger fails to win
+    chain = [retrain(1, 1, "realized"), retrain(2, 2, "age")]
+    d = decide(policy, t, [week(3, 3)], chain, running=False)
+    assert d.action == "retrain" and "retrain's product" in d.reason
+    # an age retrain on the product of an age retrain is no follow-up: nothing changed in either
+    plain = [aged, *(Decision(week(i, 2).window_start, week(i, 2).window_end, 2, "skip", "skip") for i in range(2, 6)),
+             retrain(6, 2, "age")]  # fmt: skip
+    d = decide(policy, t, [week(7, 3)], plain, running=False)
+    assert d.action == "skip" and "age 1 of 5 windows" in d.reason
+
+
 def test_the_cooldown_ends_once_the_retrain_s_product_serves():
     """The cooldown keeps a retrain from judging windows still served by the version it was decided on. Once its
     product serves, that hole is closed: the product's follow-up may challenge it at once (measured on the abrupt
