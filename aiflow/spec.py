@@ -328,8 +328,9 @@ class RetrainSettings(_Strict):
         "comes back was learnt by the champion that served it); 0: none."
     )
     follow_up_windows: int | None = Field(
-        1, ge=1, description="A champion that is itself a retrain's product is challenged again (the age signal) after this "
-        "many windows, until a challenger fails to win: a world that changed may not have finished changing; null: off."
+        1, ge=1, description="A champion that is itself the product of a retrain a change started (a drift or metric signal, "
+        "or such a follow-up) is challenged again (the age signal) after this many windows, until a challenger fails to win: "
+        "a world that changed may not have finished changing; the product of an age retrain waits the age limit; null: off."
     )
     calibration_chunks: int = Field(8, ge=3, description="Chunks of the training window the alarm thresholds are calibrated on.")
     calibration_k: float = Field(3.0, gt=0, description="Threshold = mean + k standard deviations of the signal over the chunks.")
