@@ -4,7 +4,7 @@ its paired evidence recorded with the evaluation's metrics and read back, and th
 earlier champion whose bundle no longer verifies is left out with a note and never fails the evaluation.
 
 Real: a lake, two really trained scikit-learn models registered (the second on shuffled labels), real bundles.
-Not the demo: the rides dataset (Asia/Tokyo, other column names)."""
+Not the demo: the rides dataset (Asia/Tokyo, other column names), as a classification and as a regression."""
 
 from __future__ import annotations
 
@@ -33,6 +33,18 @@ from tests.aiflow.monitoring.world import FAST
 def two_champions(world):
     """v1 (the world's model) served first; then v2 became the champion: a model of another concept (trained on the same
     rows with their labels shuffled, as a stale concept looks once the world went back to v1's)."""
+    return _second_champion(world)
+
+
+@pytest.fixture(scope="module")
+def two_regression_champions(tmp_path_factory):
+    """The same on the regression rides world (the target is the delay in minutes): RMSE, a relative gain."""
+    from tests.aiflow.monitoring.world import build_world, rides_spec
+
+    return _second_champion(build_world(tmp_path_factory.mktemp("reg-world"), rides_spec("regression")))
+
+
+def _second_champion(world):
     lake, spec = world.lake, world.spec
     real = pinned_request(lake, spec, TrainParams(**FAST), str(world.artifacts), "other-concept", "test")
     rows = lake.scan(Tables.features(spec.name), real.data_version).collect()
@@ -113,3 +125,31 @@ def test_an_earlier_champion_whose_inputs_are_gone_is_not_compared(two_champions
     gone = load_model(ref(registry, world, world.version)).input_columns[-1]  # a column the feature set no longer has
     got = _earlier_evidence([ref(registry, world, world.version)], rows.drop(gone), y, np.full(len(y), 0.5), "roc_auc", notes, None)
     assert got == {} and notes == [f"earlier champion v{world.version} not compared: its input column(s) {gone} are gone"]
+
+
+def test_a_regression_s_earlier_champion_is_reinstated_on_its_relative_rmse_gain(two_regression_champions):
+    """Not only ROC AUC: the regression's evidence is the relative RMSE reduction (one cost reads the same for both),
+    measured on the retrain's held-out rows, recorded, read back and reinstated by the same rule."""
+    from aiflow.evaluation.paired import gain_of
+
+    world, registry, weak = two_regression_champions
+    spec = world.spec
+    assert spec.problem_type == "regression"
+    mv = registry.get(spec.name, weak.version)
+    report = validate(
+        ref(registry, world, weak.version), features_uri=mv.training_table, data_version=mv.training_version, spec=spec,
+        candidate_valid_metrics={}, baseline_valid_metrics={}, champion=ref(registry, world, weak.version),
+        config=GateConfig(), storage_options=None, artifact_options=None, earlier=[ref(registry, world, world.version)],
+    )  # fmt: skip
+    rows = held_out_rows(mv.training_table, mv.training_version, spec)
+    y = rows[spec.target.name].to_numpy()
+    strong = compute_metrics(y, load_model(ref(registry, world, world.version)).predict(rows), "regression")["rmse"]
+    champ = compute_metrics(y, load_model(ref(registry, world, weak.version)).predict(rows), "regression")["rmse"]
+    e = report.earlier[world.version]
+    assert e.rows == rows.height and e.champion == pytest.approx(champ) and e.challenger == pytest.approx(strong)
+    assert e.gain == pytest.approx(float(gain_of("rmse", champ, strong))) and e.gain == pytest.approx((champ - strong) / champ)
+    assert strong < champ and e.low > 0, e  # the model of the concept that holds has the lower error, surely
+    retrain, earlier = evidence_of_metrics(report.evidence_metrics(), "rmse", report.rows)
+    assert retrain is not None and retrain.gain == pytest.approx(0.0) and set(earlier) == {world.version}
+    assert earlier[world.version].gain == pytest.approx(e.gain)
+    assert reinstatement(challenger_policy_of(spec), retrain, earlier) == world.version
