@@ -281,9 +281,11 @@ class Candidate:
     news: bool = False  # drift as shipped: drifted against the reference and against the window before
 
 
-def candidates(spec: DatasetSpec, overrides: dict | None = None) -> list[Candidate]:
-    """The candidate policies, all with the spec's guardrails (and ``overrides`` of them) unless the name says otherwise."""
+def candidates(spec: DatasetSpec, overrides: dict | None = None, challenger: dict | None = None) -> list[Candidate]:
+    """The candidate policies, all with the spec's guardrails (and ``overrides`` of them) unless the name says otherwise;
+    the challenger rows with the spec's challenger policy (and ``challenger`` overrides of it)."""
     base = dataclasses.replace(policy_of(spec), **(overrides or {}))
+    shadow = dataclasses.replace(challenger_policy_of(spec), **(challenger or {}))
 
     def signals(*names: str, **extra) -> Policy:
         return dataclasses.replace(  # the signals named, without the age signals (the older rows of the table)
@@ -306,8 +308,8 @@ def candidates(spec: DatasetSpec, overrides: dict | None = None) -> list[Candida
         Candidate("drift + estimated + realized", signals("drift", "estimated", "realized")),
         Candidate("estimated + realized, hysteresis 1", signals("estimated", "realized", hysteresis=1)),
         Candidate("estimated + realized + monthly schedule", signals("estimated", "realized"), schedule=True),
-        Candidate("shipped: drift (news) + estimated + realized, challenger on evidence", base, shadow=challenger_policy_of(spec), news=True),
-        Candidate("challenger on evidence, monthly challengers", None, schedule=True, shadow=challenger_policy_of(spec), news=True),
+        Candidate("shipped: drift (news) + estimated + realized, challenger on evidence", base, shadow=shadow, news=True),
+        Candidate("challenger on evidence, monthly challengers", None, schedule=True, shadow=shadow, news=True),
     ]
 
 
@@ -474,6 +476,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="working folder: lake, landing, models (default: a new temp dir)")
     parser.add_argument("--families", nargs="+", help="model families to train (default: the training default, every family)")
     parser.add_argument("--policy-args", default="{}", help="JSON overrides of the spec's Policy, e.g. '{\"budget\": 8}'")
+    parser.add_argument("--challenger-args", default="{}", help="JSON overrides of the spec's ChallengerPolicy, e.g. '{\"cost\": 0.005}'")
     return parser.parse_args(argv)
 
 
@@ -489,14 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     models = Models(lake, spec, out, params)
     windows = Windows(lake, spec)
     say(f"{len(windows.starts)} weekly windows {windows.starts[0]} .. {windows.starts[-1]}; families {params.families}")
-    overrides = json.loads(args.policy_args)
-    if overrides:
-        say(f"policy overrides: {overrides}")
+    overrides, challenger = json.loads(args.policy_args), json.loads(args.challenger_args)
+    if overrides or challenger:
+        say(f"policy overrides: {overrides}; challenger overrides: {challenger}")
     t0 = time.monotonic()
     fresh = fresh_metrics(models, windows)
     say(f"fresh models' ROC AUC on each window ({time.monotonic() - t0:.0f} s): mean {np.mean(list(fresh.values())):.4f}")
     outcomes = []
-    for candidate in candidates(spec, overrides):
+    for candidate in candidates(spec, overrides, challenger):
         t0 = time.monotonic()
         outcome = dataclasses.replace(replay(candidate, models, windows, spec), fresh=fresh)
         outcomes.append(outcome)
