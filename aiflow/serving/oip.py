@@ -23,15 +23,23 @@ def model_metadata(model: Served) -> dict:
     }  # fmt: skip
 
 
-def requested_outputs(payload: object) -> set[str]:
+def output_names(model: Served) -> list[str]:
+    return ["probability", "label"] if model.classification else ["prediction"]
+
+
+def requested_outputs(payload: object, model: Served | None = None) -> set[str]:
     """The output names an OIP request asks for (empty: all); raises HTTPError 400 when ``outputs`` is not a list of
-    ``{"name": ...}`` objects. Checked before scoring, so a refused request is neither scored nor logged."""
+    ``{"name": ...}`` objects, or (given the model) names an output the model does not have: answering 200 with no
+    output would hide the mistake. Checked before scoring, so a refused request is neither scored nor logged."""
     requested = payload.get("outputs") if isinstance(payload, dict) else None
     if requested is None:
         return set()
     if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
         raise HTTPError(400, "'outputs' must be a list of {\"name\": ...} objects (the output names), e.g. [{\"name\": \"probability\"}]")
-    return {o["name"] for o in requested}
+    wanted = {o["name"] for o in requested}
+    if model is not None and (unknown := sorted(wanted - set(output_names(model)))):
+        raise HTTPError(400, f"unknown output(s) {', '.join(map(repr, unknown))}; the model's outputs are {', '.join(output_names(model))}")
+    return wanted
 
 
 def infer_response(payload: dict, model: Served, preds, probs, ids: list[str]) -> dict:
@@ -68,7 +76,11 @@ def oip_records(payload: object, model: Served) -> list[dict]:
         name = tensor.get("name") if isinstance(tensor, dict) else None
         if not isinstance(name, str) or name not in fields:
             raise HTTPError(400, f"unknown input {name!r}; the model's inputs are {', '.join(fields)}")
+        if name in columns:
+            raise HTTPError(400, f"input {name!r} is given twice; give each input once")
         shape, data = tensor.get("shape"), tensor.get("data")
+        if isinstance(shape, list) and not all(type(d) is int and d >= 0 for d in shape):
+            raise HTTPError(400, f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}")
         if not isinstance(shape, list) or not isinstance(data, list) or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
             raise HTTPError(400, f"input {name!r}: expected a 1-D tensor (shape [n] or [n, 1]) with a flat 'data' list")
         nested = [row for row in data if isinstance(row, list)]

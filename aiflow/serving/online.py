@@ -530,7 +530,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         payload = await read_json(request, config.max_body_bytes)
         model = request.scope[SLOT]["model"] = route(name, request, version)
         try:
-            requested_outputs(payload)
+            requested_outputs(payload, model)
             records = request.scope[SLOT]["records"] = validate_records(oip_records(payload, model), model.fields)
         except RecordError as exc:
             raise HTTPError(400, str(exc)) from None

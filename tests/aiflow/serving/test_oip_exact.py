@@ -170,3 +170,31 @@ def test_a_datatype_other_than_the_fields_is_a_400_naming_the_one_expected(name,
 def test_inputs_of_different_lengths_are_a_400_naming_each_length():
     payload = {"inputs": [tensor("carrier", ["AA", "UA"]), tensor("distance", [1.0]), tensor("ts", ["a", "b"])]}
     assert refused(oip_records, payload, served()) == "inputs have different lengths: carrier=2, distance=1, ts=2"
+
+
+def test_an_input_given_twice_is_a_400_naming_it_not_the_last_one_kept():
+    """Before: the second tensor silently replaced the first, even of another length."""
+    body = {"inputs": [tensor("distance", [1.0, 2.0]), tensor("distance", [3.0])]}
+    assert refused(oip_records, body, served()) == "input 'distance' is given twice; give each input once"
+
+
+@pytest.mark.parametrize("shape", [["2"], [2.0], [True, 1], [-1], [None], [2, "1"]])
+def test_a_shape_of_anything_but_non_negative_integers_is_a_400_that_says_so(shape):
+    """Before: ``["2"]`` got "shape says 2 elements, data has 2", a message that contradicts itself."""
+    got = refused(oip_records, {"inputs": [tensor("distance", [1.0, 2.0], shape=shape)]}, served())
+    assert got == f"input 'distance': 'shape' must be a list of non-negative integers, got {shape!r}"
+
+
+@pytest.mark.parametrize(
+    ("problem", "outputs", "message"),
+    [("classification", [{"name": "score"}], "unknown output(s) 'score'; the model's outputs are probability, label"),
+     ("classification", [{"name": "label"}, {"name": "prediction"}, {"name": "a"}],
+      "unknown output(s) 'a', 'prediction'; the model's outputs are probability, label"),
+     ("regression", [{"name": "probability"}], "unknown output(s) 'probability'; the model's outputs are prediction")],
+)  # fmt: skip
+def test_outputs_the_model_does_not_have_are_a_400_naming_them_and_the_real_ones(problem, outputs, message):
+    """Before: answered 200 with ``"outputs": []``, scored and logged."""
+    assert refused(requested_outputs, {"outputs": outputs}, served(problem)) == message
+    assert requested_outputs({"outputs": outputs[:1]}) == {outputs[0]["name"]}  # without the model: the shape only
+    good = "label" if problem == "classification" else "prediction"
+    assert requested_outputs({"outputs": [{"name": good}]}, served(problem)) == {good}
