@@ -84,7 +84,6 @@ class Policy:
     min_drop: float = 0.01
     max_age_windows: int | None = None
     follow_up_windows: int | None = None
-    age_backoff: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_rows", "min_labels", "cooldown_days"):
@@ -299,9 +298,7 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
         own = [s.window_start for s in history if s.model_version == now.model_version]
         age = sum(1 for start in own if since is None or start > since)
         follow_up = policy.follow_up_windows is not None and since is not None and min(own) > since and _change_driven(retrains, past)
-        lost = sum(1 for r in retired if min(own) < r <= now.window_end) if policy.age_backoff else 0
-        plain = math.ceil(policy.max_age_windows * (policy.age_backoff or 1) ** lost)
-        limit = min(policy.follow_up_windows, policy.max_age_windows) if follow_up else plain
+        limit = min(policy.follow_up_windows, policy.max_age_windows) if follow_up else policy.max_age_windows
         why = "since a retrain's product started: the world may still be changing" if follow_up else "since it started or the last retrain"
         if age >= limit:
             fired.append("age")
