@@ -1,5 +1,6 @@
 """Deployment stage: register the gated candidate, flip the champion alias, score new partitions."""
 
+import datetime as dt
 import getpass
 from typing import Literal
 
@@ -15,6 +16,7 @@ from aiflow.models.candidates import HandoffNotFoundError, Handoffs
 from aiflow.models.metric_names import NAIVE, prefixed, registry_metrics
 from aiflow.models.model_card import model_card
 from aiflow.models.registry import Registry
+from aiflow.monitoring import history
 from aiflow.monitoring.challenger import challenger_policy_of, decisive_offline, reinstatement
 from aiflow.serving.batch import score_new_partitions
 from aiflow.spec import DatasetSpec
@@ -22,7 +24,7 @@ from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Tables
 from assets.keys import champion_key, evaluation_key, features_key, predictions_key, registered_key
 from assets.metadata import frame_table, table_metadata
-from assets.training import link, run_ids
+from assets.training import WINDOW_TAG, link, run_ids
 from assets.validation import CANDIDATE_ID, USE_LATEST
 from resources.notify import NotifierResource
 from resources.storage import ArtifactsResource, LakeResource
@@ -196,6 +198,11 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         context.log.info(reason)
         if before != target:
             notifier.notifier().send("promotion", promotion_message(spec.name, alias, before, target), {"version": target, "reason": reason})
+        window = context.run.tags.get(WINDOW_TAG) if context.run else None
+        if window:  # a retrain a monitoring window asked for: its outcome beside the window's decision
+            outcome = "reinstated" if back is not None else {"champion": "promoted"}.get(alias, alias)
+            history.record_outcome(store, spec.name, dt.date.fromisoformat(window), run_id=context.run_id, registered_version=version,
+                                   alias=alias, served_version=registry.alias(spec.name, "champion"), outcome=outcome, reason=reason)  # fmt: skip
         meta = {**alias_metadata(registry, spec.name), "promoted_version": target, "policy": config.policy, "alias": alias, "reason": reason,
                 "registered_version": version, "reinstated": back is not None}  # fmt: skip
         if before is not None:

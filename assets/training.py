@@ -48,6 +48,8 @@ TrainConfig = pydantic.create_model(
 
 #: Run tag carrying why a run trains (set by the retrain sensor and schedule); recorded as the model's reason.
 REASON_TAG = "aiflow/reason"
+#: The monitoring window a retrain was asked for by (set by the retrain and monitoring sensors).
+WINDOW_TAG = "aiflow/window"
 
 
 def run_ids(context) -> list[str]:

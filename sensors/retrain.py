@@ -35,12 +35,11 @@ from aiflow.monitoring.policy import next_paced_retrain
 from aiflow.spec import EVENT_DATE, DatasetSpec
 from aiflow.storage.lake import Tables
 from assets.monitoring import ACTIVE, retrain_running
-from assets.training import REASON_TAG
+from assets.training import REASON_TAG, WINDOW_TAG
 from resources.notify import NotifierResource
 from resources.storage import LakeResource, LandingResource
 from sensors.ticks import tick_seconds
 
-WINDOW_TAG = "aiflow/window"
 TRIGGER_TAG = "aiflow/trigger"
 #: The newest data a scheduled or first-model retrain is for (the sensor's retrains carry their window instead).
 DATA_TAG = "aiflow/data"

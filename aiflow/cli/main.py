@@ -110,7 +110,8 @@ def _loop_status(lake: Lake, spec: DatasetSpec) -> list[str]:
         f"{decisions['window_start'].max()}), {retrains.height} retrain(s); newest decisions:"
     )
     for row in decisions.sort("window_start").tail(3).iter_rows(named=True):
-        lines.append(f"  {row['window_start']} (v{row['model_version']}): {row['reason']}")
+        ended = f" -> {row['retrain_outcome_reason']}" if row["retrain_outcome"] else ""
+        lines.append(f"  {row['window_start']} (v{row['model_version']}): {row['reason']}{ended}")
     return lines
 
 

@@ -10,6 +10,10 @@
 * ``monitoring/<dataset>/thresholds``: the alarm thresholds calibrated on each model version's reference.
 * ``monitoring/<dataset>/decisions``: every evaluation of the retraining policy, fired or skipped, with
   the signal values, the thresholds and the reason; one row per window (re-judged: replaced).
+* ``monitoring/<dataset>/retrain_outcomes``: what each retrain a window asked for ended in (promoted at once on decisive
+  offline evidence, a challenger in shadow, an earlier champion reinstated), written by the retrain run when its
+  champion step flips the alias; append-only (a separate table: a retrain ends while the window's monitoring may be
+  re-judging it). :func:`read_decisions` shows the latest outcome of each window beside its decision.
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ DECISIONS_SCHEMA = {
     "challenger_gain_low": pl.Float64, "challenger_gain_high": pl.Float64, "challenger_rows": pl.Int64, "challenger_windows": pl.Int64,
 }  # fmt: skip
 
+#: One row per retrain run that a window asked for, as its champion step left the aliases.
+OUTCOMES_SCHEMA = {
+    "window_start": pl.Date, "run_id": pl.String, "registered_version": pl.Int64, "alias": pl.String, "served_version": pl.Int64,
+    "outcome": pl.String, "outcome_reason": pl.String, "recorded_at": pl.Datetime("us", "UTC"),
+}  # fmt: skip
+#: The outcome columns :func:`read_decisions` adds to each decision (null: no retrain, or not ended yet).
+OUTCOME_COLUMNS = {"retrain_outcome": "outcome", "retrain_version": "registered_version", "retrain_served_version": "served_version",
+                   "retrain_outcome_reason": "outcome_reason"}  # fmt: skip
+
 
 def drift_table(dataset: str) -> str:
     return f"monitoring/{dataset}/drift"
@@ -59,6 +72,10 @@ def thresholds_table(dataset: str) -> str:
 
 def decisions_table(dataset: str) -> str:
     return f"monitoring/{dataset}/decisions"
+
+
+def outcomes_table(dataset: str) -> str:
+    return f"monitoring/{dataset}/retrain_outcomes"
 
 
 def reports_path(dataset: str, source: str, window_start: dt.date, model_version: int) -> str:
@@ -171,8 +188,27 @@ def replace_decision(lake: Lake, dataset: str, row: dict) -> int:
     return lake.replace_where(decisions_table(dataset), frame, window_predicate(row["window_start"]), metadata={"writer": "aiflow monitoring"})
 
 
+def record_outcome(lake: Lake, dataset: str, window_start: dt.date, *, run_id: str, registered_version: int, alias: str,
+                   served_version: int, outcome: str, reason: str) -> int:  # fmt: skip
+    """Record what the retrain the window starting ``window_start`` asked for ended in (``outcome``: ``promoted``,
+    ``challenger``, ``reinstated`` or ``canary``)."""
+    row = {"window_start": window_start, "run_id": run_id, "registered_version": registered_version, "alias": alias,
+           "served_version": served_version, "outcome": outcome, "outcome_reason": reason, "recorded_at": _now()}  # fmt: skip
+    return lake.append(outcomes_table(dataset), pl.DataFrame([row], schema=OUTCOMES_SCHEMA), metadata={"writer": "aiflow retrain"})
+
+
+def read_outcomes(lake: Lake, dataset: str) -> pl.DataFrame:
+    return read(lake, outcomes_table(dataset), OUTCOMES_SCHEMA).sort("window_start", "recorded_at")
+
+
 def read_decisions(lake: Lake, dataset: str) -> pl.DataFrame:
-    """Every decision, oldest window first; a table written before a column existed reads it as nulls."""
+    """Every decision, oldest window first; a table written before a column existed reads it as nulls. Beside each, the
+    latest outcome of the retrain it asked for (``OUTCOME_COLUMNS``; null without one)."""
     frame = read(lake, decisions_table(dataset), DECISIONS_SCHEMA)
     missing = [pl.lit(None, t).alias(c) for c, t in DECISIONS_SCHEMA.items() if c not in frame.columns]
-    return frame.with_columns(missing).select(list(DECISIONS_SCHEMA)).sort("window_start", "evaluated_at")
+    decided = frame.with_columns(missing).select(list(DECISIONS_SCHEMA))
+    latest = (
+        read_outcomes(lake, dataset).group_by("window_start").agg(pl.all().sort_by("recorded_at").last())
+        .select("window_start", *(pl.col(source).alias(name) for name, source in OUTCOME_COLUMNS.items()))
+    )  # fmt: skip
+    return decided.join(latest, on="window_start", how="left").sort("window_start", "evaluated_at")

@@ -200,7 +200,7 @@ def test_a_concept_that_comes_back_reinstates_the_earlier_champion_through_dagst
             f"{NAME}__evaluation": {"config": {"absolute": {"roc_auc": 0.5}, "must_beat_baseline": False, "latency_budget_ms_per_1k": 2000.0}},
             f"{NAME}__champion": {"config": {"policy": "spec", "reason": "retrain"}},
         }},
-        raise_on_error=False,
+        raise_on_error=False, tags={"aiflow/window": "2024-05-06"},  # as the retrain sensor tags the window that asked
     )  # fmt: skip
     assert retrain.success, [str(e.event_specific_data.error) for e in retrain.all_events if e.is_step_failure]
     evaluation = _meta(retrain, f"{NAME}__evaluation")
@@ -210,5 +210,11 @@ def test_a_concept_that_comes_back_reinstates_the_earlier_champion_through_dagst
     v3 = promoted["registered_version"]
     assert (promoted["promoted_version"], promoted["reinstated"], v3) == (1, True, v2.version + 1), promoted
     assert "earlier champion v1 reinstated" in promoted["reason"]
+    from aiflow.monitoring import history
+
+    # the window that asked for the retrain shows what it ended in
+    ended = history.read_outcomes(lake, NAME).row(-1, named=True)
+    assert (ended["window_start"].isoformat(), ended["outcome"], ended["registered_version"], ended["served_version"]) == ("2024-05-06", "reinstated", v3, 1)
+    assert ended["run_id"] == retrain.run_id and "earlier champion v1 reinstated" in ended["outcome_reason"]
     assert registry.alias(NAME, "champion") == 1 and registry.alias(NAME, "challenger") is None
     assert v3 not in registry.aliases(NAME).values() and registry.get(NAME, v3).family == "pytorch"
