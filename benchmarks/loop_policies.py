@@ -31,7 +31,7 @@ import polars as pl
 from aiflow.evaluation.paired import paired_evidence
 from aiflow.monitoring.calibration import calibrate
 from aiflow.monitoring.challenger import ChallengerPolicy, decisive_offline, earlier_champions, judge, reinstatement
-from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, metric_drop, superseding_drops
+from aiflow.monitoring.policy import Decision, Policy, Thresholds, WindowSignals, decide, metric_drop, rejudged, superseding_drops
 from benchmarks.loop_matrix import Matrix, oracle
 from benchmarks.worlds import DAY0
 
@@ -195,12 +195,10 @@ def default(m: Matrix, policy: Policy | None = None, cp: ChallengerPolicy | None
                 retired_at.append(now.window_end)
                 run.log.append(f"after window {v}: retire challenger v{challenger}: superseded by a decisive {', '.join(drops)} drop")
                 challenger = None
-            decision = decide(policy, thresholds[champion], own, earlier_past, running=asked_now, retired=retired_at)
+            later = min((d.window_start for d in past if d.action == "retrain" and d.window_start > now.window_start), default=None)
+            decision = rejudged(decide(policy, thresholds[champion], own, earlier_past, running=asked_now, retired=retired_at),
+                                before[-1] if before else None, later, labelled=now.labelled)  # fmt: skip
             asked = bool(before) and before[-1].action == "retrain"
-            if asked:  # re-judged with its labels: the retrain it asked for was requested already
-                decision = dataclasses.replace(decision, action="retrain", reason=f"{before[-1].reason} Re-judged: {decision.reason}")
-            elif decision.action == "retrain" and any(d.action == "retrain" and d.window_start > now.window_start for d in past):
-                decision = dataclasses.replace(decision, action="skip", reason=f"skip: superseded by a later window's retrain ({decision.reason})")
             if decision.action == "retrain" and not asked:
                 asked_now = True
                 # promoted offline or reinstated: the windows the old champion served are no longer judged on it

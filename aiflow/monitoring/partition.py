@@ -33,7 +33,7 @@ from aiflow.monitoring.monitor import (
     served_frame,
     thresholds_for,
 )
-from aiflow.monitoring.policy import Decision, Thresholds, decide, superseding_drops
+from aiflow.monitoring.policy import Decision, Thresholds, decide, rejudged, superseding_drops
 from aiflow.monitoring.retrain import _thresholds, run_key, window_signals
 from aiflow.serving.batch import SCORE
 from aiflow.spec import EVENT_DATE, DatasetSpec, window_start_of
@@ -183,18 +183,11 @@ def decide_window(lake: Lake, spec: DatasetSpec, start: dt.date, *, running: boo
     retire = decided.filter((pl.col("window_start") <= start) & (pl.col("challenger_action") == "retire"))["window_end"].to_list()
     if outcome is not None and outcome.verdict.action == "retire":
         retire.append(window.window_end)
-    decision = decide(policy, thresholds, own, past, running=running, retired=retire)
-    later = decided.filter((pl.col("window_start") > start) & (pl.col("action") == "retrain"))
-    if before.height and before["action"][-1] == "retrain":
-        # the retrain this window asked for was requested: re-judging it (late labels) updates its numbers, not its verdict
-        decision = replace(decision, action="retrain", reason=f"{before['reason'][-1]} Re-judged with {window.labelled} labels: "
-                           f"{decision.reason}", fired=decision.fired or tuple(s for s in (before["fired"][-1] or "").split(",") if s))
-    elif decision.action == "retrain" and later.height:
-        decision = replace(
-            decision, action="skip",
-            reason=f"skip: superseded: the later window {later['window_start'][0]} already retrained ({decision.reason})",
-        )  # fmt: skip
-    asked = before.height and before["action"][-1] == "retrain"
+    later = decided.filter((pl.col("window_start") > start) & (pl.col("action") == "retrain"))["window_start"]
+    earlier = Decision.from_row(before.row(-1, named=True)) if before.height else None
+    decision = rejudged(decide(policy, thresholds, own, past, running=running, retired=retire), earlier,
+                        later.min() if later.len() else None, labelled=window.labelled)  # fmt: skip
+    asked = earlier is not None and earlier.action == "retrain"
     if outcome is not None and decision.action == "retrain" and not asked and outcome.verdict.action in ("wait", "promote"):
         why = "stays in shadow" if outcome.verdict.action == "wait" else "was just promoted"
         decision = replace(decision, action="skip", reason=f"skip: challenger v{outcome.challenger} {why} ({decision.reason})")

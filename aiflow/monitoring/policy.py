@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 
 SIGNALS = ("drift", "estimated", "realized", "age")
@@ -378,6 +378,19 @@ def decide(policy: Policy, thresholds: Thresholds, history: Sequence[WindowSigna
         return verdict("skip", f"skip: a retrain is already running ({fired_notes} in {span}).", holding)
     held_for = f"decisive: at least {policy.decisive_drop:g} times its threshold, no hysteresis" if decisive & set(holding) else f"held {policy.hysteresis} window(s)"
     return verdict("retrain", f"retrain: {fired_notes} in {span}, {held_for}.", holding)
+
+
+def rejudged(decision: Decision, before: Decision | None, later: dt.date | None, *, labelled: int) -> Decision:
+    """The verdict on a window judged again (its labels arrived, or a run retried), from ``decision`` (what :func:`decide`
+    says now), ``before`` (the window's earlier verdict, if any) and ``later`` (the start of a later window that already
+    retrained, if any): a retrain the window asked for stays asked — its numbers updated, never a second run — and a
+    retrain asked only now is superseded by the later window's (an older window never retrains after a newer one did)."""
+    if before is not None and before.action == "retrain":
+        return replace(decision, action="retrain", reason=f"{before.reason} Re-judged with {labelled} labels: {decision.reason}",
+                       fired=decision.fired or before.fired)  # fmt: skip
+    if decision.action == "retrain" and later is not None:
+        return replace(decision, action="skip", reason=f"skip: superseded: the later window {later} already retrained ({decision.reason})")
+    return decision
 
 
 def _change_driven(retrains: Sequence[Decision], past: Sequence[Decision]) -> bool:

@@ -385,3 +385,26 @@ def test_hysteresis_not_met_quotes_every_note():
         f"skip: signals crossed but hysteresis not yet met in window {D0} to {D0 + dt.timedelta(days=7)} (estimated held 1 of 2 "
         "windows; weighted drift share 0.100 <= 0.300; estimated roc_auc drop 0.100 > 0.050; realized roc_auc drop 0.010 <= 0.050)."
     )
+
+
+# ------------------------------------------------------------------------------------------------ a window judged again
+def test_a_window_judged_again_keeps_the_retrain_it_asked_for_and_never_asks_after_a_later_window():
+    from aiflow.monitoring.policy import rejudged
+
+    start = week(3).window_start
+    asked = Decision(start, start + dt.timedelta(days=7), 1, "retrain", "retrain: age 5 windows >= 5.", fired=("age",))
+    now_skip = Decision(start, start + dt.timedelta(days=7), 1, "skip", "skip: no signal crossed its threshold.")
+    now_retrain = Decision(start, start + dt.timedelta(days=7), 1, "retrain", "retrain: realized roc_auc drop 0.2 > 0.1.", fired=("realized",))
+    # asked before: still asked, the numbers of now, both reasons; the signals of now, or of before when none fires now
+    got = rejudged(now_skip, asked, None, labelled=312)
+    assert (got.action, got.fired) == ("retrain", ("age",))
+    assert got.reason == "retrain: age 5 windows >= 5. Re-judged with 312 labels: skip: no signal crossed its threshold."
+    assert rejudged(now_retrain, asked, week(5).window_start, labelled=0).fired == ("realized",)  # a later retrain changes nothing
+    # asked only now, after a later window retrained: superseded, naming that window
+    later = week(4).window_start
+    got = rejudged(now_retrain, now_skip, later, labelled=312)
+    assert (got.action, got.fired) == ("skip", ("realized",))
+    assert got.reason == f"skip: superseded: the later window {later} already retrained (retrain: realized roc_auc drop 0.2 > 0.1.)"
+    # otherwise the verdict of now stands, unchanged
+    assert rejudged(now_retrain, now_skip, None, labelled=312) is now_retrain
+    assert rejudged(now_skip, None, later, labelled=312) is now_skip
