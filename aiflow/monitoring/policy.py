@@ -396,8 +396,8 @@ def rejudged(decision: Decision, before: Decision | None, later: dt.date | None,
 def _change_driven(retrains: Sequence[Decision], past: Sequence[Decision]) -> bool:
     """Whether the last of ``retrains`` answered a change: a drift or metric signal fired, or it was the follow-up of a
     retrain that did (the version it was decided on was the product of the retrain before it). A retrain fired by age
-    alone found nothing changed: its product waits the normal age limit, not a follow-up (on the demo year each
-    follow-up of an age challenger that won cost a promotion). A retrain recorded without its signals counts as one."""
+    alone found nothing changed: its product waits the normal age limit, not a follow-up (the demo year: 2 retrains fewer,
+    a better worst week; benchmarks/README.md). A retrain recorded without its signals counts as a change."""
     last, earlier = retrains[-1], retrains[:-1]
     if set(last.fired) != {"age"}:
         return True
