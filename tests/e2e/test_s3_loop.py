@@ -66,6 +66,10 @@ def test_the_whole_loop_writes_every_table_and_report_under_the_s3_lake(s3_loop_
     v2 = registry.get("rides", 2)
     assert "drift" in (v2.reason or "") and v2.location(f"{run.prefix}/artifacts").startswith(f"{run.prefix}/artifacts/")
     assert run.champion_after in (1, 2)
+    # what the retrain ended in is recorded on S3 too, beside the window's decision
+    assert any(k.startswith("lake/monitoring/rides/retrain_outcomes/_delta_log/") for k in keys)
+    ended = history.read_decisions(lake, "rides").row(0, named=True)
+    assert ended["retrain_version"] == 2 and ended["retrain_outcome"] == ("promoted" if run.champion_after == 2 else "challenger")
     if run.champion_after == 2:
         assert run.champion_seen_after == 2  # hot-reloaded from the S3 registry by the running server
 
