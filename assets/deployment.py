@@ -5,7 +5,16 @@ import getpass
 from typing import Literal
 
 import pydantic
-from dagster import AssetExecutionContext, AssetsDefinition, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetObservation,
+    AssetsDefinition,
+    AutomationCondition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from pydantic import Field
 
 from aiflow.evaluation.metrics import PRIMARY
@@ -22,7 +31,7 @@ from aiflow.serving.batch import score_new_partitions
 from aiflow.spec import DatasetSpec
 from aiflow.storage.artifacts import ArtifactStore
 from aiflow.storage.lake import Tables
-from assets.keys import champion_key, evaluation_key, features_key, predictions_key, registered_key
+from assets.keys import champion_key, decisions_key, evaluation_key, features_key, predictions_key, registered_key
 from assets.metadata import frame_table, table_metadata
 from assets.training import WINDOW_TAG, link, run_ids
 from assets.validation import CANDIDATE_ID, USE_LATEST
@@ -201,8 +210,14 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         window = context.run.tags.get(WINDOW_TAG) if context.run else None
         if window:  # a retrain a monitoring window asked for: its outcome beside the window's decision
             outcome = "reinstated" if back is not None else {"champion": "promoted"}.get(alias, alias)
+            served = registry.alias(spec.name, "champion")
             history.record_outcome(store, spec.name, dt.date.fromisoformat(window), run_id=context.run_id, registered_version=version,
-                                   alias=alias, served_version=registry.alias(spec.name, "champion"), outcome=outcome, reason=reason)  # fmt: skip
+                                   alias=alias, served_version=served, outcome=outcome, reason=reason)  # fmt: skip
+            # and on the window's page of the decisions asset in the UI (an observation: the decision itself is unchanged)
+            context.log_event(AssetObservation(
+                asset_key=decisions_key(spec), partition=window, description=f"the retrain this window asked for: {outcome} ({reason})",
+                metadata={"retrain_outcome": outcome, "retrain_version": version, "served_version": served, "retrain_run": context.run_id},
+            ))  # fmt: skip
         meta = {**alias_metadata(registry, spec.name), "promoted_version": target, "policy": config.policy, "alias": alias, "reason": reason,
                 "registered_version": version, "reinstated": back is not None}  # fmt: skip
         if before is not None:

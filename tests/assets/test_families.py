@@ -216,5 +216,12 @@ def test_a_concept_that_comes_back_reinstates_the_earlier_champion_through_dagst
     ended = history.read_outcomes(lake, NAME).row(-1, named=True)
     assert (ended["window_start"].isoformat(), ended["outcome"], ended["registered_version"], ended["served_version"]) == ("2024-05-06", "reinstated", v3, 1)
     assert ended["run_id"] == retrain.run_id and "earlier champion v1 reinstated" in ended["outcome_reason"]
+    # and on that window's page of the decisions asset in the UI
+    from dagster import AssetRecordsFilter
+
+    seen = instance.fetch_observations(AssetRecordsFilter(asset_key=AssetKey([NAME, "decisions"]), asset_partitions=["2024-05-06"]), limit=1)
+    observed = seen.records[0].asset_observation
+    assert observed.metadata["retrain_outcome"].value == "reinstated" and observed.metadata["served_version"].value == 1
+    assert observed.metadata["retrain_version"].value == v3 and "earlier champion v1 reinstated" in observed.description
     assert registry.alias(NAME, "champion") == 1 and registry.alias(NAME, "challenger") is None
     assert v3 not in registry.aliases(NAME).values() and registry.get(NAME, v3).family == "pytorch"
