@@ -265,11 +265,14 @@ def cmd_replay(args) -> int:
                 wait_for(lambda decided_at=decided_at: daemon.check() or watch.evaluated_after(lake, name, decided_at), HOP_TIMEOUT,
                          f"the retrain of window {window} to be evaluated", hint)  # fmt: skip
                 version = watch.registered_after(lake, name, decided_at)
-                if version is not None:  # promoted at once (decisive offline margin), or the challenger in shadow
-                    wait_for(lambda v=version: v in Registry(lake).aliases(name).values(), HOP_TIMEOUT, f"v{version} to take an alias", hint)
-                    alias = next(a for a, v in Registry(lake).aliases(name).items() if v == version)
-                    wait_for(lambda v=version, a=alias: client.serving(name, a) == v, 120, f"the server to load v{version} as {alias}")
-                    said = "promoted and serving" if alias == "champion" else f"the {alias}, scored in shadow: live evidence decides"
+                if version is not None:  # promoted at once, the challenger in shadow, or an earlier champion reinstated
+                    wait_for(lambda w=window, t=decided_at: watch.outcome_after(lake, name, w, t) is not None, HOP_TIMEOUT,
+                             f"the retrain of window {window} to flip an alias", hint)  # fmt: skip
+                    ended = watch.outcome_after(lake, name, window, decided_at)
+                    serves, alias = (ended["served_version"], "champion") if ended["outcome"] == "reinstated" else (version, ended["alias"])
+                    wait_for(lambda v=serves, a=alias: client.serving(name, a) == v, 120, f"the server to load v{serves} as {alias}")
+                    said = {"reinstated": f"registered without an alias: earlier champion v{serves} reinstated and serving",
+                            "promoted": "promoted and serving"}.get(ended["outcome"], f"the {alias}, scored in shadow: live evidence decides")  # fmt: skip
                     say(f"{clock()}   retrained: v{version} {said}")
                 else:
                     say(f"{clock()}   retrain rejected ({_cut(watch.gate_message(lake, name), 50)}): v{Registry(lake).alias(name, 'champion')} serves on")

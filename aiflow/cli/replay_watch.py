@@ -75,6 +75,13 @@ def registered_after(lake: Lake, name: str, when: dt.datetime) -> int | None:
     return None
 
 
+def outcome_after(lake: Lake, name: str, window: dt.date, when: dt.datetime) -> dict | None:
+    """What the retrain of ``window`` ended in, recorded since ``when`` by its champion step (``history.record_outcome``:
+    outcome, registered and served versions, alias), or None while the run has not got there."""
+    ended = history.read_outcomes(lake, name).filter((pl.col("window_start") == window) & (pl.col("recorded_at") >= when))
+    return ended.row(-1, named=True) if ended.height else None
+
+
 def first_rejected(lake: Lake, name: str) -> bool:
     """Whether a first candidate was evaluated and failed its gates (no champion will come)."""
     evaluations = Handoffs(lake).evaluations(name)

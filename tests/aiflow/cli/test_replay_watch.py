@@ -61,3 +61,28 @@ def test_a_challenger_in_shadow_does_not_count_as_answered_requests(tmp_path):
     log.add(log_rows(**common, version=1, variant="champion")[2:])
     log.flush()
     assert logged(lake, "trips") == 5
+
+
+def test_the_replay_reads_a_retrain_s_outcome_of_its_window_recorded_after_its_decision(tmp_path):
+    """A reinstated earlier champion leaves the retrain without an alias: the replay waited for one to appear (seen on
+    the seasonal world under the daemon: stuck after 'earlier champion v1 reinstated'); it reads the outcome instead."""
+    import time
+
+    from aiflow.cli.replay_watch import outcome_after
+    from aiflow.monitoring import history
+
+    lake = Lake(tmp_path / "lake")
+    before = dt.datetime.now(dt.UTC)
+    assert outcome_after(lake, "trips", W[1], before) is None  # no table yet
+    history.record_outcome(lake, "trips", W[1], run_id="old", registered_version=2, alias="champion", served_version=2,
+                           outcome="promoted", reason="earlier run")  # fmt: skip
+    time.sleep(0.01)
+    decided_at = dt.datetime.now(dt.UTC)
+    assert outcome_after(lake, "trips", W[1], decided_at) is None  # recorded before this decision: not this retrain's
+    history.record_outcome(lake, "trips", W[0], run_id="other", registered_version=3, alias="challenger", served_version=2,
+                           outcome="challenger", reason="another window")  # fmt: skip
+    assert outcome_after(lake, "trips", W[1], decided_at) is None
+    history.record_outcome(lake, "trips", W[1], run_id="r", registered_version=4, alias="champion", served_version=1,
+                           outcome="reinstated", reason="earlier champion v1 reinstated")  # fmt: skip
+    got = outcome_after(lake, "trips", W[1], decided_at)
+    assert (got["outcome"], got["registered_version"], got["served_version"], got["run_id"]) == ("reinstated", 4, 1, "r")
