@@ -339,6 +339,8 @@ def _one_column(kind: str, values: pl.Series) -> tuple[list, list[str]]:
     )
     frame = pl.DataFrame({"v": values, "ts": [utc(2013, 1, 1)] * len(values)})
     good, bad, _ = split_typed(with_row_numbers(frame), table)
+    assert good.schema["v"] == {"bool": pl.Boolean, "int32": pl.Int32, "int64": pl.Int64, "float64": pl.Float64, "string": pl.String,
+                                "date": pl.Date, "datetime": UTC_US}[kind]  # fmt: skip
     return good.sort("_source_row")["v"].to_list(), bad.sort("_source_row")["_reason"].to_list()
 
 
@@ -433,3 +435,37 @@ def test_a_converted_datetime_column_is_microsecond_utc():
                    pl.Series([dt.datetime(2013, 1, 2)], dtype=pl.Datetime("ms", "Europe/Paris")), pl.Series([dt.date(2013, 1, 2)])):  # fmt: skip
         good, bad, _ = split_typed(with_row_numbers(pl.DataFrame({"ts": values})), table)
         assert good.schema["ts"] == UTC_US and bad.height == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "good", "bad"),
+    [
+        pytest.param(
+            "bool",
+            lambda: pl.Series([1, 0, 2, -1, None], dtype=pl.Int64),
+            [True, False, None],
+            ["'2' as bool", "'-1' as bool"],
+            id="bool-from-int-only-1-and-0",
+        ),
+        pytest.param(
+            "bool",
+            lambda: pl.Series([1.0, 0.0, float("nan"), 0.5], dtype=pl.Float64),
+            [True, False],
+            ["'NaN' as bool", "'0.5' as bool"],
+            id="bool-from-float-only-1-and-0",
+        ),
+        pytest.param("bool", lambda: pl.Series([dt.date(2013, 1, 1)]), [], ["'2013-01-01' as bool"], id="bool-from-date"),
+        pytest.param(
+            "date", lambda: pl.Series([20121201, 15706], dtype=pl.Int64), [], ["'20121201' as date", "'15706' as date"], id="date-from-int"
+        ),
+        pytest.param("date", lambda: pl.Series([15706.0]), [], ["'15706.0' as date"], id="date-from-float"),
+        pytest.param("date", lambda: pl.Series([dt.time(1, 2)]), [], ["'01:02:00' as date"], id="date-from-time"),
+    ],
+)
+def test_a_typed_value_that_is_no_bool_or_no_date_is_a_bad_value_as_its_text_is(kind, values, good, bad):
+    """A number is a bool only as 1 or 0 (the text "2" is a bad value, so is the number 2; Polars alone casts 2, -1 and
+    NaN to true) and never a date (Polars alone reads it as days since 1970: 20121201 became a day in the year 57059); a
+    type with no cast (a date for a bool, a time for a date) is a bad value, not an error that sinks the file."""
+    got, reasons = _one_column(kind, values())
+    assert got == good
+    assert [r.split(": cannot parse ")[1] for r in reasons] == bad
