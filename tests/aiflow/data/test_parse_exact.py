@@ -469,3 +469,10 @@ def test_a_typed_value_that_is_no_bool_or_no_date_is_a_bad_value_as_its_text_is(
     got, reasons = _one_column(kind, values())
     assert got == good
     assert [r.split(": cannot parse ")[1] for r in reasons] == bad
+
+
+def test_a_renamed_csv_column_is_typed_by_the_reader_under_its_spec_type():
+    columns = copy.deepcopy(TINY["columns"])
+    columns["distance"]["source"] = "Distance (mi)"
+    raw = read_file(csv_bytes(TRIPS_ROWS, TRIPS_HEADER.replace("distance", "Distance (mi)")), "csv", _table(columns=columns), "r.csv")
+    assert raw.schema["distance"] == pl.Float64 and raw["distance"].to_list() == [100.5, 2000.0, 733.0]
