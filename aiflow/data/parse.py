@@ -120,12 +120,17 @@ def _convert(column: str, dtype: pl.DataType, target: str) -> pl.Expr:
         if dtype == pl.String:
             text = c.str.strip_chars()
             return pl.coalesce(text.str.to_date("%Y-%m-%d", strict=False), text.str.to_date(strict=False))
-        return c.cast(pl.Date, strict=False)
+        if isinstance(dtype, pl.Datetime):
+            return c.cast(pl.Date, strict=False)
+        # a number is not a date (Polars would read it as days since 1970: 20121201 a day in the year 57059)
+        return pl.lit(None, pl.Date)
     if target == "bool":
         if dtype == pl.String:
             low = c.str.strip_chars().str.to_lowercase()
             return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False).otherwise(None)
-        return c.cast(pl.Boolean, strict=False)
+        if dtype.is_numeric():  # 1 and 0 as the text "1" and "0" are; Polars would make 2, -1 and NaN true
+            return pl.when(c == 1).then(True).when(c == 0).then(False).otherwise(None)
+        return pl.lit(None, pl.Boolean)
     polars_type = POLARS_TYPES[target]
     if target in _INT_TYPES and dtype.is_float():
         # a float only becomes an integer when it is a whole number: 1.5 is a bad value, not 1
