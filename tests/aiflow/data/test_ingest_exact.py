@@ -523,3 +523,104 @@ def test_bronze_s_log_read_again_gives_the_file_to_the_earlier_commit(lake, zone
     assert entries[("copy.csv", "other-0000")]["outcome"] == INGESTED
     assert quarantined(lake) == [("copy.csv", 3, "type", sha(data), "other-0000", "ingest")]
     assert staged_batches(lake, "trips") == []
+
+
+# ------------------------------------------------------------------------------------- the index
+def test_the_ledger_marks_how_far_bronze_s_log_is_indexed(lake, zone, landing_dir, tiny_spec, monkeypatch):
+    """Every ledger commit after the first run records the bronze version through which every batch is in the ledger; the
+    next run reads bronze's log only after it. A ledger created by a repair carries the mark in its very first commit."""
+    from aiflow.data.ingest import _ledger_state
+
+    assert _ledger_state(lake, tiny_spec) == ({}, set(), None)
+    day1, day2, day3 = land_three(landing_dir)
+    stop_after_bronze(lake, zone, tiny_spec, monkeypatch)  # bronze v0; no ledger yet
+    assert repair(lake, zone, tiny_spec) == 1  # ledger v0, written by the repair: bronze is indexed through v0
+    assert lake.version(LEDGER) == 0
+    owners, batches, through = _ledger_state(lake, tiny_spec)
+    assert (batches, through) == ({"b1-0000"}, 0)
+    assert owners == {sha(day1): ("day1.csv", "b1-0000"), sha(day2): ("day2.csv", "b1-0000"), sha(day3): ("day3.csv", "b1-0000")}
+
+    write_file(landing_dir, "day4.csv", csv_bytes(["80,AA,JFK,100,,,,,2013-01-09T00:00:00Z"]))
+    ingest(lake, zone, tiny_spec, batch_id="b2")  # bronze v1, ledger v1 marked through bronze v0 (its repair's view)
+    assert _ledger_state(lake, tiny_spec)[2] == 0
+    write_file(landing_dir, "day5.csv", csv_bytes(["81,AA,JFK,100,,,,,2013-01-10T00:00:00Z"]))
+    read = []
+    original = Lake.commits
+
+    def recording(self, table, after, until=None):
+        read.append((table, after, until))
+        return original(self, table, after, until)
+
+    monkeypatch.setattr(Lake, "commits", recording)
+    ingest(lake, zone, tiny_spec, batch_id="b3")  # bronze v2
+    monkeypatch.undo()
+    assert read == [(BRONZE, 0, 1)]  # only bronze v1 read again, once (the claims then start at it)
+    assert _ledger_state(lake, tiny_spec)[2] == 1
+
+
+# --------------------------------------------------------------------------- writes and chunks
+def test_each_batch_replaces_only_its_own_quarantine_and_ledger_rows_and_says_so_in_its_commits(lake, zone, landing_dir, tiny_spec):
+    day2, day3 = csv_bytes(DAY2), csv_bytes(DAY3)
+    write_file(landing_dir, "day2.csv", day2)
+    ingest(lake, zone, tiny_spec, batch_id="b1")
+    write_file(landing_dir, "day3.csv", day3)
+    ingest(lake, zone, tiny_spec, batch_id="b2")
+    assert [(f, r, b) for f, r, _, _, b, _ in quarantined(lake)] == [
+        ("day2.csv", 2, "b1-0000"),
+        ("day2.csv", 3, "b1-0000"),
+        ("day2.csv", 4, "b1-0000"),
+        ("day3.csv", 2, "b2-0000"),
+    ]
+    assert sorted(rows(lake, LEDGER).select("file", "batch_id").iter_rows()) == [("day2.csv", "b1-0000"), ("day3.csv", "b2-0000")]
+    (quarantine_commit,) = [c for c in lake.history(QUARANTINE) if c["version"] == 1]
+    assert quarantine_commit["aiflow.batch_id"] == "b2-0000"
+    ledger_commits = {c["version"]: c for c in lake.history(LEDGER)}
+    assert ledger_commits[0]["aiflow.batch_id"] == "b1-0000" and "aiflow.indexed_through" not in ledger_commits[0]
+    assert (ledger_commits[1]["aiflow.batch_id"], ledger_commits[1]["aiflow.indexed_through"]) == ("b2-0000", "0")
+
+
+def test_a_chunk_commits_as_soon_as_it_holds_chunk_rows_rows(lake, zone, landing_dir, tiny_spec):
+    for i in range(3):
+        write_file(landing_dir, f"f{i}.csv", csv_bytes([f"{90 + 2 * i + j},AA,JFK,100,,,,,2013-01-1{i}T0{j}:00:00Z" for j in range(2)]))
+    progress = []
+    report = ingest(lake, zone, tiny_spec, chunk_rows=4, batch_id="c", on_progress=lambda done, total: progress.append((done, total)))
+    batches = dict(rows(lake, LEDGER).select("file", "batch_id").iter_rows())
+    assert batches == {"f0.csv": "c-0000", "f1.csv": "c-0000", "f2.csv": "c-0002"}  # 2 + 2 rows reach 4: commit
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    assert report.bronze_version == 1 and lake.version(BRONZE) == 1
+
+
+def test_batch_times_are_utc_on_a_machine_in_another_time_zone(lake, zone, landing_dir, tiny_spec, monkeypatch):
+    import datetime as dt
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        write_file(landing_dir, "day2.csv", csv_bytes(DAY2))
+        before = dt.datetime.now(dt.UTC)
+        ingest(lake, zone, tiny_spec)
+        after = dt.datetime.now(dt.UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    (ingested_at,) = set(rows(lake, BRONZE)["_ingested_at"])
+    assert before <= ingested_at <= after
+    assert set(rows(lake, QUARANTINE)["_quarantined_at"]) == {ingested_at}
+    assert set(rows(lake, LEDGER)["ingested_at"]) == {ingested_at}
+
+
+def test_an_unreadable_file_is_rejected_with_its_name_in_the_reason_and_the_log(lake, zone, landing_dir, tiny_spec, caplog):
+    caplog.set_level(logging.INFO, logger="aiflow.data.ingest")
+    write_file(landing_dir, "notes.txt", b"hello")
+    write_file(landing_dir, "short.csv", b"trip_id,carrier,origin,ts\n1,AA,JFK,2013-01-01T00:00:00Z\n")
+    report = ingest(lake, zone, tiny_spec, batch_id="r")
+    errors = {f.file: f.error for f in report.files}
+    assert errors["notes.txt"] == "notes.txt: unknown file type (expected .csv, .parquet or .jsonl)"
+    assert errors["short.csv"].startswith("short.csv: ")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    kept = landing_dir / REJECTED_DIR / "r-0000"
+    assert warnings == [
+        f"rejected notes.txt: {errors['notes.txt']} (kept at {kept / 'notes.txt'})",
+        f"rejected short.csv: {errors['short.csv']} (kept at {kept / 'short.csv'})",
+    ]
