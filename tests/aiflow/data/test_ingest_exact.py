@@ -624,3 +624,72 @@ def test_an_unreadable_file_is_rejected_with_its_name_in_the_reason_and_the_log(
         f"rejected notes.txt: {errors['notes.txt']} (kept at {kept / 'notes.txt'})",
         f"rejected short.csv: {errors['short.csv']} (kept at {kept / 'short.csv'})",
     ]
+
+
+# ------------------------------------------------------------------------- typing, file by file
+def test_a_header_only_file_is_ingested_with_nothing_in_it(lake, zone, landing_dir, tiny_spec):
+    from tests.aiflow.tiny import TRIPS_HEADER
+
+    write_file(landing_dir, "a_empty.csv", (TRIPS_HEADER + "\n").encode())
+    write_file(landing_dir, "b_day1.csv", csv_bytes(TRIPS_ROWS))  # the same columns: typed in one pass with it
+    report = ingest(lake, zone, tiny_spec)
+    outcomes = [(f.file, f.outcome, f.rows_ingested, f.rows_quarantined, f.quarantine_share, f.event_dates) for f in report.files]
+    assert outcomes[0] == ("a_empty.csv", INGESTED, 0, 0, 0.0, [])
+    assert outcomes[1][:5] == ("b_day1.csv", INGESTED, 3, 0, 0.0)
+    entry = rows(lake, LEDGER).filter(pl.col("file") == "a_empty.csv").row(0, named=True)
+    assert (entry["uri"], entry["rows_ingested"], entry["rows_quarantined"], entry["event_dates"]) == (
+        str(landing_dir / "a_empty.csv"),
+        0,
+        0,
+        [],
+    )
+
+
+def test_a_file_whose_every_row_is_quarantined_is_ingested_when_the_limit_is_off(lake, zone, landing_dir, tiny_dict):
+    from aiflow.spec import parse_spec
+
+    tiny_dict["landing"]["max_quarantined_share"] = 1.0
+    data = csv_bytes(["30,AA,JFK,far,,,,,2013-01-06T00:00:00Z", "31,AA,JFK,near,,,,,2013-01-06T01:00:00Z"])
+    write_file(landing_dir, "all_bad.csv", data)
+    (outcome,) = ingest(lake, zone, parse_spec(tiny_dict, "tiny")).files
+    assert (outcome.outcome, outcome.rows_ingested, outcome.rows_quarantined, outcome.quarantine_share) == (INGESTED, 0, 2, 1.0)
+    assert outcome.event_dates == [__import__("datetime").date(2013, 1, 6)] and not outcome.over_limit
+    assert [(f, r) for f, r, *_ in quarantined(lake)] == [("all_bad.csv", 1), ("all_bad.csv", 2)]
+    assert rows(lake, BRONZE).height == 0
+
+
+def test_a_file_over_the_limit_leaves_the_files_typed_with_it_ingested(lake, zone, landing_dir, tiny_spec):
+    bad = ["40,AA,JFK,100,,,,,2013-01-07T00:00:00Z", "41,AA,JFK,far,,,,,2013-01-07T01:00:00Z", "42,AA,JFK,near,,,,,2013-01-07T02:00:00Z"]
+    write_file(landing_dir, "a_mostly_bad.csv", csv_bytes(bad))
+    write_file(landing_dir, "b_day1.csv", csv_bytes(TRIPS_ROWS))
+    write_file(landing_dir, "c_day3.csv", csv_bytes(DAY3))
+    report = ingest(lake, zone, tiny_spec)
+    assert [(f.file, f.outcome, f.rows_ingested, f.rows_quarantined) for f in report.files] == [
+        ("a_mostly_bad.csv", REJECTED, 0, 0),
+        ("b_day1.csv", INGESTED, 3, 0),
+        ("c_day3.csv", INGESTED, 3, 1),
+    ]
+    assert report.files[0].quarantine_share == pytest.approx(2 / 3) and report.files[2].quarantine_share == 0.25
+    assert sorted(set(rows(lake, BRONZE)["_source_file"])) == ["b_day1.csv", "c_day3.csv"]
+    assert [(f, r) for f, r, *_ in quarantined(lake)] == [("c_day3.csv", 2)]
+
+
+def test_files_of_two_schemas_in_one_batch_keep_every_quarantined_row_and_name_the_new_column(lake, zone, landing_dir, tiny_spec, caplog):
+    caplog.set_level(logging.INFO, logger="aiflow.data.ingest")
+    write_file(landing_dir, "a_day3.csv", csv_bytes(DAY3))
+    gate = ["70,AA,JFK,100,,2013-01-05T12:00:00Z,A1", "71,AA,JFK,far,,2013-01-05T13:00:00Z,A2", "72,AA,JFK,110,,2013-01-05T14:00:00Z,A3"]
+    write_file(landing_dir, "b_gate.csv", csv_bytes(gate, GATE))
+    more = ["73,AA,JFK,100,,2013-01-05T15:00:00Z,B1", "74,AA,JFK,near,,2013-01-05T16:00:00Z,B2", "75,AA,JFK,120,,2013-01-05T17:00:00Z,B3"]
+    write_file(landing_dir, "c_gate.csv", csv_bytes(more, GATE))  # text in distance too: read with b_gate.csv's schema
+    report = ingest(lake, zone, tiny_spec)
+    assert [(f.file, f.rows_ingested, f.rows_quarantined, f.new_columns) for f in report.files] == [
+        ("a_day3.csv", 3, 1, []),
+        ("b_gate.csv", 2, 1, ["gate"]),
+        ("c_gate.csv", 2, 1, ["gate"]),
+    ]
+    assert [(f, r, rule) for f, r, rule, *_ in quarantined(lake)] == [
+        ("a_day3.csv", 2, "type"),
+        ("b_gate.csv", 2, "type"),
+        ("c_gate.csv", 2, "type"),
+    ]
+    assert "new column(s) ['gate'] kept as strings (in b_gate.csv, c_gate.csv)" in caplog.messages
