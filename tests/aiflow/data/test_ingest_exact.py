@@ -173,20 +173,24 @@ def test_a_batch_whose_quarantined_rows_are_nowhere_fails_naming_the_file_and_st
     _, day2, day3 = land_three(landing_dir)
     batch = stop_after_bronze(lake, zone, tiny_spec, monkeypatch)
     unstage(lake, "trips", batch)
-    if change == "deleted":
+    lost = f"day2.csv (3 rows, SHA-256 {sha(day2)})"
+    if change == "deleted":  # both files with quarantined rows: both named
         (landing_dir / "day2.csv").unlink()
+        (landing_dir / "day3.csv").unlink()
+        lost += f", day3.csv (1 rows, SHA-256 {sha(day3)})"
     else:
         (landing_dir / "day2.csv").write_bytes(day2 + b"12,AA,JFK,10,,,,,2013-01-02T17:00:00Z\n")
 
     with pytest.raises(QuarantineLost) as exc:
         repair(lake, zone, tiny_spec)
     assert str(exc.value) == (
-        f"trips: batch {batch} is in bronze, but the quarantined rows of day2.csv (3 rows, SHA-256 {sha(day2)}) are neither "
+        f"trips: batch {batch} is in bronze, but the quarantined rows of {lost} are neither "
         f"staged in the lake nor rebuildable from {landing_dir} (the file is gone or holds other bytes). Land each file "
         f"again with those bytes under its name and run the ingestion again; until then the batch stays unfinished."
     )
     assert not lake.exists(LEDGER) and not lake.exists(QUARANTINE)
     write_file(landing_dir, "day2.csv", day2)  # the bytes are back: the next run finishes the batch
+    write_file(landing_dir, "day3.csv", day3)
     assert repair(lake, zone, tiny_spec) == 1
     assert quarantined(lake) == expected_quarantine(batch, day2, day3)
 
@@ -693,3 +697,99 @@ def test_files_of_two_schemas_in_one_batch_keep_every_quarantined_row_and_name_t
         ("c_gate.csv", 2, "type"),
     ]
     assert "new column(s) ['gate'] kept as strings (in b_gate.csv, c_gate.csv)" in caplog.messages
+
+
+# ------------------------------------------------------------------------------- the run's report
+def test_the_summary_counts_each_outcome_and_is_the_run_s_last_log_line(lake, zone, landing_dir, tiny_spec, caplog, monkeypatch):
+    import datetime as dt
+    import re
+    import time
+
+    caplog.set_level(logging.INFO, logger="aiflow.data.ingest")
+    data = csv_bytes(TRIPS_ROWS)
+    write_file(landing_dir, "a.csv", data)
+    write_file(landing_dir, "b.csv", data)
+    write_file(landing_dir, "c.txt", b"hello")
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # the batch id's time is UTC on a machine in another time zone
+    time.tzset()
+    try:
+        before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        report = ingest(lake, zone, tiny_spec)
+        after = dt.datetime.now(dt.UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", report.batch_id)
+    assert before <= dt.datetime.strptime(report.batch_id[:15], "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC) <= after
+    assert report.summary() == (f"trips: 3 file(s) from {landing_dir}: 1 ingested (3 rows, 0 quarantined), 1 duplicate, 1 rejected")
+    assert caplog.records[-1].getMessage() == report.summary()
+    duplicate = report.files[1]
+    assert (duplicate.file, duplicate.sha256, duplicate.outcome, duplicate.duplicate_of) == ("b.csv", sha(data), DUPLICATE, "a.csv")
+    entry = rows(lake, LEDGER).filter(pl.col("file") == "b.csv").row(0, named=True)
+    assert (entry["sha256"], entry["outcome"]) == (sha(data), DUPLICATE)
+    with pytest.raises(FileNotFoundError) as exc:
+        ingest(lake, zone, tiny_spec, files=["a.csv", "x.csv", "y.csv"])
+    assert str(exc.value) == f"not in landing zone {landing_dir}: x.csv, y.csv"
+
+
+def test_a_batch_commits_in_order_staged_bronze_quarantine_ledger(lake, zone, landing_dir, tiny_spec, monkeypatch):
+    """The commit points the fault tests place their kill -9 after, in order (recorded through the hook's calls), and
+    the versions the report gives for each table."""
+    import aiflow.data.ingest as module
+
+    points = []
+    monkeypatch.setattr(module, "_after_commit", points.append)
+    write_file(landing_dir, "day1.csv", csv_bytes(TRIPS_ROWS))
+    first = ingest(lake, zone, tiny_spec)
+    assert points == ["bronze", "quarantine", "ledger"]  # nothing quarantined: nothing staged
+    assert (first.bronze_version, first.quarantine_version, first.ledger_version) == (0, None, 0)
+    points.clear()
+    write_file(landing_dir, "day2.csv", csv_bytes(DAY2))
+    second = ingest(lake, zone, tiny_spec)
+    assert points == ["staged", "bronze", "quarantine", "ledger"]
+    assert (second.bronze_version, second.quarantine_version, second.ledger_version) == (1, 0, 1)
+
+
+# ------------------------------------------------------------------------------------ more repairs
+def test_a_lost_ledger_is_rebuilt_from_bronze_s_log_batch_by_batch(lake, zone, landing_dir, tiny_spec, tmp_path, caplog):
+    """The ledger is an index derived from bronze's log: with its table gone, the next repair writes every batch's entries
+    again (and their quarantine rows, typed again from the landing files, replacing the same rows)."""
+    caplog.set_level(logging.INFO, logger="aiflow.data.ingest")
+    for name, lines in (("day1.csv", TRIPS_ROWS), ("day3.csv", DAY3)):
+        write_file(landing_dir, name, csv_bytes(lines))
+        ingest(lake, zone, tiny_spec, batch_id=name[:4])
+    ledger = rows(lake, LEDGER).sort("file")
+    shutil.rmtree(Path(lake.root) / LEDGER)
+    fresh = Lake(lake.root)
+    assert repair(fresh, zone, tiny_spec) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "trips: batch day1-0000 is in bronze but not in the ledger (its run stopped): repairing",
+        "trips: batch day3-0000 is in bronze but not in the ledger (its run stopped): repairing",
+    ]
+    assert rows(fresh, LEDGER).sort("file").equals(ledger)
+    assert [(f, r, b) for f, r, _, _, b, _ in quarantined(fresh)] == [("day3.csv", 2, "day3-0000")]
+
+
+def test_rows_left_staged_by_a_run_stopped_after_its_ledger_commit_are_removed_by_the_next(lake, zone, landing_dir, tiny_spec):
+    from aiflow.data.quarantine_stage import stage
+
+    write_file(landing_dir, "day2.csv", csv_bytes(DAY2))
+    ingest(lake, zone, tiny_spec, batch_id="b1")
+    stage(lake, "trips", "b1-0000", rows(lake, QUARANTINE))  # as if the run had stopped before its unstage
+    stage(lake, "trips", "never-committed", rows(lake, QUARANTINE))  # a batch that never reached bronze: left alone
+    assert staged_batches(lake, "trips") == ["b1-0000", "never-committed"]
+    assert ingest(lake, zone, tiny_spec).batches_repaired == 0
+    assert staged_batches(lake, "trips") == ["never-committed"]
+
+
+def test_every_chunk_of_a_run_applies_the_limit_and_marks_the_index(lake, zone, landing_dir, tiny_spec):
+    write_file(landing_dir, "a.csv", csv_bytes(TRIPS_ROWS))
+    ingest(lake, zone, tiny_spec, batch_id="first")  # bronze v0, so that this run's ledger commits carry a mark
+    for i in range(2):
+        write_file(landing_dir, f"b{i}.csv", csv_bytes([f"{90 + 2 * i + j},AA,JFK,100,,,,,2013-01-1{i}T0{j}:00:00Z" for j in range(2)]))
+    write_file(landing_dir, "c_mostly_bad.csv", csv_bytes(["95,AA,JFK,100,,,,,2013-01-12T00:00:00Z", "96,AA,JFK,far,,,,,2013-01-12T01:00:00Z",
+                                                        "97,AA,JFK,near,,,,,2013-01-12T02:00:00Z"]))  # fmt: skip
+    report = ingest(lake, zone, tiny_spec, chunk_rows=4, batch_id="c")
+    assert [(f.file, f.outcome) for f in report.files] == [("b0.csv", INGESTED), ("b1.csv", INGESTED), ("c_mostly_bad.csv", REJECTED)]
+    marks = {c["aiflow.batch_id"]: c.get("aiflow.indexed_through") for c in lake.history(LEDGER) if c["version"] > 0}
+    assert marks == {"c-0000": "0", "c-0002": "0"}
