@@ -793,3 +793,31 @@ def test_every_chunk_of_a_run_applies_the_limit_and_marks_the_index(lake, zone, 
     assert [(f.file, f.outcome) for f in report.files] == [("b0.csv", INGESTED), ("b1.csv", INGESTED), ("c_mostly_bad.csv", REJECTED)]
     marks = {c["aiflow.batch_id"]: c.get("aiflow.indexed_through") for c in lake.history(LEDGER) if c["version"] > 0}
     assert marks == {"c-0000": "0", "c-0002": "0"}
+
+
+def test_a_repair_from_landing_files_the_changed_spec_no_longer_quarantines_completes_and_says_so(
+    lake, zone, landing_dir, tiny_dict, tiny_spec, monkeypatch, caplog
+):
+    """Bug found by this mutation run: a batch with nothing staged, whose landing files the current spec types with no
+    quarantined row at all (here ``seats`` became a float), made the repair fail inside ``pl.concat`` (TypeError on a
+    None frame) — and with it every later ingestion, which repairs first. It now completes, writes the rows the current
+    spec quarantines (none) and names the file whose count differs from the batch's record."""
+    from aiflow.spec import parse_spec
+
+    caplog.set_level(logging.INFO, logger="aiflow.data.ingest")
+    data = csv_bytes(
+        ["20,AA,JFK,100,,,,,2013-01-05T01:00:00Z", "21,AA,JFK,110,1.5,,,,2013-01-05T02:00:00Z", "22,AA,JFK,120,,,,,2013-01-05T03:00:00Z"]
+    )
+    write_file(landing_dir, "d.csv", data)
+    batch = stop_after_bronze(lake, zone, tiny_spec, monkeypatch)
+    unstage(lake, "trips", batch)
+    tiny_dict["columns"]["seats"]["type"] = "float64"
+
+    assert repair(lake, zone, parse_spec(tiny_dict, "tiny")) == 1
+    entry = rows(lake, LEDGER).row(0, named=True)
+    assert (entry["file"], entry["rows_ingested"], entry["rows_quarantined"]) == ("d.csv", 2, 1)  # as the batch recorded it
+    assert not lake.exists(QUARANTINE)
+    assert (
+        f"trips: batch {batch}: typed again from {landing_dir} under the current spec, these files give other quarantined "
+        f"rows than the batch recorded: d.csv (0 of 1 rows)"
+    ) in caplog.messages
