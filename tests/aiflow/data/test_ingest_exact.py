@@ -323,7 +323,9 @@ def test_the_earliest_commit_that_records_a_content_owns_it(tmp_path, tiny_spec)
     entries of other outcomes are left as they are."""
     from aiflow.data.ingest import _resolve, commit_entries
 
-    data = csv_bytes(DAY2)
+    data = csv_bytes(
+        ["70,AA,JFK,100,,2013-01-05T12:00:00Z,A1", "71,AA,JFK,far,,2013-01-05T13:00:00Z,A2", "72,AA,JFK,110,,2013-01-05T14:00:00Z,A3"], GATE
+    )
     entries = []
     for name, batch in (("first.csv", "a"), ("second.csv", "b")):
         write_file(tmp_path / batch, name, data)
@@ -349,6 +351,9 @@ def test_the_earliest_commit_that_records_a_content_owns_it(tmp_path, tiny_spec)
         DUPLICATE, "first.csv", 0, 0, [], []
     )  # fmt: skip
     assert (row["sha256"], row["batch_id"], row["size_bytes"]) == (sha(data), "b-0000", len(data))
+    before = entries[1].filter(pl.col("file") == "second.csv").row(0, named=True)  # what the duplicate's entry had
+    assert (before["rows_ingested"], before["rows_quarantined"], before["new_columns"]) == (2, 1, ["gate"])
+    assert before["event_dates"] == [__import__("datetime").date(2013, 1, 5)]
 
 
 def test_the_entries_of_a_bronze_commit_are_its_ledger_rows(lake, zone, landing_dir, tiny_spec):
