@@ -7,6 +7,7 @@ No Polars at import: mutmut's forked children hang in Polars otherwise (scripts/
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -264,7 +265,7 @@ def test_a_file_exactly_at_the_limit_is_ingested_with_its_share(lake, zone, land
 
 # ------------------------------------------------------------------------- another ingestion first
 def test_a_run_that_loses_a_file_to_another_ingestion_records_it_as_that_file_s_duplicate(
-    lake, zone, landing_dir, tmp_path, tiny_spec, monkeypatch
+    lake, zone, landing_dir, tmp_path, tiny_spec, monkeypatch, caplog
 ):
     """Another ingestion commits the same bytes (under another name, from another zone) between this run's read of bronze
     and its commit: Delta refuses this run's commit, it re-reads the commits it missed, records its copy as a duplicate of
@@ -287,8 +288,13 @@ def test_a_run_that_loses_a_file_to_another_ingestion_records_it_as_that_file_s_
             monkeypatch.setattr(module, "_before_claim", other_ingestion_first)
 
     monkeypatch.setattr(module, "_before_claim", other_ingestion_first)
+    caplog.set_level(logging.INFO, logger="aiflow.data.ingest")
     report = ingest(lake, zone, tiny_spec, batch_id="mine")
     assert calls == [0, 1]  # refused once, then committed
+    (refused,) = [m for m in caplog.messages if "another ingestion" in m]
+    head, tail = "trips: another ingestion committed some of batch mine-0000's files first (", "); re-reading"
+    assert refused.startswith(head) and refused.endswith(tail)
+    assert refused[len(head) : -len(tail)] not in ("", "None")  # Delta's reason
 
     assert [(f.file, f.sha256, f.outcome, f.duplicate_of, f.rows_ingested, f.rows_quarantined) for f in report.files] == [
         ("day2.csv", sha(day2), DUPLICATE, "copy-of-day2.csv", 0, 0),
@@ -363,6 +369,7 @@ def test_the_entries_of_a_bronze_commit_are_its_ledger_rows(lake, zone, landing_
     ingest(lake, zone, tiny_spec)
     (commit,) = lake.history(BRONZE)
     entries = commit_entries(commit)
+    assert json.loads(commit["aiflow.dates"]) == ["2013-01-01", "2013-01-02", "2013-01-03", "2013-01-05"]
     assert entries.schema == pl.Schema(LEDGER_SCHEMA)
     assert entries.sort("file").equals(rows(lake, LEDGER).select(list(LEDGER_SCHEMA)).sort("file"))
 
@@ -814,15 +821,18 @@ def test_a_repair_from_landing_files_the_changed_spec_no_longer_quarantines_comp
         ["20,AA,JFK,100,,,,,2013-01-05T01:00:00Z", "21,AA,JFK,110,1.5,,,,2013-01-05T02:00:00Z", "22,AA,JFK,120,,,,,2013-01-05T03:00:00Z"]
     )
     write_file(landing_dir, "d.csv", data)
+    two = ["30,AA,JFK,100,,,,,2013-01-06T01:00:00Z", "31,AA,JFK,110,2.5,,,,2013-01-06T02:00:00Z",
+           "32,AA,JFK,far,,,,,2013-01-06T03:00:00Z", "33,AA,JFK,120,,,,,2013-01-06T04:00:00Z"]  # fmt: skip
+    write_file(landing_dir, "e.csv", csv_bytes(two))  # two quarantined rows; one of them still is under the new spec
     batch = stop_after_bronze(lake, zone, tiny_spec, monkeypatch)
     unstage(lake, "trips", batch)
     tiny_dict["columns"]["seats"]["type"] = "float64"
 
     assert repair(lake, zone, parse_spec(tiny_dict, "tiny")) == 1
-    entry = rows(lake, LEDGER).row(0, named=True)
-    assert (entry["file"], entry["rows_ingested"], entry["rows_quarantined"]) == ("d.csv", 2, 1)  # as the batch recorded it
-    assert not lake.exists(QUARANTINE)
+    entries = sorted(rows(lake, LEDGER).select("file", "rows_ingested", "rows_quarantined").iter_rows())
+    assert entries == [("d.csv", 2, 1), ("e.csv", 2, 2)]  # as the batch recorded them
+    assert [(f, r) for f, r, *_ in quarantined(lake)] == [("e.csv", 3)]
     assert (
         f"trips: batch {batch}: typed again from {landing_dir} under the current spec, these files give other quarantined "
-        f"rows than the batch recorded: d.csv (0 of 1 rows)"
+        f"rows than the batch recorded: d.csv (0 of 1 rows), e.csv (1 of 2 rows)"
     ) in caplog.messages
