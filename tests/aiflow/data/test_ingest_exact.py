@@ -595,11 +595,15 @@ def test_each_batch_replaces_only_its_own_quarantine_and_ledger_rows_and_says_so
     assert (ledger_commits[1]["aiflow.batch_id"], ledger_commits[1]["aiflow.indexed_through"]) == ("b2-0000", "0")
 
 
-def test_a_chunk_commits_as_soon_as_it_holds_chunk_rows_rows(lake, zone, landing_dir, tiny_spec):
+@pytest.mark.parametrize("chunk_rows", [3, 4])
+def test_a_chunk_commits_as_soon_as_it_holds_chunk_rows_rows(lake, zone, landing_dir, tiny_spec, chunk_rows):
+    """Files of 2 rows: 4 rows reach 3 and 4, 2 rows reach neither."""
     for i in range(3):
         write_file(landing_dir, f"f{i}.csv", csv_bytes([f"{90 + 2 * i + j},AA,JFK,100,,,,,2013-01-1{i}T0{j}:00:00Z" for j in range(2)]))
     progress = []
-    report = ingest(lake, zone, tiny_spec, chunk_rows=4, batch_id="c", on_progress=lambda done, total: progress.append((done, total)))
+    report = ingest(
+        lake, zone, tiny_spec, chunk_rows=chunk_rows, batch_id="c", on_progress=lambda done, total: progress.append((done, total))
+    )
     batches = dict(rows(lake, LEDGER).select("file", "batch_id").iter_rows())
     assert batches == {"f0.csv": "c-0000", "f1.csv": "c-0000", "f2.csv": "c-0002"}  # 2 + 2 rows reach 4: commit
     assert progress == [(1, 3), (2, 3), (3, 3)]
@@ -632,6 +636,10 @@ def test_an_unreadable_file_is_rejected_with_its_name_in_the_reason_and_the_log(
     write_file(landing_dir, "short.csv", b"trip_id,carrier,origin,ts\n1,AA,JFK,2013-01-01T00:00:00Z\n")
     report = ingest(lake, zone, tiny_spec, batch_id="r")
     errors = {f.file: f.error for f in report.files}
+    assert [(f.file, f.sha256, f.outcome) for f in report.files] == [
+        ("notes.txt", sha(b"hello"), REJECTED),
+        ("short.csv", sha(b"trip_id,carrier,origin,ts\n1,AA,JFK,2013-01-01T00:00:00Z\n"), REJECTED),
+    ]
     assert errors["notes.txt"] == "notes.txt: unknown file type (expected .csv, .parquet or .jsonl)"
     assert errors["short.csv"].startswith("short.csv: ")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
