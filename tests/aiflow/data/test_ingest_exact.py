@@ -393,7 +393,7 @@ def test_the_barrier_hook_waits_for_the_other_process_then_is_used_up(tmp_path, 
     _before_claim()
     waited = time.monotonic() - started
     other.join()
-    assert waited >= 0.3
+    assert 0.3 <= waited < 30  # released by the second process, not by the 60 s deadline
     assert sorted(p.name for p in folder.iterdir()) == sorted([str(os.getpid()), "other-process"])
     assert BARRIER_ENV not in os.environ
     _before_claim()  # used up: returns at once, touches nothing
