@@ -368,7 +368,21 @@ def _quarantine_from_landing(landing: LandingZone, table: TableSpec, batch: str,
             f"with those bytes under its name and run the ingestion again; until then the batch stays unfinished."
         )
     chunk._type_pending()
-    return chunk.quarantine_frame() if chunk.bad else pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    frame = chunk.quarantine_frame()  # None when the spec, changed since the batch, quarantines none of these rows now
+    frame = pl.DataFrame(schema=QUARANTINE_SCHEMA) if frame is None else frame
+    found = dict(frame.group_by("_source_sha256").len().iter_rows())
+    changed = [
+        f"{e['file']} ({found.get(e['sha256'], 0)} of {e['rows_quarantined']} rows)"
+        for e in wanted.iter_rows(named=True)
+        if found.get(e["sha256"], 0) != e["rows_quarantined"]
+    ]
+    if changed:
+        log.warning(
+            "%s: batch %s: typed again from %s under the current spec, these files give other quarantined rows than the "
+            "batch recorded: %s",
+            table.name, batch, landing.uri, ", ".join(changed),
+        )  # fmt: skip
+    return frame
 
 
 def _write_quarantine(lake: Lake, table: TableSpec, batch: str, frame: pl.DataFrame | None) -> int | None:
