@@ -5,7 +5,8 @@ The replay only lands files, sends requests and labels through the real server; 
 (landing sensor, automation, monitoring sensor, retrain sensor), tagged with what started it and the window it is for.
 The classification replay has its daemon killed with ``kill -9`` in the middle (the replay restarts it, as a
 supervisor would): nothing is decided twice, no window is skipped, no retrain starts twice. The three replays wait on
-daemons most of the time, so they run at once (one module fixture), each in its own home and instance.
+daemons most of the time, so they run at once (one module fixture), each in its own home and instance. A fourth, the
+seasonal world of benchmarks/worlds.py shortened to 10 windows, reaches a reinstatement under the daemon.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from benchmarks.loop_matrix import TRAIN_WINDOWS
+from benchmarks.loop_worlds_replay import write_world
+from benchmarks.worlds import make_world
 from tests.aiflow.monitoring.world import REFERENCE_DAYS, START
 from tests.e2e.replay_data import prices_history, rides_history
 
@@ -53,14 +57,18 @@ def replays(tmp_path_factory) -> dict[str, Replay]:
     root = tmp_path_factory.mktemp("replays")
     rides = rides_history(root / "rides", "classification", shifted=[False, True, False])
     prices = prices_history(root / "prices", months=7, shift_from=5)
+    # the seasonal world of benchmarks/worlds.py (its concept alternates every 4 weekly windows), 10 windows
+    seasonal, seasonal_data = write_world(make_world("seasonal", windows=10, rows=1000), 0, root / "seasonal")
     runs = {
         "rides": start(root / "rides" / "home", "rides", "--spec", str(rides), "--data", str(root / "rides" / "data"),
                        "--first-train", f"{REFERENCE_DAYS}d", kill_after_decisions=1),
         "prices": start(root / "prices" / "home", "prices", "--spec", str(prices), "--data", str(root / "prices" / "data"),
                         "--first-train", "120d", "--step", "31d", "--label-delay", "20d"),
         "flights": start(root / "demo", "flights", "--until", "2013-04-14"),
+        "seasonal": start(root / "seasonal" / "home", "world_seasonal", "--spec", str(seasonal), "--data", str(seasonal_data),
+                          "--first-train", f"{7 * TRAIN_WINDOWS}d", "--label-delay", "7d"),
     }  # fmt: skip
-    deadline = time.monotonic() + 1200
+    deadline = time.monotonic() + 1800
     while any(r.process.poll() is None for r in runs.values()) and time.monotonic() < deadline:
         for r in runs.values():
             decisions = r.home / "lake" / "monitoring" / r.dataset / "decisions"
@@ -175,3 +183,30 @@ def test_the_demo_runs_under_the_daemon_with_progress_lines_only(replays):
     assert decisions["window_start"].to_list() == [dt.date(2013, 4, 1)]  # a New York calendar week, no partial one before
     jobs = {run.job_name for run in runs_of(r.home)}
     assert {"flights_data_plane_job", "flights_retrain_job", "flights_monitoring_job", "__ASSET_JOB"} <= jobs
+
+
+def test_under_the_daemon_a_concept_that_comes_back_brings_its_earlier_champion_back(replays):
+    """The seasonal world: v1 learnt concept A (windows 0-2); the flip to B at window 4 retrained (v2, then its
+    follow-up v3); the flip back to A at window 8 fired a retrain whose validation found v1 decisive against v3 and surer
+    than the retrain: v1 serves again, the retrain is registered without an alias, the window shows the outcome, and the
+    replay (which waited for the retrain's alias before) carries on to its end."""
+    from aiflow.models.registry import Registry
+    from aiflow.monitoring import history
+    from aiflow.storage.lake import Lake
+
+    r = replays["seasonal"]
+    lake = Lake(str(r.home / "lake"))
+    ended = history.read_outcomes(lake, r.dataset)
+    back = ended.filter(pl.col("outcome") == "reinstated")
+    assert back.height >= 1, (ended, r.out[-3000:])
+    first = back.row(0, named=True)
+    assert first["served_version"] == 1 and first["alias"] == "champion", first  # the concept A model
+    registry = Registry(lake)
+    assert first["registered_version"] not in registry.aliases(r.dataset).values()
+    assert any("earlier champion v1 reinstated" in (reason or "") for reason in registry.history(r.dataset, "champion")["reason"].to_list())
+    decided = history.read_decisions(lake, r.dataset).filter(pl.col("window_start") == first["window_start"]).row(0, named=True)
+    assert decided["action"] == "retrain" and decided["retrain_outcome"] == "reinstated" and decided["retrain_served_version"] == 1
+    assert "earlier champion v1 reinstated and serving" in r.out  # the replay saw it and went on
+    retrains = [run for run in runs_of(r.home) if run.job_name == f"{r.dataset}_retrain_job"]
+    assert first["run_id"] in {run.run_id for run in retrains}
+    assert all(run.tags.get("aiflow/trigger") == "retrain_sensor" for run in retrains if run.run_id == first["run_id"])
