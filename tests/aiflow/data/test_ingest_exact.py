@@ -55,18 +55,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture
-def landing_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "landing"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def zone(landing_dir: Path) -> LocalLandingZone:
-    return LocalLandingZone(landing_dir)
-
-
 def rows(lake: Lake, table: str) -> pl.DataFrame:
     return lake.scan(table).collect()
 
