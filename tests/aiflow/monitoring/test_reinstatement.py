@@ -68,24 +68,33 @@ def ref(registry: Registry, world, version: int) -> ModelRef:
     return ModelRef.of(registry.get(world.spec.name, version), str(world.artifacts))
 
 
+def validated_beside(registry: Registry, world, weak, earlier: list[ModelRef]):
+    """The real validation step with the champion's own bundle as the candidate and ``earlier`` scored beside it on the
+    held-out rows of the champion's training version; returns its report and those rows."""
+    spec, mv = world.spec, registry.get(world.spec.name, weak.version)
+    report = validate(
+        ref(registry, world, weak.version), features_uri=mv.training_table, data_version=mv.training_version, spec=spec,
+        candidate_valid_metrics={}, baseline_valid_metrics={}, champion=ref(registry, world, weak.version),
+        config=GateConfig(), storage_options=None, artifact_options=None, earlier=earlier,
+    )  # fmt: skip
+    return report, held_out_rows(mv.training_table, mv.training_version, spec)
+
+
+def held_out_metric(registry: Registry, world, version: int, rows, metric: str) -> float:
+    """Version ``version``'s ``metric`` on ``rows``, computed here by hand (loaded bundle, the project's metrics)."""
+    y = rows[world.spec.target.name].to_numpy()
+    return compute_metrics(y, load_model(ref(registry, world, version)).predict(rows), world.spec.problem_type)[metric]
+
+
 def test_a_strong_earlier_champion_is_scored_beside_a_weak_one_and_reinstated(two_champions):
     world, registry, weak = two_champions
     spec = world.spec
     events = list(reversed(registry.history(spec.name, "champion")["version"].to_list()))
     assert earlier_champions(events, current=weak.version, pool=3) == [world.version]
-    mv = registry.get(spec.name, weak.version)
     tampered = dataclasses.replace(ref(registry, world, world.version), label="v99", version=99, artifact_sha256="0" * 64)
-    report = validate(
-        ref(registry, world, weak.version), features_uri=mv.training_table, data_version=mv.training_version, spec=spec,
-        candidate_valid_metrics={}, baseline_valid_metrics={}, champion=ref(registry, world, weak.version),
-        config=GateConfig(), storage_options=None, artifact_options=None,
-        earlier=[ref(registry, world, world.version), tampered],
-    )  # fmt: skip
+    report, rows = validated_beside(registry, world, weak, [ref(registry, world, world.version), tampered])
     # the earlier champion's evidence is on exactly the held-out rows, against the champion's own scores
-    rows = held_out_rows(mv.training_table, mv.training_version, spec)
-    y = rows[spec.target.name].to_numpy()
-    strong = compute_metrics(y, load_model(ref(registry, world, world.version)).predict(rows), "classification")["roc_auc"]
-    champ = compute_metrics(y, load_model(ref(registry, world, weak.version)).predict(rows), "classification")["roc_auc"]
+    strong, champ = (held_out_metric(registry, world, v, rows, "roc_auc") for v in (world.version, weak.version))
     e = report.earlier[world.version]
     assert e.rows == report.rows == rows.height
     assert e.champion == pytest.approx(champ) and e.challenger == pytest.approx(strong) and e.gain == pytest.approx(strong - champ)
@@ -135,16 +144,8 @@ def test_a_regression_s_earlier_champion_is_reinstated_on_its_relative_rmse_gain
     world, registry, weak = two_regression_champions
     spec = world.spec
     assert spec.problem_type == "regression"
-    mv = registry.get(spec.name, weak.version)
-    report = validate(
-        ref(registry, world, weak.version), features_uri=mv.training_table, data_version=mv.training_version, spec=spec,
-        candidate_valid_metrics={}, baseline_valid_metrics={}, champion=ref(registry, world, weak.version),
-        config=GateConfig(), storage_options=None, artifact_options=None, earlier=[ref(registry, world, world.version)],
-    )  # fmt: skip
-    rows = held_out_rows(mv.training_table, mv.training_version, spec)
-    y = rows[spec.target.name].to_numpy()
-    strong = compute_metrics(y, load_model(ref(registry, world, world.version)).predict(rows), "regression")["rmse"]
-    champ = compute_metrics(y, load_model(ref(registry, world, weak.version)).predict(rows), "regression")["rmse"]
+    report, rows = validated_beside(registry, world, weak, [ref(registry, world, world.version)])
+    strong, champ = (held_out_metric(registry, world, v, rows, "rmse") for v in (world.version, weak.version))
     e = report.earlier[world.version]
     assert e.rows == rows.height and e.champion == pytest.approx(champ) and e.challenger == pytest.approx(strong)
     assert e.gain == pytest.approx(float(gain_of("rmse", champ, strong))) and e.gain == pytest.approx((champ - strong) / champ)
