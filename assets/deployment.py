@@ -210,7 +210,7 @@ def champion_asset(spec: DatasetSpec) -> AssetsDefinition:
         window = context.run.tags.get(WINDOW_TAG) if context.run else None
         if window:  # a retrain a monitoring window asked for: its outcome beside the window's decision
             outcome = "reinstated" if back is not None else {"champion": "promoted"}.get(alias, alias)
-            served = registry.alias(spec.name, "champion")
+            served = target if alias == "champion" else champion  # who serves after this flip
             history.record_outcome(store, spec.name, dt.date.fromisoformat(window), run_id=context.run_id, registered_version=version,
                                    alias=alias, served_version=served, outcome=outcome, reason=reason)  # fmt: skip
             # and on the window's page of the decisions asset in the UI (an observation: the decision itself is unchanged)
